@@ -1,0 +1,574 @@
+//! The `lockd` daemon's command line: flags (with glockd's and node lockd's
+//! spellings, so their unit files start lockd unchanged), `--help`, the
+//! pidfile and the default state directory.
+
+use super::{options, parse_number, render_flags, Arity, FlagSpec, UsageError};
+use crate::server::{Secret, ServerConfig};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every flag of `lockd`, once.
+pub const FLAGS: &[FlagSpec] = &[
+    FlagSpec {
+        short: "l",
+        long: "listen",
+        value: "ADDR:PORT",
+        arity: Arity::Repeated,
+        help:
+            "listen on TCP ADDR:PORT (repeatable; default 127.0.0.1:9999; :PORT = all interfaces)",
+    },
+    FlagSpec {
+        short: "u",
+        long: "unix",
+        value: "PATH",
+        arity: Arity::Repeated,
+        help: "also listen on a Unix socket at PATH (repeatable)",
+    },
+    FlagSpec {
+        short: "",
+        long: "unix-mode",
+        value: "MODE",
+        arity: Arity::Value,
+        help: "permissions of the Unix socket file, in octal (e.g. 660)",
+    },
+    FlagSpec {
+        short: "p",
+        long: "pidfile",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "write the process id to PATH, locked; removed on clean exit",
+    },
+    FlagSpec {
+        short: "",
+        long: "no-dump",
+        value: "",
+        arity: Arity::Flag,
+        help: "answer d, sd, dump, dj and who with \"0 disabled\"",
+    },
+    FlagSpec {
+        short: "",
+        long: "no-registry",
+        value: "",
+        arity: Arity::Flag,
+        help: "answer iam and who with \"0 disabled\"",
+    },
+    FlagSpec {
+        short: "",
+        long: "max-connections",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse connections past N with \"0 Too Many Connections\" (default 10000)",
+    },
+    FlagSpec {
+        short: "",
+        long: "max-line",
+        value: "BYTES",
+        arity: Arity::Value,
+        help: "longest command line accepted (default 4096)",
+    },
+    FlagSpec {
+        short: "",
+        long: "state-dir",
+        value: "DIR",
+        arity: Arity::Value,
+        help: "where fencing tokens are persisted (default: see FILES in lockd(8))",
+    },
+    FlagSpec {
+        short: "",
+        long: "no-state",
+        value: "",
+        arity: Arity::Flag,
+        help: "keep fencing tokens in memory only (they restart at 1)",
+    },
+    FlagSpec {
+        short: "",
+        long: "auth-file",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "require \"auth SECRET\" with the secret read from PATH",
+    },
+    FlagSpec {
+        short: "",
+        long: "tcp-keepalive",
+        value: "SECS",
+        arity: Arity::Value,
+        help: "TCP keepalive idle time; 0 turns it off (default 60)",
+    },
+    FlagSpec {
+        short: "",
+        long: "idle-timeout",
+        value: "SECS",
+        arity: Arity::Value,
+        help: "close connections silent for SECS (default: never)",
+    },
+    FlagSpec {
+        short: "v",
+        long: "verbose",
+        value: "",
+        arity: Arity::Flag,
+        help: "log every command to stderr",
+    },
+    FlagSpec {
+        short: "",
+        long: "version",
+        value: "",
+        arity: Arity::Flag,
+        help: "print the version and exit",
+    },
+    FlagSpec {
+        short: "h",
+        long: "help",
+        value: "",
+        arity: Arity::Flag,
+        help: "print this help and exit",
+    },
+    FlagSpec {
+        short: "",
+        long: "tcp",
+        value: "[IFACE:]PORT",
+        arity: Arity::Repeated,
+        help: "node lockd's spelling: listen on PORT (all interfaces unless IFACE)",
+    },
+    FlagSpec {
+        short: "",
+        long: "disable-dump",
+        value: "",
+        arity: Arity::Flag,
+        help: "node lockd's spelling of --no-dump",
+    },
+    FlagSpec {
+        short: "",
+        long: "disable-registry",
+        value: "",
+        arity: Arity::Flag,
+        help: "node lockd's spelling of --no-registry",
+    },
+    FlagSpec {
+        short: "",
+        long: "pid-file",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "node lockd's spelling of --pidfile",
+    },
+];
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the server.
+    Run(Box<DaemonOptions>),
+    /// Print `--help`.
+    Help,
+    /// Print `--version`.
+    Version,
+}
+
+/// A parsed `lockd` command line.
+#[derive(Debug)]
+pub struct DaemonOptions {
+    /// The server's configuration.
+    pub config: ServerConfig,
+    /// `--pidfile`.
+    pub pidfile: Option<PathBuf>,
+    /// Warnings to log at start (ignored compatibility flags).
+    pub warnings: Vec<String>,
+}
+
+/// The text of `lockd --help`.
+pub fn help() -> String {
+    format!(
+        "lockd {}: a network lock server; a lock lives as long as the connection that took it
+
+Usage: lockd [OPTIONS]
+
+Options:
+{}
+glockd's flags are accepted with glockd's meaning, so its unit files start lockd:
+  -port N (all interfaces; 0 turns TCP off), -unix PATH, -pidfile PATH,
+  -dump=false, -registry=false, -verbose, -ws N (ignored with a warning)
+
+Exit status: 0 after a clean stop (SIGTERM, SIGINT), 1 on a runtime error
+(address in use, pidfile held, unusable state), 2 on a bad command line.
+See lockd(8) and lockd-protocol(7).
+",
+        env!("CARGO_PKG_VERSION"),
+        render_flags(FLAGS)
+    )
+}
+
+/// glockd's Go-style flags (`-port 9999`, `-dump=false`), translated
+/// before getopts sees them. Go accepts one or two dashes.
+#[derive(Default)]
+struct GlockdFlags {
+    port: Option<u16>,
+    rest: Vec<String>,
+    warnings: Vec<String>,
+}
+
+fn go_bool(flag: &str, value: Option<&str>) -> Result<bool, UsageError> {
+    match value {
+        None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(UsageError(format!(
+            "invalid value {other:?} for -{flag}: expected true or false"
+        ))),
+    }
+}
+
+fn translate_glockd(args: Vec<String>) -> Result<GlockdFlags, UsageError> {
+    let mut out = GlockdFlags::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let body = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'));
+        let (name, inline) = match body {
+            Some(body) => match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            },
+            None => ("", None),
+        };
+        let mut value = |flag: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| UsageError(format!("-{flag} needs a value (see --help)")))
+        };
+        match name {
+            "port" => {
+                let v = value("port")?;
+                out.port = Some(parse_number("-port", &v, "a port number from 0 to 65535")?);
+            }
+            "ws" => {
+                let v = value("ws")?;
+                out.warnings.push(format!(
+                    "-ws {v} ignored: this lockd has no WebSocket listener yet"
+                ));
+            }
+            "unix" if !arg.starts_with("--") => {
+                out.rest.push("--unix".into());
+                out.rest.push(value("unix")?);
+            }
+            "pidfile" if !arg.starts_with("--") => {
+                out.rest.push("--pidfile".into());
+                out.rest.push(value("pidfile")?);
+            }
+            "dump" | "registry" | "verbose" => {
+                let on = go_bool(name, inline.as_deref())?;
+                match (name, on) {
+                    ("dump", false) => out.rest.push("--no-dump".into()),
+                    ("registry", false) => out.rest.push("--no-registry".into()),
+                    ("verbose", true) => out.rest.push("--verbose".into()),
+                    _ => {}
+                }
+            }
+            _ => out.rest.push(arg),
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `lockd`'s arguments (without the program name).
+///
+/// # Errors
+/// An unknown flag or a bad value, as one line that says what to do.
+pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
+    let glockd = translate_glockd(args)?;
+    let m = options(FLAGS)
+        .parse(&glockd.rest)
+        .map_err(|e| UsageError(format!("{e} (see lockd --help)")))?;
+    if m.opt_present("help") {
+        return Ok(Invocation::Help);
+    }
+    if m.opt_present("version") {
+        return Ok(Invocation::Version);
+    }
+    if let Some(extra) = m.free.first() {
+        return Err(UsageError(format!(
+            "unexpected argument {extra:?}: lockd takes only options (see lockd --help)"
+        )));
+    }
+    let mut config = ServerConfig::default();
+    let mut listen = m.opt_strs("listen");
+    for tcp in m.opt_strs("tcp") {
+        let addr = if tcp.contains(':') {
+            tcp
+        } else {
+            format!(":{tcp}")
+        };
+        listen.push(addr);
+    }
+    match glockd.port {
+        Some(0) => {}
+        Some(port) => listen.push(format!(":{port}")),
+        None => {}
+    }
+    if !listen.is_empty() || glockd.port == Some(0) {
+        config.listen = listen;
+    }
+    config.unix = m.opt_strs("unix").into_iter().map(PathBuf::from).collect();
+    if config.listen.is_empty() && config.unix.is_empty() {
+        return Err(UsageError(
+            "nothing to listen on: -port 0 turns TCP off, so give --unix PATH or --listen ADDR:PORT".into(),
+        ));
+    }
+    if let Some(mode) = m.opt_str("unix-mode") {
+        config.unix_mode = Some(
+            u32::from_str_radix(mode.trim_start_matches("0o"), 8).map_err(|_| {
+                UsageError(format!(
+                "invalid value {mode:?} for --unix-mode: expected octal permissions such as 660"
+            ))
+            })?,
+        );
+    }
+    config.dump = !(m.opt_present("no-dump") || m.opt_present("disable-dump"));
+    config.registry = !(m.opt_present("no-registry") || m.opt_present("disable-registry"));
+    if let Some(n) = m.opt_str("max-connections") {
+        config.max_connections = parse_number("--max-connections", &n, "a number of connections")?;
+    }
+    if let Some(n) = m.opt_str("max-line") {
+        config.max_line = parse_number("--max-line", &n, "a number of bytes")?;
+        if config.max_line == 0 {
+            return Err(UsageError("--max-line must be at least 1".into()));
+        }
+    }
+    if let Some(secs) = m.opt_str("tcp-keepalive") {
+        let secs: u64 = parse_number("--tcp-keepalive", &secs, "a number of seconds")?;
+        config.tcp_keepalive = (secs > 0).then(|| Duration::from_secs(secs));
+    }
+    if let Some(secs) = m.opt_str("idle-timeout") {
+        let secs: u64 = parse_number("--idle-timeout", &secs, "a number of seconds")?;
+        config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+    }
+    config.verbose = m.opt_present("verbose");
+    if let Some(path) = m.opt_str("auth-file") {
+        config.auth_secret = Some(read_secret(Path::new(&path))?);
+    }
+    config.state_dir = match (m.opt_str("state-dir"), m.opt_present("no-state")) {
+        (Some(_), true) => {
+            return Err(UsageError(
+                "--state-dir and --no-state contradict each other; give one".into(),
+            ))
+        }
+        (Some(dir), false) => Some(PathBuf::from(dir)),
+        (None, true) => None,
+        (None, false) => Some(default_state_dir()),
+    };
+    let pidfile = m
+        .opt_str("pidfile")
+        .or_else(|| m.opt_str("pid-file"))
+        .map(PathBuf::from);
+    Ok(Invocation::Run(Box::new(DaemonOptions {
+        config,
+        pidfile,
+        warnings: glockd.warnings,
+    })))
+}
+
+/// Reads an auth secret: the file's contents less one trailing newline.
+fn read_secret(path: &Path) -> Result<Secret, UsageError> {
+    let mut bytes = std::fs::read(path)
+        .map_err(|e| UsageError(format!("cannot read --auth-file {}: {e}", path.display())))?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(UsageError(format!(
+            "--auth-file {} is empty: write the secret into it",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(bytes))
+}
+
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `/var/lib/lockd`
+/// for root, else `$XDG_STATE_HOME/lockd` or `~/.local/state/lockd`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may pass several, colon-separated; the first is ours.
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        return PathBuf::from(first);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/lockd");
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("lockd");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/lockd"),
+        None => PathBuf::from("/var/lib/lockd"),
+    }
+}
+
+/// A pidfile, locked while the daemon runs and removed when dropped.
+#[derive(Debug)]
+pub struct Pidfile {
+    path: PathBuf,
+    _file: File,
+}
+
+/// Why the pidfile could not be written.
+#[derive(Debug)]
+pub enum PidfileError {
+    /// Another process holds it.
+    Held {
+        /// The file.
+        path: PathBuf,
+        /// The pid it names, if readable.
+        pid: Option<String>,
+    },
+    /// It cannot be opened or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for PidfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PidfileError::Held { path, pid } => write!(
+                f,
+                "pidfile {} is held by another running lockd{} (stop it first, or give this one another --pidfile)",
+                path.display(),
+                pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ),
+            PidfileError::Io { path, source } => {
+                write!(f, "cannot write pidfile {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for PidfileError {}
+
+impl Pidfile {
+    /// Creates (or takes over a stale) pidfile, locks it and writes our pid.
+    ///
+    /// # Errors
+    /// Held by a live process, or not writable.
+    pub fn create(path: &Path) -> Result<Pidfile, PidfileError> {
+        let io_error = |source| PidfileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty());
+                return Err(PidfileError::Held {
+                    path: path.to_path_buf(),
+                    pid,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_error(e)),
+        }
+        file.set_len(0).map_err(io_error)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        Ok(Pidfile {
+            path: path.to_path_buf(),
+            _file: file,
+        })
+    }
+}
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> DaemonOptions {
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push("--no-state".into());
+        match parse(args) {
+            Ok(Invocation::Run(options)) => *options,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_to_loopback() {
+        assert_eq!(run(&[]).config.listen, vec!["127.0.0.1:9999"]);
+    }
+
+    #[test]
+    fn glockd_spellings() {
+        let o = run(&[
+            "-port",
+            "7000",
+            "-dump=false",
+            "-registry=false",
+            "-verbose",
+            "-pidfile",
+            "/tmp/x.pid",
+        ]);
+        assert_eq!(o.config.listen, vec![":7000"]);
+        assert!(!o.config.dump && !o.config.registry && o.config.verbose);
+        assert_eq!(o.pidfile.as_deref(), Some(Path::new("/tmp/x.pid")));
+        let o = run(&["-port=0", "-unix", "/tmp/s.sock"]);
+        assert!(o.config.listen.is_empty());
+        assert_eq!(o.config.unix, vec![PathBuf::from("/tmp/s.sock")]);
+        assert!(run(&["-dump=true"]).config.dump);
+    }
+
+    #[test]
+    fn node_spellings() {
+        let o = run(&[
+            "--tcp",
+            "127.0.0.1:7001",
+            "--tcp",
+            "7002",
+            "--disable-dump",
+            "--disable-registry",
+            "--pid-file",
+            "p",
+        ]);
+        assert_eq!(o.config.listen, vec!["127.0.0.1:7001", ":7002"]);
+        assert!(!o.config.dump && !o.config.registry);
+        assert_eq!(o.pidfile.as_deref(), Some(Path::new("p")));
+    }
+
+    #[test]
+    fn bad_values_say_what_to_do() {
+        for args in [
+            &["--max-connections", "lots"][..],
+            &["--bogus"],
+            &["-port", "x"],
+            &["-dump=maybe"],
+            &["extra"],
+        ] {
+            let args = args.iter().map(|s| s.to_string()).collect();
+            let err = parse(args).expect_err("bad");
+            assert!(!err.0.contains('\n'), "{err}");
+        }
+    }
+}

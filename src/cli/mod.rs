@@ -1,0 +1,142 @@
+//! Command-line plumbing shared by the `lockd` and `lockctl` binaries:
+//! flags defined once in a table that feeds both getopts and `--help`, the
+//! pidfile, and the descriptor limit.
+
+pub mod daemon;
+
+use std::fmt;
+
+/// Whether a flag takes a value, and may repeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// A switch.
+    Flag,
+    /// Takes one value.
+    Value,
+    /// Takes a value and may be given more than once.
+    Repeated,
+}
+
+/// One command-line flag: the single definition behind getopts, `--help`
+/// and the test that keeps the man page in step.
+#[derive(Clone, Copy, Debug)]
+pub struct FlagSpec {
+    /// One-letter form, or `""`.
+    pub short: &'static str,
+    /// Long form without the dashes.
+    pub long: &'static str,
+    /// Name of the value (`PATH`), or `""` for a switch.
+    pub value: &'static str,
+    /// Flag or value.
+    pub arity: Arity,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// A command-line error: printed as one line, exit status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Builds getopts options from a flag table.
+pub fn options(flags: &[FlagSpec]) -> getopts::Options {
+    let mut opts = getopts::Options::new();
+    for f in flags {
+        match f.arity {
+            Arity::Flag => opts.optflag(f.short, f.long, f.help),
+            Arity::Value => opts.optopt(f.short, f.long, f.help, f.value),
+            Arity::Repeated => opts.optmulti(f.short, f.long, f.help, f.value),
+        };
+    }
+    opts
+}
+
+/// Renders the option list of `--help` from a flag table.
+pub fn render_flags(flags: &[FlagSpec]) -> String {
+    let mut rows = Vec::new();
+    for f in flags {
+        let mut left = if f.short.is_empty() {
+            format!("    --{}", f.long)
+        } else {
+            format!("-{}, --{}", f.short, f.long)
+        };
+        if !f.value.is_empty() {
+            left.push(' ');
+            left.push_str(f.value);
+        }
+        rows.push((left, f.help));
+    }
+    let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(left, help)| format!("  {left:width$}  {help}\n"))
+        .collect()
+}
+
+/// Parses a number, with a message that names the flag.
+///
+/// # Errors
+/// When `value` is not a number in range.
+pub fn parse_number<T: std::str::FromStr>(
+    flag: &str,
+    value: &str,
+    what: &str,
+) -> Result<T, UsageError> {
+    value.trim().parse().map_err(|_| {
+        UsageError(format!(
+            "invalid value {value:?} for {flag}: expected {what} (see --help)"
+        ))
+    })
+}
+
+/// Raises the open-files soft limit to the hard limit. Returns the limit
+/// now in force.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed, which
+    // lives across the calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_tables_are_well_formed() {
+        for table in [daemon::FLAGS] {
+            let mut longs: Vec<&str> = table.iter().map(|f| f.long).collect();
+            longs.sort();
+            let before = longs.len();
+            longs.dedup();
+            assert_eq!(before, longs.len(), "duplicate long flag");
+            for f in table {
+                assert_eq!(f.value.is_empty(), f.arity == Arity::Flag, "{}", f.long);
+                assert!(f.short.len() <= 1, "{}", f.long);
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Lock names: byte strings, kept exactly as the client sent them.
+
+use std::borrow::Borrow;
+use std::fmt;
+
+/// A lock name. Names are bytes, only conventionally UTF-8: NUL, invalid
+/// UTF-8 and inner spaces are all legal and kept exactly.
+///
+/// `Debug` escapes non-printable bytes (`"a\0\xFF"`); `Display` is lossy and
+/// meant for logs only.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LockName(Box<[u8]>);
+
+impl LockName {
+    /// Wraps the given bytes.
+    pub fn new(bytes: impl Into<Box<[u8]>>) -> LockName {
+        LockName(bytes.into())
+    }
+
+    /// The raw bytes of the name.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// True for the empty name `""` (a legal lock name).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Borrow<[u8]> for LockName {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for LockName {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&[u8]> for LockName {
+    fn from(bytes: &[u8]) -> LockName {
+        LockName(bytes.into())
+    }
+}
+
+impl From<&str> for LockName {
+    fn from(s: &str) -> LockName {
+        LockName(s.as_bytes().into())
+    }
+}
+
+impl From<Vec<u8>> for LockName {
+    fn from(bytes: Vec<u8>) -> LockName {
+        LockName(bytes.into_boxed_slice())
+    }
+}
+
+impl fmt::Debug for LockName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0.escape_ascii())
+    }
+}
+
+impl fmt::Display for LockName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_escapes_bytes() {
+        let name = LockName::new(&b"a\0\xff b"[..]);
+        assert_eq!(format!("{name:?}"), r#""a\x00\xff b""#);
+        assert_eq!(name.as_bytes(), b"a\0\xff b");
+    }
+}

@@ -1,0 +1,210 @@
+//! A bounded line reader: hands out lines up to a limit, and reads an
+//! over-long line through to its `\n` without ever buffering it whole.
+
+use std::io::{self, ErrorKind, Read};
+
+/// What [`LineReader::next_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A line, without its `\n`. The last line of a stream may have had no
+    /// `\n`; see [`LineReader::at_eof`].
+    Complete(&'a [u8]),
+    /// A line longer than the limit, now skipped.
+    TooLong,
+    /// The peer closed its side and every line has been handed out.
+    Eof,
+}
+
+/// Reads lines from `R` into a buffer that starts small (idle connections
+/// are cheap) and grows under pipelined load up to a fixed bound.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes in `start..scanned` are known to hold no `\n`.
+    scanned: usize,
+    max_line: usize,
+    max_buf: usize,
+    skipping: bool,
+    eof: bool,
+}
+
+const INITIAL_BUFFER: usize = 1024;
+const MAX_BUFFER: usize = 64 * 1024;
+
+impl<R: Read> LineReader<R> {
+    /// A reader that accepts lines of at most `max_line` bytes (`\n` not
+    /// counted).
+    pub fn new(inner: R, max_line: usize) -> LineReader<R> {
+        LineReader {
+            inner,
+            buf: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+            scanned: 0,
+            max_line,
+            max_buf: MAX_BUFFER.max(max_line.saturating_add(1)),
+            skipping: false,
+            eof: false,
+        }
+    }
+
+    /// The underlying reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// True once the peer has closed its side (the last line may still be
+    /// buffered).
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// True while unread bytes are buffered.
+    pub fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// The next line. `before_block` runs each time the buffer holds no
+    /// complete line and the reader is about to block on the stream: the
+    /// moment to flush replies, so a pipelined batch costs one write.
+    ///
+    /// # Errors
+    /// Errors of the stream and of `before_block`, including read timeouts.
+    pub fn next_line(
+        &mut self,
+        mut before_block: impl FnMut() -> io::Result<()>,
+    ) -> io::Result<Line<'_>> {
+        loop {
+            if let Some(pos) = self.buf[self.scanned..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let line_start = self.start;
+                let line_end = self.scanned + pos;
+                self.start = line_end + 1;
+                self.scanned = self.start;
+                if std::mem::take(&mut self.skipping) || line_end - line_start > self.max_line {
+                    return Ok(Line::TooLong);
+                }
+                return Ok(Line::Complete(&self.buf[line_start..line_end]));
+            }
+            self.scanned = self.end;
+            if self.eof {
+                if std::mem::take(&mut self.skipping) {
+                    self.start = self.end;
+                    return Ok(Line::TooLong);
+                }
+                if self.start == self.end {
+                    return Ok(Line::Eof);
+                }
+                let (line_start, line_end) = (self.start, self.end);
+                self.start = self.end;
+                if line_end - line_start > self.max_line {
+                    return Ok(Line::TooLong);
+                }
+                return Ok(Line::Complete(&self.buf[line_start..line_end]));
+            }
+            if self.skipping || self.end - self.start > self.max_line {
+                // Drop what we have of the over-long line; keep skipping
+                // until its `\n`.
+                self.skipping = true;
+                self.start = 0;
+                self.end = 0;
+            } else if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            self.scanned = self.end;
+            if self.end == self.buf.len() && self.buf.len() < self.max_buf {
+                let len = (self.buf.len() * 2).min(self.max_buf);
+                self.buf.resize(len, 0);
+            }
+            before_block()?;
+            loop {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => self.end += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out its data a few bytes per read, to split lines anywhere.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(self.0.len()).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn lines(data: &[u8], chunk: usize, max: usize) -> Vec<Option<Vec<u8>>> {
+        let mut reader = LineReader::new(Trickle(data, chunk), max);
+        let mut out = Vec::new();
+        loop {
+            match reader.next_line(|| Ok(())).expect("no I/O error") {
+                Line::Complete(l) => out.push(Some(l.to_vec())),
+                Line::TooLong => out.push(None),
+                Line::Eof => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn splits_anywhere_the_same() {
+        let mut data = Vec::new();
+        for i in 0..500 {
+            data.extend_from_slice(format!("g lock{i}\n").as_bytes());
+        }
+        data.extend_from_slice(&vec![b'x'; 5000]);
+        data.extend_from_slice(b"\nlast");
+        let expected = lines(&data, usize::MAX, 4096);
+        assert_eq!(expected.len(), 502);
+        assert_eq!(expected[500], None);
+        assert_eq!(expected[501].as_deref(), Some(&b"last"[..]));
+        for chunk in [1, 2, 3, 7, 100, 4097] {
+            assert_eq!(lines(&data, chunk, 4096), expected, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn limit_is_exact() {
+        let ok = vec![b'a'; 10];
+        let mut data = ok.clone();
+        data.extend_from_slice(b"\n");
+        data.extend_from_slice(&[b'b'; 11]);
+        data.extend_from_slice(b"\nc");
+        assert_eq!(
+            lines(&data, 3, 10),
+            vec![Some(ok), None, Some(b"c".to_vec())]
+        );
+        assert_eq!(lines(&[b'z'; 30], 4, 10), vec![None]);
+    }
+
+    #[test]
+    fn huge_line_is_not_buffered_whole() {
+        let mut data = vec![b'y'; 1 << 20];
+        data.extend_from_slice(b"\nok\n");
+        let mut reader = LineReader::new(Trickle(&data, 1 << 16), 4096);
+        assert_eq!(reader.next_line(|| Ok(())).expect("read"), Line::TooLong);
+        assert!(reader.buf.len() <= MAX_BUFFER);
+        assert_eq!(
+            reader.next_line(|| Ok(())).expect("read"),
+            Line::Complete(b"ok")
+        );
+    }
+}

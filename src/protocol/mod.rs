@@ -1,0 +1,643 @@
+//! The wire protocol: parsing a line into a [`Command`], and (in [`reply`])
+//! the exact reply bytes. Pure functions of bytes, no I/O, shared by the
+//! server and the client.
+//!
+//! The rules are those of `PROTOCOL.md` Part 1 (framing, normalisation) and
+//! Part 2 (the extension verbs).
+
+pub mod line;
+pub mod reply;
+
+use crate::name::LockName;
+use std::fmt;
+
+/// Every verb the server recognises. Wire spellings live only here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// `g NAME`: take an exclusive lock.
+    Get,
+    /// `r NAME`: release an exclusive lock.
+    Release,
+    /// `i NAME`: is the exclusive lock held?
+    IsLocked,
+    /// `d [NAME]`: list exclusive holders.
+    Holders,
+    /// `dump [shared]`: glockd's Go-map dump.
+    Dump,
+    /// `sg NAME`: take a shared lock.
+    SharedGet,
+    /// `sr NAME`: release a shared lock.
+    SharedRelease,
+    /// `si NAME`: how many hold the shared lock.
+    SharedIsLocked,
+    /// `sd [NAME]`: list shared holders.
+    SharedHolders,
+    /// `me`: this connection's names.
+    Me,
+    /// `iam [NAME]`: register a name.
+    Iam,
+    /// `who [NAME]`: registered connections.
+    Who,
+    /// `q`: counters.
+    Stats,
+    /// `hello 2`: switch to protocol 2.
+    Hello,
+    /// `wg MS NAME`: wait in line for an exclusive lock.
+    WaitGet,
+    /// `wsg MS LIMIT NAME`: wait for a place in a counting semaphore.
+    WaitSharedGet,
+    /// `t NAME`: the fencing token of a held lock.
+    Token,
+    /// `ra`: release everything this connection holds.
+    ReleaseAll,
+    /// `ping`.
+    Ping,
+    /// `ttl SECONDS`: a lease on this connection.
+    Ttl,
+    /// `dj`: JSON dump.
+    DumpJson,
+    /// `auth SECRET`.
+    Auth,
+}
+
+impl Verb {
+    /// All verbs, in the order of their counters' indices.
+    pub const ALL: [Verb; 22] = [
+        Verb::Get,
+        Verb::Release,
+        Verb::IsLocked,
+        Verb::Holders,
+        Verb::Dump,
+        Verb::SharedGet,
+        Verb::SharedRelease,
+        Verb::SharedIsLocked,
+        Verb::SharedHolders,
+        Verb::Me,
+        Verb::Iam,
+        Verb::Who,
+        Verb::Stats,
+        Verb::Hello,
+        Verb::WaitGet,
+        Verb::WaitSharedGet,
+        Verb::Token,
+        Verb::ReleaseAll,
+        Verb::Ping,
+        Verb::Ttl,
+        Verb::DumpJson,
+        Verb::Auth,
+    ];
+
+    /// The verb as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "g",
+            Verb::Release => "r",
+            Verb::IsLocked => "i",
+            Verb::Holders => "d",
+            Verb::Dump => "dump",
+            Verb::SharedGet => "sg",
+            Verb::SharedRelease => "sr",
+            Verb::SharedIsLocked => "si",
+            Verb::SharedHolders => "sd",
+            Verb::Me => "me",
+            Verb::Iam => "iam",
+            Verb::Who => "who",
+            Verb::Stats => "q",
+            Verb::Hello => "hello",
+            Verb::WaitGet => "wg",
+            Verb::WaitSharedGet => "wsg",
+            Verb::Token => "t",
+            Verb::ReleaseAll => "ra",
+            Verb::Ping => "ping",
+            Verb::Ttl => "ttl",
+            Verb::DumpJson => "dj",
+            Verb::Auth => "auth",
+        }
+    }
+
+    /// Looks a wire verb up; `None` for an unknown one.
+    pub fn from_bytes(verb: &[u8]) -> Option<Verb> {
+        Some(match verb {
+            b"g" => Verb::Get,
+            b"r" => Verb::Release,
+            b"i" => Verb::IsLocked,
+            b"d" => Verb::Holders,
+            b"dump" => Verb::Dump,
+            b"sg" => Verb::SharedGet,
+            b"sr" => Verb::SharedRelease,
+            b"si" => Verb::SharedIsLocked,
+            b"sd" => Verb::SharedHolders,
+            b"me" => Verb::Me,
+            b"iam" => Verb::Iam,
+            b"who" => Verb::Who,
+            b"q" => Verb::Stats,
+            b"hello" => Verb::Hello,
+            b"wg" => Verb::WaitGet,
+            b"wsg" => Verb::WaitSharedGet,
+            b"t" => Verb::Token,
+            b"ra" => Verb::ReleaseAll,
+            b"ping" => Verb::Ping,
+            b"ttl" => Verb::Ttl,
+            b"dj" => Verb::DumpJson,
+            b"auth" => Verb::Auth,
+            _ => return None,
+        })
+    }
+
+    /// Index into per-verb counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// True for the 13 verbs of Part 1, whose counters a classic `q` shows.
+    pub fn is_classic(self) -> bool {
+        self.index() <= Verb::Stats.index()
+    }
+
+    /// True for verbs whose reply is a block of lines (terminated by an
+    /// empty line on protocol 2).
+    pub fn is_multi_line(self) -> bool {
+        matches!(
+            self,
+            Verb::Holders | Verb::SharedHolders | Verb::Who | Verb::Stats
+        )
+    }
+}
+
+/// One parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `g NAME`
+    Get(LockName),
+    /// `r NAME`
+    Release(LockName),
+    /// `i NAME`
+    IsLocked(LockName),
+    /// `d [NAME]`; the empty name lists every lock.
+    Holders(LockName),
+    /// `dump [ARG]`; only the argument `shared` changes anything.
+    Dump {
+        /// `dump shared`
+        shared: bool,
+    },
+    /// `sg NAME`
+    SharedGet(LockName),
+    /// `sr NAME`
+    SharedRelease(LockName),
+    /// `si NAME`
+    SharedIsLocked(LockName),
+    /// `sd [NAME]`; the empty name lists every shared lock.
+    SharedHolders(LockName),
+    /// `me`
+    Me,
+    /// `iam [NAME]`; the empty name removes the registration.
+    Iam(Vec<u8>),
+    /// `who [NAME]`; the empty name lists every registration.
+    Who(Vec<u8>),
+    /// `q`
+    Stats,
+    /// `hello VERSION`
+    Hello(u32),
+    /// `wg MS NAME`
+    WaitGet {
+        /// How long to wait, in milliseconds (0: try once).
+        timeout_ms: u64,
+        /// The lock.
+        name: LockName,
+    },
+    /// `wsg MS LIMIT NAME`
+    WaitSharedGet {
+        /// How long to wait, in milliseconds (0: try once).
+        timeout_ms: u64,
+        /// At most this many holders (0: no limit).
+        limit: u32,
+        /// The lock.
+        name: LockName,
+    },
+    /// `t NAME`
+    Token(LockName),
+    /// `ra`
+    ReleaseAll,
+    /// `ping`
+    Ping,
+    /// `ttl SECONDS`
+    Ttl(u64),
+    /// `dj`
+    DumpJson,
+    /// `auth SECRET` (the secret as sent, normalised).
+    Auth(Vec<u8>),
+}
+
+impl Command {
+    /// The verb this command was sent with.
+    pub fn verb(&self) -> Verb {
+        match self {
+            Command::Get(_) => Verb::Get,
+            Command::Release(_) => Verb::Release,
+            Command::IsLocked(_) => Verb::IsLocked,
+            Command::Holders(_) => Verb::Holders,
+            Command::Dump { .. } => Verb::Dump,
+            Command::SharedGet(_) => Verb::SharedGet,
+            Command::SharedRelease(_) => Verb::SharedRelease,
+            Command::SharedIsLocked(_) => Verb::SharedIsLocked,
+            Command::SharedHolders(_) => Verb::SharedHolders,
+            Command::Me => Verb::Me,
+            Command::Iam(_) => Verb::Iam,
+            Command::Who(_) => Verb::Who,
+            Command::Stats => Verb::Stats,
+            Command::Hello(_) => Verb::Hello,
+            Command::WaitGet { .. } => Verb::WaitGet,
+            Command::WaitSharedGet { .. } => Verb::WaitSharedGet,
+            Command::Token(_) => Verb::Token,
+            Command::ReleaseAll => Verb::ReleaseAll,
+            Command::Ping => Verb::Ping,
+            Command::Ttl(_) => Verb::Ttl,
+            Command::DumpJson => Verb::DumpJson,
+            Command::Auth(_) => Verb::Auth,
+        }
+    }
+}
+
+/// What a line turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// Empty after trimming: no reply, not counted.
+    Empty,
+    /// A recognised command.
+    Command(Command),
+    /// A recognised verb with arguments it cannot take.
+    Malformed(Verb, ParseError),
+    /// An unknown verb (silence on classic connections).
+    Unknown,
+}
+
+/// Why the arguments of a recognised verb were refused. `Display` is
+/// exactly the text that follows `0 Error: ` on a protocol-2 connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The verb needs a number here.
+    ExpectedNumber {
+        /// The verb.
+        verb: Verb,
+        /// What the number is (`timeout in milliseconds`).
+        what: &'static str,
+        /// The usage line.
+        usage: &'static str,
+    },
+    /// `hello` with a version other than a number.
+    BadVersion,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::ExpectedNumber { verb, what, usage } => {
+                write!(f, "{} needs a {what}: {usage}", verb.as_str())
+            }
+            ParseError::BadVersion => f.write_str("hello needs a protocol version: hello 2"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Text of `0 Error: ...` for an unknown verb on protocol 2.
+pub const UNKNOWN_VERB: &str = "unknown command";
+
+/// Parses one line (without its `\n`).
+pub fn parse_line(line: &[u8]) -> Parsed {
+    let line = trim(line);
+    if line.is_empty() {
+        return Parsed::Empty;
+    }
+    let (verb, rest) = match line.iter().position(|&b| b == b' ') {
+        Some(space) => (&line[..space], &line[space + 1..]),
+        None => (line, &b""[..]),
+    };
+    let Some(verb) = Verb::from_bytes(verb) else {
+        return Parsed::Unknown;
+    };
+    let arg = normalize(rest);
+    let name = || LockName::from(arg.as_slice());
+    let command = match verb {
+        Verb::Get => Command::Get(name()),
+        Verb::Release => Command::Release(name()),
+        Verb::IsLocked => Command::IsLocked(name()),
+        Verb::Holders => Command::Holders(name()),
+        Verb::Dump => Command::Dump {
+            shared: arg == b"shared",
+        },
+        Verb::SharedGet => Command::SharedGet(name()),
+        Verb::SharedRelease => Command::SharedRelease(name()),
+        Verb::SharedIsLocked => Command::SharedIsLocked(name()),
+        Verb::SharedHolders => Command::SharedHolders(name()),
+        Verb::Me => Command::Me,
+        Verb::Iam => Command::Iam(arg),
+        Verb::Who => Command::Who(arg),
+        Verb::Stats => Command::Stats,
+        Verb::Hello => match parse_number(&arg) {
+            Some(v) if v <= u64::from(u32::MAX) => Command::Hello(v as u32),
+            _ => return Parsed::Malformed(verb, ParseError::BadVersion),
+        },
+        Verb::WaitGet => {
+            let (ms, name) = split_word(&arg);
+            let Some(timeout_ms) = parse_number(ms) else {
+                return Parsed::Malformed(verb, timeout_error(verb));
+            };
+            Command::WaitGet {
+                timeout_ms,
+                name: LockName::from(name),
+            }
+        }
+        Verb::WaitSharedGet => {
+            let (ms, rest) = split_word(&arg);
+            let Some(timeout_ms) = parse_number(ms) else {
+                return Parsed::Malformed(verb, timeout_error(verb));
+            };
+            let (limit, name) = split_word(rest);
+            let Some(limit) = parse_number(limit).and_then(|l| u32::try_from(l).ok()) else {
+                return Parsed::Malformed(
+                    verb,
+                    ParseError::ExpectedNumber {
+                        verb,
+                        what: "limit (0 for none)",
+                        usage: "wsg MS LIMIT NAME",
+                    },
+                );
+            };
+            Command::WaitSharedGet {
+                timeout_ms,
+                limit,
+                name: LockName::from(name),
+            }
+        }
+        Verb::Token => Command::Token(name()),
+        Verb::ReleaseAll => Command::ReleaseAll,
+        Verb::Ping => Command::Ping,
+        Verb::Ttl => match parse_number(&arg) {
+            Some(seconds) => Command::Ttl(seconds),
+            None => {
+                return Parsed::Malformed(
+                    verb,
+                    ParseError::ExpectedNumber {
+                        verb,
+                        what: "number of seconds (0 turns the lease off)",
+                        usage: "ttl SECONDS",
+                    },
+                )
+            }
+        },
+        Verb::DumpJson => Command::DumpJson,
+        Verb::Auth => Command::Auth(arg),
+    };
+    Parsed::Command(command)
+}
+
+fn timeout_error(verb: Verb) -> ParseError {
+    ParseError::ExpectedNumber {
+        verb,
+        what: "timeout in milliseconds",
+        usage: if verb == Verb::WaitGet {
+            "wg MS NAME"
+        } else {
+            "wsg MS LIMIT NAME"
+        },
+    }
+}
+
+/// Splits a normalised argument at its first space.
+fn split_word(arg: &[u8]) -> (&[u8], &[u8]) {
+    match arg.iter().position(|&b| b == b' ') {
+        Some(i) => (&arg[..i], &arg[i + 1..]),
+        None => (arg, &[]),
+    }
+}
+
+/// A decimal number of at most 18 digits (no sign, no overflow).
+fn parse_number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// Length of the whitespace character at the start of `bytes`, if there is
+/// one. Whitespace is Unicode White_Space (as Go's `unicode.IsSpace`), and
+/// only in valid UTF-8: an invalid byte is never whitespace.
+fn whitespace_len(bytes: &[u8]) -> Option<usize> {
+    match bytes {
+        [b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ', ..] => Some(1),
+        [0xc2, 0x85 | 0xa0, ..] => Some(2),
+        [0xe1, 0x9a, 0x80, ..] => Some(3),
+        [0xe2, 0x80, 0x80..=0x8a | 0xa8 | 0xa9 | 0xaf, ..] => Some(3),
+        [0xe2, 0x81, 0x9f, ..] => Some(3),
+        [0xe3, 0x80, 0x80, ..] => Some(3),
+        _ => None,
+    }
+}
+
+/// Length of the (possibly invalid) character at the start of `bytes`,
+/// decoding as Go does: an invalid sequence advances by one byte.
+fn char_len(bytes: &[u8]) -> usize {
+    let want = match bytes[0] {
+        0x00..=0x7f => return 1,
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return 1,
+    };
+    match bytes.get(..want).map(std::str::from_utf8) {
+        Some(Ok(_)) => want,
+        _ => 1,
+    }
+}
+
+/// Splits `bytes` into its whitespace-separated fields (Go's
+/// `strings.Fields`), calling `field` for each.
+fn for_each_field<'a>(bytes: &'a [u8], mut field: impl FnMut(&'a [u8])) {
+    let mut i = 0;
+    let mut start = None;
+    while i < bytes.len() {
+        if let Some(n) = whitespace_len(&bytes[i..]) {
+            if let Some(s) = start.take() {
+                field(&bytes[s..i]);
+            }
+            i += n;
+        } else {
+            start.get_or_insert(i);
+            i += char_len(&bytes[i..]);
+        }
+    }
+    if let Some(s) = start {
+        field(&bytes[s..]);
+    }
+}
+
+/// Removes leading and trailing whitespace (see [`normalize`] for what
+/// counts as whitespace).
+pub fn trim(bytes: &[u8]) -> &[u8] {
+    if bytes.is_ascii() {
+        return bytes.trim_ascii();
+    }
+    let mut first = None;
+    let mut last = 0;
+    for_each_field(bytes, |field| {
+        let start = field.as_ptr() as usize - bytes.as_ptr() as usize;
+        first.get_or_insert(start);
+        last = start + field.len();
+    });
+    match first {
+        Some(first) => &bytes[first..last],
+        None => &[],
+    }
+}
+
+/// Splits on runs of whitespace and joins the fields with single spaces:
+/// `"  a \t b "` becomes `"a b"`. Whitespace is Unicode White_Space as Go's
+/// `unicode.IsSpace` knows it, and only where the bytes are valid UTF-8.
+pub fn normalize(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for_each_field(bytes, |field| {
+        if !out.is_empty() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(field);
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(line: &[u8]) -> Command {
+        match parse_line(line) {
+            Parsed::Command(c) => c,
+            other => panic!("{:?} parsed as {other:?}", line.escape_ascii().to_string()),
+        }
+    }
+
+    #[test]
+    fn trims_and_collapses_unicode_whitespace() {
+        assert_eq!(cmd(b" g foo\r"), Command::Get("foo".into()));
+        assert_eq!(cmd(b"g  a \t b"), Command::Get("a b".into()));
+        assert_eq!(
+            cmd("g \u{3000}a\u{00a0}\u{2028}b\u{85}".as_bytes()),
+            Command::Get("a b".into())
+        );
+        assert_eq!(cmd(b"g"), Command::Get("".into()));
+        assert_eq!(cmd(b"g "), Command::Get("".into()));
+    }
+
+    #[test]
+    fn invalid_utf8_is_never_whitespace() {
+        // A lone 0xA0 or 0x85 is not U+00A0/U+0085.
+        assert_eq!(cmd(b"g a\xa0b\x85"), Command::Get(b"a\xa0b\x85"[..].into()));
+        assert_eq!(cmd(b"g \xc2 x"), Command::Get(b"\xc2 x"[..].into()));
+        assert_eq!(cmd(b"g a\0b"), Command::Get(b"a\0b"[..].into()));
+    }
+
+    #[test]
+    fn only_ascii_space_ends_a_verb() {
+        assert_eq!(parse_line(b"g\tfoo"), Parsed::Unknown);
+        assert_eq!(parse_line("g\u{a0}foo".as_bytes()), Parsed::Unknown);
+        assert_eq!(parse_line(b"G foo"), Parsed::Unknown);
+    }
+
+    #[test]
+    fn blank_lines_are_empty() {
+        assert_eq!(parse_line(b""), Parsed::Empty);
+        assert_eq!(parse_line(b" \t\r"), Parsed::Empty);
+        assert_eq!(parse_line("\u{3000}".as_bytes()), Parsed::Empty);
+    }
+
+    #[test]
+    fn dump_argument() {
+        assert_eq!(cmd(b"dump"), Command::Dump { shared: false });
+        assert_eq!(cmd(b"dump  shared "), Command::Dump { shared: true });
+        assert_eq!(cmd(b"dump foo"), Command::Dump { shared: false });
+    }
+
+    #[test]
+    fn wait_verbs() {
+        assert_eq!(
+            cmd(b"wg 100 a  b"),
+            Command::WaitGet {
+                timeout_ms: 100,
+                name: "a b".into()
+            }
+        );
+        assert_eq!(
+            cmd(b"wsg 5 2 x"),
+            Command::WaitSharedGet {
+                timeout_ms: 5,
+                limit: 2,
+                name: "x".into()
+            }
+        );
+        assert!(matches!(
+            parse_line(b"wg x y"),
+            Parsed::Malformed(Verb::WaitGet, _)
+        ));
+        assert!(matches!(
+            parse_line(b"wsg 1 -1 y"),
+            Parsed::Malformed(Verb::WaitSharedGet, _)
+        ));
+        assert!(matches!(
+            parse_line(b"ttl"),
+            Parsed::Malformed(Verb::Ttl, _)
+        ));
+    }
+
+    #[test]
+    fn verbs_round_trip() {
+        for verb in Verb::ALL {
+            assert_eq!(Verb::from_bytes(verb.as_str().as_bytes()), Some(verb));
+            assert_eq!(Verb::ALL[verb.index()], verb);
+        }
+        assert_eq!(Verb::ALL.iter().filter(|v| v.is_classic()).count(), 13);
+    }
+
+    #[test]
+    fn normalize_is_idempotent_on_random_bytes() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet: &[&[u8]] = &[
+            b" ",
+            b"\t",
+            b"a",
+            b"\0",
+            b"\xff",
+            b"\xc2",
+            b"\xa0",
+            "\u{a0}".as_bytes(),
+            "\u{3000}".as_bytes(),
+            "\u{2029}".as_bytes(),
+            b"\xe2\x80",
+            b"\r",
+            b"z",
+        ];
+        for _ in 0..2000 {
+            let mut line = Vec::new();
+            for _ in 0..(seed % 12) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                line.extend_from_slice(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let once = normalize(&line);
+            assert_eq!(
+                normalize(&once),
+                once,
+                "{:?}",
+                line.escape_ascii().to_string()
+            );
+            assert_eq!(trim(&once), &once[..]);
+            let _ = parse_line(&line);
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Reply texts, byte for byte as `PROTOCOL.md` gives them, and the small
+//! parser the client uses to read them back.
+
+use std::io::Write;
+
+/// `1 Lock Get Success: NAME` (or the fencing token in place of `1` on `wg`).
+pub const LOCK_GET_SUCCESS: &str = "Lock Get Success";
+/// `0 Lock Get Failure: NAME`
+pub const LOCK_GET_FAILURE: &str = "Lock Get Failure";
+/// `0 Lock Get Timeout: NAME`
+pub const LOCK_GET_TIMEOUT: &str = "Lock Get Timeout";
+/// `0 Lock Get Deadlock: NAME`
+pub const LOCK_GET_DEADLOCK: &str = "Lock Get Deadlock";
+/// `1 Lock Release Success: NAME`
+pub const LOCK_RELEASE_SUCCESS: &str = "Lock Release Success";
+/// `0 Lock Release Failure: NAME`
+pub const LOCK_RELEASE_FAILURE: &str = "Lock Release Failure";
+/// `1 Lock Is Locked: NAME`
+pub const LOCK_IS_LOCKED: &str = "Lock Is Locked";
+/// `0 Lock Not Locked: NAME`
+pub const LOCK_NOT_LOCKED: &str = "Lock Not Locked";
+/// `T Lock Token: NAME`
+pub const LOCK_TOKEN: &str = "Lock Token";
+/// `0 Lock Not Held: NAME`
+pub const LOCK_NOT_HELD: &str = "Lock Not Held";
+/// `N Shared Lock Get Success: NAME`
+pub const SHARED_GET_SUCCESS: &str = "Shared Lock Get Success";
+/// `0 Shared Lock Get Timeout: NAME`
+pub const SHARED_GET_TIMEOUT: &str = "Shared Lock Get Timeout";
+/// `1 Shared Lock Release Success: NAME`
+pub const SHARED_RELEASE_SUCCESS: &str = "Shared Lock Release Success";
+/// `0 Shared Lock Release Failure: NAME`
+pub const SHARED_RELEASE_FAILURE: &str = "Shared Lock Release Failure";
+/// `N Shared Lock Is Locked: NAME`
+pub const SHARED_IS_LOCKED: &str = "Shared Lock Is Locked";
+/// `0 Shared Lock Not Locked: NAME`
+pub const SHARED_NOT_LOCKED: &str = "Shared Lock Not Locked";
+
+/// `0 disabled`
+pub const DISABLED: &[u8] = b"0 disabled\n";
+/// `1 ok`
+pub const OK: &[u8] = b"1 ok\n";
+/// `1 pong`
+pub const PONG: &[u8] = b"1 pong\n";
+/// `0 Auth Required`
+pub const AUTH_REQUIRED: &[u8] = b"0 Auth Required\n";
+/// `1 Auth Ok`
+pub const AUTH_OK: &[u8] = b"1 Auth Ok\n";
+/// `0 Auth Failure`
+pub const AUTH_FAILURE: &[u8] = b"0 Auth Failure\n";
+/// Sent to a connection past `--max-connections`, which is then closed.
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"0 Too Many Connections\n";
+/// Text of the protocol-2 error for an over-long line.
+pub const LINE_TOO_LONG: &str = "line too long";
+
+/// Appends `N TEXT: NAME\n`.
+pub fn status(out: &mut Vec<u8>, n: u64, text: &str, name: &[u8]) {
+    push_number(out, n);
+    out.push(b' ');
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(name);
+    out.push(b'\n');
+}
+
+/// Appends `0 Error: WHAT\n` (protocol 2 only).
+pub fn error(out: &mut Vec<u8>, what: &dyn std::fmt::Display) {
+    let _ = writeln!(out, "0 Error: {what}");
+}
+
+/// Appends a decimal number without allocating.
+pub fn push_number(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `KEY: HOLDER\n`, the line of `d`, `sd` and `who`.
+pub fn pair_line(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// Appends a JSON string; bytes that are not valid UTF-8 become U+FFFD.
+pub fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{fffd}".as_bytes());
+        }
+    }
+    out.push(b'"');
+}
+
+/// A status reply split into its parts: `N TEXT: NAME` or `N TEXT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusLine<'a> {
+    /// The leading number (a success flag, a count, or a fencing token).
+    pub number: u64,
+    /// The text between the number and `: ` (or the rest of the line).
+    pub text: &'a [u8],
+    /// What follows the first `: `, if anything does.
+    pub name: Option<&'a [u8]>,
+}
+
+/// Splits a reply line (without `\n`) into number, text and name. `None`
+/// when the line does not start with a number and a space.
+pub fn parse_status(line: &[u8]) -> Option<StatusLine<'_>> {
+    let space = line.iter().position(|&b| b == b' ')?;
+    let digits = &line[..space];
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let rest = &line[space + 1..];
+    let (text, name) = match rest.windows(2).position(|w| w == b": ") {
+        Some(i) => (&rest[..i], Some(&rest[i + 2..])),
+        None => (rest, None),
+    };
+    Some(StatusLine { number, text, name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips() {
+        let mut out = Vec::new();
+        status(&mut out, 42, LOCK_GET_SUCCESS, b"a: b\0");
+        assert_eq!(out, b"42 Lock Get Success: a: b\0\n");
+        let parsed = parse_status(&out[..out.len() - 1]).expect("parses");
+        assert_eq!(parsed.number, 42);
+        assert_eq!(parsed.text, LOCK_GET_SUCCESS.as_bytes());
+        assert_eq!(parsed.name, Some(&b"a: b\0"[..]));
+        assert_eq!(parse_status(b"x y"), None);
+    }
+
+    #[test]
+    fn json_strings() {
+        let mut out = Vec::new();
+        json_string(&mut out, b"a\"\\\n\x01\xffz");
+        assert_eq!(out, "\"a\\\"\\\\\\n\\u0001\u{fffd}z\"".as_bytes());
+    }
+}

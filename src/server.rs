@@ -1,0 +1,493 @@
+//! The server: binds listeners, runs an accept loop per listener on its own
+//! thread, and a thread per connection over one shared lock table. Embed it
+//! with [`Server::bind`] and [`Server::spawn`]; the `lockd` daemon is a thin
+//! shell over the same calls.
+
+use crate::connection;
+use crate::error::Error;
+use crate::stats::{bump, Stats};
+use crate::table::Table;
+use crate::token::TokenCounter;
+use crate::transport::{self, CloseWatcher, Listener, Peer, Stream};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Stack size of a connection thread: small, so that ten thousand idle
+/// connections cost little memory (only touched pages are resident).
+const CONNECTION_STACK: usize = 128 * 1024;
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps the secret's bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        Secret(bytes.into())
+    }
+
+    /// Compares in time that depends only on the lengths, not on where the
+    /// first difference is.
+    pub fn matches(&self, guess: &[u8]) -> bool {
+        let mut diff = u8::from(self.0.len() != guess.len());
+        for (i, &b) in guess.iter().enumerate() {
+            diff |= b ^ self.0.get(i).copied().unwrap_or(!b);
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How the server is set up. Start from `ServerConfig::default()` and set
+/// fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// TCP addresses, `HOST:PORT` (port 0 picks a free port; `:PORT` means
+    /// every interface, IPv6 and IPv4). Default `127.0.0.1:9999`.
+    pub listen: Vec<String>,
+    /// Unix socket paths.
+    pub unix: Vec<PathBuf>,
+    /// Permission bits for the Unix socket files (e.g. `0o660`).
+    pub unix_mode: Option<u32>,
+    /// Serve `d`, `sd`, `dump`, `dj` (else they answer `0 disabled`).
+    pub dump: bool,
+    /// Serve `iam` and `who` (else they answer `0 disabled`).
+    pub registry: bool,
+    /// Connections past this are told `0 Too Many Connections` and closed.
+    pub max_connections: usize,
+    /// Longest accepted line in bytes, `\n` not counted.
+    pub max_line: usize,
+    /// Log every command to stderr.
+    pub verbose: bool,
+    /// When set, every verb but `hello` and `auth` needs `auth` first.
+    pub auth_secret: Option<Secret>,
+    /// Where the fencing-token high-water mark lives; `None` keeps tokens
+    /// in memory only (they restart at 1).
+    pub state_dir: Option<PathBuf>,
+    /// TCP keepalive idle time; `None` turns keepalive off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Close connections silent for this long (waiting ones excepted).
+    pub idle_timeout: Option<Duration>,
+    /// A write that cannot complete for this long drops the connection.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: vec!["127.0.0.1:9999".to_string()],
+            unix: Vec::new(),
+            unix_mode: None,
+            dump: true,
+            registry: true,
+            max_connections: 10_000,
+            max_line: 4096,
+            verbose: false,
+            auth_secret: None,
+            state_dir: None,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            idle_timeout: None,
+            write_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How to stop a running server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Stop accepting; let connected clients finish and leave.
+    Graceful,
+    /// Stop accepting and disconnect everyone now (their locks released).
+    Immediate,
+}
+
+/// What every thread of one server shares.
+pub(crate) struct State {
+    pub(crate) config: ServerConfig,
+    pub(crate) table: Table,
+    pub(crate) stats: Stats,
+    pub(crate) watcher: CloseWatcher,
+    next_id: AtomicU64,
+    unix_peers: AtomicU64,
+    stopping: AtomicBool,
+    listeners: Vec<Arc<Listener>>,
+    /// Live connections' sockets, so an immediate shutdown can close them.
+    live: Mutex<HashMap<u64, RawFd>>,
+    drained: Condvar,
+    last_reject_log: Mutex<Option<Instant>>,
+}
+
+impl State {
+    /// Called by a connection thread as it ends, before its socket closes.
+    pub(crate) fn forget_connection(&self, id: u64) {
+        let mut live = self.live.lock();
+        live.remove(&id);
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        if live.is_empty() {
+            self.drained.notify_all();
+        }
+    }
+
+    fn shutdown(&self, mode: Shutdown) {
+        if !self.stopping.swap(true, Ordering::SeqCst) {
+            for listener in &self.listeners {
+                listener.interrupt();
+            }
+        }
+        if mode == Shutdown::Immediate {
+            for fd in self.live.lock().values() {
+                // SAFETY: the fd stays open while it is in `live` (a
+                // connection leaves `live` before closing its socket), and
+                // shutdown(2) touches no memory.
+                unsafe {
+                    libc::shutdown(*fd, libc::SHUT_RDWR);
+                }
+            }
+        }
+    }
+}
+
+/// A bound server, not yet running.
+pub struct Server {
+    state: Arc<State>,
+}
+
+impl Server {
+    /// Binds every listener of `config` and opens the token state.
+    ///
+    /// # Errors
+    /// An address in use or unusable, a live Unix socket at a path, an
+    /// unusable state directory.
+    pub fn bind(config: ServerConfig) -> Result<Server, Error> {
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            listeners.push(bind_tcp(addr)?);
+        }
+        for path in &config.unix {
+            listeners.push(bind_unix(path, config.unix_mode)?);
+        }
+        Server::with_listeners(config, listeners)
+    }
+
+    /// A server on listeners bound elsewhere (socket activation); the
+    /// `listen` and `unix` fields of `config` are ignored.
+    ///
+    /// # Errors
+    /// An unusable state directory, or no epoll for the close watcher.
+    pub fn with_listeners(config: ServerConfig, listeners: Vec<Listener>) -> Result<Server, Error> {
+        let tokens = match &config.state_dir {
+            Some(dir) => TokenCounter::open(dir)?,
+            None => TokenCounter::in_memory(),
+        };
+        let watcher =
+            CloseWatcher::start().map_err(|e| Error::io("cannot start the close watcher", e))?;
+        Ok(Server {
+            state: Arc::new(State {
+                config,
+                table: Table::new(tokens),
+                stats: Stats::default(),
+                watcher,
+                next_id: AtomicU64::new(1),
+                unix_peers: AtomicU64::new(0),
+                stopping: AtomicBool::new(false),
+                listeners: listeners.into_iter().map(Arc::new).collect(),
+                live: Mutex::new(HashMap::new()),
+                drained: Condvar::new(),
+                last_reject_log: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The first TCP address, with the real port when bound to port 0.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addrs().into_iter().next()
+    }
+
+    /// Every TCP address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.state
+            .listeners
+            .iter()
+            .filter_map(|l| l.tcp_addr())
+            .collect()
+    }
+
+    /// Every Unix socket path.
+    pub fn unix_paths(&self) -> Vec<PathBuf> {
+        self.state
+            .listeners
+            .iter()
+            .filter_map(|l| l.unix_path().map(Path::to_path_buf))
+            .collect()
+    }
+
+    /// Starts the accept loops on their own threads.
+    ///
+    /// # Errors
+    /// A thread could not be started.
+    pub fn spawn(self) -> Result<ServerHandle, Error> {
+        let mut accept_threads = Vec::new();
+        for listener in &self.state.listeners {
+            let state = Arc::clone(&self.state);
+            let listener = Arc::clone(listener);
+            let thread = thread::Builder::new()
+                .name("lockd-accept".into())
+                .spawn(move || accept_loop(&state, &listener))
+                .map_err(|e| Error::io("cannot start an accept thread", e))?;
+            accept_threads.push(thread);
+        }
+        Ok(ServerHandle {
+            state: self.state,
+            accept_threads,
+        })
+    }
+
+    /// Runs until shut down through a [`ShutdownHandle`] taken from the
+    /// handle of [`Server::spawn`]; equivalent to `spawn()?.wait()`.
+    ///
+    /// # Errors
+    /// As [`Server::spawn`].
+    pub fn run(self) -> Result<(), Error> {
+        self.spawn()?.wait();
+        Ok(())
+    }
+}
+
+/// A running server. Dropping it disconnects everyone and waits for the
+/// threads to finish.
+pub struct ServerHandle {
+    state: Arc<State>,
+    accept_threads: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The first TCP address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addrs().into_iter().next()
+    }
+
+    /// Every TCP address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.state
+            .listeners
+            .iter()
+            .filter_map(|l| l.tcp_addr())
+            .collect()
+    }
+
+    /// A cheap handle that can stop the server from another thread (a
+    /// signal handler thread, say).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Starts stopping the server; returns at once. See [`Shutdown`].
+    pub fn shutdown(&self, mode: Shutdown) {
+        self.state.shutdown(mode);
+    }
+
+    /// Blocks until the server has been shut down and every connection has
+    /// ended, then removes the Unix socket files.
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    /// `shutdown(mode)` then `wait()`.
+    pub fn stop(self, mode: Shutdown) {
+        self.shutdown(mode);
+        self.wait();
+    }
+
+    fn join(&mut self) {
+        for thread in self.accept_threads.drain(..) {
+            let _ = thread.join();
+        }
+        let mut live = self.state.live.lock();
+        while !live.is_empty() {
+            self.state.drained.wait(&mut live);
+        }
+        drop(live);
+        for listener in &self.state.listeners {
+            if let Some(path) = listener.unix_path() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if !self.accept_threads.is_empty() {
+            self.state.shutdown(Shutdown::Immediate);
+            self.join();
+        }
+    }
+}
+
+/// Stops a running server from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    state: Arc<State>,
+}
+
+impl ShutdownHandle {
+    /// Starts stopping the server; returns at once. See [`Shutdown`].
+    pub fn shutdown(&self, mode: Shutdown) {
+        self.state.shutdown(mode);
+    }
+
+    /// Live connections now.
+    pub fn connections(&self) -> usize {
+        self.state.live.lock().len()
+    }
+}
+
+fn bind_tcp(addr: &str) -> Result<Listener, Error> {
+    let bind_error = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            Error::AddressInUse {
+                addr: addr.to_string(),
+            }
+        } else {
+            Error::Bind {
+                addr: addr.to_string(),
+                source,
+            }
+        }
+    };
+    // `:PORT`, as Go and node spell "every interface": IPv6 dual-stack when
+    // the host has IPv6, else IPv4.
+    if let Some(port) = addr.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| Error::BadAddress {
+            addr: addr.to_string(),
+            reason: "the port must be a number from 0 to 65535".into(),
+        })?;
+        return match TcpListener::bind(("::", port)) {
+            Ok(l) => Ok(Listener::Tcp(l)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(bind_error(e)),
+            Err(_) => TcpListener::bind(("0.0.0.0", port))
+                .map(Listener::Tcp)
+                .map_err(bind_error),
+        };
+    }
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| Error::BadAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    TcpListener::bind(&addrs[..])
+        .map(Listener::Tcp)
+        .map_err(bind_error)
+}
+
+fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, Error> {
+    transport::bind_unix(path, mode).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => Error::SocketInUse {
+            path: path.to_path_buf(),
+        },
+        std::io::ErrorKind::AlreadyExists => Error::NotASocket {
+            path: path.to_path_buf(),
+        },
+        _ => Error::Bind {
+            addr: path.display().to_string(),
+            source,
+        },
+    })
+}
+
+fn accept_loop(state: &Arc<State>, listener: &Listener) {
+    loop {
+        let accepted = listener.accept();
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, peer)) => admit(state, stream, peer),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    // Out of descriptors or memory: never quit the loop;
+                    // pause so the flood can drain, then go on.
+                    log_rejection(state, &format!("cannot accept: {e}; pausing 100 ms"));
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Some(libc::EINVAL | libc::EBADF) => return,
+                _ => {}
+            },
+        }
+    }
+}
+
+/// Logs at most once a second, so a flood cannot flood the log.
+fn log_rejection(state: &State, message: &str) {
+    let mut last = state.last_reject_log.lock();
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        *last = Some(Instant::now());
+        eprintln!("lockd: {message}");
+    }
+}
+
+fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
+    let limit = state.config.max_connections;
+    let mut live = state.live.lock();
+    if live.len() >= limit {
+        drop(live);
+        bump(&state.stats.rejected_connections);
+        log_rejection(
+            state,
+            &format!("connection refused: --max-connections {limit} reached"),
+        );
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+        let _ = stream.write_all(crate::protocol::reply::TOO_MANY_CONNECTIONS);
+        stream.drain_input();
+        return;
+    }
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    live.insert(id, stream.as_raw_fd());
+    state.stats.connections.fetch_add(1, Ordering::Relaxed);
+    drop(live);
+
+    let name = match peer {
+        Peer::Tcp(addr) => {
+            if let Stream::Tcp(tcp) = &stream {
+                let _ = tcp.set_nodelay(true);
+                if let Some(idle) = state.config.tcp_keepalive {
+                    let _ = transport::set_keepalive(tcp, idle);
+                }
+            }
+            transport::peer_name(addr)
+        }
+        Peer::Unix => format!(
+            "unix:{}",
+            state.unix_peers.fetch_add(1, Ordering::Relaxed) + 1
+        ),
+    };
+    let thread_state = Arc::clone(state);
+    let spawned = thread::Builder::new()
+        .name(format!("lockd-conn-{id}"))
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || connection::serve(thread_state, stream, id, name));
+    if let Err(e) = spawned {
+        // The closure (and so the stream) is dropped: the socket closes.
+        log_rejection(state, &format!("cannot start a connection thread: {e}"));
+        state.forget_connection(id);
+    }
+}

@@ -1,0 +1,511 @@
+//! One connection's protocol state and the execution of its commands. No
+//! I/O here: replies are appended to a buffer, and a wait in line is handed
+//! back to the connection loop. Dropping a session releases everything the
+//! connection held (the "orphaning" of `PROTOCOL.md`).
+
+use crate::name::LockName;
+use crate::protocol::reply::{self, status};
+use crate::protocol::{self, Command, Parsed, Verb};
+use crate::server::State;
+use crate::stats::bump;
+use crate::table::{ClientId, Grant, WaitStart};
+use crossbeam_channel::{bounded, Receiver};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Which kind of lock a connection waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `wg`
+    Exclusive,
+    /// `wsg`
+    Shared,
+}
+
+/// A wait the connection loop must carry out.
+#[derive(Debug)]
+pub struct Wait {
+    /// What kind of lock.
+    pub kind: Kind,
+    /// The lock.
+    pub name: LockName,
+    /// When to give up.
+    pub deadline: Instant,
+}
+
+/// What to do after a command.
+#[derive(Debug)]
+pub enum Step {
+    /// The reply is in the buffer.
+    Done,
+    /// Wait for a grant, then call [`Session::finish_wait`].
+    Wait(Wait),
+}
+
+/// One connection's state. See the module docs.
+pub struct Session {
+    state: Arc<State>,
+    id: ClientId,
+    name: String,
+    version: u32,
+    authenticated: bool,
+    lease: Option<Duration>,
+    lease_changed: bool,
+    grants: Receiver<Grant>,
+}
+
+impl Session {
+    pub(crate) fn new(state: Arc<State>, id: ClientId, name: String) -> Session {
+        let (notify, grants) = bounded(1);
+        state
+            .table
+            .connect(id, name.clone().into_bytes().into_boxed_slice(), notify);
+        Session {
+            authenticated: state.config.auth_secret.is_none(),
+            state,
+            id,
+            name,
+            version: 1,
+            lease: None,
+            lease_changed: false,
+            grants,
+        }
+    }
+
+    /// The client's id in the table.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// `IP:PORT` or `unix:N`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where grants for this connection's waits arrive.
+    pub fn grants(&self) -> &Receiver<Grant> {
+        &self.grants
+    }
+
+    /// The read timeout the connection should use, when it changed since
+    /// the last call: the `ttl` lease or the idle timeout, whichever is
+    /// shorter.
+    pub fn take_read_timeout_change(&mut self) -> Option<Option<Duration>> {
+        if !std::mem::take(&mut self.lease_changed) {
+            return None;
+        }
+        Some(match (self.lease, self.state.config.idle_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// True when a read timeout is due to a `ttl` lease (else idleness).
+    pub fn lease_expired(&self) {
+        if self.lease.is_some() {
+            bump(&self.state.stats.ttl_expirations);
+        }
+        if self.state.config.verbose {
+            eprintln!(
+                "lockd: {}: closed: lease or idle timeout ran out",
+                self.name
+            );
+        }
+    }
+
+    /// Handles a line longer than the limit.
+    pub fn line_too_long(&mut self, out: &mut Vec<u8>) {
+        bump(&self.state.stats.invalid_commands);
+        bump(&self.state.stats.lines_too_long);
+        if self.version >= 2 {
+            reply::error(out, &reply::LINE_TOO_LONG);
+        }
+    }
+
+    /// Executes one line, appending its reply to `out`.
+    pub fn execute(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+        let command = match protocol::parse_line(line) {
+            Parsed::Empty => return Step::Done,
+            Parsed::Command(command) => command,
+            Parsed::Unknown => {
+                bump(&self.state.stats.invalid_commands);
+                self.log_line(line, None);
+                if self.version >= 2 {
+                    reply::error(out, &protocol::UNKNOWN_VERB);
+                }
+                return Step::Done;
+            }
+            Parsed::Malformed(verb, error) => {
+                bump(&self.state.stats.invalid_commands);
+                self.log_line(line, Some(verb));
+                if self.version >= 2 {
+                    reply::error(out, &error);
+                }
+                return Step::Done;
+            }
+        };
+        let verb = command.verb();
+        self.log_line(line, Some(verb));
+        if verb != Verb::Stats {
+            self.state.stats.count_command(verb);
+        }
+        if !self.authenticated && !matches!(verb, Verb::Hello | Verb::Auth) {
+            if verb == Verb::Stats {
+                self.state.stats.count_command(verb);
+            }
+            out.extend_from_slice(reply::AUTH_REQUIRED);
+            self.end_block(verb, out);
+            return Step::Done;
+        }
+        self.run(command, out)
+    }
+
+    fn run(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+        let state = &*self.state;
+        let table = &state.table;
+        let config = &state.config;
+        let id = self.id;
+        match command {
+            Command::Get(name) => match table.try_lock(id, name.as_bytes()) {
+                Some(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
+                None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
+            },
+            Command::Release(name) => {
+                if table.release(id, name.as_bytes()) {
+                    status(out, 1, reply::LOCK_RELEASE_SUCCESS, name.as_bytes());
+                } else {
+                    status(out, 0, reply::LOCK_RELEASE_FAILURE, name.as_bytes());
+                }
+            }
+            Command::IsLocked(name) => {
+                if table.is_locked(name.as_bytes()) {
+                    status(out, 1, reply::LOCK_IS_LOCKED, name.as_bytes());
+                } else {
+                    status(out, 0, reply::LOCK_NOT_LOCKED, name.as_bytes());
+                }
+            }
+            Command::Holders(filter) => {
+                if config.dump {
+                    for lock in table.exclusive_locks(filter.as_bytes()) {
+                        reply::pair_line(out, lock.name.as_bytes(), lock.holder.display());
+                    }
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+                self.end_block(Verb::Holders, out);
+            }
+            Command::Dump { shared } => {
+                if !config.dump {
+                    out.extend_from_slice(reply::DISABLED);
+                } else if shared {
+                    out.extend_from_slice(b"map[");
+                    for (i, lock) in table.shared_locks(b"").iter().enumerate() {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        out.extend_from_slice(lock.name.as_bytes());
+                        out.extend_from_slice(b":[");
+                        for (j, holder) in lock.holders.iter().enumerate() {
+                            if j > 0 {
+                                out.push(b' ');
+                            }
+                            out.extend_from_slice(&holder.default);
+                        }
+                        out.push(b']');
+                    }
+                    out.extend_from_slice(b"]\n");
+                } else {
+                    out.extend_from_slice(b"map[");
+                    for (i, lock) in table.exclusive_locks(b"").iter().enumerate() {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        out.extend_from_slice(lock.name.as_bytes());
+                        out.push(b':');
+                        out.extend_from_slice(&lock.holder.default);
+                    }
+                    out.extend_from_slice(b"]\n");
+                }
+            }
+            Command::SharedGet(name) => {
+                let holders = table.lock_shared(id, name.as_bytes());
+                status(
+                    out,
+                    holders as u64,
+                    reply::SHARED_GET_SUCCESS,
+                    name.as_bytes(),
+                );
+            }
+            Command::SharedRelease(name) => {
+                if table.release_shared(id, name.as_bytes()) {
+                    status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
+                } else {
+                    status(out, 0, reply::SHARED_RELEASE_FAILURE, name.as_bytes());
+                }
+            }
+            Command::SharedIsLocked(name) => match table.shared_count(name.as_bytes()) {
+                0 => status(out, 0, reply::SHARED_NOT_LOCKED, name.as_bytes()),
+                n => status(out, n as u64, reply::SHARED_IS_LOCKED, name.as_bytes()),
+            },
+            Command::SharedHolders(filter) => {
+                if config.dump {
+                    for lock in table.shared_locks(filter.as_bytes()) {
+                        for holder in &lock.holders {
+                            reply::pair_line(out, lock.name.as_bytes(), holder.display());
+                        }
+                    }
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+                self.end_block(Verb::SharedHolders, out);
+            }
+            Command::Me => {
+                out.extend_from_slice(b"1 ");
+                out.extend_from_slice(self.name.as_bytes());
+                out.push(b' ');
+                match table.names(id).and_then(|n| n.registered) {
+                    Some(registered) => out.extend_from_slice(&registered),
+                    None => out.extend_from_slice(self.name.as_bytes()),
+                }
+                out.push(b'\n');
+            }
+            Command::Iam(name) => {
+                if config.registry {
+                    table.register(id, &name);
+                    out.extend_from_slice(reply::OK);
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+            }
+            Command::Who(filter) => {
+                if config.dump && config.registry {
+                    for client in table.registered(&filter) {
+                        reply::pair_line(out, &client.default, client.display());
+                    }
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+                self.end_block(Verb::Who, out);
+            }
+            Command::Stats => {
+                let counts = table.counts();
+                let report = state
+                    .stats
+                    .report(counts, config.max_connections, self.version >= 2);
+                for (key, value) in report {
+                    out.extend_from_slice(key.as_bytes());
+                    out.extend_from_slice(b": ");
+                    reply::push_number(out, value);
+                    out.push(b'\n');
+                }
+                // A `q` reply does not count that `q` itself.
+                state.stats.count_command(Verb::Stats);
+                self.end_block(Verb::Stats, out);
+            }
+            Command::Hello(version) => {
+                self.version = if version >= 2 { 2 } else { 1 };
+                reply::push_number(out, u64::from(self.version));
+                out.extend_from_slice(
+                    concat!(" lockd ", env!("CARGO_PKG_VERSION"), "\n").as_bytes(),
+                );
+            }
+            Command::WaitGet { timeout_ms, name } => {
+                return self.start_wait(Kind::Exclusive, name, 0, timeout_ms, out)
+            }
+            Command::WaitSharedGet {
+                timeout_ms,
+                limit,
+                name,
+            } => return self.start_wait(Kind::Shared, name, limit, timeout_ms, out),
+            Command::Token(name) => match table.token(id, name.as_bytes()) {
+                Some(token) => status(out, token, reply::LOCK_TOKEN, name.as_bytes()),
+                None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
+            },
+            Command::ReleaseAll => {
+                reply::push_number(out, table.release_all(id) as u64);
+                out.extend_from_slice(b" Released\n");
+            }
+            Command::Ping => out.extend_from_slice(reply::PONG),
+            Command::Ttl(seconds) => {
+                self.lease = (seconds > 0).then(|| Duration::from_secs(seconds));
+                self.lease_changed = true;
+                out.extend_from_slice(b"1 ttl ");
+                reply::push_number(out, seconds);
+                out.push(b'\n');
+            }
+            Command::DumpJson => {
+                if config.dump {
+                    self.dump_json(out);
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+            }
+            Command::Auth(guess) => match &config.auth_secret {
+                Some(secret) if !secret.matches(&guess) => {
+                    out.extend_from_slice(reply::AUTH_FAILURE);
+                }
+                _ => {
+                    self.authenticated = true;
+                    out.extend_from_slice(reply::AUTH_OK);
+                }
+            },
+        }
+        Step::Done
+    }
+
+    fn start_wait(
+        &mut self,
+        kind: Kind,
+        name: LockName,
+        limit: u32,
+        timeout_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let table = &self.state.table;
+        let queue = timeout_ms > 0;
+        let start = match kind {
+            Kind::Exclusive => table.lock_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
+        };
+        match start {
+            WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),
+            WaitStart::Busy => self.reply_timeout(kind, &name, out),
+            WaitStart::Deadlock => {
+                bump(&self.state.stats.deadlocks);
+                status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
+            }
+            WaitStart::Queued => {
+                return Step::Wait(Wait {
+                    kind,
+                    name,
+                    deadline: Instant::now() + Duration::from_millis(timeout_ms),
+                })
+            }
+        }
+        Step::Done
+    }
+
+    /// Ends a wait: `grant` if one came, else it timed out (unless the
+    /// grant won the race with the timeout).
+    pub fn finish_wait(&mut self, wait: Wait, grant: Option<Grant>, out: &mut Vec<u8>) {
+        let grant = match grant {
+            Some(grant) => Some(grant),
+            None if self.state.table.cancel_wait(self.id) => None,
+            None => self.grants.recv().ok(),
+        };
+        match grant {
+            Some(grant) => self.reply_grant(grant, &wait.name, out),
+            None => self.reply_timeout(wait.kind, &wait.name, out),
+        }
+    }
+
+    fn reply_grant(&self, grant: Grant, name: &LockName, out: &mut Vec<u8>) {
+        match grant {
+            Grant::Exclusive { token } => {
+                status(out, token, reply::LOCK_GET_SUCCESS, name.as_bytes())
+            }
+            Grant::Shared { holders } => status(
+                out,
+                holders as u64,
+                reply::SHARED_GET_SUCCESS,
+                name.as_bytes(),
+            ),
+        }
+    }
+
+    fn reply_timeout(&self, kind: Kind, name: &LockName, out: &mut Vec<u8>) {
+        bump(&self.state.stats.wait_timeouts);
+        let text = match kind {
+            Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
+            Kind::Shared => reply::SHARED_GET_TIMEOUT,
+        };
+        status(out, 0, text, name.as_bytes());
+    }
+
+    /// Protocol 2 ends every multi-line reply with an empty line.
+    fn end_block(&self, verb: Verb, out: &mut Vec<u8>) {
+        if self.version >= 2 && verb.is_multi_line() {
+            out.push(b'\n');
+        }
+    }
+
+    fn dump_json(&self, out: &mut Vec<u8>) {
+        let table = &self.state.table;
+        out.extend_from_slice(b"{\"exclusive\":{");
+        for (i, lock) in table.exclusive_locks(b"").iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            reply::json_string(out, lock.name.as_bytes());
+            out.extend_from_slice(b":{\"holder\":");
+            reply::json_string(out, &lock.holder.default);
+            out.extend_from_slice(b",\"name\":");
+            match &lock.holder.registered {
+                Some(name) => reply::json_string(out, name),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"token\":");
+            reply::push_number(out, lock.token);
+            out.extend_from_slice(b",\"waiters\":[");
+            for (j, waiter) in lock.waiters.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                reply::json_string(out, waiter);
+            }
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"},\"shared\":{");
+        for (i, lock) in table.shared_locks(b"").iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            reply::json_string(out, lock.name.as_bytes());
+            out.extend_from_slice(b":{\"holders\":[");
+            for (j, holder) in lock.holders.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                reply::json_string(out, &holder.default);
+            }
+            out.extend_from_slice(b"],\"waiters\":[");
+            for (j, (waiter, limit)) in lock.waiters.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"client\":");
+                reply::json_string(out, waiter);
+                out.extend_from_slice(b",\"limit\":");
+                reply::push_number(out, u64::from(*limit));
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"}}\n");
+    }
+
+    /// With `--verbose`, one log line per command; never an auth secret.
+    fn log_line(&self, line: &[u8], verb: Option<Verb>) {
+        if !self.state.config.verbose {
+            return;
+        }
+        let line = protocol::trim(line);
+        if verb == Some(Verb::Auth) {
+            eprintln!("lockd: {}: auth <secret redacted>", self.name);
+        } else {
+            eprintln!("lockd: {}: {}", self.name, line.escape_ascii());
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let released = self.state.table.disconnect(self.id);
+        let stats = &self.state.stats;
+        stats.orphans.fetch_add(released.exclusive as u64, Relaxed);
+        stats
+            .shared_orphans
+            .fetch_add(released.shared as u64, Relaxed);
+    }
+}
