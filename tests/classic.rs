@@ -779,11 +779,14 @@ fn q_gauges_and_counters() {
     a.cmd("sg s");
     b.cmd("sg s");
     b.cmd("sg t");
-    b.send(b"xx\nyy zz\n");
+    // Silent, so each is followed by the sentinel to know it was served.
+    assert_bytes(b.multi(b"xx"), b"");
+    assert_bytes(b.multi(b"yy zz"), b"");
     assert_eq!(
         a.q(),
         expected_q(&[
             ("command_g", 3),
+            ("command_i", 2),
             ("command_r", 1),
             ("command_sg", 4),
             ("connections", 3),
@@ -802,6 +805,7 @@ fn q_gauges_and_counters() {
         without_key(
             &expected_q(&[
                 ("command_g", 3),
+                ("command_i", 2),
                 ("command_r", 1),
                 ("command_sg", 4),
                 ("connections", 1),
