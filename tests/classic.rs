@@ -140,12 +140,14 @@ fn last_line_without_newline_is_answered_then_closed() {
         String::from_utf8(a.read_to_end()).expect("utf-8"),
         "1 Lock Get Success: foo\n1 Lock Is Locked: foo\n"
     );
+    // race: see orphan reaping
     server.wait_for_stat("orphans", 1);
     // The same on a Unix socket.
     let mut u = server.connect_unix();
     u.send(b"sg bar");
     u.shutdown_write();
     assert_bytes(u.read_to_end(), b"1 Shared Lock Get Success: bar\n");
+    // race: see orphan reaping
     server.wait_for_stat("shared_orphans", 1);
 }
 
