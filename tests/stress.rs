@@ -134,6 +134,8 @@ const NAMES: u64 = 5;
 /// of every name against the model's holder count.
 fn check_against_model(conn: &mut Conn, model: &Mutex<Model>) {
     let model = model.lock();
+    // race: see orphan reaping (a client that just disconnected may not be
+    // reaped yet; once reaping is synchronous the first look must match)
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (d, sd) = (conn.multi_sorted(b"d"), conn.multi_sorted(b"sd"));
