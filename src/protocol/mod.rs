@@ -482,7 +482,18 @@ fn for_each_field<'a>(bytes: &'a [u8], mut field: impl FnMut(&'a [u8])) {
 /// counts as whitespace).
 pub fn trim(bytes: &[u8]) -> &[u8] {
     if bytes.is_ascii() {
-        return bytes.trim_ascii();
+        // Not `trim_ascii`: it keeps VT (0x0B), which Go's `unicode.IsSpace`
+        // counts as whitespace.
+        let is_space = |b: &u8| whitespace_len(std::slice::from_ref(b)).is_some();
+        let start = bytes
+            .iter()
+            .position(|b| !is_space(b))
+            .unwrap_or(bytes.len());
+        let end = bytes
+            .iter()
+            .rposition(|b| !is_space(b))
+            .map_or(start, |i| i + 1);
+        return &bytes[start..end];
     }
     let mut first = None;
     let mut last = 0;
@@ -525,6 +536,7 @@ mod tests {
     #[test]
     fn trims_and_collapses_unicode_whitespace() {
         assert_eq!(cmd(b" g foo\r"), Command::Get("foo".into()));
+        assert_eq!(cmd(b"\x0bg foo\x0b"), Command::Get("foo".into()));
         assert_eq!(cmd(b"g  a \t b"), Command::Get("a b".into()));
         assert_eq!(
             cmd("g \u{3000}a\u{00a0}\u{2028}b\u{85}".as_bytes()),
@@ -553,6 +565,7 @@ mod tests {
     fn blank_lines_are_empty() {
         assert_eq!(parse_line(b""), Parsed::Empty);
         assert_eq!(parse_line(b" \t\r"), Parsed::Empty);
+        assert_eq!(parse_line(b"\x0b\x0c"), Parsed::Empty);
         assert_eq!(parse_line("\u{3000}".as_bytes()), Parsed::Empty);
     }
 

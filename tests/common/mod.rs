@@ -73,6 +73,33 @@ impl TestServer {
         }
     }
 
+    /// Live connections as the server counts them, read without opening a
+    /// connection (so a probe does not count itself).
+    pub fn live_connections(&self) -> usize {
+        self.handle
+            .as_ref()
+            .expect("server running")
+            .shutdown_handle()
+            .connections()
+    }
+
+    /// Polls [`TestServer::live_connections`] until it is `n`, or fails
+    /// after 5 s.
+    pub fn wait_for_connections(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.live_connections();
+            if got == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "connections stayed {got}, expected {n}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops the server and waits for every thread.
     pub fn stop(&mut self, mode: Shutdown) {
         if let Some(handle) = self.handle.take() {
@@ -257,8 +284,240 @@ impl Conn {
         }
     }
 
+    /// Sends `command\n` (any bytes) and returns the one-line reply.
+    pub fn cmd_bytes(&mut self, command: &[u8]) -> Vec<u8> {
+        let mut line = command.to_vec();
+        line.push(b'\n');
+        self.send(&line);
+        self.line()
+    }
+
+    /// Reads `n` lines and returns them concatenated.
+    pub fn lines(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let line = self.line();
+            assert!(line.ends_with(b"\n"), "eof after {out:?}");
+            out.extend_from_slice(&line);
+        }
+        out
+    }
+
+    /// Sends `command\n` followed by the sentinel command [`SENTINEL`] and
+    /// returns every byte that came before the sentinel's reply: the whole
+    /// reply of a classic multi-line verb (or nothing, for a silent one),
+    /// known complete without waiting. The sentinel counts as one `i`.
+    pub fn multi(&mut self, command: &[u8]) -> Vec<u8> {
+        let mut line = command.to_vec();
+        line.push(b'\n');
+        line.extend_from_slice(SENTINEL.as_bytes());
+        line.push(b'\n');
+        self.send(&line);
+        let mut out = Vec::new();
+        loop {
+            let line = self.line();
+            assert!(line.ends_with(b"\n"), "eof before sentinel after {out:?}");
+            if line == SENTINEL_REPLY.as_bytes() {
+                return out;
+            }
+            out.extend_from_slice(&line);
+        }
+    }
+
+    /// Like [`Conn::multi`], with the reply's lines sorted (for replies
+    /// whose line order is unspecified).
+    pub fn multi_sorted(&mut self, command: &[u8]) -> Vec<Vec<u8>> {
+        let reply = self.multi(command);
+        let mut lines: Vec<Vec<u8>> = reply
+            .split_inclusive(|&b| b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// Sends `q` and returns its whole classic reply (19 lines).
+    pub fn q(&mut self) -> String {
+        self.send(b"q\n");
+        self.read_stats_block()
+    }
+
+    /// Polls `q` on this connection until `key` has `value`, or fails after
+    /// 5 s (for when a new connection would be refused or would count).
+    pub fn wait_for_stat(&mut self, key: &str, value: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.stat(key);
+            if got == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key} stayed {got}, expected {value}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// One `read(2)` straight from the socket (the buffer must be empty):
+    /// what a client that reads each reply with a single `recv` gets.
+    pub fn recv_once(&mut self) -> Vec<u8> {
+        assert!(self.reader.buffer().is_empty(), "unread buffered bytes");
+        let mut buf = vec![0u8; 1 << 16];
+        let n = self.reader.get_mut().read(&mut buf).expect("recv");
+        buf.truncate(n);
+        buf
+    }
+
+    /// The TCP socket (panics on a Unix connection).
+    pub fn tcp_stream(&self) -> &TcpStream {
+        match self.reader.get_ref() {
+            RawStream::Tcp(s) => s,
+            RawStream::Unix(_) => panic!("not a TCP connection"),
+        }
+    }
+
+    /// Closes with a reset instead of a FIN (`SO_LINGER` 0, then close).
+    pub fn reset(self) {
+        set_linger_zero(self.tcp_stream());
+        drop(self);
+    }
+
     pub fn shutdown_write(&mut self) {
         self.reader.get_ref().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// The command [`Conn::multi`] sends after the command under test.
+pub const SENTINEL: &str = "i lockd-test-sentinel";
+/// Its reply (nobody ever takes that lock).
+pub const SENTINEL_REPLY: &str = "0 Lock Not Locked: lockd-test-sentinel\n";
+
+/// Sets `SO_LINGER` to on, 0 s: closing the socket then sends a RST.
+/// (`TcpStream::set_linger` is unstable.)
+pub fn set_linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a pointer to a live `linger` and its size, as
+    // setsockopt(2) requires, on a descriptor the stream owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+/// The classic `q` reply with every counter 0 except those in `nonzero`.
+pub fn expected_q(nonzero: &[(&str, u64)]) -> String {
+    const KEYS: [&str; 19] = [
+        "command_d",
+        "command_dump",
+        "command_g",
+        "command_i",
+        "command_iam",
+        "command_me",
+        "command_q",
+        "command_r",
+        "command_sd",
+        "command_sg",
+        "command_si",
+        "command_sr",
+        "command_who",
+        "connections",
+        "invalid_commands",
+        "locks",
+        "orphans",
+        "shared_locks",
+        "shared_orphans",
+    ];
+    for (key, _) in nonzero {
+        assert!(KEYS.contains(key), "not a classic key: {key}");
+    }
+    let mut out = String::new();
+    for key in KEYS {
+        let value = nonzero
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(0, |(_, v)| *v);
+        out.push_str(&format!("{key}: {value}\n"));
+    }
+    out
+}
+
+/// A `q` reply without the line of `key` (for counters a polling loop
+/// bumped an unknown number of times, like `command_q`).
+pub fn without_key(q: &str, key: &str) -> String {
+    let prefix = format!("{key}: ");
+    q.lines()
+        .filter(|line| !line.starts_with(&prefix))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// Compares bytes, showing both sides escaped when they differ.
+#[track_caller]
+pub fn assert_bytes(got: impl AsRef<[u8]>, want: impl AsRef<[u8]>) {
+    let (got, want) = (got.as_ref(), want.as_ref());
+    assert!(
+        got == want,
+        "\n got: \"{}\"\nwant: \"{}\"",
+        got.escape_ascii(),
+        want.escape_ascii()
+    );
+}
+
+/// Concatenates byte strings.
+pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// A small seeded generator (xorshift64*); tests print the seed so a
+/// failure can be replayed with `LOCKD_TEST_SEED`.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `LOCKD_TEST_SEED` if set, else from the clock; prints
+    /// the seed.
+    pub fn from_env(test: &str) -> Rng {
+        let seed = std::env::var("LOCKD_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("{test}: seed {seed} (rerun with LOCKD_TEST_SEED={seed})");
+        Rng::new(seed)
+    }
+
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
     }
 }
 
