@@ -62,11 +62,14 @@ struct PresenceReader<'a> {
 impl Read for PresenceReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let result = (&mut &*self.stream).read(buf);
-        if !self.presence.busy() {
+        if matches!(result, Ok(n) if n > 0) && !self.presence.busy() {
             // Reaped while idle: the peer hung up with nothing unread, and
             // another thread already released our locks. End here.
             return Ok(0);
         }
+        // On EOF or an error this thread will only end the connection, so
+        // it stays reapable: another thread may orphan it first (orphaning
+        // is idempotent).
         result
     }
 }
@@ -95,7 +98,7 @@ fn run(
                 if std::mem::take(&mut fresh_input) {
                     // Before serving new input, release the locks of peers
                     // that hung up but whose threads have not run yet.
-                    state.reap_closed();
+                    state.reap_closed(session.id());
                 }
                 session.execute(line, &mut out)
             }

@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 /// connections cost little memory (only touched pages are resident).
 const CONNECTION_STACK: usize = 128 * 1024;
 
+/// How long a thread serving a command waits for a hung-up peer's thread
+/// to finish answering and release its locks (see [`State::reap_closed`]).
+const REAP_WAIT: Duration = Duration::from_millis(50);
+
 /// A secret that never shows in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
@@ -241,24 +245,65 @@ impl State {
 
     /// Orphans, on their owners' behalf, connections whose peer hung up
     /// while their threads sat idle, so that no command served after a
-    /// client's close can see its locks. Cheap: one non-blocking
-    /// `epoll_wait`.
-    pub(crate) fn reap_closed(&self) {
+    /// client's close can see its locks. Cheap when nobody hung up: one
+    /// non-blocking `epoll_wait`.
+    ///
+    /// A hung-up connection whose thread is still answering what its peer
+    /// sent before closing is about to end by itself: wait for it, briefly.
+    /// One that does not end within [`REAP_WAIT`] (say its thread is stuck
+    /// writing to a peer that reads nothing) is left to its thread and
+    /// never waited for again, so no client can slow the others down.
+    pub(crate) fn reap_closed(&self, caller: u64) {
+        let mut finishing: Vec<u64> = Vec::new();
         self.reaper.poll(|id| {
-            let mut live = self.live.lock();
-            let Some(conn) = live.get_mut(&id) else {
-                return;
-            };
-            // Unread input means the owner still has commands to answer.
-            if conn.reaped || transport::unread_bytes(conn.fd) > 0 || !conn.presence.reap() {
+            // The caller's own peer may have hung up too: it is busy
+            // answering, and ends by itself.
+            if id != caller && !self.try_reap(id) {
+                finishing.push(id);
+            }
+        });
+        if finishing.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + REAP_WAIT;
+        loop {
+            finishing.retain(|id| !self.try_reap(*id));
+            if finishing.is_empty() {
                 return;
             }
-            conn.reaped = true;
-            self.reaper.remove(conn.fd);
-            self.stats.connections.fetch_sub(1, Ordering::Relaxed);
-            drop(live);
-            self.orphan(id);
-        });
+            if Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(Duration::from_micros(50));
+        }
+        let mut live = self.live.lock();
+        for id in finishing {
+            if let Some(conn) = live.get_mut(&id) {
+                self.reaper.remove(conn.fd);
+            }
+        }
+    }
+
+    /// Orphans connection `id` if its peer is gone and its thread idle.
+    /// `true` once the connection is orphaned (now or before) or gone.
+    fn try_reap(&self, id: u64) -> bool {
+        let mut live = self.live.lock();
+        let Some(conn) = live.get_mut(&id) else {
+            return true;
+        };
+        if conn.reaped {
+            return true;
+        }
+        // Unread input means the owner still has commands to answer.
+        if transport::unread_bytes(conn.fd) > 0 || !conn.presence.reap() {
+            return false;
+        }
+        conn.reaped = true;
+        self.reaper.remove(conn.fd);
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        drop(live);
+        self.orphan(id);
+        true
     }
 
     /// Accepts, without blocking, connections already queued on the
@@ -491,9 +536,10 @@ impl ShutdownHandle {
         self.state.shutdown(mode);
     }
 
-    /// Live connections now.
+    /// Live connections now (as `q` counts them: a reaped connection whose
+    /// thread is still finishing is gone already).
     pub fn connections(&self) -> usize {
-        self.state.live.lock().len()
+        self.state.stats.connections.load(Ordering::Relaxed) as usize
     }
 }
 

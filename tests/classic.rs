@@ -799,9 +799,9 @@ fn q_gauges_and_counters() {
     );
     drop(b);
     drop(u);
-    // race: see orphan reaping
-    a.wait_for_stat("shared_orphans", 3);
-    server.wait_for_connections(1);
+    // Reaped before a's next command is served: no waiting.
+    assert_eq!(a.stat("shared_orphans"), 3);
+    assert_eq!(server.live_connections(), 1);
     assert_eq!(
         without_key(&a.q(), "command_q"),
         without_key(
@@ -942,9 +942,9 @@ fn holder_and_watcher(server: &TestServer) -> (Conn, Conn) {
 /// What `b` must see once `a` of [`holder_and_watcher`] is gone: every lock
 /// of `a` released, counted as orphans, its registration forgotten.
 fn check_orphaned(server: &TestServer, b: &mut Conn) {
-    // race: see orphan reaping
-    b.wait_for_stat("orphans", 2);
-    server.wait_for_connections(1);
+    // Reaped before b's next command is served: no waiting.
+    assert_eq!(b.stat("orphans"), 2);
+    assert_eq!(server.live_connections(), 1);
     assert_eq!(b.cmd("i x"), "0 Lock Not Locked: x\n");
     assert_eq!(b.cmd("si s"), "1 Shared Lock Is Locked: s\n");
     assert_bytes(b.multi(b"who"), b"");
@@ -996,8 +996,8 @@ fn unix_close_orphans_locks() {
     u.cmd("sg s");
     u.cmd("iam unixer");
     drop(u);
-    // race: see orphan reaping
-    b.wait_for_stat("shared_orphans", 1);
+    // Reaped before b's next command is served: no waiting.
+    assert_eq!(b.stat("shared_orphans"), 1);
     assert_eq!(b.stat("orphans"), 1);
     assert_eq!(b.cmd("g x"), "1 Lock Get Success: x\n");
     assert_eq!(b.cmd("si s"), "0 Shared Lock Not Locked: s\n");
@@ -1016,9 +1016,9 @@ fn released_locks_are_not_orphans() {
     a.cmd("sr s");
     a.cmd("g kept");
     drop(a);
-    // race: see orphan reaping
-    b.wait_for_stat("orphans", 1);
-    server.wait_for_connections(1);
+    // Reaped before b's next command is served: no waiting.
+    assert_eq!(b.stat("orphans"), 1);
+    assert_eq!(server.live_connections(), 1);
     assert_eq!(
         without_key(&b.q(), "command_q"),
         without_key(
