@@ -35,6 +35,11 @@ impl Secret {
         Secret(bytes.into())
     }
 
+    /// The secret's bytes, for a client to send (never to log).
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Compares in time that depends only on the lengths, not on where the
     /// first difference is.
     pub fn matches(&self, guess: &[u8]) -> bool {
