@@ -113,7 +113,34 @@ fn waiting_tokens_and_deadlock() {
     drop(x);
     let got = waiter.join().unwrap().expect("handed over");
     assert!(got.token().unwrap() > t1, "tokens only grow");
-    drop((got, y));
+    got.release().unwrap();
+    drop(y);
+
+    // The read timeout is extended by the time the server may wait.
+    let _x = a.lock("x").unwrap();
+    let short = ClientConfig::new().read_timeout(Some(Duration::from_millis(30)));
+    let c = Client::connect_with(server.addr.to_string(), short).unwrap();
+    let err = c.lock_wait("x", Duration::from_millis(150)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                phase: Phase::Wait,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(c.is_connected());
+}
+
+#[test]
+fn handles_are_shareable() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Client>();
+    shareable::<lockd::LockGuard>();
+    shareable::<lockd::SharedGuard>();
+    shareable::<Error>();
 }
 
 #[test]
