@@ -10,25 +10,27 @@
 //! semaphores with limits, fencing tokens, deadlock detection, leases.
 //!
 //! ```
-//! use std::io::{BufRead, BufReader, Write};
-//! use std::net::TcpStream;
+//! use lockd::Client;
 //!
 //! let mut config = lockd::ServerConfig::default();
 //! config.listen = vec!["127.0.0.1:0".into()];
 //! let server = lockd::Server::bind(config)?.spawn()?;
 //! let addr = server.local_addr().expect("a TCP listener");
 //!
-//! let mut conn = TcpStream::connect(addr)?;
-//! conn.write_all(b"g nightly-report\n")?;
-//! let mut reply = String::new();
-//! BufReader::new(&conn).read_line(&mut reply)?;
-//! assert_eq!(reply, "1 Lock Get Success: nightly-report\n");
+//! let client = Client::connect(addr.to_string())?;
+//! let report = client.lock("nightly-report")?; // Err if someone holds it
+//! assert!(client.is_locked("nightly-report")?);
+//! drop(report); // released
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The [`client`] module has the blocking [`Client`]; [`server`] embeds the
+//! server.
 
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod client;
 mod connection;
 mod error;
 mod name;
@@ -40,6 +42,7 @@ pub mod table;
 pub mod token;
 pub mod transport;
 
-pub use error::Error;
+pub use client::{Client, ClientConfig, LockGuard, SharedGuard};
+pub use error::{AuthError, Error, Phase};
 pub use name::LockName;
 pub use server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
