@@ -656,7 +656,7 @@ mod tests {
         );
         assert!(matches!(b.try_recv(), Ok(Grant::Exclusive { .. })));
         assert!(c.try_recv().is_err());
-        assert_eq!(t.token(2, b"x").is_some(), true);
+        assert!(t.token(2, b"x").is_some());
         t.disconnect(3);
         assert_eq!(t.counts().waiting, 0);
         assert!(t.release(2, b"x"));
