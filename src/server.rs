@@ -127,20 +127,37 @@ pub(crate) struct State {
     stopping: AtomicBool,
     listeners: Vec<Arc<Listener>>,
     /// Live connections' sockets, so an immediate shutdown can close them.
-    live: Mutex<HashMap<u64, RawFd>>,
-    drained: Condvar,
+    /// Its own `Arc`, so a connection thread can let go of the state before
+    /// it signals that it has ended.
+    pub(crate) live: Arc<LiveSet>,
     last_reject_log: Mutex<Option<Instant>>,
 }
 
-impl State {
-    /// Called by a connection thread as it ends, before its socket closes.
-    pub(crate) fn forget_connection(&self, id: u64) {
-        let mut live = self.live.lock();
-        live.remove(&id);
-        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
-        if live.is_empty() {
+/// The sockets of live connections, and a signal for when none is left.
+#[derive(Default)]
+pub(crate) struct LiveSet {
+    fds: Mutex<HashMap<u64, RawFd>>,
+    drained: Condvar,
+}
+
+impl LiveSet {
+    /// Called as a connection ends, after it has dropped its `Arc<State>`
+    /// and before its socket closes: once the set is empty, nothing but
+    /// the handle holds the state (its listeners, its state-dir lock).
+    pub(crate) fn forget(&self, id: u64) {
+        let mut fds = self.fds.lock();
+        fds.remove(&id);
+        if fds.is_empty() {
             self.drained.notify_all();
         }
+    }
+}
+
+impl State {
+    /// Called for a connection whose thread never started.
+    fn forget_connection(&self, id: u64) {
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        self.live.forget(id);
     }
 
     fn shutdown(&self, mode: Shutdown) {
@@ -150,7 +167,7 @@ impl State {
             }
         }
         if mode == Shutdown::Immediate {
-            for fd in self.live.lock().values() {
+            for fd in self.live.fds.lock().values() {
                 // SAFETY: the fd stays open while it is in `live` (a
                 // connection leaves `live` before closing its socket), and
                 // shutdown(2) touches no memory.
@@ -206,8 +223,7 @@ impl Server {
                 unix_peers: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
                 listeners: listeners.into_iter().map(Arc::new).collect(),
-                live: Mutex::new(HashMap::new()),
-                drained: Condvar::new(),
+                live: Arc::default(),
                 last_reject_log: Mutex::new(None),
             }),
         })
@@ -319,9 +335,9 @@ impl ServerHandle {
         for thread in self.accept_threads.drain(..) {
             let _ = thread.join();
         }
-        let mut live = self.state.live.lock();
+        let mut live = self.state.live.fds.lock();
         while !live.is_empty() {
-            self.state.drained.wait(&mut live);
+            self.state.live.drained.wait(&mut live);
         }
         drop(live);
         for listener in &self.state.listeners {
@@ -355,7 +371,7 @@ impl ShutdownHandle {
 
     /// Live connections now.
     pub fn connections(&self) -> usize {
-        self.state.live.lock().len()
+        self.state.live.fds.lock().len()
     }
 }
 
@@ -447,7 +463,7 @@ fn log_rejection(state: &State, message: &str) {
 
 fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
     let limit = state.config.max_connections;
-    let mut live = state.live.lock();
+    let mut live = state.live.fds.lock();
     if live.len() >= limit {
         drop(live);
         bump(&state.stats.rejected_connections);
