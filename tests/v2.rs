@@ -522,20 +522,45 @@ fn tokens_strictly_increase_across_grants() {
 
 #[test]
 fn tokens_increase_across_a_restart_of_an_embedded_server() {
+    // Restarted at once, on the same address and state directory, while
+    // clients are still connected (a holder and a waiter): a stopped
+    // server must have let go of both. Regression: connection threads used
+    // to hold the server state (its listeners, its state-dir lock) a moment
+    // after the handle's stop returned, so the rebind failed with "state
+    // directory in use" now and then.
     let dir = TempDir::new("state");
     let state = dir.path.join("state");
+    let mut addr: Option<std::net::SocketAddr> = None;
     let mut last = 0;
-    for _ in 0..3 {
-        let server = TestServer::with_config(|c| c.state_dir = Some(state.clone()));
+    for _ in 0..20 {
+        let server = TestServer::with_config(|c| {
+            c.state_dir = Some(state.clone());
+            if let Some(addr) = addr {
+                c.listen = vec![addr.to_string()];
+            }
+        });
+        addr = Some(server.addr);
         let mut a = server.connect();
-        for _ in 0..3 {
+        let mut b = server.connect();
+        for _ in 0..2 {
             let t = token(&a.cmd("wg 0 L"), "L");
             assert!(t > last, "{t} > {last}");
             last = t;
             assert_eq!(a.cmd("r L"), "1 Lock Release Success: L\n");
         }
-        drop(a);
+        assert_eq!(a.cmd("g L"), "1 Lock Get Success: L\n");
+        b.send(b"wg 10000 L\n");
+        server.wait_for_stat2("waiting", 1);
         drop(server);
+        assert_eq!(a.read_to_end(), b"");
+        // As A's connection ends first, B may be handed the lock just
+        // before its own end: then its token counts too.
+        let tail = String::from_utf8(b.read_to_end()).expect("utf-8");
+        if !tail.is_empty() {
+            let t = token(&tail, "L");
+            assert!(t > last, "{t} > {last}");
+            last = t;
+        }
     }
 }
 
