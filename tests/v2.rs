@@ -855,6 +855,19 @@ fn an_idle_connection_is_closed_and_orphans_its_locks() {
     assert_eq!(poll.stat("ttl_expirations"), 0);
 }
 
+#[test]
+fn past_the_connection_limit_a_newcomer_is_told_and_closed() {
+    let server = TestServer::with_config(|c| c.max_connections = 2);
+    let mut a = server.connect2();
+    let mut b = server.connect();
+    assert_eq!(b.cmd("g L"), "1 Lock Get Success: L\n");
+    let mut c = server.connect();
+    assert_eq!(c.read_to_end(), b"0 Too Many Connections\n");
+    assert_eq!(a.stat("rejected_connections"), 1);
+    assert_eq!(a.stat("max_connections"), 2);
+    assert_eq!(b.cmd("t L"), "1 Lock Token: L\n");
+}
+
 // -------------------------------------------------------------- keepalive
 
 /// TCP keepalive drops a peer that vanished without a FIN.
@@ -885,6 +898,8 @@ fn keepalive_drops_a_peer_that_vanished() {
     let mut waiter = Conn::from_tcp(net.connect(far));
     let mut near = server.connect();
     assert_eq!(holder.cmd("g far"), "1 Lock Get Success: far\n");
+    // A lease far longer than the test: keepalive, not the lease, ends it.
+    assert_eq!(holder.cmd("ttl 60"), "1 ttl 60\n");
     assert_eq!(near.cmd("g near"), "1 Lock Get Success: near\n");
     waiter.send(b"wg 60000 near\n");
     server.wait_for_stat2("waiting", 1);
@@ -901,6 +916,11 @@ fn keepalive_drops_a_peer_that_vanished() {
     eprintln!("vanished peers dropped after {:?}", start.elapsed());
     assert_eq!(poll.cmd("i far"), "0 Lock Not Locked: far\n");
     assert_eq!(poll.stat("connections"), 2);
+    assert_eq!(
+        poll.stat("ttl_expirations"),
+        0,
+        "keepalive is no ttl expiry"
+    );
     assert_eq!(near.cmd("r near"), "1 Lock Release Success: near\n");
     drop((holder, waiter));
 }
