@@ -753,6 +753,13 @@ fn dj_dumps_json() {
     assert_eq!(poll.cmd("dj"), expected);
     drop(a);
     token(&b.line_string(), "a");
+    // One U+FFFD per bad byte (as Go's encoding/json), also for a
+    // truncated multi-byte sequence.
+    let mut d = server.connect();
+    d.send(b"g x\xe2\x82\xffy\n");
+    assert_eq!(d.line(), b"1 Lock Get Success: x\xe2\x82\xffy\n");
+    let json = poll.cmd("dj");
+    assert!(json.contains("\"x\u{fffd}\u{fffd}\u{fffd}y\":{"), "{json}");
     let off = TestServer::with_config(|c| c.dump = false);
     assert_eq!(off.connect2().cmd("dj"), "0 disabled\n");
 }
