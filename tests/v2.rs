@@ -896,7 +896,7 @@ fn keepalive_drops_a_peer_that_vanished() {
         return;
     };
     let server = TestServer::with_config(|c| {
-        c.listen = vec!["127.0.0.1:0".into(), format!("{}:0", NetNs::HOST_IP)];
+        c.listen = vec!["127.0.0.1:0".into(), format!("{}:0", net.host_ip)];
         c.tcp_keepalive = Some(Duration::from_secs(1));
     });
     let handle = server.handle.as_ref().expect("running");
@@ -936,12 +936,12 @@ fn keepalive_drops_a_peer_that_vanished() {
 struct NetNs {
     name: String,
     host_if: String,
+    /// In a /30 of 10.231.0.0/16 chosen by process id, so that test runs in
+    /// parallel (several checkouts, say) do not share addresses.
+    host_ip: String,
 }
 
 impl NetNs {
-    const HOST_IP: &'static str = "10.231.77.1";
-    const PEER_IP: &'static str = "10.231.77.2";
-
     fn create() -> Option<NetNs> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -951,12 +951,14 @@ impl NetNs {
         let ns = NetNs {
             name: format!("lockd-ka-{id}"),
             host_if: format!("lkh{id}"),
+            host_ip: format!("10.231.{}.{}", id % 256, (id / 256 % 64) * 4 + 1),
         };
+        let peer_ip = format!("10.231.{}.{}", id % 256, (id / 256 % 64) * 4 + 2);
         let peer_if = format!("lkp{id}");
         ip(&["netns", "add", &ns.name]).ok()?;
         let (name, host_if) = (ns.name.as_str(), ns.host_if.as_str());
-        let host_cidr = format!("{}/30", Self::HOST_IP);
-        let peer_cidr = format!("{}/30", Self::PEER_IP);
+        let host_cidr = format!("{}/30", ns.host_ip);
+        let peer_cidr = format!("{peer_ip}/30");
         let setup: [&[&str]; 7] = [
             &[
                 "link", "add", host_if, "type", "veth", "peer", "name", &peer_if,
