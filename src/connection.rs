@@ -6,7 +6,7 @@
 //! ever held across socket I/O.
 
 use crate::protocol::line::{Line, LineReader};
-use crate::server::{Presence, State};
+use crate::server::{LiveSet, Presence, State};
 use crate::session::{Session, Step, Wait};
 use crate::transport::Stream;
 use crossbeam_channel::{bounded, select};
@@ -19,15 +19,22 @@ use std::time::Instant;
 /// Replies are written early once this much is buffered.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Removes the connection from the server's live set when the thread ends.
-struct Live<'a> {
-    state: &'a State,
+/// Owns the thread's `Arc<State>` and, when the thread ends, drops it and
+/// then removes the connection from the server's live set: a stopped
+/// server's handle waits for that set to empty, and must find the state
+/// (its listeners, the lock on its state directory) released by then.
+struct Live {
+    state: Option<Arc<State>>,
+    set: Arc<LiveSet>,
     id: u64,
 }
 
-impl Drop for Live<'_> {
+impl Drop for Live {
     fn drop(&mut self) {
-        self.state.forget_connection(self.id);
+        if let Some(state) = self.state.take() {
+            state.uncount_connection(self.id);
+        }
+        self.set.forget(self.id);
     }
 }
 
@@ -36,13 +43,21 @@ impl Drop for Live<'_> {
 /// the live entry, then the socket, so a client that sees our close can rely
 /// on its locks being gone.
 pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String, presence: &Presence) {
-    let _live = Live { state: &state, id };
-    let mut session = Session::new(Arc::clone(&state), id, name);
+    let live = Live {
+        set: Arc::clone(&state.live),
+        state: Some(Arc::clone(&state)),
+        id,
+    };
+    drop(state);
+    let Some(state) = live.state.as_ref() else {
+        return;
+    };
+    let mut session = Session::new(Arc::clone(state), id, name);
     let _ = stream.set_write_timeout(Some(state.config.write_timeout));
     if let Some(timeout) = state.config.idle_timeout {
         let _ = stream.set_read_timeout(Some(timeout));
     }
-    if let Err(e) = run(&state, &stream, presence, &mut session) {
+    if let Err(e) = run(state, &stream, presence, &mut session) {
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => session.lease_expired(),
             _ if state.config.verbose => eprintln!("lockd: {}: closed: {e}", session.name()),

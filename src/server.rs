@@ -142,18 +142,39 @@ pub(crate) struct State {
     /// Wakes the accept loops out of `poll` at shutdown.
     wake: WakePipe,
     /// Live connections, so an immediate shutdown can close them and a
-    /// hang-up can be reaped.
-    live: Mutex<HashMap<u64, LiveConnection>>,
+    /// hang-up can be reaped. Its own `Arc`, so a connection thread can let
+    /// go of the state before it signals that it has ended.
+    pub(crate) live: Arc<LiveSet>,
     reaper: Reaper,
-    drained: Condvar,
     last_reject_log: Mutex<Option<Instant>>,
+}
+
+/// The live connections, and a signal for when none is left.
+#[derive(Default)]
+pub(crate) struct LiveSet {
+    conns: Mutex<HashMap<u64, LiveConnection>>,
+    drained: Condvar,
+}
+
+impl LiveSet {
+    /// Called as a connection ends, after it has dropped its `Arc<State>`
+    /// and before its socket closes: once the set is empty, nothing but
+    /// the handle holds the state (its listeners, its state-dir lock).
+    pub(crate) fn forget(&self, id: u64) {
+        let mut conns = self.conns.lock();
+        conns.remove(&id);
+        if conns.is_empty() {
+            self.drained.notify_all();
+        }
+    }
 }
 
 /// What the server knows of a live connection's socket and thread.
 struct LiveConnection {
     fd: RawFd,
     presence: Arc<Presence>,
-    /// Orphaned by another thread (see [`State::reap_closed`]).
+    /// Orphaned by another thread (see [`State::reap_closed`]) or ending:
+    /// no longer counted in `connections`.
     reaped: bool,
 }
 
@@ -226,17 +247,20 @@ impl Drop for WakePipe {
 }
 
 impl State {
-    /// Called by a connection thread as it ends, before its socket closes.
-    pub(crate) fn forget_connection(&self, id: u64) {
-        let mut live = self.live.lock();
-        if let Some(conn) = live.remove(&id) {
-            if !conn.reaped {
+    /// Stops counting a connection that is ending (unless a reaper
+    /// already did).
+    pub(crate) fn uncount_connection(&self, id: u64) {
+        if let Some(conn) = self.live.conns.lock().get_mut(&id) {
+            if !std::mem::replace(&mut conn.reaped, true) {
                 self.stats.connections.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        if live.is_empty() {
-            self.drained.notify_all();
-        }
+    }
+
+    /// Called for a connection whose thread never started.
+    fn forget_connection(&self, id: u64) {
+        self.uncount_connection(id);
+        self.live.forget(id);
     }
 
     /// Releases everything a client held and forgets it; counts orphans.
@@ -285,7 +309,7 @@ impl State {
             }
             thread::sleep(Duration::from_micros(50));
         }
-        let mut live = self.live.lock();
+        let mut live = self.live.conns.lock();
         for id in finishing {
             if let Some(conn) = live.get_mut(&id) {
                 self.reaper.remove(conn.fd);
@@ -296,7 +320,7 @@ impl State {
     /// Orphans connection `id` if its peer is gone and its thread idle.
     /// `true` once the connection is orphaned (now or before) or gone.
     fn try_reap(&self, id: u64) -> bool {
-        let mut live = self.live.lock();
+        let mut live = self.live.conns.lock();
         let Some(conn) = live.get_mut(&id) else {
             return true;
         };
@@ -334,7 +358,7 @@ impl State {
         }
         if mode == Shutdown::Immediate {
             self.closing_all.store(true, Ordering::SeqCst);
-            for conn in self.live.lock().values() {
+            for conn in self.live.conns.lock().values() {
                 // SAFETY: the fd stays open while it is in `live` (a
                 // connection leaves `live` before closing its socket), and
                 // shutdown(2) touches no memory.
@@ -399,9 +423,8 @@ impl Server {
                 closing_all: AtomicBool::new(false),
                 listeners: listeners.into_iter().map(Arc::new).collect(),
                 wake,
-                live: Mutex::new(HashMap::new()),
+                live: Arc::default(),
                 reaper,
-                drained: Condvar::new(),
                 last_reject_log: Mutex::new(None),
             }),
         })
@@ -513,9 +536,9 @@ impl ServerHandle {
         for thread in self.accept_threads.drain(..) {
             let _ = thread.join();
         }
-        let mut live = self.state.live.lock();
+        let mut live = self.state.live.conns.lock();
         while !live.is_empty() {
-            self.state.drained.wait(&mut live);
+            self.state.live.drained.wait(&mut live);
         }
         drop(live);
         for listener in &self.state.listeners {
@@ -663,7 +686,7 @@ fn log_rejection(state: &State, message: &str) {
 
 fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
     let limit = state.config.max_connections;
-    let mut live = state.live.lock();
+    let mut live = state.live.conns.lock();
     if live.len() >= limit {
         drop(live);
         bump(&state.stats.rejected_connections);

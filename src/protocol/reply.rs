@@ -91,7 +91,8 @@ pub fn pair_line(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
-/// Appends a JSON string; bytes that are not valid UTF-8 become U+FFFD.
+/// Appends a JSON string; each byte that is not part of valid UTF-8
+/// becomes one U+FFFD.
 pub fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     for chunk in bytes.utf8_chunks() {
@@ -111,7 +112,9 @@ pub fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
                 }
             }
         }
-        if !chunk.invalid().is_empty() {
+        // One U+FFFD per bad byte, as PROTOCOL.md says and Go's
+        // encoding/json does (not one per maximal bad sequence).
+        for _ in chunk.invalid() {
             out.extend_from_slice("\u{fffd}".as_bytes());
         }
     }
@@ -167,5 +170,8 @@ mod tests {
         let mut out = Vec::new();
         json_string(&mut out, b"a\"\\\n\x01\xffz");
         assert_eq!(out, "\"a\\\"\\\\\\n\\u0001\u{fffd}z\"".as_bytes());
+        out.clear();
+        json_string(&mut out, b"\xe2\x82\xff");
+        assert_eq!(out, "\"\u{fffd}\u{fffd}\u{fffd}\"".as_bytes());
     }
 }

@@ -73,6 +73,31 @@ impl TestServer {
         }
     }
 
+    /// A new TCP connection switched to protocol 2.
+    pub fn connect2(&self) -> Conn {
+        let mut conn = self.connect();
+        conn.hello2();
+        conn
+    }
+
+    /// Like [`TestServer::wait_for_stat`], over a protocol-2 connection, so
+    /// extended counters (`waiting`, `deadlocks`, ...) can be polled.
+    pub fn wait_for_stat2(&self, key: &str, value: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut conn = self.connect2();
+        loop {
+            let got = conn.stat(key);
+            if got == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key} stayed {got}, expected {value}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Live connections as the server counts them, read without opening a
     /// connection (so a probe does not count itself).
     pub fn live_connections(&self) -> usize {
@@ -381,6 +406,47 @@ impl Conn {
     pub fn reset(self) {
         set_linger_zero(self.tcp_stream());
         drop(self);
+    }
+
+    /// Wraps a connected stream (one made in another network namespace,
+    /// say).
+    pub fn from_tcp(stream: TcpStream) -> Conn {
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Conn {
+            reader: BufReader::new(RawStream::Tcp(stream)),
+        }
+    }
+
+    /// Reads one line as a string, `\n` included (`""` at EOF).
+    pub fn line_string(&mut self) -> String {
+        String::from_utf8(self.line()).expect("utf-8 reply")
+    }
+
+    /// `hello 2`, checking the reply.
+    pub fn hello2(&mut self) {
+        assert_eq!(
+            self.cmd("hello 2"),
+            concat!("2 lockd ", env!("CARGO_PKG_VERSION"), "\n")
+        );
+    }
+
+    /// Sends `commands` (whole lines) followed by `ping`, and returns every
+    /// byte that came back before the `1 pong` line: a deterministic way to
+    /// check that commands got no reply, without sleeping.
+    pub fn before_pong(&mut self, commands: &str) -> String {
+        self.send(format!("{commands}ping\n").as_bytes());
+        let mut out = String::new();
+        loop {
+            let line = String::from_utf8(self.line()).expect("utf-8");
+            assert!(!line.is_empty(), "eof before pong, got {out:?}");
+            if line == "1 pong\n" {
+                return out;
+            }
+            out.push_str(&line);
+        }
     }
 
     pub fn shutdown_write(&mut self) {
