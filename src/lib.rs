@@ -31,11 +31,13 @@
 pub mod cli;
 mod connection;
 mod error;
+pub mod log;
 mod name;
 pub mod protocol;
 pub mod server;
 pub mod session;
 mod stats;
+pub mod systemd;
 pub mod table;
 pub mod token;
 pub mod transport;
