@@ -67,11 +67,7 @@ fn run(options: daemon::DaemonOptions) -> Result<(), Box<dyn std::error::Error>>
         let names: Vec<&str> = inherited.iter().map(|(name, _)| name.as_str()).collect();
         log(
             Priority::Info,
-            format_args!(
-                "systemd passed {} sockets: {}",
-                names.len(),
-                names.join(", ")
-            ),
+            format_args!("sockets from systemd: {}", names.join(", ")),
         );
         if !options.listen_given {
             config.listen.clear();
