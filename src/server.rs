@@ -382,7 +382,16 @@ impl Server {
     /// An address in use or unusable, a live Unix socket at a path, an
     /// unusable state directory.
     pub fn bind(config: ServerConfig) -> Result<Server, Error> {
-        let mut listeners = Vec::new();
+        Server::bind_adding(config, Vec::new())
+    }
+
+    /// Takes `inherited` listeners, bound elsewhere (systemd's socket
+    /// activation), and binds every listener of `config` besides them.
+    ///
+    /// # Errors
+    /// As [`Server::bind`].
+    pub fn bind_adding(config: ServerConfig, inherited: Vec<Listener>) -> Result<Server, Error> {
+        let mut listeners = inherited;
         for addr in &config.listen {
             listeners.push(bind_tcp(addr)?);
         }
@@ -450,6 +459,16 @@ impl Server {
             .listeners
             .iter()
             .filter_map(|l| l.unix_path().map(Path::to_path_buf))
+            .collect()
+    }
+
+    /// The Unix socket files this server created, which it removes when it
+    /// stops (not those of inherited listeners).
+    pub fn socket_files(&self) -> Vec<PathBuf> {
+        self.state
+            .listeners
+            .iter()
+            .filter_map(|l| l.owned_socket_file().map(Path::to_path_buf))
             .collect()
     }
 
@@ -521,7 +540,7 @@ impl ServerHandle {
     }
 
     /// Blocks until the server has been shut down and every connection has
-    /// ended, then removes the Unix socket files.
+    /// ended, then removes the Unix socket files it created.
     pub fn wait(mut self) {
         self.join();
     }
@@ -542,7 +561,7 @@ impl ServerHandle {
         }
         drop(live);
         for listener in &self.state.listeners {
-            if let Some(path) = listener.unix_path() {
+            if let Some(path) = listener.owned_socket_file() {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -680,7 +699,7 @@ fn log_rejection(state: &State, message: &str) {
     let mut last = state.last_reject_log.lock();
     if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
         *last = Some(Instant::now());
-        eprintln!("lockd: {message}");
+        crate::log::log(crate::log::Priority::Warning, message);
     }
 }
 

@@ -151,9 +151,12 @@ impl TokenCounter {
             let reserved = self.next.saturating_add(BLOCK);
             if let Some(store) = &self.store {
                 if let Err(e) = store.persist(reserved) {
-                    eprintln!(
-                        "lockd: error: cannot save fencing-token mark to {}: {e}; tokens may repeat after a restart until this is fixed",
+                    crate::log::log(
+                        crate::log::Priority::Error,
+                        format_args!(
+                        "error: cannot save fencing-token mark to {}: {e}; tokens may repeat after a restart until this is fixed",
                         store.path.display()
+                    ),
                     );
                 }
             }

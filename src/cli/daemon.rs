@@ -170,6 +170,10 @@ pub enum Invocation {
 pub struct DaemonOptions {
     /// The server's configuration.
     pub config: ServerConfig,
+    /// Whether a TCP listener was asked for (`--listen`, `--tcp`, `-port`);
+    /// if not, `config.listen` holds the default, which sockets passed by
+    /// systemd replace.
+    pub listen_given: bool,
     /// `--pidfile`.
     pub pidfile: Option<PathBuf>,
     /// Warnings to log at start (ignored compatibility flags).
@@ -308,7 +312,8 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         Some(port) => listen.push(format!(":{port}")),
         None => {}
     }
-    if !listen.is_empty() || glockd.port == Some(0) {
+    let listen_given = !listen.is_empty() || glockd.port == Some(0);
+    if listen_given {
         config.listen = listen;
     }
     config.unix = m.opt_strs("unix").into_iter().map(PathBuf::from).collect();
@@ -365,6 +370,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         .map(PathBuf::from);
     Ok(Invocation::Run(Box::new(DaemonOptions {
         config,
+        listen_given,
         pidfile,
         warnings: glockd.warnings,
     })))

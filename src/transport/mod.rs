@@ -130,12 +130,16 @@ impl AsRawFd for Stream {
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// A Unix stream socket at `path`, removed when the server stops.
+    /// A Unix stream socket at `path`.
     Unix {
         /// The listener.
         listener: UnixListener,
-        /// Its socket file.
+        /// Its socket file (for an abstract socket, `@` and its name).
         path: PathBuf,
+        /// Whether the server removes the file when it stops: true when it
+        /// bound the socket itself, false for one inherited from systemd,
+        /// which owns the file.
+        remove_on_exit: bool,
     },
 }
 
@@ -178,6 +182,18 @@ impl Listener {
         match self {
             Listener::Tcp(_) => None,
             Listener::Unix { path, .. } => Some(path),
+        }
+    }
+
+    /// The socket file the server created and removes when it stops.
+    pub fn owned_socket_file(&self) -> Option<&Path> {
+        match self {
+            Listener::Unix {
+                path,
+                remove_on_exit: true,
+                ..
+            } => Some(path),
+            _ => None,
         }
     }
 
@@ -301,5 +317,6 @@ pub fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<Listener> {
     Ok(Listener::Unix {
         listener,
         path: path.to_path_buf(),
+        remove_on_exit: true,
     })
 }

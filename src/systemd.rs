@@ -1,0 +1,245 @@
+//! systemd integration, without libsystemd: readiness notification (the
+//! protocol of `sd_notify(3)`) and socket activation (`sd_listen_fds(3)`).
+//! Both do nothing when the process was not started by systemd.
+//!
+//! ```no_run
+//! let inherited = lockd::systemd::listeners()?; // empty unless activated
+//! let server = lockd::Server::bind_adding(lockd::ServerConfig::default(), inherited)?;
+//! let handle = server.spawn()?;
+//! lockd::systemd::ready("serving")?; // READY=1 once every accept loop runs
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::error::Error;
+use crate::transport::Listener;
+use std::ffi::OsString;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// Sends `READY=1`, our pid as `MAINPID=` and `STATUS=status` to the
+/// service manager. Call it once every listener is bound and accepting.
+/// Returns whether a notification was sent (false without
+/// `$NOTIFY_SOCKET`).
+///
+/// # Errors
+/// `$NOTIFY_SOCKET` is malformed, or the datagram could not be sent.
+pub fn ready(status: &str) -> io::Result<bool> {
+    notify(&format!(
+        "READY=1\nMAINPID={}\nSTATUS={}\n",
+        std::process::id(),
+        one_line(status)
+    ))
+}
+
+/// Sends `STOPPING=1` and `STATUS=status`: the service is shutting down.
+///
+/// # Errors
+/// As [`ready`].
+pub fn stopping(status: &str) -> io::Result<bool> {
+    notify(&format!("STOPPING=1\nSTATUS={}\n", one_line(status)))
+}
+
+/// Sends `state` (newline-separated `KEY=VALUE` assignments) as one
+/// datagram to `$NOTIFY_SOCKET`: a socket path, or `@NAME` for Linux's
+/// abstract namespace. Returns false, sending nothing, when the variable is
+/// unset or empty.
+///
+/// # Errors
+/// `$NOTIFY_SOCKET` is neither a path nor `@NAME` (systemd's `vsock:`
+/// form is not supported), or the datagram could not be sent.
+pub fn notify(state: &str) -> io::Result<bool> {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()) else {
+        return Ok(false);
+    };
+    let addr = notify_addr(&target)?;
+    let socket = UnixDatagram::unbound()?;
+    let sent = socket.send_to_addr(state.as_bytes(), &addr)?;
+    if sent != state.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "the notification was truncated",
+        ));
+    }
+    Ok(true)
+}
+
+fn notify_addr(target: &OsString) -> io::Result<SocketAddr> {
+    let bytes = target.as_bytes();
+    match bytes.first() {
+        Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..]),
+        Some(b'/') => SocketAddr::from_pathname(PathBuf::from(target)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "NOTIFY_SOCKET={} is neither an absolute path nor @NAME",
+                target.to_string_lossy()
+            ),
+        )),
+    }
+}
+
+/// A `STATUS=` value must fit on its line.
+fn one_line(status: &str) -> String {
+    status.replace('\n', " ")
+}
+
+/// The listening sockets systemd passed (`$LISTEN_FDS` descriptors from 3
+/// on, meant for us when `$LISTEN_PID` is our pid), as listeners, with
+/// their names from `$LISTEN_FDNAMES` (`unknown` when missing). TCP
+/// (IPv4, IPv6) and Unix stream sockets are accepted; each is made
+/// close-on-exec. A Unix socket's file belongs to systemd: the server never
+/// removes it.
+///
+/// Empty when the variables are unset or name another process. Only the
+/// first call takes the descriptors; later calls return nothing.
+///
+/// # Errors
+/// `$LISTEN_FDS` is not a number, or a descriptor is not a listening
+/// stream socket of a supported family (check `ListenStream=` in the
+/// `.socket` unit).
+pub fn listeners() -> Result<Vec<Listener>, Error> {
+    Ok(named_listeners()?.into_iter().map(|(_, l)| l).collect())
+}
+
+/// As [`listeners`], each with its name from `$LISTEN_FDNAMES`.
+///
+/// # Errors
+/// As [`listeners`].
+pub fn named_listeners() -> Result<Vec<(String, Listener)>, Error> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    if !for_us {
+        return Ok(Vec::new());
+    }
+    let count = match std::env::var("LISTEN_FDS") {
+        Ok(n) => n.trim().parse::<RawFd>().map_err(|_| {
+            activation_error(format!("LISTEN_FDS={n:?} is not a number of descriptors"))
+        })?,
+        Err(_) => return Ok(Vec::new()),
+    };
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(Vec::new());
+    }
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut names = names.split(':');
+    let mut listeners = Vec::new();
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START.saturating_add(count) {
+        let name = names
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("unknown")
+            .to_string();
+        listeners.push((name, adopt(fd)?));
+    }
+    Ok(listeners)
+}
+
+fn activation_error(message: String) -> Error {
+    Error::io(
+        "cannot use the sockets systemd passed",
+        io::Error::new(io::ErrorKind::InvalidInput, message),
+    )
+}
+
+/// Takes ownership of inherited descriptor `fd` as a listener.
+fn adopt(fd: RawFd) -> Result<Listener, Error> {
+    let os_error = |what: &str| {
+        let e = io::Error::last_os_error();
+        activation_error(format!("fd {fd}: {what}: {e}"))
+    };
+    // SAFETY: fcntl(2) on an integer descriptor reads and sets its flags;
+    // on a closed one it fails with EBADF, which we report.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(os_error("not an open descriptor"));
+    }
+    let not_a_socket = |e| activation_error(format!("fd {fd} is not a socket: {e}"));
+    if sockopt(fd, libc::SO_TYPE).map_err(not_a_socket)? != libc::SOCK_STREAM {
+        return Err(activation_error(format!(
+            "fd {fd} is not a stream socket (use ListenStream=)"
+        )));
+    }
+    if sockopt(fd, libc::SO_ACCEPTCONN).map_err(not_a_socket)? == 0 {
+        return Err(activation_error(format!(
+            "fd {fd} is not listening (set Accept=no in the .socket unit)"
+        )));
+    }
+    // SAFETY: an all-zero sockaddr_storage is valid; getsockname(2) writes
+    // at most `len` bytes into it while it lives.
+    let family = unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(os_error("getsockname"));
+        }
+        libc::c_int::from(addr.ss_family)
+    };
+    match family {
+        libc::AF_INET | libc::AF_INET6 => {
+            // SAFETY: systemd handed us this open listening socket; nothing
+            // else in the process owns it (the TAKEN flag makes this once).
+            Ok(Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) }))
+        }
+        libc::AF_UNIX => {
+            // SAFETY: as for TCP above.
+            let listener = unsafe { UnixListener::from_raw_fd(fd) };
+            let path = match listener.local_addr() {
+                Ok(addr) => match (addr.as_pathname(), addr.as_abstract_name()) {
+                    (Some(path), _) => path.to_path_buf(),
+                    (None, Some(name)) => {
+                        let mut shown = OsString::from("@");
+                        shown.push(std::ffi::OsStr::from_bytes(name));
+                        PathBuf::from(shown)
+                    }
+                    (None, None) => PathBuf::from("(unnamed)"),
+                },
+                Err(_) => PathBuf::from("(unnamed)"),
+            };
+            Ok(Listener::Unix {
+                listener,
+                path,
+                remove_on_exit: false,
+            })
+        }
+        other => Err(activation_error(format!(
+            "fd {fd} has address family {other}; lockd takes TCP and Unix sockets"
+        ))),
+    }
+}
+
+fn sockopt(fd: RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `value`, which
+    // lives across the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
