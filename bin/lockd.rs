@@ -56,9 +56,15 @@ fn run(options: daemon::DaemonOptions) -> Result<(), Box<dyn std::error::Error>>
         Ok(_) => {}
         Err(e) => eprintln!("lockd: warning: cannot read the open-files limit: {e}"),
     }
+    let tls = match &options.config.tls {
+        Some(tls) if tls.requires_client_cert() => " (TLS, client certificates required)",
+        Some(_) => " (TLS)",
+        None => "",
+    };
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let server = Server::bind(options.config)?;
     let addrs = server.local_addrs();
+    let ws_addrs = server.websocket_addrs();
     let paths = server.unix_paths();
     let _pidfile = match options.pidfile.as_deref().map(Pidfile::create).transpose() {
         Ok(pidfile) => pidfile,
@@ -72,7 +78,10 @@ fn run(options: daemon::DaemonOptions) -> Result<(), Box<dyn std::error::Error>>
     };
     let handle = server.spawn()?;
     for addr in addrs {
-        eprintln!("lockd: listening on {addr}");
+        eprintln!("lockd: listening on {addr}{tls}");
+    }
+    for addr in ws_addrs {
+        eprintln!("lockd: listening on ws://{addr}");
     }
     for path in paths {
         eprintln!("lockd: listening on unix:{}", path.display());

@@ -8,20 +8,22 @@
 use crate::protocol::line::{Line, LineReader};
 use crate::server::{Presence, State};
 use crate::session::{Session, Step, Wait};
+use crate::transport::tls::{self, TlsServerStream};
 use crate::transport::Stream;
 use crossbeam_channel::{bounded, select};
+use std::cell::RefCell;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Replies are written early once this much is buffered.
 const FLUSH_AT: usize = 64 * 1024;
 
 /// Removes the connection from the server's live set when the thread ends.
-struct Live<'a> {
-    state: &'a State,
-    id: u64,
+pub(crate) struct Live<'a> {
+    pub(crate) state: &'a State,
+    pub(crate) id: u64,
 }
 
 impl Drop for Live<'_> {
@@ -36,12 +38,24 @@ impl Drop for Live<'_> {
 /// on its locks being gone.
 pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String, presence: &Presence) {
     let _live = Live { state: &state, id };
+    let io = match (&state.config.tls, stream) {
+        // The handshake runs here, on the connection's thread, under its
+        // own deadline: a slow or silent client holds only this thread.
+        (Some(tls), Stream::Tcp(tcp)) => match tls.accept(tcp) {
+            Ok(tls) => Io::Tls(Box::new(tls)),
+            Err(e) => {
+                if state.config.verbose {
+                    eprintln!("lockd: {name}: TLS handshake failed: {e}");
+                }
+                return;
+            }
+        },
+        (_, stream) => Io::Plain(stream),
+    };
     let mut session = Session::new(Arc::clone(&state), id, name);
-    let _ = stream.set_write_timeout(Some(state.config.write_timeout));
-    if let Some(timeout) = state.config.idle_timeout {
-        let _ = stream.set_read_timeout(Some(timeout));
-    }
-    if let Err(e) = run(&state, &stream, presence, &mut session) {
+    let _ = io.set_write_timeout(Some(state.config.write_timeout));
+    let _ = io.set_read_timeout(state.config.idle_timeout);
+    if let Err(e) = run(&state, io, presence, &mut session) {
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => session.lease_expired(),
             _ if state.config.verbose => eprintln!("lockd: {}: closed: {e}", session.name()),
@@ -52,16 +66,75 @@ pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String, pr
     }
 }
 
+/// A connection's byte stream: plain TCP or Unix, or TLS over TCP.
+enum Io {
+    Plain(Stream),
+    Tls(Box<TlsServerStream>),
+}
+
+impl Io {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.read(buf),
+            Io::Tls(s) => tls::read_plain_eof(s, buf),
+        }
+    }
+
+    /// Writes all of `buf` as one block (one `write`, or one run of TLS
+    /// records).
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Io::Plain(s) => s.write_all(buf),
+            Io::Tls(s) => tls::write_flush(s, buf),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Io::Plain(s) => s.set_read_timeout(timeout),
+            Io::Tls(s) => s.sock.set_read_timeout(timeout),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Io::Plain(s) => s.set_write_timeout(timeout),
+            Io::Tls(s) => s.sock.set_write_timeout(timeout),
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Io::Plain(s) => s.as_raw_fd(),
+            Io::Tls(s) => s.sock.as_raw_fd(),
+        }
+    }
+
+    /// Input read from the socket that the line reader has not had yet.
+    /// Plain streams have none (the kernel holds it, and the reaper asks the
+    /// kernel); rustls may hold decrypted records.
+    fn has_pending_input(&mut self) -> bool {
+        match self {
+            Io::Plain(_) => false,
+            Io::Tls(s) => tls::has_plaintext(s),
+        }
+    }
+}
+
 /// Reads the socket, telling the server's reaper when this thread blocks
 /// with nothing half-read and when it wakes up.
+///
+/// The stream sits in a `RefCell` because the line reader reads it while
+/// the reply flush (called from inside the reader, before it blocks) writes
+/// it; the two never overlap.
 struct PresenceReader<'a> {
-    stream: &'a Stream,
+    io: &'a RefCell<Io>,
     presence: &'a Presence,
 }
 
 impl Read for PresenceReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let result = (&mut &*self.stream).read(buf);
+        let result = self.io.borrow_mut().read(buf);
         if !self.presence.busy() {
             // Reaped while idle: the peer hung up with nothing unread, and
             // another thread already released our locks. End here.
@@ -71,20 +144,20 @@ impl Read for PresenceReader<'_> {
     }
 }
 
-fn run(
-    state: &State,
-    stream: &Stream,
-    presence: &Presence,
-    session: &mut Session,
-) -> io::Result<()> {
-    let mut reader = LineReader::new(PresenceReader { stream, presence }, state.config.max_line);
+fn run(state: &State, io: Io, presence: &Presence, session: &mut Session) -> io::Result<()> {
+    let io = RefCell::new(io);
+    let mut reader = LineReader::new(PresenceReader { io: &io, presence }, state.config.max_line);
     let mut out = Vec::new();
-    let flush = |out: &mut Vec<u8>| write_out(stream, out);
+    let flush = |out: &mut Vec<u8>| write_out(&mut io.borrow_mut(), out);
     let mut fresh_input = false;
     loop {
         let line = reader.next_line(|partial| {
             flush(&mut out)?;
-            if !partial {
+            // Idle means "nothing of a command is held in this process":
+            // with TLS, rustls may hold decrypted bytes the reader has not
+            // taken yet, and the reaper (which asks only the kernel) must
+            // not take such a connection for an idle one.
+            if !partial && !io.borrow_mut().has_pending_input() {
                 presence.idle();
             }
             fresh_input = true;
@@ -107,12 +180,13 @@ fn run(
         };
         if let Step::Wait(wait) = step {
             flush(&mut out)?;
-            if !wait_in_line(state, stream, session, wait, &mut out) {
+            let fd = io.borrow().fd();
+            if !wait_in_line(state, fd, session, wait, &mut out) {
                 return Ok(());
             }
         }
         if let Some(timeout) = session.take_read_timeout_change() {
-            stream.set_read_timeout(timeout)?;
+            io.borrow().set_read_timeout(timeout)?;
         }
         if out.len() >= FLUSH_AT {
             flush(&mut out)?;
@@ -122,11 +196,11 @@ fn run(
 }
 
 /// Writes the buffered replies in one write and empties the buffer.
-fn write_out(mut stream: &Stream, out: &mut Vec<u8>) -> io::Result<()> {
+fn write_out(io: &mut Io, out: &mut Vec<u8>) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
-    let result = stream.write_all(out);
+    let result = io.write_all(out);
     out.clear();
     if out.capacity() > FLUSH_AT {
         out.shrink_to(1024);
@@ -136,14 +210,14 @@ fn write_out(mut stream: &Stream, out: &mut Vec<u8>) -> io::Result<()> {
 
 /// Blocks until the grant, the deadline or the peer's hang-up. `false`
 /// when the peer hung up (the connection must end, leaving the line).
-fn wait_in_line(
+/// `fd` is the connection's socket, watched for hang-up meanwhile.
+pub(crate) fn wait_in_line(
     state: &State,
-    stream: &Stream,
+    fd: RawFd,
     session: &mut Session,
     wait: Wait,
     out: &mut Vec<u8>,
 ) -> bool {
-    let fd = stream.as_raw_fd();
     let (closed_tx, closed_rx) = bounded(1);
     let watched = state.watcher.watch(fd, session.id(), closed_tx).is_ok();
     let grants = session.grants().clone();
