@@ -37,25 +37,42 @@ impl Drop for Live<'_> {
 /// the live entry, then the socket, so a client that sees our close can rely
 /// on its locks being gone.
 pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String, presence: &Presence) {
+    // Declared first, so dropped last: the socket closes only after the
+    // connection has left `live` (an immediate shutdown calls shutdown(2)
+    // on the fds there, which must not have been reused).
+    let io: RefCell<Io>;
     let _live = Live { state: &state, id };
-    let io = match (&state.config.tls, stream) {
-        // The handshake runs here, on the connection's thread, under its
-        // own deadline: a slow or silent client holds only this thread.
-        (Some(tls), Stream::Tcp(tcp)) => match tls.accept(tcp) {
-            Ok(tls) => Io::Tls(Box::new(tls)),
+    let tls = match (&state.config.tls, &stream) {
+        (Some(tls), Stream::Tcp(_)) => match tls.connection() {
+            Ok(conn) => Some(conn),
             Err(e) => {
-                if state.config.verbose {
-                    eprintln!("lockd: {name}: TLS handshake failed: {e}");
-                }
+                eprintln!("lockd: {name}: cannot start TLS: {e}");
                 return;
             }
         },
-        (_, stream) => Io::Plain(stream),
+        _ => None,
     };
+    io = RefCell::new(match (tls, stream) {
+        (Some(conn), Stream::Tcp(tcp)) => Io::Tls(Box::new(TlsServerStream::new(conn, tcp))),
+        (_, stream) => Io::Plain(stream),
+    });
+    if let Io::Tls(stream) = &mut *io.borrow_mut() {
+        // The handshake runs here, on the connection's thread, under its
+        // own deadline: a slow or silent client holds only this thread.
+        if let Err(e) = tls::accept(stream) {
+            if state.config.verbose {
+                eprintln!("lockd: {name}: TLS handshake failed: {e}");
+            }
+            return;
+        }
+    }
     let mut session = Session::new(Arc::clone(&state), id, name);
-    let _ = io.set_write_timeout(Some(state.config.write_timeout));
-    let _ = io.set_read_timeout(state.config.idle_timeout);
-    if let Err(e) = run(&state, io, presence, &mut session) {
+    {
+        let io = io.borrow();
+        let _ = io.set_write_timeout(Some(state.config.write_timeout));
+        let _ = io.set_read_timeout(state.config.idle_timeout);
+    }
+    if let Err(e) = run(&state, &io, presence, &mut session) {
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => session.lease_expired(),
             _ if state.config.verbose => eprintln!("lockd: {}: closed: {e}", session.name()),
@@ -144,9 +161,13 @@ impl Read for PresenceReader<'_> {
     }
 }
 
-fn run(state: &State, io: Io, presence: &Presence, session: &mut Session) -> io::Result<()> {
-    let io = RefCell::new(io);
-    let mut reader = LineReader::new(PresenceReader { io: &io, presence }, state.config.max_line);
+fn run(
+    state: &State,
+    io: &RefCell<Io>,
+    presence: &Presence,
+    session: &mut Session,
+) -> io::Result<()> {
+    let mut reader = LineReader::new(PresenceReader { io, presence }, state.config.max_line);
     let mut out = Vec::new();
     let flush = |out: &mut Vec<u8>| write_out(&mut io.borrow_mut(), out);
     let mut fresh_input = false;

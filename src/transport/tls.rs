@@ -173,17 +173,18 @@ impl TlsConfig {
         self.client_ca.is_some()
     }
 
-    /// Runs the server side of the handshake on `sock`, with `HANDSHAKE_TIMEOUT`
-    /// as its read and write deadline; the caller sets its own timeouts
-    /// afterwards.
-    pub(crate) fn accept(&self, sock: TcpStream) -> io::Result<TlsServerStream> {
-        sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        let conn = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
-        let mut stream = StreamOwned::new(conn, sock);
-        handshake(&mut stream.conn, &mut stream.sock)?;
-        Ok(stream)
+    /// A fresh server-side TLS state for one connection (no I/O yet).
+    pub(crate) fn connection(&self) -> io::Result<ServerConnection> {
+        ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)
     }
+}
+
+/// Runs the server side of the handshake, with `HANDSHAKE_TIMEOUT` as its
+/// read and write deadline; the caller sets its own timeouts afterwards.
+pub(crate) fn accept(stream: &mut TlsServerStream) -> io::Result<()> {
+    stream.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    stream.sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    handshake(&mut stream.conn, &mut stream.sock)
 }
 
 impl fmt::Debug for TlsConfig {

@@ -70,11 +70,19 @@ impl Write for PresenceSocket<'_> {
 /// Serves one WebSocket connection until it closes; drop order as in
 /// `connection::serve`.
 pub(crate) fn serve(state: Arc<State>, tcp: TcpStream, id: u64, name: String, presence: &Presence) {
+    // Declared first, so dropped last: the socket closes only after the
+    // connection has left `live` (see `connection::serve`). tungstenite
+    // gets a borrow, so not even a failed handshake closes it early.
+    let mut socket = PresenceSocket {
+        tcp,
+        presence,
+        serving: false,
+    };
     let _live = Live { state: &state, id };
     // The upgrade runs under its own deadline, so a silent client cannot
     // hold the thread.
-    let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let _ = tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = socket.tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = socket.tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
     let limit = state
         .config
         .max_line
@@ -83,12 +91,7 @@ pub(crate) fn serve(state: Arc<State>, tcp: TcpStream, id: u64, name: String, pr
     let config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
-    let socket = PresenceSocket {
-        tcp,
-        presence,
-        serving: false,
-    };
-    let mut ws = match tungstenite::accept_with_config(socket, Some(config)) {
+    let mut ws = match tungstenite::accept_with_config(&mut socket, Some(config)) {
         Ok(ws) => ws,
         Err(e) => {
             if state.config.verbose {
@@ -126,7 +129,7 @@ pub(crate) fn serve(state: Arc<State>, tcp: TcpStream, id: u64, name: String, pr
 
 fn run(
     state: &State,
-    ws: &mut WebSocket<PresenceSocket<'_>>,
+    ws: &mut WebSocket<&mut PresenceSocket<'_>>,
     session: &mut Session,
 ) -> tungstenite::Result<()> {
     let max_line = state.config.max_line;
