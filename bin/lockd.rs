@@ -59,6 +59,11 @@ fn run(options: daemon::DaemonOptions) -> Result<(), Box<dyn std::error::Error>>
         Ok(_) => {}
         Err(e) => log(Priority::Warning, format_args!("warning: cannot read the open-files limit: {e}")),
     }
+    let tls = match &config.tls {
+        Some(tls) if tls.requires_client_cert() => " (TLS, client certificates required)",
+        Some(_) => " (TLS)",
+        None => "",
+    };
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     // Sockets from systemd replace the default listener; listeners named on
     // the command line are bound besides them.
@@ -78,8 +83,14 @@ fn run(options: daemon::DaemonOptions) -> Result<(), Box<dyn std::error::Error>>
     let mut listening: Vec<String> = server
         .local_addrs()
         .iter()
-        .map(ToString::to_string)
+        .map(|addr| format!("{addr}{tls}"))
         .collect();
+    listening.extend(
+        server
+            .websocket_addrs()
+            .iter()
+            .map(|addr| format!("ws://{addr}")),
+    );
     listening.extend(
         server
             .unix_paths()

@@ -8,13 +8,15 @@
 use crate::protocol::line::{Line, LineReader};
 use crate::server::{LiveSet, Presence, State};
 use crate::session::{Session, Step, Wait};
+use crate::transport::tls::{self, TlsServerStream};
 use crate::transport::Stream;
 use crossbeam_channel::{bounded, select};
+use std::cell::RefCell;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Replies are written early once this much is buffered.
 const FLUSH_AT: usize = 64 * 1024;
@@ -23,10 +25,26 @@ const FLUSH_AT: usize = 64 * 1024;
 /// then removes the connection from the server's live set: a stopped
 /// server's handle waits for that set to empty, and must find the state
 /// (its listeners, the lock on its state directory) released by then.
-struct Live {
+pub(crate) struct Live {
     state: Option<Arc<State>>,
     set: Arc<LiveSet>,
     id: u64,
+}
+
+impl Live {
+    /// Takes over the thread's `Arc<State>` for connection `id`.
+    pub(crate) fn new(state: Arc<State>, id: u64) -> Live {
+        Live {
+            set: Arc::clone(&state.live),
+            state: Some(state),
+            id,
+        }
+    }
+
+    /// The server state, until the thread ends.
+    pub(crate) fn state(&self) -> Option<&Arc<State>> {
+        self.state.as_ref()
+    }
 }
 
 impl Drop for Live {
@@ -43,21 +61,45 @@ impl Drop for Live {
 /// the live entry, then the socket, so a client that sees our close can rely
 /// on its locks being gone.
 pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String, presence: &Presence) {
-    let live = Live {
-        set: Arc::clone(&state.live),
-        state: Some(Arc::clone(&state)),
-        id,
-    };
-    drop(state);
-    let Some(state) = live.state.as_ref() else {
+    // Declared first, so dropped last: the socket closes only after the
+    // connection has left `live` (an immediate shutdown calls shutdown(2)
+    // on the fds there, which must not have been reused).
+    let io: RefCell<Io>;
+    let live = Live::new(state, id);
+    let Some(state) = live.state() else {
         return;
     };
-    let mut session = Session::new(Arc::clone(state), id, name);
-    let _ = stream.set_write_timeout(Some(state.config.write_timeout));
-    if let Some(timeout) = state.config.idle_timeout {
-        let _ = stream.set_read_timeout(Some(timeout));
+    let tls = match (&state.config.tls, &stream) {
+        (Some(tls), Stream::Tcp(_)) => match tls.connection() {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                eprintln!("lockd: {name}: cannot start TLS: {e}");
+                return;
+            }
+        },
+        _ => None,
+    };
+    io = RefCell::new(match (tls, stream) {
+        (Some(conn), Stream::Tcp(tcp)) => Io::Tls(Box::new(TlsServerStream::new(conn, tcp))),
+        (_, stream) => Io::Plain(stream),
+    });
+    if let Io::Tls(stream) = &mut *io.borrow_mut() {
+        // The handshake runs here, on the connection's thread, under its
+        // own deadline: a slow or silent client holds only this thread.
+        if let Err(e) = tls::accept(stream) {
+            if state.config.verbose {
+                eprintln!("lockd: {name}: TLS handshake failed: {e}");
+            }
+            return;
+        }
     }
-    if let Err(e) = run(state, &stream, presence, &mut session) {
+    let mut session = Session::new(Arc::clone(state), id, name);
+    {
+        let io = io.borrow();
+        let _ = io.set_write_timeout(Some(state.config.write_timeout));
+        let _ = io.set_read_timeout(state.config.idle_timeout);
+    }
+    if let Err(e) = run(state, &io, presence, &mut session) {
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => session.lease_expired(),
             _ if state.config.verbose => eprintln!("lockd: {}: closed: {e}", session.name()),
@@ -68,16 +110,75 @@ pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String, pr
     }
 }
 
+/// A connection's byte stream: plain TCP or Unix, or TLS over TCP.
+enum Io {
+    Plain(Stream),
+    Tls(Box<TlsServerStream>),
+}
+
+impl Io {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.read(buf),
+            Io::Tls(s) => tls::read_plain_eof(s, buf),
+        }
+    }
+
+    /// Writes all of `buf` as one block (one `write`, or one run of TLS
+    /// records).
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Io::Plain(s) => s.write_all(buf),
+            Io::Tls(s) => tls::write_flush(s, buf),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Io::Plain(s) => s.set_read_timeout(timeout),
+            Io::Tls(s) => s.sock.set_read_timeout(timeout),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Io::Plain(s) => s.set_write_timeout(timeout),
+            Io::Tls(s) => s.sock.set_write_timeout(timeout),
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Io::Plain(s) => s.as_raw_fd(),
+            Io::Tls(s) => s.sock.as_raw_fd(),
+        }
+    }
+
+    /// Input read from the socket that the line reader has not had yet.
+    /// Plain streams have none (the kernel holds it, and the reaper asks the
+    /// kernel); rustls may hold decrypted records.
+    fn has_pending_input(&mut self) -> bool {
+        match self {
+            Io::Plain(_) => false,
+            Io::Tls(s) => tls::has_plaintext(s),
+        }
+    }
+}
+
 /// Reads the socket, telling the server's reaper when this thread blocks
 /// with nothing half-read and when it wakes up.
+///
+/// The stream sits in a `RefCell` because the line reader reads it while
+/// the reply flush (called from inside the reader, before it blocks) writes
+/// it; the two never overlap.
 struct PresenceReader<'a> {
-    stream: &'a Stream,
+    io: &'a RefCell<Io>,
     presence: &'a Presence,
 }
 
 impl Read for PresenceReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let result = (&mut &*self.stream).read(buf);
+        let result = self.io.borrow_mut().read(buf);
         if matches!(result, Ok(n) if n > 0) && !self.presence.busy() {
             // Reaped while idle: the peer hung up with nothing unread, and
             // another thread already released our locks. End here.
@@ -92,18 +193,22 @@ impl Read for PresenceReader<'_> {
 
 fn run(
     state: &State,
-    stream: &Stream,
+    io: &RefCell<Io>,
     presence: &Presence,
     session: &mut Session,
 ) -> io::Result<()> {
-    let mut reader = LineReader::new(PresenceReader { stream, presence }, state.config.max_line);
+    let mut reader = LineReader::new(PresenceReader { io, presence }, state.config.max_line);
     let mut out = Vec::new();
-    let flush = |out: &mut Vec<u8>| write_out(stream, out);
+    let flush = |out: &mut Vec<u8>| write_out(&mut io.borrow_mut(), out);
     let mut fresh_input = false;
     loop {
         let line = reader.next_line(|partial| {
             flush(&mut out)?;
-            if !partial {
+            // Idle means "nothing of a command is held in this process":
+            // with TLS, rustls may hold decrypted bytes the reader has not
+            // taken yet, and the reaper (which asks only the kernel) must
+            // not take such a connection for an idle one.
+            if !partial && !io.borrow_mut().has_pending_input() {
                 presence.idle();
             }
             fresh_input = true;
@@ -126,12 +231,13 @@ fn run(
         };
         if let Step::Wait(wait) = step {
             flush(&mut out)?;
-            if !wait_in_line(state, stream, session, wait, &mut out) {
+            let fd = io.borrow().fd();
+            if !wait_in_line(state, fd, session, wait, &mut out) {
                 return Ok(());
             }
         }
         if let Some(timeout) = session.take_read_timeout_change() {
-            stream.set_read_timeout(timeout)?;
+            io.borrow().set_read_timeout(timeout)?;
         }
         if out.len() >= FLUSH_AT {
             flush(&mut out)?;
@@ -141,11 +247,11 @@ fn run(
 }
 
 /// Writes the buffered replies in one write and empties the buffer.
-fn write_out(mut stream: &Stream, out: &mut Vec<u8>) -> io::Result<()> {
+fn write_out(io: &mut Io, out: &mut Vec<u8>) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
-    let result = stream.write_all(out);
+    let result = io.write_all(out);
     out.clear();
     if out.capacity() > FLUSH_AT {
         out.shrink_to(1024);
@@ -155,14 +261,14 @@ fn write_out(mut stream: &Stream, out: &mut Vec<u8>) -> io::Result<()> {
 
 /// Blocks until the grant, the deadline or the peer's hang-up. `false`
 /// when the peer hung up (the connection must end, leaving the line).
-fn wait_in_line(
+/// `fd` is the connection's socket, watched for hang-up meanwhile.
+pub(crate) fn wait_in_line(
     state: &State,
-    stream: &Stream,
+    fd: RawFd,
     session: &mut Session,
     wait: Wait,
     out: &mut Vec<u8>,
 ) -> bool {
-    let fd = stream.as_raw_fd();
     let (closed_tx, closed_rx) = bounded(1);
     let watched = state.watcher.watch(fd, session.id(), closed_tx).is_ok();
     let grants = session.grants().clone();

@@ -8,7 +8,8 @@ use crate::error::Error;
 use crate::stats::{bump, Stats};
 use crate::table::Table;
 use crate::token::TokenCounter;
-use crate::transport::{self, CloseWatcher, Listener, Peer, Reaper, Stream};
+use crate::transport::tls::TlsConfig;
+use crate::transport::{self, websocket, CloseWatcher, Listener, Peer, Reaper, Stream};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::fmt;
@@ -71,6 +72,11 @@ pub struct ServerConfig {
     pub listen: Vec<String>,
     /// Unix socket paths.
     pub unix: Vec<PathBuf>,
+    /// WebSocket addresses, `HOST:PORT` or `:PORT` as for `listen`. Default
+    /// none.
+    pub websocket: Vec<String>,
+    /// TLS for every TCP listener of `listen` (not WebSocket, not Unix).
+    pub tls: Option<TlsConfig>,
     /// Permission bits for the Unix socket files (e.g. `0o660`).
     pub unix_mode: Option<u32>,
     /// Serve `d`, `sd`, `dump`, `dj` (else they answer `0 disabled`).
@@ -101,6 +107,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: vec!["127.0.0.1:9999".to_string()],
             unix: Vec::new(),
+            websocket: Vec::new(),
+            tls: None,
             unix_mode: None,
             dump: true,
             registry: true,
@@ -393,7 +401,10 @@ impl Server {
     pub fn bind_adding(config: ServerConfig, inherited: Vec<Listener>) -> Result<Server, Error> {
         let mut listeners = inherited;
         for addr in &config.listen {
-            listeners.push(bind_tcp(addr)?);
+            listeners.push(bind_tcp(addr, Listener::Tcp)?);
+        }
+        for addr in &config.websocket {
+            listeners.push(bind_tcp(addr, Listener::WebSocket)?);
         }
         for path in &config.unix {
             listeners.push(bind_unix(path, config.unix_mode)?);
@@ -450,6 +461,15 @@ impl Server {
             .listeners
             .iter()
             .filter_map(|l| l.tcp_addr())
+            .collect()
+    }
+
+    /// Every WebSocket address.
+    pub fn websocket_addrs(&self) -> Vec<SocketAddr> {
+        self.state
+            .listeners
+            .iter()
+            .filter_map(|l| l.websocket_addr())
             .collect()
     }
 
@@ -526,6 +546,15 @@ impl ServerHandle {
             .collect()
     }
 
+    /// Every WebSocket address.
+    pub fn websocket_addrs(&self) -> Vec<SocketAddr> {
+        self.state
+            .listeners
+            .iter()
+            .filter_map(|l| l.websocket_addr())
+            .collect()
+    }
+
     /// A cheap handle that can stop the server from another thread (a
     /// signal handler thread, say).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -596,7 +625,8 @@ impl ShutdownHandle {
     }
 }
 
-fn bind_tcp(addr: &str) -> Result<Listener, Error> {
+/// Binds a TCP socket for a listener of the kind `kind` makes of it.
+fn bind_tcp(addr: &str, kind: fn(TcpListener) -> Listener) -> Result<Listener, Error> {
     let bind_error = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
             Error::AddressInUse {
@@ -617,10 +647,10 @@ fn bind_tcp(addr: &str) -> Result<Listener, Error> {
             reason: "the port must be a number from 0 to 65535".into(),
         })?;
         return match TcpListener::bind(("::", port)) {
-            Ok(l) => Ok(Listener::Tcp(l)),
+            Ok(l) => Ok(kind(l)),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(bind_error(e)),
             Err(_) => TcpListener::bind(("0.0.0.0", port))
-                .map(Listener::Tcp)
+                .map(kind)
                 .map_err(bind_error),
         };
     }
@@ -631,9 +661,7 @@ fn bind_tcp(addr: &str) -> Result<Listener, Error> {
             reason: e.to_string(),
         })?
         .collect();
-    TcpListener::bind(&addrs[..])
-        .map(Listener::Tcp)
-        .map_err(bind_error)
+    TcpListener::bind(&addrs[..]).map(kind).map_err(bind_error)
 }
 
 fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, Error> {
@@ -733,8 +761,9 @@ fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
     let _ = state.reaper.add(fd, id);
     drop(live);
 
+    let websocket = matches!(peer, Peer::WebSocket(_));
     let name = match peer {
-        Peer::Tcp(addr) => {
+        Peer::Tcp(addr) | Peer::WebSocket(addr) => {
             if let Stream::Tcp(tcp) = &stream {
                 let _ = tcp.set_nodelay(true);
                 if let Some(idle) = state.config.tcp_keepalive {
@@ -752,7 +781,12 @@ fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
     let spawned = thread::Builder::new()
         .name(format!("lockd-conn-{id}"))
         .stack_size(CONNECTION_STACK)
-        .spawn(move || connection::serve(thread_state, stream, id, name, &presence));
+        .spawn(move || match stream {
+            Stream::Tcp(tcp) if websocket => {
+                websocket::serve(thread_state, tcp, id, name, &presence);
+            }
+            stream => connection::serve(thread_state, stream, id, name, &presence),
+        });
     if let Err(e) = spawned {
         // The closure (and so the stream) is dropped: the socket closes.
         log_rejection(state, &format!("cannot start a connection thread: {e}"));

@@ -4,6 +4,7 @@
 
 use super::{options, parse_number, render_flags, Arity, FlagSpec, UsageError};
 use crate::server::{Secret, ServerConfig};
+use crate::transport::tls::TlsConfig;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,34 @@ pub const FLAGS: &[FlagSpec] = &[
         value: "PATH",
         arity: Arity::Repeated,
         help: "also listen on a Unix socket at PATH (repeatable)",
+    },
+    FlagSpec {
+        short: "",
+        long: "ws",
+        value: "ADDR:PORT",
+        arity: Arity::Repeated,
+        help: "also listen for WebSocket clients on ADDR:PORT (repeatable; :PORT or PORT = all interfaces)",
+    },
+    FlagSpec {
+        short: "",
+        long: "tls-cert",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "serve TLS on the TCP listeners with this PEM certificate chain (needs --tls-key)",
+    },
+    FlagSpec {
+        short: "",
+        long: "tls-key",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "the PEM private key of --tls-cert",
+    },
+    FlagSpec {
+        short: "",
+        long: "tls-client-ca",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "require TLS clients to show a certificate signed by a CA in this PEM file",
     },
     FlagSpec {
         short: "",
@@ -191,7 +220,7 @@ Options:
 {}
 glockd's flags are accepted with glockd's meaning, so its unit files start lockd:
   -port N (all interfaces; 0 turns TCP off), -unix PATH, -pidfile PATH,
-  -dump=false, -registry=false, -verbose, -ws N (ignored with a warning)
+  -dump=false, -registry=false, -verbose, -ws N (WebSocket on all interfaces; 0 = off)
 
 Exit status: 0 after a clean stop (SIGTERM, SIGINT), 1 on a runtime error
 (address in use, pidfile held, unusable state), 2 on a bad command line.
@@ -244,11 +273,15 @@ fn translate_glockd(args: Vec<String>) -> Result<GlockdFlags, UsageError> {
                 let v = value("port")?;
                 out.port = Some(parse_number("-port", &v, "a port number from 0 to 65535")?);
             }
-            "ws" => {
+            // glockd's `-ws N`: WebSocket on every interface, 0 for none.
+            // `--ws` is ours (an address or a port) and getopts's.
+            "ws" if !arg.starts_with("--") => {
                 let v = value("ws")?;
-                out.warnings.push(format!(
-                    "-ws {v} ignored: this lockd has no WebSocket listener yet"
-                ));
+                let port: u16 = parse_number("-ws", &v, "a port number from 0 to 65535")?;
+                if port != 0 {
+                    out.rest.push("--ws".into());
+                    out.rest.push(format!(":{port}"));
+                }
             }
             "unix" if !arg.starts_with("--") => {
                 out.rest.push("--unix".into());
@@ -317,9 +350,19 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         config.listen = listen;
     }
     config.unix = m.opt_strs("unix").into_iter().map(PathBuf::from).collect();
-    if config.listen.is_empty() && config.unix.is_empty() {
+    for ws in m.opt_strs("ws") {
+        let addr = if ws.contains(':') {
+            ws
+        } else {
+            format!(":{ws}")
+        };
+        check_listen_addr("--ws", &addr)?;
+        config.websocket.push(addr);
+    }
+    config.tls = tls_config(&m)?;
+    if config.listen.is_empty() && config.unix.is_empty() && config.websocket.is_empty() {
         return Err(UsageError(
-            "nothing to listen on: -port 0 turns TCP off, so give --unix PATH or --listen ADDR:PORT".into(),
+            "nothing to listen on: -port 0 turns TCP off, so give --unix PATH, --ws ADDR:PORT or --listen ADDR:PORT".into(),
         ));
     }
     if let Some(mode) = m.opt_str("unix-mode") {
@@ -395,6 +438,42 @@ fn check_listen_addr(flag: &str, addr: &str) -> Result<(), UsageError> {
         return Err(bad("an IPv6 address needs brackets"));
     }
     Ok(())
+}
+
+/// Loads `--tls-cert`, `--tls-key` and `--tls-client-ca`: both of the first
+/// two or neither; the third only with them. A file that cannot be used is a
+/// usage error, like an unreadable `--auth-file`.
+fn tls_config(m: &getopts::Matches) -> Result<Option<TlsConfig>, UsageError> {
+    let cert = m.opt_str("tls-cert");
+    let key = m.opt_str("tls-key");
+    let client_ca = m.opt_str("tls-client-ca");
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) if client_ca.is_none() => return Ok(None),
+        (None, None) => {
+            return Err(UsageError(
+                "--tls-client-ca needs --tls-cert and --tls-key (the server's own certificate)"
+                    .into(),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(UsageError(
+                "--tls-cert needs --tls-key PATH (the certificate's private key)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(UsageError(
+                "--tls-key needs --tls-cert PATH (the certificate it belongs to)".into(),
+            ))
+        }
+    };
+    TlsConfig::from_pem_files(
+        Path::new(&cert),
+        Path::new(&key),
+        client_ca.as_deref().map(Path::new),
+    )
+    .map(Some)
+    .map_err(|e| UsageError(e.to_string()))
 }
 
 /// Reads an auth secret: the file's contents less one trailing newline.
@@ -572,6 +651,35 @@ mod tests {
     }
 
     #[test]
+    fn websocket_listeners() {
+        let o = run(&["-ws", "9998", "--ws", "127.0.0.1:7003", "--ws", "7004"]);
+        assert_eq!(o.config.websocket, vec![":9998", "127.0.0.1:7003", ":7004"]);
+        assert!(o.warnings.is_empty());
+        assert!(run(&["-ws=0"]).config.websocket.is_empty());
+        let o = run(&["-port", "0", "--ws", ":9998"]);
+        assert!(o.config.listen.is_empty());
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        for args in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"],
+            &["--tls-client-ca", "ca.pem"],
+            &[
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/nonexistent/k.pem",
+            ],
+        ] {
+            let args = args.iter().map(|s| s.to_string()).collect();
+            let err = parse(args).expect_err("bad");
+            assert!(err.0.contains("--tls-"), "{err}");
+        }
+    }
+
+    #[test]
     fn node_spellings() {
         let o = run(&[
             "--tcp",
@@ -613,6 +721,8 @@ mod tests {
             &["--listen", "127.0.0.1:99999"],
             &["--listen", "::1:9999"],
             &["--tcp", "http"],
+            &["-ws", "x"],
+            &["--ws", "::1:9998"],
         ] {
             let args = args.iter().map(|s| s.to_string()).collect();
             let err = parse(args).expect_err("bad");

@@ -1,8 +1,10 @@
-//! Transports: TCP and Unix-socket listeners and streams as enums (no trait
-//! objects), and the socket options the server sets.
+//! Transports: TCP, Unix-socket and WebSocket listeners and streams as enums
+//! (no trait objects), TLS for TCP, and the socket options the server sets.
 
 mod reap;
+pub mod tls;
 mod watch;
+pub(crate) mod websocket;
 
 pub use reap::{unread_bytes, Reaper};
 pub use watch::CloseWatcher;
@@ -130,6 +132,8 @@ impl AsRawFd for Stream {
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
+    /// WebSocket: TCP whose connections begin with an HTTP upgrade.
+    WebSocket(TcpListener),
     /// A Unix stream socket at `path`.
     Unix {
         /// The listener.
@@ -147,6 +151,8 @@ pub enum Listener {
 pub enum Peer {
     /// A TCP peer.
     Tcp(SocketAddr),
+    /// A WebSocket peer, by the address of its TCP connection.
+    WebSocket(SocketAddr),
     /// A Unix-socket peer (named `unix:N` by the server).
     Unix,
 }
@@ -162,6 +168,10 @@ impl Listener {
                 let (s, addr) = l.accept()?;
                 Ok((Stream::Tcp(s), Peer::Tcp(addr)))
             }
+            Listener::WebSocket(l) => {
+                let (s, addr) = l.accept()?;
+                Ok((Stream::Tcp(s), Peer::WebSocket(addr)))
+            }
             Listener::Unix { listener, .. } => {
                 let (s, _) = listener.accept()?;
                 Ok((Stream::Unix(s), Peer::Unix))
@@ -173,14 +183,22 @@ impl Listener {
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         match self {
             Listener::Tcp(l) => l.local_addr().ok(),
-            Listener::Unix { .. } => None,
+            Listener::WebSocket(_) | Listener::Unix { .. } => None,
+        }
+    }
+
+    /// The address, if this is a WebSocket listener.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::WebSocket(l) => l.local_addr().ok(),
+            Listener::Tcp(_) | Listener::Unix { .. } => None,
         }
     }
 
     /// The socket file, if this is a Unix listener.
     pub fn unix_path(&self) -> Option<&Path> {
         match self {
-            Listener::Tcp(_) => None,
+            Listener::Tcp(_) | Listener::WebSocket(_) => None,
             Listener::Unix { path, .. } => Some(path),
         }
     }
@@ -204,7 +222,7 @@ impl Listener {
     /// As `fcntl(2)`.
     pub fn set_nonblocking(&self) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Tcp(l) | Listener::WebSocket(l) => l.set_nonblocking(true),
             Listener::Unix { listener, .. } => listener.set_nonblocking(true),
         }
     }
@@ -223,7 +241,7 @@ impl Listener {
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Tcp(l) | Listener::WebSocket(l) => l.as_raw_fd(),
             Listener::Unix { listener, .. } => listener.as_raw_fd(),
         }
     }

@@ -1,0 +1,390 @@
+//! TLS on TCP connections, with rustls and its `ring` provider (pure Rust,
+//! no OpenSSL).
+//!
+//! The server side is [`TlsConfig`]: a certificate chain and key from PEM
+//! files, and optionally a CA whose signature every client certificate must
+//! carry. [`ServerConfig::tls`](crate::ServerConfig::tls) set to one makes
+//! every TCP listener speak TLS; the handshake runs on the connection's own
+//! thread, bounded by [`HANDSHAKE_TIMEOUT`], never in the accept loop.
+//!
+//! The client side is [`TlsClientConfig`] and [`connect_tls`], for
+//! `lockd::Client` and tests:
+//!
+//! ```no_run
+//! use lockd::transport::tls::{connect_tls, TlsClientConfig};
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::path::Path;
+//! use std::time::Duration;
+//!
+//! let config = TlsClientConfig::new(Some(Path::new("/etc/lockd/ca.pem")))?;
+//! let mut stream = connect_tls("locks.example.com", 9999, &config, Some(Duration::from_secs(5)))?;
+//! stream.write_all(b"g nightly-report\n")?;
+//! stream.flush()?; // rustls buffers: flush sends the record
+//! let mut reply = String::new();
+//! BufReader::new(&mut stream).read_line(&mut reply)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::error::Error;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConnection, RootCertStore, ServerConnection, StreamOwned};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a client has to complete the TLS handshake before the server
+/// drops it, so a silent client cannot hold a thread.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server-side TLS stream over TCP.
+pub type TlsServerStream = StreamOwned<ServerConnection, TcpStream>;
+
+/// A client-side TLS stream over TCP, as [`connect_tls`] returns it.
+/// Writes are buffered by rustls: call `flush` after each request.
+pub type TlsClientStream = StreamOwned<ClientConnection, TcpStream>;
+
+/// Where the system's CA bundle usually is (Debian, Fedora, Alpine, SUSE).
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// An error about a TLS file or setting, as `Error::Io` with `InvalidData`.
+fn invalid(context: String, why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Io {
+        context,
+        source: io::Error::new(io::ErrorKind::InvalidData, why),
+    }
+}
+
+fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        context: format!("cannot read {what} {}", path.display()),
+        source,
+    })
+}
+
+fn load_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let pem = read_file(what, path)?;
+    let context = || format!("cannot use {what} {}", path.display());
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(context(), e.to_string()))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            context(),
+            "no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(certs)
+}
+
+fn load_key(what: &str, path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    let pem = read_file(what, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        invalid(
+            format!("cannot use {what} {}", path.display()),
+            format!("{e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)"),
+        )
+    })
+}
+
+fn load_roots(what: &str, path: &Path) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(what, path)? {
+        roots
+            .add(cert)
+            .map_err(|e| invalid(format!("cannot use {what} {}", path.display()), e))?;
+    }
+    Ok(roots)
+}
+
+/// The server's TLS settings: certificate chain, key, and optionally the CA
+/// that client certificates must be signed by. Cheap to clone.
+#[derive(Clone)]
+pub struct TlsConfig {
+    config: Arc<rustls::ServerConfig>,
+    cert: PathBuf,
+    client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Loads a PEM certificate chain (leaf first) and its PEM private key;
+    /// with `client_ca`, a PEM file of CA certificates, every client must
+    /// present a certificate signed by one of them.
+    ///
+    /// # Errors
+    /// A file that cannot be read, holds no usable PEM item, or a key that
+    /// does not match the certificate.
+    pub fn from_pem_files(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<TlsConfig, Error> {
+        let chain = load_certs("--tls-cert", cert)?;
+        let key_der = load_key("--tls-key", key)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("cannot set up TLS".into(), e))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let roots = load_roots("--tls-client-ca", path)?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| {
+                            invalid(format!("cannot use --tls-client-ca {}", path.display()), e)
+                        })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_single_cert(chain, key_der).map_err(|e| {
+            invalid(
+                format!(
+                    "cannot use --tls-cert {} with --tls-key {}",
+                    cert.display(),
+                    key.display()
+                ),
+                format!("{e} (does the key belong to the certificate?)"),
+            )
+        })?;
+        Ok(TlsConfig {
+            config: Arc::new(config),
+            cert: cert.to_path_buf(),
+            client_ca: client_ca.map(Path::to_path_buf),
+        })
+    }
+
+    /// True when clients must present a certificate.
+    pub fn requires_client_cert(&self) -> bool {
+        self.client_ca.is_some()
+    }
+
+    /// A fresh server-side TLS state for one connection (no I/O yet).
+    pub(crate) fn connection(&self) -> io::Result<ServerConnection> {
+        ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)
+    }
+}
+
+/// Runs the server side of the handshake, with `HANDSHAKE_TIMEOUT` as its
+/// read and write deadline; the caller sets its own timeouts afterwards.
+pub(crate) fn accept(stream: &mut TlsServerStream) -> io::Result<()> {
+    stream.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    stream.sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    handshake(&mut stream.conn, &mut stream.sock)
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.cert)
+            .field("client_ca", &self.client_ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Drives a handshake to its end. A peer that hangs up midway is an
+/// `UnexpectedEof`; one that is not speaking TLS an `InvalidData`.
+fn handshake<C, S>(conn: &mut C, sock: &mut TcpStream) -> io::Result<()>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    while conn.is_handshaking() {
+        let (read, written) = conn.complete_io(sock)?;
+        if read == 0 && written == 0 && conn.is_handshaking() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "peer closed during the TLS handshake",
+            ));
+        }
+    }
+    // TLS 1.3 session tickets and the like go out now, not with the first
+    // reply.
+    while conn.wants_write() {
+        conn.complete_io(sock)?;
+    }
+    Ok(())
+}
+
+/// Whether rustls holds decrypted input that the connection has not read
+/// yet: while it does, the connection is not idle.
+pub(crate) fn has_plaintext(stream: &mut TlsServerStream) -> bool {
+    stream
+        .conn
+        .process_new_packets()
+        .map_or(true, |state| state.plaintext_bytes_to_read() > 0)
+}
+
+/// Reads from a server-side TLS stream; a peer that closes the TCP
+/// connection without a TLS `close_notify` (most clients, when they just
+/// drop the socket) is an ordinary end of input, as it is over plain TCP.
+pub(crate) fn read_plain_eof(stream: &mut TlsServerStream, buf: &mut [u8]) -> io::Result<usize> {
+    match stream.read(buf) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+        other => other,
+    }
+}
+
+/// Writes all of `buf` and sends it (rustls buffers until flushed).
+pub(crate) fn write_flush(stream: &mut TlsServerStream, buf: &[u8]) -> io::Result<()> {
+    stream.write_all(buf)?;
+    stream.flush()
+}
+
+/// What a TLS client trusts, and the certificate it shows if any. Cheap to
+/// clone; build once and reuse for every connection.
+#[derive(Clone)]
+pub struct TlsClientConfig {
+    roots: Arc<RootCertStore>,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl TlsClientConfig {
+    /// Trusts the CA certificates of the PEM file `ca_pem` or, with `None`,
+    /// the system's CA bundle (`/etc/ssl/certs/ca-certificates.crt` and the
+    /// like).
+    ///
+    /// # Errors
+    /// A file that cannot be read or holds no certificate; no system bundle.
+    pub fn new(ca_pem: Option<&Path>) -> Result<TlsClientConfig, Error> {
+        let roots = match ca_pem {
+            Some(path) => load_roots("CA file", path)?,
+            None => system_roots()?,
+        };
+        let roots = Arc::new(roots);
+        let config = client_builder(&roots)?.with_no_client_auth();
+        Ok(TlsClientConfig {
+            roots,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Also presents the PEM certificate chain `cert` with its PEM key `key`
+    /// (for a server started with `--tls-client-ca`).
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed, a key that does not match.
+    pub fn with_client_cert(self, cert: &Path, key: &Path) -> Result<TlsClientConfig, Error> {
+        let chain = load_certs("client certificate", cert)?;
+        let key_der = load_key("client key", key)?;
+        let config = client_builder(&self.roots)?
+            .with_client_auth_cert(chain, key_der)
+            .map_err(|e| {
+                invalid(
+                    format!("cannot use client certificate {}", cert.display()),
+                    e,
+                )
+            })?;
+        Ok(TlsClientConfig {
+            roots: self.roots,
+            config: Arc::new(config),
+        })
+    }
+}
+
+impl fmt::Debug for TlsClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsClientConfig")
+            .field("roots", &self.roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn client_builder(
+    roots: &Arc<RootCertStore>,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, Error> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("cannot set up TLS".into(), e))?
+        .with_root_certificates(Arc::clone(roots)))
+}
+
+fn system_roots() -> Result<RootCertStore, Error> {
+    for bundle in SYSTEM_CA_BUNDLES {
+        let path = Path::new(bundle);
+        if !path.exists() {
+            continue;
+        }
+        let mut roots = RootCertStore::empty();
+        let pem = read_file("CA bundle", path)?;
+        // A bundle may hold a certificate webpki cannot use; skip it.
+        let (added, _) =
+            roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
+        if added > 0 {
+            return Ok(roots);
+        }
+    }
+    Err(invalid(
+        "cannot find the system's CA certificates".into(),
+        "no CA bundle in /etc/ssl or /etc/pki (give the server's CA file)",
+    ))
+}
+
+/// Connects to `host:port` over TCP and completes a TLS handshake, checking
+/// the server's certificate against `config` for the name `host` (a DNS
+/// name or an IP address). `timeout` bounds the connect and, separately,
+/// the handshake; the stream is left with no read or write timeout.
+///
+/// # Errors
+/// `Error::Io` whose source has kind `TimedOut`/`WouldBlock` for a timeout,
+/// `InvalidData` for a certificate the server or we refused, or the
+/// connect error.
+pub fn connect_tls(
+    host: &str,
+    port: u16,
+    config: &TlsClientConfig,
+    timeout: Option<Duration>,
+) -> Result<TlsClientStream, Error> {
+    let context = |what: &str| format!("cannot connect to {host}:{port} over TLS: {what}");
+    let io_error = |what: &str, source| Error::Io {
+        context: context(what),
+        source,
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| invalid(context("bad server name"), e))?;
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| io_error("cannot resolve the host", e))?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    let mut sock = None;
+    for addr in addrs {
+        let attempt = match timeout {
+            Some(t) => TcpStream::connect_timeout(&addr, t),
+            None => TcpStream::connect(addr),
+        };
+        match attempt {
+            Ok(s) => {
+                sock = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let mut sock = sock.ok_or_else(|| io_error("connect", last))?;
+    let _ = sock.set_nodelay(true);
+    let set = |sock: &TcpStream, t| {
+        sock.set_read_timeout(t)
+            .and_then(|()| sock.set_write_timeout(t))
+    };
+    set(&sock, timeout).map_err(|e| io_error("socket options", e))?;
+    let mut conn = ClientConnection::new(Arc::clone(&config.config), name)
+        .map_err(|e| invalid(context("TLS setup"), e))?;
+    handshake(&mut conn, &mut sock).map_err(|e| io_error("handshake", e))?;
+    set(&sock, None).map_err(|e| io_error("socket options", e))?;
+    Ok(StreamOwned::new(conn, sock))
+}
