@@ -60,11 +60,16 @@ fn run(options: daemon::DaemonOptions) -> Result<(), Box<dyn std::error::Error>>
     let server = Server::bind(options.config)?;
     let addrs = server.local_addrs();
     let paths = server.unix_paths();
-    let _pidfile = options
-        .pidfile
-        .as_deref()
-        .map(Pidfile::create)
-        .transpose()?;
+    let _pidfile = match options.pidfile.as_deref().map(Pidfile::create).transpose() {
+        Ok(pidfile) => pidfile,
+        Err(e) => {
+            // We bound these sockets a moment ago: leave no stale files.
+            for path in &paths {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
     let handle = server.spawn()?;
     for addr in addrs {
         eprintln!("lockd: listening on {addr}");

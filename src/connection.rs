@@ -6,11 +6,11 @@
 //! ever held across socket I/O.
 
 use crate::protocol::line::{Line, LineReader};
-use crate::server::State;
+use crate::server::{Presence, State};
 use crate::session::{Session, Step, Wait};
 use crate::transport::Stream;
 use crossbeam_channel::{bounded, select};
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,14 +34,14 @@ impl Drop for Live<'_> {
 /// reverse of declaration: the session first (its locks are released), then
 /// the live entry, then the socket, so a client that sees our close can rely
 /// on its locks being gone.
-pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String) {
+pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String, presence: &Presence) {
     let _live = Live { state: &state, id };
     let mut session = Session::new(Arc::clone(&state), id, name);
     let _ = stream.set_write_timeout(Some(state.config.write_timeout));
     if let Some(timeout) = state.config.idle_timeout {
         let _ = stream.set_read_timeout(Some(timeout));
     }
-    if let Err(e) = run(&state, &stream, &mut session) {
+    if let Err(e) = run(&state, &stream, presence, &mut session) {
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => session.lease_expired(),
             _ if state.config.verbose => eprintln!("lockd: {}: closed: {e}", session.name()),
@@ -52,13 +52,53 @@ pub(crate) fn serve(state: Arc<State>, stream: Stream, id: u64, name: String) {
     }
 }
 
-fn run(state: &State, stream: &Stream, session: &mut Session) -> io::Result<()> {
-    let mut reader = LineReader::new(stream, state.config.max_line);
+/// Reads the socket, telling the server's reaper when this thread blocks
+/// with nothing half-read and when it wakes up.
+struct PresenceReader<'a> {
+    stream: &'a Stream,
+    presence: &'a Presence,
+}
+
+impl Read for PresenceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let result = (&mut &*self.stream).read(buf);
+        if !self.presence.busy() {
+            // Reaped while idle: the peer hung up with nothing unread, and
+            // another thread already released our locks. End here.
+            return Ok(0);
+        }
+        result
+    }
+}
+
+fn run(
+    state: &State,
+    stream: &Stream,
+    presence: &Presence,
+    session: &mut Session,
+) -> io::Result<()> {
+    let mut reader = LineReader::new(PresenceReader { stream, presence }, state.config.max_line);
     let mut out = Vec::new();
     let flush = |out: &mut Vec<u8>| write_out(stream, out);
+    let mut fresh_input = false;
     loop {
-        let step = match reader.next_line(|| flush(&mut out))? {
-            Line::Complete(line) => session.execute(line, &mut out),
+        let line = reader.next_line(|partial| {
+            flush(&mut out)?;
+            if !partial {
+                presence.idle();
+            }
+            fresh_input = true;
+            Ok(())
+        })?;
+        let step = match line {
+            Line::Complete(line) => {
+                if std::mem::take(&mut fresh_input) {
+                    // Before serving new input, release the locks of peers
+                    // that hung up but whose threads have not run yet.
+                    state.reap_closed();
+                }
+                session.execute(line, &mut out)
+            }
             Line::TooLong => {
                 session.line_too_long(&mut out);
                 Step::Done

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::stats::{bump, Stats};
 use crate::table::Table;
 use crate::token::TokenCounter;
-use crate::transport::{self, CloseWatcher, Listener, Peer, Stream};
+use crate::transport::{self, CloseWatcher, Listener, Peer, Reaper, Stream};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::fmt;
@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -131,36 +131,165 @@ pub(crate) struct State {
     unix_peers: AtomicU64,
     stopping: AtomicBool,
     listeners: Vec<Arc<Listener>>,
-    /// Live connections' sockets, so an immediate shutdown can close them.
-    live: Mutex<HashMap<u64, RawFd>>,
+    /// Wakes the accept loops out of `poll` at shutdown.
+    wake: WakePipe,
+    /// Live connections, so an immediate shutdown can close them and a
+    /// hang-up can be reaped.
+    live: Mutex<HashMap<u64, LiveConnection>>,
+    reaper: Reaper,
     drained: Condvar,
     last_reject_log: Mutex<Option<Instant>>,
+}
+
+/// What the server knows of a live connection's socket and thread.
+struct LiveConnection {
+    fd: RawFd,
+    presence: Arc<Presence>,
+    /// Orphaned by another thread (see [`State::reap_closed`]).
+    reaped: bool,
+}
+
+/// Where a connection's thread is, for reaping: `IDLE` (blocked on an
+/// empty input buffer), `BUSY`, or `REAPED` (orphaned by another thread; the
+/// owner must do nothing more but close).
+#[derive(Debug, Default)]
+pub(crate) struct Presence(AtomicU8);
+
+impl Presence {
+    const BUSY: u8 = 0;
+    const IDLE: u8 = 1;
+    const REAPED: u8 = 2;
+
+    /// The owner is about to block with no partial line buffered.
+    pub(crate) fn idle(&self) {
+        self.0.store(Self::IDLE, Ordering::SeqCst);
+    }
+
+    /// The owner woke up; `false` if it was reaped meanwhile.
+    pub(crate) fn busy(&self) -> bool {
+        self.0
+            .compare_exchange(Self::IDLE, Self::BUSY, Ordering::SeqCst, Ordering::SeqCst)
+            .map_or_else(|current| current != Self::REAPED, |_| true)
+    }
+
+    fn reap(&self) -> bool {
+        self.0
+            .compare_exchange(Self::IDLE, Self::REAPED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+/// A self-pipe: written once at shutdown so `poll` in the accept loops
+/// returns.
+struct WakePipe {
+    read: RawFd,
+    write: RawFd,
+}
+
+impl WakePipe {
+    fn new() -> std::io::Result<WakePipe> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(WakePipe {
+            read: fds[0],
+            write: fds[1],
+        })
+    }
+
+    fn wake(&self) {
+        // SAFETY: writes one byte from a live buffer to our own pipe.
+        unsafe {
+            libc::write(self.write, [1u8].as_ptr().cast(), 1);
+        }
+    }
+}
+
+impl Drop for WakePipe {
+    fn drop(&mut self) {
+        // SAFETY: closes the two descriptors this struct owns, once.
+        unsafe {
+            libc::close(self.read);
+            libc::close(self.write);
+        }
+    }
 }
 
 impl State {
     /// Called by a connection thread as it ends, before its socket closes.
     pub(crate) fn forget_connection(&self, id: u64) {
         let mut live = self.live.lock();
-        live.remove(&id);
-        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(conn) = live.remove(&id) {
+            if !conn.reaped {
+                self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         if live.is_empty() {
             self.drained.notify_all();
         }
     }
 
+    /// Releases everything a client held and forgets it; counts orphans.
+    /// Idempotent: a second call for the same client finds nothing.
+    pub(crate) fn orphan(&self, id: u64) {
+        let released = self.table.disconnect(id);
+        let stats = &self.stats;
+        stats
+            .orphans
+            .fetch_add(released.exclusive as u64, Ordering::Relaxed);
+        stats
+            .shared_orphans
+            .fetch_add(released.shared as u64, Ordering::Relaxed);
+    }
+
+    /// Orphans, on their owners' behalf, connections whose peer hung up
+    /// while their threads sat idle, so that no command served after a
+    /// client's close can see its locks. Cheap: one non-blocking
+    /// `epoll_wait`.
+    pub(crate) fn reap_closed(&self) {
+        self.reaper.poll(|id| {
+            let mut live = self.live.lock();
+            let Some(conn) = live.get_mut(&id) else {
+                return;
+            };
+            // Unread input means the owner still has commands to answer.
+            if conn.reaped || transport::unread_bytes(conn.fd) > 0 || !conn.presence.reap() {
+                return;
+            }
+            conn.reaped = true;
+            self.reaper.remove(conn.fd);
+            self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(live);
+            self.orphan(id);
+        });
+    }
+
+    /// Accepts, without blocking, connections already queued on the
+    /// listeners, so that `q` counts every client whose connect completed.
+    pub(crate) fn accept_pending(self: &Arc<State>) {
+        for listener in &self.listeners {
+            while let Ok((stream, peer)) = listener.accept() {
+                admit(self, stream, peer);
+            }
+        }
+    }
+
     fn shutdown(&self, mode: Shutdown) {
         if !self.stopping.swap(true, Ordering::SeqCst) {
+            self.wake.wake();
             for listener in &self.listeners {
                 listener.interrupt();
             }
         }
         if mode == Shutdown::Immediate {
-            for fd in self.live.lock().values() {
+            for conn in self.live.lock().values() {
                 // SAFETY: the fd stays open while it is in `live` (a
                 // connection leaves `live` before closing its socket), and
                 // shutdown(2) touches no memory.
                 unsafe {
-                    libc::shutdown(*fd, libc::SHUT_RDWR);
+                    libc::shutdown(conn.fd, libc::SHUT_RDWR);
                 }
             }
         }
@@ -201,6 +330,13 @@ impl Server {
         };
         let watcher =
             CloseWatcher::start().map_err(|e| Error::io("cannot start the close watcher", e))?;
+        let reaper = Reaper::new().map_err(|e| Error::io("cannot create an epoll set", e))?;
+        let wake = WakePipe::new().map_err(|e| Error::io("cannot create a pipe", e))?;
+        for listener in &listeners {
+            listener
+                .set_nonblocking()
+                .map_err(|e| Error::io("cannot make a listener non-blocking", e))?;
+        }
         Ok(Server {
             state: Arc::new(State {
                 config,
@@ -211,7 +347,9 @@ impl Server {
                 unix_peers: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
                 listeners: listeners.into_iter().map(Arc::new).collect(),
+                wake,
                 live: Mutex::new(HashMap::new()),
+                reaper,
                 drained: Condvar::new(),
                 last_reject_log: Mutex::new(None),
             }),
@@ -419,14 +557,35 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, Error> {
     })
 }
 
+/// Blocks in `poll` on the listener and the wake pipe, then accepts every
+/// queued connection.
 fn accept_loop(state: &Arc<State>, listener: &Listener) {
     loop {
-        let accepted = listener.accept();
         if state.stopping.load(Ordering::SeqCst) {
             return;
         }
-        match accepted {
+        let mut fds = [
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: state.wake.read,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: the array outlives the call and its length is passed.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), 2, -1);
+        }
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match listener.accept() {
             Ok((stream, peer)) => admit(state, stream, peer),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => match e.raw_os_error() {
                 Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                     // Out of descriptors or memory: never quit the loop;
@@ -466,8 +625,18 @@ fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
         return;
     }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    live.insert(id, stream.as_raw_fd());
+    let presence = Arc::new(Presence::default());
+    let fd = stream.as_raw_fd();
+    live.insert(
+        id,
+        LiveConnection {
+            fd,
+            presence: Arc::clone(&presence),
+            reaped: false,
+        },
+    );
     state.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let _ = state.reaper.add(fd, id);
     drop(live);
 
     let name = match peer {
@@ -489,7 +658,7 @@ fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
     let spawned = thread::Builder::new()
         .name(format!("lockd-conn-{id}"))
         .stack_size(CONNECTION_STACK)
-        .spawn(move || connection::serve(thread_state, stream, id, name));
+        .spawn(move || connection::serve(thread_state, stream, id, name, &presence));
     if let Err(e) = spawned {
         // The closure (and so the stream) is dropped: the socket closes.
         log_rejection(state, &format!("cannot start a connection thread: {e}"));

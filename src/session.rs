@@ -10,7 +10,6 @@ use crate::server::State;
 use crate::stats::bump;
 use crate::table::{ClientId, Grant, WaitStart};
 use crossbeam_channel::{bounded, Receiver};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -289,6 +288,7 @@ impl Session {
                 self.end_block(Verb::Who, out);
             }
             Command::Stats => {
+                self.state.accept_pending();
                 let counts = table.counts();
                 let report = state
                     .stats
@@ -491,7 +491,8 @@ impl Session {
             return;
         }
         let line = protocol::trim(line);
-        if verb == Some(Verb::Auth) {
+        // `auth<TAB>secret` is an unknown verb, but still a secret.
+        if verb == Some(Verb::Auth) || line.starts_with(b"auth") {
             eprintln!("lockd: {}: auth <secret redacted>", self.name);
         } else {
             eprintln!("lockd: {}: {}", self.name, line.escape_ascii());
@@ -501,11 +502,6 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let released = self.state.table.disconnect(self.id);
-        let stats = &self.state.stats;
-        stats.orphans.fetch_add(released.exclusive as u64, Relaxed);
-        stats
-            .shared_orphans
-            .fetch_add(released.shared as u64, Relaxed);
+        self.state.orphan(self.id);
     }
 }

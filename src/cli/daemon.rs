@@ -291,12 +291,16 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     }
     let mut config = ServerConfig::default();
     let mut listen = m.opt_strs("listen");
+    for addr in &listen {
+        check_listen_addr("--listen", addr)?;
+    }
     for tcp in m.opt_strs("tcp") {
         let addr = if tcp.contains(':') {
             tcp
         } else {
             format!(":{tcp}")
         };
+        check_listen_addr("--tcp", &addr)?;
         listen.push(addr);
     }
     match glockd.port {
@@ -364,6 +368,27 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         pidfile,
         warnings: glockd.warnings,
     })))
+}
+
+/// Checks the shape of a listen address (`HOST:PORT`, `[V6]:PORT` or
+/// `:PORT`) so a typo is a usage error (exit 2), not a bind failure (exit 1).
+/// Whether HOST resolves is left to binding.
+fn check_listen_addr(flag: &str, addr: &str) -> Result<(), UsageError> {
+    let bad = |why: &str| {
+        UsageError(format!(
+            "invalid value {addr:?} for {flag}: {why} (use HOST:PORT, e.g. 127.0.0.1:9999, [::1]:9999 or :9999)"
+        ))
+    };
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(bad("the port must be a number from 0 to 65535"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad("an IPv6 address needs brackets"));
+    }
+    Ok(())
 }
 
 /// Reads an auth secret: the file's contents less one trailing newline.
@@ -558,6 +583,19 @@ mod tests {
     }
 
     #[test]
+    fn listen_addresses_of_every_shape() {
+        let o = run(&[
+            "--listen",
+            "localhost:1",
+            "--listen",
+            "[::1]:2",
+            "--listen",
+            ":3",
+        ]);
+        assert_eq!(o.config.listen, vec!["localhost:1", "[::1]:2", ":3"]);
+    }
+
+    #[test]
     fn bad_values_say_what_to_do() {
         for args in [
             &["--max-connections", "lots"][..],
@@ -565,6 +603,10 @@ mod tests {
             &["-port", "x"],
             &["-dump=maybe"],
             &["extra"],
+            &["--listen", "nonsense"],
+            &["--listen", "127.0.0.1:99999"],
+            &["--listen", "::1:9999"],
+            &["--tcp", "http"],
         ] {
             let args = args.iter().map(|s| s.to_string()).collect();
             let err = parse(args).expect_err("bad");

@@ -68,13 +68,14 @@ impl<R: Read> LineReader<R> {
 
     /// The next line. `before_block` runs each time the buffer holds no
     /// complete line and the reader is about to block on the stream: the
-    /// moment to flush replies, so a pipelined batch costs one write.
+    /// moment to flush replies, so a pipelined batch costs one write. Its
+    /// argument says whether part of a line is buffered.
     ///
     /// # Errors
     /// Errors of the stream and of `before_block`, including read timeouts.
     pub fn next_line(
         &mut self,
-        mut before_block: impl FnMut() -> io::Result<()>,
+        mut before_block: impl FnMut(bool) -> io::Result<()>,
     ) -> io::Result<Line<'_>> {
         loop {
             if let Some(pos) = self.buf[self.scanned..self.end]
@@ -122,7 +123,7 @@ impl<R: Read> LineReader<R> {
                 let len = (self.buf.len() * 2).min(self.max_buf);
                 self.buf.resize(len, 0);
             }
-            before_block()?;
+            before_block(self.skipping || self.end > 0)?;
             loop {
                 match self.inner.read(&mut self.buf[self.end..]) {
                     Ok(0) => self.eof = true,
@@ -156,7 +157,7 @@ mod tests {
         let mut reader = LineReader::new(Trickle(data, chunk), max);
         let mut out = Vec::new();
         loop {
-            match reader.next_line(|| Ok(())).expect("no I/O error") {
+            match reader.next_line(|_| Ok(())).expect("no I/O error") {
                 Line::Complete(l) => out.push(Some(l.to_vec())),
                 Line::TooLong => out.push(None),
                 Line::Eof => return out,
@@ -200,10 +201,10 @@ mod tests {
         let mut data = vec![b'y'; 1 << 20];
         data.extend_from_slice(b"\nok\n");
         let mut reader = LineReader::new(Trickle(&data, 1 << 16), 4096);
-        assert_eq!(reader.next_line(|| Ok(())).expect("read"), Line::TooLong);
+        assert_eq!(reader.next_line(|_| Ok(())).expect("read"), Line::TooLong);
         assert!(reader.buf.len() <= MAX_BUFFER);
         assert_eq!(
-            reader.next_line(|| Ok(())).expect("read"),
+            reader.next_line(|_| Ok(())).expect("read"),
             Line::Complete(b"ok")
         );
     }

@@ -1,8 +1,10 @@
 //! Transports: TCP and Unix-socket listeners and streams as enums (no trait
 //! objects), and the socket options the server sets.
 
+mod reap;
 mod watch;
 
+pub use reap::{unread_bytes, Reaper};
 pub use watch::CloseWatcher;
 
 use std::io::{self, Read, Write};
@@ -176,6 +178,18 @@ impl Listener {
         match self {
             Listener::Tcp(_) => None,
             Listener::Unix { path, .. } => Some(path),
+        }
+    }
+
+    /// Makes `accept` return `WouldBlock` instead of blocking (the accept
+    /// loop polls first).
+    ///
+    /// # Errors
+    /// As `fcntl(2)`.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Unix { listener, .. } => listener.set_nonblocking(true),
         }
     }
 

@@ -1,0 +1,687 @@
+//! The `lockd` binary as an operator meets it: flags, `--help` against the
+//! man page, exit statuses, the pidfile, Unix sockets, signals, logging.
+//! Every daemon here listens on port 0 (the port comes from its
+//! `listening on` log line) and has its own state directory or none.
+
+mod common;
+
+use common::{Conn, TempDir};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+const LOCKD: &str = env!("CARGO_BIN_EXE_lockd");
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `lockd` process whose stderr is read line by line on a thread.
+struct Daemon {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every stderr line seen so far.
+    log: Vec<String>,
+}
+
+impl Daemon {
+    /// Spawns `lockd ARGS` and waits until it has logged `listeners`
+    /// `listening on` lines.
+    fn start(args: &[&str], listeners: usize) -> Daemon {
+        let mut daemon = Daemon::spawn(args);
+        for _ in 0..listeners {
+            daemon.wait_line(|l| l.starts_with("lockd: listening on "));
+        }
+        daemon
+    }
+
+    fn spawn(args: &[&str]) -> Daemon {
+        let mut child = Command::new(LOCKD)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lockd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads stderr until a line matches; fails after the deadline or at EOF.
+    fn wait_line(&mut self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no expected line on stderr ({e:?}); got {:?}", self.log),
+            }
+        }
+    }
+
+    /// The first TCP address it logged.
+    fn tcp_addr(&self) -> SocketAddr {
+        self.log
+            .iter()
+            .filter_map(|l| l.strip_prefix("lockd: listening on "))
+            .find(|a| !a.starts_with("unix:"))
+            .unwrap_or_else(|| panic!("no TCP listener in {:?}", self.log))
+            .parse()
+            .expect("address in the listening line")
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child, which we have not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
+    }
+
+    /// Waits for the process to exit, then collects the rest of stderr.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_deadline(&mut self.child);
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            self.log.push(line);
+        }
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_deadline(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("lockd did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `lockd ARGS` to its exit: (status, stdout, stderr).
+fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(LOCKD)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockd");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = wait_deadline(&mut child);
+    (
+        status,
+        out.join().expect("stdout reader"),
+        err.join().expect("stderr reader"),
+    )
+}
+
+/// Asserts a failed start: `code`, and exactly one line on stderr holding
+/// every one of `words`.
+fn assert_fails(args: &[&str], code: i32, words: &[&str]) {
+    let (status, stdout, stderr) = run(args);
+    assert_eq!(status.code(), Some(code), "{args:?}: {stderr}");
+    assert_eq!(stdout, "", "{args:?}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(stderr.starts_with("lockd: "), "{args:?}: {stderr}");
+    for word in words {
+        assert!(stderr.contains(word), "{args:?}: {word:?} not in {stderr}");
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+// --- --help, --version, the man page -------------------------------------
+
+/// Flags written in `text`: (long names, single-dash names). Roff's `\-`
+/// and font escapes are undone first, so the page and `--help` compare.
+fn flags_in(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let text = text
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\fP", "");
+    let bytes = text.as_bytes();
+    let (mut long, mut short) = (BTreeSet::new(), BTreeSet::new());
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts = bytes[i] == b'-'
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'-'));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let dashes = if bytes.get(i + 1) == Some(&b'-') {
+            2
+        } else {
+            1
+        };
+        let start = i + dashes;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase() || (dashes == 2 && bytes[end] == b'-'))
+        {
+            end += 1;
+        }
+        if end > start {
+            let name = text[start..end].trim_end_matches('-').to_string();
+            if dashes == 2 { &mut long } else { &mut short }.insert(name);
+        }
+        i = end.max(i + 1);
+    }
+    (long, short)
+}
+
+#[test]
+fn help_and_man_page_name_the_same_flags() {
+    let (status, help, _) = run(&["--help"]);
+    assert!(status.success());
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/lockd.8"))
+        .expect("man/lockd.8");
+    let (help_long, help_short) = flags_in(&help);
+    let (page_long, page_short) = flags_in(&page);
+    assert!(help_long.contains("listen") && help_long.contains("pid-file"));
+    assert!(help_short.contains("port") && help_short.contains("registry"));
+    assert_eq!(help_long, page_long, "--flags of --help vs man/lockd.8");
+    assert_eq!(help_short, page_short, "-flags of --help vs man/lockd.8");
+    // Every long flag in the table is in --help (the table renders it).
+    for flag in lockd::cli::daemon::FLAGS {
+        assert!(
+            help_long.contains(flag.long),
+            "--{} not in --help",
+            flag.long
+        );
+    }
+}
+
+#[test]
+fn version_and_short_help() {
+    let (status, out, err) = run(&["--version"]);
+    assert!(status.success());
+    assert_eq!(out, format!("lockd {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(err, "");
+    let (status, out, err) = run(&["-h"]);
+    assert!(status.success());
+    assert!(out.contains("Usage: lockd [OPTIONS]"), "{out}");
+    assert!(out.contains("--listen ADDR:PORT"), "{out}");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn bad_command_lines_exit_2_with_one_line() {
+    let dir = TempDir::new("cli-bad");
+    let state = path_str(&dir.path);
+    // `--no-state` first, so nothing here could touch the default state.
+    assert_fails(&["--no-state", "--bogus"], 2, &["bogus", "--help"]);
+    assert_fails(&["--no-state", "--listen"], 2, &["listen"]);
+    assert_fails(
+        &["--no-state", "--max-connections", "lots"],
+        2,
+        &["--max-connections", "lots"],
+    );
+    assert_fails(&["--no-state", "--max-line", "0"], 2, &["--max-line"]);
+    assert_fails(
+        &["--no-state", "--unix-mode", "999"],
+        2,
+        &["--unix-mode", "octal"],
+    );
+    assert_fails(
+        &["--no-state", "--tcp-keepalive", "-1"],
+        2,
+        &["--tcp-keepalive"],
+    );
+    assert_fails(&["--no-state", "-port", "x"], 2, &["-port"]);
+    assert_fails(&["--no-state", "-port", "70000"], 2, &["-port"]);
+    assert_fails(&["--no-state", "-dump=maybe"], 2, &["-dump", "maybe"]);
+    assert_fails(&["--no-state", "-port", "0"], 2, &["nothing to listen on"]);
+    assert_fails(&["--no-state", "extra"], 2, &["extra"]);
+    assert_fails(
+        &["--no-state", "--state-dir", state],
+        2,
+        &["--state-dir", "--no-state"],
+    );
+    assert_fails(
+        &["--no-state", "--auth-file", "/nonexistent/lockd-secret"],
+        2,
+        &["--auth-file", "/nonexistent/lockd-secret"],
+    );
+    assert_fails(&["--no-state", "--listen", "nonsense"], 2, &["nonsense"]);
+    assert_fails(
+        &["--no-state", "--listen", "127.0.0.1:99999"],
+        2,
+        &["127.0.0.1:99999"],
+    );
+    assert_fails(&["--no-state", "--tcp", "99999"], 2, &["99999"]);
+}
+
+#[test]
+fn port_in_use_exits_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    assert_fails(
+        &["--no-state", "--listen", &addr],
+        1,
+        &[&addr, "already in use"],
+    );
+}
+
+// --- pidfile --------------------------------------------------------------
+
+#[test]
+fn pidfile_written_after_bind_held_and_removed() {
+    let dir = TempDir::new("cli-pid");
+    let pidfile = dir.path.join("lockd.pid");
+    let pid = path_str(&pidfile);
+    let mut first = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--no-state", "--pidfile", pid],
+        1,
+    );
+    let written = std::fs::read_to_string(&pidfile).expect("pidfile");
+    assert_eq!(written, format!("{}\n", first.child.id()));
+
+    // A second instance on another port, same pidfile: refused, file kept.
+    assert_fails(
+        &["--listen", "127.0.0.1:0", "--no-state", "--pid-file", pid],
+        1,
+        &["pidfile", pid, &first.child.id().to_string()],
+    );
+    assert_eq!(std::fs::read_to_string(&pidfile).expect("pidfile"), written);
+
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait_exit().code(), Some(0), "{:?}", first.log);
+    assert!(!pidfile.exists(), "pidfile left behind");
+}
+
+#[test]
+fn bind_failure_leaves_no_pidfile() {
+    let dir = TempDir::new("cli-pid-bind");
+    let pidfile = dir.path.join("lockd.pid");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let pid = path_str(&pidfile);
+    assert_fails(
+        &["--no-state", "--listen", &addr, "--pidfile", pid],
+        1,
+        &["already in use"],
+    );
+    assert!(!pidfile.exists(), "pidfile written before binding");
+}
+
+// --- Unix sockets ---------------------------------------------------------
+
+#[test]
+fn unix_socket_serves_with_its_mode_and_is_removed() {
+    let dir = TempDir::new("cli-unix");
+    let sock = dir.path.join("lockd.sock");
+    let path = path_str(&sock);
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--unix",
+        path,
+        "--unix-mode",
+        "600",
+        "--no-state",
+    ];
+    let mut daemon = Daemon::start(&args, 2);
+    assert!(daemon
+        .log
+        .contains(&format!("lockd: listening on unix:{path}")));
+    let mode = std::fs::metadata(&sock)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mut conn = Conn::unix(&sock);
+    assert_eq!(conn.cmd("g foo"), "1 Lock Get Success: foo\n");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+#[test]
+fn stale_unix_socket_is_replaced() {
+    let dir = TempDir::new("cli-stale");
+    let sock = dir.path.join("lockd.sock");
+    drop(UnixListener::bind(&sock).expect("bind"));
+    assert!(sock.exists(), "a dropped listener leaves its file");
+    let path = path_str(&sock);
+    let _daemon = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--unix", path, "--no-state"],
+        2,
+    );
+    let mut conn = Conn::unix(&sock);
+    assert_eq!(conn.cmd("g foo"), "1 Lock Get Success: foo\n");
+}
+
+#[test]
+fn live_unix_socket_is_never_stolen() {
+    let dir = TempDir::new("cli-live");
+    let sock = dir.path.join("lockd.sock");
+    let live = UnixListener::bind(&sock).expect("bind");
+    let inode = std::fs::metadata(&sock).expect("socket").ino();
+    let path = path_str(&sock);
+    assert_fails(
+        &["--listen", "127.0.0.1:0", "--unix", path, "--no-state"],
+        1,
+        &[path, "in use"],
+    );
+    assert_eq!(std::fs::metadata(&sock).expect("still there").ino(), inode);
+    // And its owner still gets connections.
+    let _client = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    live.accept().expect("the live listener still accepts");
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_is_kept() {
+    let dir = TempDir::new("cli-notsock");
+    let file = dir.path.join("lockd.sock");
+    std::fs::write(&file, "precious").expect("write");
+    let path = path_str(&file);
+    assert_fails(
+        &["--listen", "127.0.0.1:0", "--unix", path, "--no-state"],
+        1,
+        &[path, "not a socket"],
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("kept"), "precious");
+}
+
+// --- signals --------------------------------------------------------------
+
+fn signal_stops_cleanly(signal: libc::c_int) {
+    let dir = TempDir::new("cli-signal");
+    let sock = dir.path.join("lockd.sock");
+    let pidfile = dir.path.join("lockd.pid");
+    let state = dir.path.join("state");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--unix",
+        path_str(&sock),
+        "--pidfile",
+        path_str(&pidfile),
+        "--state-dir",
+        path_str(&state),
+    ];
+    let mut daemon = Daemon::start(&args, 2);
+    let mut tcp = Conn::tcp(daemon.tcp_addr());
+    let mut unix = Conn::unix(&sock);
+    assert_eq!(tcp.cmd("g foo"), "1 Lock Get Success: foo\n");
+    assert_eq!(unix.cmd("sg bar"), "1 Shared Lock Get Success: bar\n");
+    daemon.signal(signal);
+    assert_eq!(tcp.read_to_end(), b"", "the TCP client sees EOF");
+    assert_eq!(unix.read_to_end(), b"", "the Unix client sees EOF");
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{:?}", daemon.log);
+    assert!(!pidfile.exists(), "pidfile left behind");
+    assert!(!sock.exists(), "socket file left behind");
+    assert_eq!(
+        daemon.log.last().map(String::as_str),
+        Some("lockd: stopped")
+    );
+}
+
+#[test]
+fn sigterm_closes_clients_and_exits_0() {
+    signal_stops_cleanly(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_closes_clients_and_exits_0() {
+    signal_stops_cleanly(libc::SIGINT);
+}
+
+#[test]
+fn two_quick_signals_end_the_process() {
+    let daemon_dir = TempDir::new("cli-signal2");
+    let sock = daemon_dir.path.join("lockd.sock");
+    let mut daemon = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--unix",
+            path_str(&sock),
+            "--no-state",
+        ],
+        2,
+    );
+    let mut conn = Conn::tcp(daemon.tcp_addr());
+    assert_eq!(conn.cmd("g foo"), "1 Lock Get Success: foo\n");
+    daemon.signal(libc::SIGTERM);
+    daemon.signal(libc::SIGTERM);
+    // Whether the first stop finished before the second signal was seen
+    // is a race; either way the process ends, with 0 or 1.
+    let code = daemon.wait_exit().code();
+    assert!(matches!(code, Some(0 | 1)), "{code:?}: {:?}", daemon.log);
+}
+
+// --- compatibility spellings ----------------------------------------------
+
+#[test]
+fn glockd_flags_start_lockd() {
+    let dir = TempDir::new("cli-glockd");
+    let sock = dir.path.join("glockd.sock");
+    let path = path_str(&sock);
+    let mut daemon = Daemon::spawn(&[
+        "-port",
+        "0",
+        "-unix",
+        path,
+        "-dump=false",
+        "-registry=false",
+        "-ws",
+        "9998",
+        "--no-state",
+    ]);
+    daemon.wait_line(|l| l == format!("lockd: listening on unix:{path}"));
+    let listening: Vec<_> = daemon
+        .log
+        .iter()
+        .filter(|l| l.starts_with("lockd: listening on "))
+        .collect();
+    assert_eq!(
+        listening.len(),
+        1,
+        "-port 0 turns TCP off: {:?}",
+        daemon.log
+    );
+    assert!(
+        daemon
+            .log
+            .iter()
+            .any(|l| l.contains("warning: -ws 9998 ignored")),
+        "{:?}",
+        daemon.log
+    );
+    let mut conn = Conn::unix(&sock);
+    assert_eq!(conn.cmd("d"), "0 disabled\n");
+    assert_eq!(conn.cmd("iam worker"), "0 disabled\n");
+    assert_eq!(conn.cmd("g foo"), "1 Lock Get Success: foo\n");
+}
+
+#[test]
+fn node_lockd_flags_start_lockd() {
+    let dir = TempDir::new("cli-node");
+    let pidfile = dir.path.join("node.pid");
+    let mut daemon = Daemon::start(
+        &[
+            "--tcp",
+            "127.0.0.1:0",
+            "--disable-dump",
+            "--pid-file",
+            path_str(&pidfile),
+            "--no-state",
+        ],
+        1,
+    );
+    let mut conn = Conn::tcp(daemon.tcp_addr());
+    assert_eq!(conn.cmd("d"), "0 disabled\n");
+    assert_eq!(conn.cmd("iam worker"), "1 ok\n");
+    assert!(pidfile.exists());
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    assert!(!pidfile.exists());
+}
+
+// --- logging --------------------------------------------------------------
+
+#[test]
+fn auth_secret_never_reaches_the_log() {
+    let dir = TempDir::new("cli-auth");
+    let secret_file = dir.path.join("secret");
+    std::fs::write(&secret_file, "xyzzy-s3cret\n").expect("write secret");
+    let mut daemon = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state",
+            "-v",
+            "--auth-file",
+            path_str(&secret_file),
+        ],
+        1,
+    );
+    let mut conn = Conn::tcp(daemon.tcp_addr());
+    assert_eq!(conn.cmd("g foo"), "0 Auth Required\n");
+    assert_eq!(conn.cmd("auth xyzzy-guess"), "0 Auth Failure\n");
+    assert_eq!(conn.cmd("auth xyzzy-s3cret"), "1 Auth Ok\n");
+    assert_eq!(conn.cmd("  auth   xyzzy-s3cret \r"), "1 Auth Ok\n");
+    assert_eq!(conn.cmd("g foo"), "1 Lock Get Success: foo\n");
+    drop(conn);
+    daemon.wait_line(|l| l.ends_with(": closed by peer"));
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    let log = daemon.log.join("\n");
+    assert!(
+        !log.contains("xyzzy"),
+        "a secret or guess in the log:\n{log}"
+    );
+    assert_eq!(log.matches("auth <secret redacted>").count(), 3, "{log}");
+}
+
+#[test]
+fn verbose_logs_one_line_per_command() {
+    let mut daemon = Daemon::start(&["--listen", "127.0.0.1:0", "--no-state", "-v"], 1);
+    let mut conn = Conn::tcp(daemon.tcp_addr());
+    let name = conn.name();
+    assert_eq!(conn.cmd("g a"), "1 Lock Get Success: a\n");
+    assert_eq!(conn.cmd("i a"), "1 Lock Is Locked: a\n");
+    assert_eq!(conn.cmd("r a"), "1 Lock Release Success: a\n");
+    conn.send(b"\n"); // empty: not a command, not logged
+    drop(conn);
+    let closed = format!("lockd: {name}: closed by peer");
+    daemon.wait_line(|l| l == closed);
+    let prefix = format!("lockd: {name}: ");
+    let commands: Vec<&str> = daemon
+        .log
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect();
+    assert_eq!(commands, ["g a", "i a", "r a", "closed by peer"]);
+}
+
+#[test]
+fn quiet_by_default() {
+    let mut daemon = Daemon::start(&["--listen", "127.0.0.1:0", "--no-state"], 1);
+    let mut conn = Conn::tcp(daemon.tcp_addr());
+    assert_eq!(conn.cmd("g a"), "1 Lock Get Success: a\n");
+    drop(conn);
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    assert!(
+        !daemon.log.iter().any(|l| l.contains(" g a")),
+        "{:?}",
+        daemon.log
+    );
+}
+
+#[test]
+fn state_dir_holds_the_token_file() {
+    let dir = TempDir::new("cli-state");
+    let state: PathBuf = dir.path.join("nested/state");
+    let mut daemon = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--state-dir", path_str(&state)],
+        1,
+    );
+    assert!(state.join("fencing-token").is_file());
+    assert!(state.join("lock").is_file());
+    // A second server on the same state directory is refused.
+    assert_fails(
+        &["--listen", "127.0.0.1:0", "--state-dir", path_str(&state)],
+        1,
+        &["in use", "--state-dir"],
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn held_pidfile_leaves_no_socket_file() {
+    let dir = TempDir::new("cli-pid-sock");
+    let pidfile = dir.path.join("lockd.pid");
+    let pid = path_str(&pidfile);
+    let _first = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--no-state", "--pidfile", pid],
+        1,
+    );
+    let sock = dir.path.join("second.sock");
+    assert_fails(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--unix",
+            path_str(&sock),
+            "--no-state",
+            "--pidfile",
+            pid,
+        ],
+        1,
+        &["pidfile"],
+    );
+    assert!(!sock.exists(), "the refused instance left its socket file");
+}
