@@ -441,8 +441,12 @@ pub fn main(args: Vec<OsString>) -> u8 {
     }
     let (global, command) = match parse(strings, cmd) {
         Ok(parsed) => parsed,
-        Err(e) => {
+        Err(e) if e.0.contains("--help") => {
             eprintln!("lockctl: {e}");
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!("lockctl: {e} (see lockctl --help)");
             return exit::USAGE;
         }
     };
