@@ -12,6 +12,7 @@ use crate::transport::Stream;
 use crossbeam_channel::{bounded, select};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -150,7 +151,16 @@ fn wait_in_line(
     let timeout = wait.deadline.saturating_duration_since(Instant::now());
     let mut peer_alive = true;
     select! {
-        recv(grants) -> grant => session.finish_wait(wait, grant.ok(), out),
+        recv(grants) -> grant => {
+            // During an immediate shutdown the grant is a lock orphaned by
+            // the teardown; this connection is being closed too, so it must
+            // not be told it got it (its session's drop releases it).
+            if state.closing_all.load(Ordering::SeqCst) {
+                peer_alive = false;
+            } else {
+                session.finish_wait(wait, grant.ok(), out);
+            }
+        }
         recv(closed_rx) -> _ => peer_alive = false,
         default(timeout) => session.finish_wait(wait, None, out),
     }

@@ -130,6 +130,10 @@ pub(crate) struct State {
     next_id: AtomicU64,
     unix_peers: AtomicU64,
     stopping: AtomicBool,
+    /// Set by an immediate shutdown before any socket is closed: a lock
+    /// orphaned by the teardown must not be handed to a waiter that is
+    /// about to be disconnected too.
+    pub(crate) closing_all: AtomicBool,
     listeners: Vec<Arc<Listener>>,
     /// Wakes the accept loops out of `poll` at shutdown.
     wake: WakePipe,
@@ -284,6 +288,7 @@ impl State {
             }
         }
         if mode == Shutdown::Immediate {
+            self.closing_all.store(true, Ordering::SeqCst);
             for conn in self.live.lock().values() {
                 // SAFETY: the fd stays open while it is in `live` (a
                 // connection leaves `live` before closing its socket), and
@@ -346,6 +351,7 @@ impl Server {
                 next_id: AtomicU64::new(1),
                 unix_peers: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
+                closing_all: AtomicBool::new(false),
                 listeners: listeners.into_iter().map(Arc::new).collect(),
                 wake,
                 live: Mutex::new(HashMap::new()),
