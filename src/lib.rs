@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 mod connection;
 mod error;
