@@ -379,6 +379,28 @@ fn status_locks_clients_stats_ping() {
 }
 
 #[test]
+fn bench_runs_against_the_server() {
+    let server = TestServer::start();
+    let args = [
+        "bench",
+        "--workloads",
+        "W1",
+        "--duration",
+        "50ms",
+        "--no-echo",
+    ];
+    let out = lockctl(&server, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&server.addr.to_string()),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("\nW1 "), "{}", out.stdout);
+    assert_eq!(lockctl(&server, &["bench", "--workloads", "W9"]).code, 64);
+}
+
+#[test]
 fn auth_file_is_sent() {
     let server = TestServer::with_config(|c| c.auth_secret = Some(Secret::new("s3cret")));
     let dir = TempDir::new("lockctl-auth");
@@ -539,6 +561,7 @@ fn help_and_man_page_agree() {
         lockd::cli::lockctl::GLOBAL_FLAGS,
         lockd::cli::lockctl::RUN_FLAGS,
         lockd::cli::lockctl::JSON_FLAGS,
+        lockd::cli::lockctl::BENCH_FLAGS,
     ];
     for flag in tables.iter().flat_map(|t| t.iter()) {
         assert!(

@@ -22,6 +22,8 @@ pub mod exit {
     pub const USAGE: u8 = 64;
     /// The server cannot be reached, refused us, or failed (EX_UNAVAILABLE).
     pub const UNAVAILABLE: u8 = 69;
+    /// `bench`: the server failed a correctness check (EX_SOFTWARE).
+    pub const CHECK_FAILED: u8 = 70;
     /// The lock was lost while CMD ran: CMD was stopped (EX_TEMPFAIL).
     pub const LOCK_LOST: u8 = 75;
     /// CMD exists but could not be executed (as a shell does).
@@ -43,6 +45,7 @@ pub const EXIT_CODES: &[(&str, &str)] = &[
         "69",
         "the server cannot be reached, refused the command, or failed",
     ),
+    ("70", "bench: the server failed a correctness check"),
     (
         "75",
         "run: the lock was lost while CMD ran, and CMD was stopped",
@@ -73,7 +76,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("stats", "[--json]", "the server's counters (q)"),
     ("ping", "", "the round-trip time to the server"),
     ("shell", "", "send raw protocol commands, print the replies"),
-    ("bench", "[ARGS...]", "benchmark the server"),
+    (
+        "bench",
+        "[BENCH OPTIONS]",
+        "measure the server (ops/s, latency) and check it is correct",
+    ),
 ];
 
 /// Options every command takes (before or after the command's name).
@@ -170,6 +177,87 @@ pub const JSON_FLAGS: &[FlagSpec] = &[FlagSpec {
     help: "print JSON (locks: the server's dj object; stats: an object of counters)",
 }];
 
+/// Options of `lockctl bench`.
+pub const BENCH_FLAGS: &[FlagSpec] = &[
+    FlagSpec {
+        short: "",
+        long: "workloads",
+        value: "LIST",
+        arity: Arity::Value,
+        help: "which workloads, e.g. W1,W3 (default all: W1 to W6)",
+    },
+    FlagSpec {
+        short: "",
+        long: "duration",
+        value: "DURATION",
+        arity: Arity::Value,
+        help: "how long each timed workload runs (default 3s)",
+    },
+    FlagSpec {
+        short: "",
+        long: "connections",
+        value: "N",
+        arity: Arity::Value,
+        help: "W2: connections at once (default 64)",
+    },
+    FlagSpec {
+        short: "",
+        long: "contenders",
+        value: "N",
+        arity: Arity::Value,
+        help: "W4: connections queueing for one lock (default 16)",
+    },
+    FlagSpec {
+        short: "",
+        long: "churners",
+        value: "N",
+        arity: Arity::Value,
+        help: "W5: threads connecting and closing at once (default 4)",
+    },
+    FlagSpec {
+        short: "",
+        long: "idle",
+        value: "N",
+        arity: Arity::Value,
+        help: "W6: idle connections, each holding a lock (default 1000)",
+    },
+    FlagSpec {
+        short: "",
+        long: "in-process",
+        value: "",
+        arity: Arity::Flag,
+        help: "measure a lockd started by the benchmark instead of --server",
+    },
+    FlagSpec {
+        short: "",
+        long: "lockd",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "with --in-process, W6 starts this lockd binary (default: beside lockctl)",
+    },
+    FlagSpec {
+        short: "",
+        long: "server-pid",
+        value: "PID",
+        arity: Arity::Value,
+        help: "W6: the process id of the --server, to report its memory",
+    },
+    FlagSpec {
+        short: "",
+        long: "no-echo",
+        value: "",
+        arity: Arity::Flag,
+        help: "skip the echo-server ceiling each figure is compared with",
+    },
+    FlagSpec {
+        short: "",
+        long: "tsv",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "also write every figure to PATH as tab-separated values",
+    },
+];
+
 /// The address used without `--server` and `$LOCKD_SERVER`.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
 
@@ -210,12 +298,23 @@ pub enum Command {
     Ping,
     /// `shell`.
     Shell,
-    /// `bench` and its arguments.
-    Bench(Vec<String>),
+    /// `bench`.
+    Bench(Box<BenchCommand>),
     /// `--help`.
     Help,
     /// `--version`.
     Version,
+}
+
+/// A parsed `lockctl bench`.
+#[derive(Debug)]
+pub struct BenchCommand {
+    /// What to run (`server` still unset: it comes from [`Global`]).
+    pub options: crate::bench::BenchOptions,
+    /// `--in-process`.
+    pub in_process: bool,
+    /// `--tsv`.
+    pub tsv: Option<PathBuf>,
 }
 
 /// The text of `lockctl --help`.
@@ -246,6 +345,8 @@ Options of run:
 {}
 Options of locks and stats:
 {}
+Options of bench:
+{}
 DURATION is a number with a unit: 500ms, 5s, 2m, 1h (no unit: seconds).
 
 run puts CMD in its own process group, with LOCKD_NAME (the lock) and, for
@@ -263,6 +364,7 @@ See lockctl(1), lockd(8).
         render_flags(GLOBAL_FLAGS),
         render_flags(RUN_FLAGS),
         render_flags(JSON_FLAGS),
+        render_flags(BENCH_FLAGS),
     )
 }
 
@@ -296,14 +398,10 @@ pub fn parse(args: Vec<String>, cmd: Vec<OsString>) -> Result<(Global, Command),
     let tables: &[&[FlagSpec]] = match name.as_str() {
         "run" => &[GLOBAL_FLAGS, RUN_FLAGS],
         "locks" | "stats" => &[GLOBAL_FLAGS, JSON_FLAGS],
-        "bench" => &[],
+        "bench" => &[GLOBAL_FLAGS, BENCH_FLAGS],
         "status" | "clients" | "ping" | "shell" => &[GLOBAL_FLAGS],
         other => return Err(usage(format!("unknown command {other:?}"))),
     };
-    if name == "bench" {
-        let global = global(&top, None)?;
-        return Ok((global, Command::Bench(rest.to_vec())));
-    }
     let sub = matches(tables, rest)?;
     let global = global(&top, Some(&sub))?;
     if sub.opt_present("help") {
@@ -338,6 +436,7 @@ pub fn parse(args: Vec<String>, cmd: Vec<OsString>) -> Result<(Global, Command),
         })?,
         "clients" => no_args(Command::Clients)?,
         "ping" => no_args(Command::Ping)?,
+        "bench" => no_args(Command::Bench(Box::new(bench_options(&sub)?)))?,
         _ => no_args(Command::Shell)?,
     };
     Ok((global, command))
@@ -364,6 +463,38 @@ fn global(top: &getopts::Matches, sub: Option<&getopts::Matches>) -> Result<Glob
         server,
         timeout,
         auth_file: get("auth-file").map(PathBuf::from),
+    })
+}
+
+fn bench_options(m: &getopts::Matches) -> Result<BenchCommand, UsageError> {
+    use crate::bench;
+    let mut options = bench::BenchOptions::default();
+    if let Some(list) = m.opt_str("workloads") {
+        options.workloads =
+            bench::parse_workloads(&list).map_err(|e| usage(format!("--workloads: {e}")))?;
+    }
+    if let Some(d) = m.opt_str("duration") {
+        options.duration = parse_duration("--duration", &d)?;
+    }
+    let count = |flag: &str, default: usize| -> Result<usize, UsageError> {
+        match m.opt_str(flag) {
+            Some(n) => parse_number(&format!("--{flag}"), &n, "a number"),
+            None => Ok(default),
+        }
+    };
+    options.connections = count("connections", options.connections)?;
+    options.contenders = count("contenders", options.contenders)?;
+    options.churners = count("churners", options.churners)?;
+    options.idle_connections = count("idle", options.idle_connections)?;
+    options.lockd_binary = m.opt_str("lockd").map(PathBuf::from);
+    if let Some(pid) = m.opt_str("server-pid") {
+        options.server_pid = Some(parse_number("--server-pid", &pid, "a process id")?);
+    }
+    options.echo = !m.opt_present("no-echo");
+    Ok(BenchCommand {
+        options,
+        in_process: m.opt_present("in-process"),
+        tsv: m.opt_str("tsv").map(PathBuf::from),
     })
 }
 
@@ -459,7 +590,7 @@ pub fn main(args: Vec<OsString>) -> u8 {
             println!("lockctl {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        Command::Bench(args) => bench(&global, args),
+        Command::Bench(command) => bench(&global, *command),
         Command::Shell => super::shell::shell(&global),
         command => {
             let client = match connect(&global) {
@@ -526,9 +657,32 @@ fn connect(global: &Global) -> Result<Client, u8> {
     })
 }
 
-fn bench(_global: &Global, _args: Vec<String>) -> u8 {
-    eprintln!("lockctl: bench is not yet built into this lockctl (it lands with src/bench)");
-    exit::UNAVAILABLE
+/// Runs the benchmark library (`lockd::bench`) and maps its outcome.
+fn bench(global: &Global, command: BenchCommand) -> u8 {
+    use crate::bench;
+    let mut options = command.options;
+    if !command.in_process {
+        options.server = Some(global.server.clone());
+    }
+    let report = match bench::run(&options, &mut std::io::stdout()) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("lockctl: bench: {e}");
+            return match e {
+                _ if e.is_check_failure() => exit::CHECK_FAILED,
+                bench::BenchError::Usage(_) => exit::USAGE,
+                _ => exit::UNAVAILABLE,
+            };
+        }
+    };
+    if let Some(path) = command.tsv {
+        let written = std::fs::File::create(&path).and_then(|mut f| report.write_tsv(&mut f));
+        if let Err(e) = written {
+            eprintln!("lockctl: bench: cannot write {}: {e}", path.display());
+            return exit::UNAVAILABLE;
+        }
+    }
+    0
 }
 
 fn lossy(bytes: &[u8]) -> String {

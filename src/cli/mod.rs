@@ -167,6 +167,7 @@ mod tests {
             lockctl::GLOBAL_FLAGS,
             lockctl::RUN_FLAGS,
             lockctl::JSON_FLAGS,
+            lockctl::BENCH_FLAGS,
         ];
         for table in tables {
             let mut longs: Vec<&str> = table.iter().map(|f| f.long).collect();
