@@ -3,8 +3,13 @@
 //! pidfile, and the descriptor limit.
 
 pub mod daemon;
+pub mod json;
+pub mod lockctl;
+pub mod run;
+pub mod shell;
 
 use std::fmt;
+use std::time::Duration;
 
 /// Whether a flag takes a value, and may repeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +100,36 @@ pub fn parse_number<T: std::str::FromStr>(
     })
 }
 
+/// Parses a duration: a number with a unit, `ms`, `s`, `m` or `h`
+/// (`500ms`, `5s`, `1.5s`, `2m`, `1h`); a bare number is seconds.
+///
+/// # Errors
+/// When `value` is not such a duration; the message names the flag.
+pub fn parse_duration(flag: &str, value: &str) -> Result<Duration, UsageError> {
+    let bad = || {
+        UsageError(format!(
+            "invalid value {value:?} for {flag}: expected a duration such as 500ms, 5s, 2m or 1h"
+        ))
+    };
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return Err(bad());
+    }
+    let seconds_per_unit = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(number * seconds_per_unit).map_err(|_| bad())
+}
+
 /// Raises the open-files soft limit to the hard limit. Returns the limit
 /// now in force.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
@@ -127,7 +162,14 @@ mod tests {
 
     #[test]
     fn flag_tables_are_well_formed() {
-        for table in [daemon::FLAGS] {
+        let tables = [
+            daemon::FLAGS,
+            lockctl::GLOBAL_FLAGS,
+            lockctl::RUN_FLAGS,
+            lockctl::JSON_FLAGS,
+            lockctl::BENCH_FLAGS,
+        ];
+        for table in tables {
             let mut longs: Vec<&str> = table.iter().map(|f| f.long).collect();
             longs.sort();
             let before = longs.len();
@@ -137,6 +179,24 @@ mod tests {
                 assert_eq!(f.value.is_empty(), f.arity == Arity::Flag, "{}", f.long);
                 assert!(f.short.len() <= 1, "{}", f.long);
             }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let ok = |text: &str| parse_duration("--wait", text).unwrap();
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("5s"), Duration::from_secs(5));
+        assert_eq!(ok("5"), Duration::from_secs(5));
+        assert_eq!(ok(" 2m "), Duration::from_secs(120));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("0"), Duration::ZERO);
+        for bad in [
+            "", "s", "-1s", "5x", "1.s", ".5s", "5 s", "1..2s", "nan", "inf", "5sm",
+        ] {
+            let e = parse_duration("--wait", bad).unwrap_err();
+            assert!(e.0.contains("--wait"), "{bad:?}: {e}");
         }
     }
 }

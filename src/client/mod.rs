@@ -596,6 +596,25 @@ impl Client {
         Ok(map)
     }
 
+    /// `dj` (protocol 2): every exclusive and shared lock with holders,
+    /// tokens and waiters, as the server's one line of JSON (without its
+    /// `\n`). See PROTOCOL.md for its shape.
+    ///
+    /// # Errors
+    /// [`Error::Disabled`] when the server has dump off;
+    /// [`Error::NotSupported`] on a classic server; the connection errors.
+    pub fn dump_json(&self) -> Result<Vec<u8>, Error> {
+        self.require_v2("dj")?;
+        let line = self.line(b"dj")?;
+        if line == reply::DISABLED.trim_ascii_end() {
+            Err(Error::Disabled { command: "dj" })
+        } else if line.starts_with(b"{") {
+            Ok(line)
+        } else {
+            Err(self.unexpected(b"dj", &line))
+        }
+    }
+
     /// `me`: this connection's default and registered names.
     ///
     /// # Errors

@@ -107,8 +107,8 @@ pub(crate) fn serve(state: Arc<State>, tcp: TcpStream, id: u64, name: String, pr
     let tcp = &ws.get_ref().tcp;
     let _ = tcp.set_write_timeout(Some(state.config.write_timeout));
     let _ = tcp.set_read_timeout(state.config.idle_timeout);
-    let mut session = Session::new(Arc::clone(&state), id, name);
-    match run(&state, &mut ws, &mut session) {
+    let mut session = Session::new(Arc::clone(state), id, name);
+    match run(state, &mut ws, &mut session) {
         Ok(()) => {
             if state.config.verbose {
                 eprintln!("lockd: {}: closed by peer", session.name());

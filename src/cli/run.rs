@@ -1,0 +1,306 @@
+//! `lockctl run`: take a lock, run a command in its own process group
+//! while the lock is held, release the lock when the command ends.
+//!
+//! Three things can happen while the command runs, and the main thread
+//! `select!`s on them:
+//!
+//! * the command exits: release the lock, exit with its status (128+N if
+//!   signal N killed it);
+//! * the connection drops (the client's disconnect notification): the
+//!   server has released the lock, so whatever the command protects is no
+//!   longer ours. The command's process group gets SIGTERM, then SIGKILL
+//!   after `--kill-after`; exit [`exit::LOCK_LOST`];
+//! * a signal thread passes SIGINT, SIGTERM and SIGHUP on to the process
+//!   group; the command decides what to do, and its exit is handled as above.
+
+use super::lockctl::exit;
+use crate::client::{Client, LockGuard, SharedGuard};
+use crate::error::Error;
+use crossbeam_channel::{bounded, select, RecvTimeoutError};
+use parking_lot::Mutex;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long to wait for a busy lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Try once (`--no-wait`).
+    No,
+    /// Wait in line up to this long (`--wait`).
+    For(Duration),
+    /// Wait in line as long as it takes (the default).
+    Forever,
+}
+
+/// A parsed `lockctl run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The lock.
+    pub name: String,
+    /// `--wait` / `--no-wait`.
+    pub wait: Wait,
+    /// `--shared`.
+    pub shared: bool,
+    /// `--limit` (never `Some(0)`).
+    pub limit: Option<u32>,
+    /// `-E`: the exit status when the lock is busy.
+    pub conflict_exit_code: u8,
+    /// `--kill-after`.
+    pub kill_after: Duration,
+    /// CMD and its arguments (never empty).
+    pub command: Vec<OsString>,
+}
+
+/// The longest a classic server is polled between tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+enum Held {
+    Exclusive(LockGuard),
+    Shared(SharedGuard),
+}
+
+impl Held {
+    fn release(self) {
+        let _ = match self {
+            Held::Exclusive(g) => g.release(),
+            Held::Shared(g) => g.release(),
+        };
+    }
+}
+
+/// Why no lock: busy (exit `-E`), or an error (exit 69).
+enum NotHeld {
+    Busy,
+    Failed(Error),
+}
+
+impl From<Error> for NotHeld {
+    fn from(e: Error) -> NotHeld {
+        if (e.is_timeout() && !e.locks_lost()) || e.is_already_locked() {
+            NotHeld::Busy
+        } else {
+            NotHeld::Failed(e)
+        }
+    }
+}
+
+/// Where signals go: nowhere yet (lockctl exits as the signal says,
+/// which closes the connection and so gives up any lock or place in
+/// line), a running command's process group, or nowhere any more.
+#[derive(Clone, Copy)]
+enum Target {
+    Nobody,
+    Group(libc::pid_t),
+    Done,
+}
+
+/// Runs `options.command` under the lock; returns lockctl's exit status.
+pub fn run(client: &Client, options: &RunOptions) -> u8 {
+    let target = Arc::new(Mutex::new(Target::Nobody));
+    if let Err(e) = forward_signals(Arc::clone(&target)) {
+        eprintln!("lockctl: cannot set up signal handling: {e}");
+        return exit::UNAVAILABLE;
+    }
+    // Registering a name lets `d` and `lockctl status` show who holds it;
+    // a server with the registry off just says so.
+    let _ = client.set_name(format!("lockctl[{}]", std::process::id()));
+    let held = match acquire(client, options) {
+        Ok(held) => held,
+        Err(NotHeld::Busy) => {
+            eprintln!("lockctl: lock {:?} is busy", options.name);
+            return options.conflict_exit_code;
+        }
+        Err(NotHeld::Failed(e)) => {
+            eprintln!("lockctl: cannot take lock {:?}: {e}", options.name);
+            return exit::UNAVAILABLE;
+        }
+    };
+    let token = match &held {
+        Held::Exclusive(g) => g.token(),
+        Held::Shared(_) => None,
+    };
+    let mut command = Command::new(&options.command[0]);
+    command
+        .args(&options.command[1..])
+        .env("LOCKD_NAME", &options.name);
+    match token {
+        Some(token) => command.env("LOCKD_TOKEN", token.to_string()),
+        None => command.env_remove("LOCKD_TOKEN"),
+    };
+    // SAFETY: setpgid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setpgid(0, 0) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+    let lost = client.on_disconnect();
+    // The signal thread waits on this lock while the command starts, so a
+    // signal in between reaches the new process group, not a dead end.
+    let mut guard = target.lock();
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            *guard = Target::Done;
+            drop(guard);
+            held.release();
+            let shown = options.command[0].to_string_lossy();
+            eprintln!("lockctl: cannot run {shown}: {e}");
+            return if e.kind() == io::ErrorKind::NotFound {
+                exit::NOT_FOUND
+            } else {
+                exit::CANNOT_EXECUTE
+            };
+        }
+    };
+    let pgid = child.id() as libc::pid_t;
+    *guard = Target::Group(pgid);
+    drop(guard);
+    let (exited_tx, exited) = bounded(1);
+    let waiter = thread::Builder::new()
+        .name("lockctl-wait".into())
+        .spawn(move || {
+            let _ = exited_tx.send(child.wait());
+        });
+    if let Err(e) = waiter {
+        // Cannot watch the command: stop it rather than run it unguarded.
+        signal_group(pgid, libc::SIGKILL);
+        eprintln!("lockctl: cannot start a thread to wait for the command: {e}");
+        return exit::UNAVAILABLE;
+    }
+    let outcome = select! {
+        recv(exited) -> status => status.ok(),
+        // Both may be ready at once; a command that already ended
+        // finished under the lock.
+        recv(lost) -> _ => exited.try_recv().ok(),
+    };
+    match outcome {
+        Some(status) => {
+            *target.lock() = Target::Done;
+            held.release();
+            match status {
+                Ok(status) => exit_status(status),
+                Err(e) => {
+                    eprintln!("lockctl: cannot wait for the command: {e}");
+                    exit::UNAVAILABLE
+                }
+            }
+        }
+        None => {
+            let why = client
+                .name()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "the connection to the server ended".into());
+            eprintln!(
+                "lockctl: lost lock {:?}: {why}; stopping the command (SIGTERM, then SIGKILL after {:?})",
+                options.name, options.kill_after
+            );
+            signal_group(pgid, libc::SIGTERM);
+            if let Err(RecvTimeoutError::Timeout) = exited.recv_timeout(options.kill_after) {
+                signal_group(pgid, libc::SIGKILL);
+                let _ = exited.recv();
+            }
+            *target.lock() = Target::Done;
+            exit::LOCK_LOST
+        }
+    }
+}
+
+/// Takes the lock as the options say. On a classic server (no `wg`,
+/// `wsg`), waiting is polling with backoff.
+fn acquire(client: &Client, options: &RunOptions) -> Result<Held, NotHeld> {
+    let name = options.name.as_str();
+    let timeout = match options.wait {
+        Wait::No => Duration::ZERO,
+        Wait::For(d) => d,
+        Wait::Forever => Duration::MAX,
+    };
+    let v2 = client.protocol() >= 2;
+    match (options.shared, options.limit) {
+        (false, _) if v2 => Ok(Held::Exclusive(client.lock_wait(name, timeout)?)),
+        (false, _) => poll(timeout, || Ok(client.try_lock(name)?.map(Held::Exclusive))),
+        (true, None) => Ok(Held::Shared(client.lock_shared(name)?)),
+        (true, Some(limit)) if v2 => Ok(Held::Shared(
+            client.lock_shared_limited(name, limit, timeout)?,
+        )),
+        (true, Some(limit)) => poll(timeout, || {
+            // `sg` counts us in: if that makes too many, step back out.
+            let guard = client.lock_shared(name)?;
+            if guard.holders() <= u64::from(limit) {
+                Ok(Some(Held::Shared(guard)))
+            } else {
+                guard.release()?;
+                Ok(None)
+            }
+        }),
+    }
+}
+
+/// Tries until `attempt` succeeds or `timeout` passes, sleeping 10 ms,
+/// 20 ms, ... up to 1 s between tries.
+fn poll(
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<Option<Held>, Error>,
+) -> Result<Held, NotHeld> {
+    let deadline = Instant::now().checked_add(timeout);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        if let Some(held) = attempt()? {
+            return Ok(held);
+        }
+        let left = match deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => Duration::MAX,
+        };
+        if left.is_zero() {
+            return Err(NotHeld::Busy);
+        }
+        thread::sleep(backoff.min(left));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Starts the thread that passes SIGINT, SIGTERM and SIGHUP on.
+fn forward_signals(target: Arc<Mutex<Target>>) -> io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    thread::Builder::new()
+        .name("lockctl-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                match *target.lock() {
+                    Target::Group(pgid) => signal_group(pgid, signal),
+                    // No command yet: behave as the signal would have.
+                    Target::Nobody => std::process::exit(128 + signal),
+                    Target::Done => {}
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill has no memory effects; a group that is gone is ESRCH.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// The command's status as lockctl's: its code, or 128+N for signal N.
+fn exit_status(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(signal)) => (128 + signal) as u8,
+        (None, None) => exit::UNAVAILABLE,
+    }
+}

@@ -1,0 +1,612 @@
+//! The `lockctl` binary end to end (issue 6), against a real in-process
+//! server: every exit status, the command's environment and descriptors,
+//! lock loss, signal forwarding, semaphores, inspection, the shell, a
+//! classic server, and `--help` against `man/lockctl.1`.
+
+mod common;
+
+use common::{TempDir, TestServer};
+use lockd::{Secret, Shutdown};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+const LOCKCTL: &str = env!("CARGO_BIN_EXE_lockctl");
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn spawn(server: &str, args: &[&str]) -> Child {
+    Command::new(LOCKCTL)
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .env_remove("LOCKD_SERVER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockctl")
+}
+
+/// Waits for `child` (killing it past the deadline) and collects its output.
+fn finish(child: Child) -> Out {
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("wait for lockctl"),
+        Err(_) => {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("lockctl did not exit within {DEADLINE:?}");
+        }
+    };
+    Out {
+        code: output.status.code().expect("lockctl exited by a signal"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn lockctl(server: &TestServer, args: &[&str]) -> Out {
+    finish(spawn(&server.addr.to_string(), args))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls the protocol-2 counter `waiting` (classic `q` lacks it).
+fn wait_for_waiting(server: &TestServer, value: u64) {
+    let mut conn = server.connect();
+    assert!(conn.cmd("hello 2").starts_with("2 "));
+    wait_until("the waiting counter", || {
+        conn.send(b"q\n");
+        let block = conn.block();
+        block.iter().any(|l| *l == format!("waiting: {value}\n"))
+    });
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+fn process_gone(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) != 0 }
+}
+
+// --- run: the command's environment, status and descriptors ---------------
+
+#[test]
+fn run_gives_cmd_name_and_token_but_not_the_socket() {
+    let server = TestServer::start();
+    let out = lockctl(
+        &server,
+        &[
+            "run",
+            "job",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$LOCKD_NAME $LOCKD_TOKEN\"; ls -l /proc/self/fd/",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    let (name, token) = first.split_once(' ').expect("name and token");
+    assert_eq!(name, "job");
+    assert!(token.parse::<u64>().expect("numeric token") >= 1);
+    assert!(!out.stdout.contains("socket:"), "{}", out.stdout);
+    // Released at the end.
+    assert_eq!(server.connect().cmd("i job"), "0 Lock Not Locked: job\n");
+}
+
+#[test]
+fn run_exits_with_cmds_status_or_its_own() {
+    let server = TestServer::start();
+    let dir = TempDir::new("lockctl-exec");
+    let plain = dir.path.join("not-executable");
+    std::fs::write(&plain, "echo hi\n").expect("write file");
+    let cases: &[(&[&str], i32)] = &[
+        (&["run", "a", "--", "sh", "-c", "exit 3"], 3),
+        (&["run", "a", "--", "sh", "-c", "kill -9 $$"], 128 + 9),
+        (&["run", "a", "--", "/nonexistent/cmd"], 127),
+        (&["run", "a", "--", path_str(&plain)], 126),
+        (&["run", "a", "true"], 0),
+        (&["run", "a"], 64),
+        (&["run", "--", "true"], 64),
+        (&["run", "-n", "-w", "1s", "a", "--", "true"], 64),
+        (&["run", "--limit", "2", "a", "--", "true"], 64),
+        (&["run", "-w", "soon", "a", "--", "true"], 64),
+        (&["frobnicate"], 64),
+        (&[], 64),
+        (&["status"], 64),
+    ];
+    for (args, code) in cases {
+        let out = lockctl(&server, args);
+        assert_eq!(out.code, *code, "{args:?}: {}", out.stderr);
+        if *code == 64 {
+            assert!(out.stderr.contains("lockctl --help"), "{}", out.stderr);
+        }
+    }
+    let nowhere = dir.path.join("nobody.sock");
+    let out = finish(spawn(
+        &format!("unix:{}", path_str(&nowhere)),
+        &["run", "a", "--", "true"],
+    ));
+    assert_eq!(out.code, 69, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+}
+
+// --- run: a busy lock, waiting, semaphores --------------------------------
+
+#[test]
+fn busy_lock_exits_1_or_the_e_code_and_waiting_gets_it() {
+    let server = TestServer::start();
+    let mut holder = server.connect();
+    assert!(holder.cmd("g job").starts_with("1 "));
+    let out = lockctl(&server, &["run", "-n", "job", "--", "true"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("busy"), "{}", out.stderr);
+    let out = lockctl(
+        &server,
+        &["run", "--no-wait", "-E", "42", "job", "--", "true"],
+    );
+    assert_eq!(out.code, 42);
+    let start = Instant::now();
+    let out = lockctl(&server, &["run", "-w", "200ms", "job", "--", "true"]);
+    assert_eq!(out.code, 1);
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    // Waiting in line: it gets the lock once the holder lets go.
+    let waiter = spawn(
+        &server.addr.to_string(),
+        &[
+            "run",
+            "--wait",
+            "10s",
+            "job",
+            "--",
+            "sh",
+            "-c",
+            "echo got it",
+        ],
+    );
+    wait_for_waiting(&server, 1);
+    assert_eq!(holder.cmd("r job"), "1 Lock Release Success: job\n");
+    let out = finish(waiter);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "got it\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn shared_limit_2_lets_two_in_and_holds_the_third() {
+    let server = TestServer::start();
+    let dir = TempDir::new("lockctl-shared");
+    let ready = dir.path.join("ready");
+    let script = format!("touch {}; exec sleep 30", path_str(&ready));
+    let first = spawn(
+        &server.addr.to_string(),
+        &[
+            "run", "--shared", "--limit", "2", "-n", "pool", "--", "sh", "-c", &script,
+        ],
+    );
+    wait_until("the first holder's command", || ready.exists());
+    let mut second = server.connect();
+    assert_eq!(
+        second.cmd("wsg 0 2 pool"),
+        "2 Shared Lock Get Success: pool\n"
+    );
+    let out = lockctl(
+        &server,
+        &[
+            "run", "--shared", "--limit", "2", "-n", "pool", "--", "true",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let third = spawn(
+        &server.addr.to_string(),
+        &[
+            "run", "--shared", "--limit", "2", "-w", "10s", "pool", "--", "true",
+        ],
+    );
+    wait_for_waiting(&server, 1);
+    assert_eq!(
+        second.cmd("sr pool"),
+        "1 Shared Lock Release Success: pool\n"
+    );
+    assert_eq!(finish(third).code, 0);
+    // SIGTERM reaches the first holder's command through lockctl.
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(first.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(finish(first).code, 128 + libc::SIGTERM);
+}
+
+// --- run: lock loss and signals --------------------------------------------
+
+/// Starts `lockctl run ARGS lost -- sh -c 'SETUP; (write pid); BODY'`;
+/// returns the child and the shell's pid once the command is running.
+fn run_holding(
+    server: &TestServer,
+    dir: &TempDir,
+    args: &[&str],
+    setup: &str,
+    body: &str,
+) -> (Child, i32) {
+    let pidfile = dir.path.join("pid");
+    let script = format!(
+        "{setup} echo $$ > {}.tmp; mv {0}.tmp {0}; {body}",
+        path_str(&pidfile)
+    );
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["lost", "--", "sh", "-c", &script]);
+    let child = spawn(&server.addr.to_string(), &all);
+    wait_until("the command's pid file", || pidfile.exists());
+    let pid = std::fs::read_to_string(&pidfile).expect("pid file");
+    (child, pid.trim().parse().expect("pid"))
+}
+
+#[test]
+fn lock_lost_terminates_cmd_and_exits_75() {
+    let mut server = TestServer::start();
+    let dir = TempDir::new("lockctl-lost");
+    let (child, pid) = run_holding(&server, &dir, &[], "", "exec sleep 30");
+    let start = Instant::now();
+    server.stop(Shutdown::Immediate);
+    let out = finish(child);
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(out.stderr.contains("lost lock \"lost\""), "{}", out.stderr);
+    // SIGTERM did it, well before the 10 s --kill-after default.
+    assert!(start.elapsed() < Duration::from_secs(5));
+    wait_until("the command to be gone", || process_gone(pid));
+}
+
+#[test]
+fn lock_lost_kills_a_cmd_that_ignores_sigterm() {
+    let mut server = TestServer::start();
+    let dir = TempDir::new("lockctl-kill");
+    let (child, pid) = run_holding(
+        &server,
+        &dir,
+        &["--kill-after", "300ms"],
+        "trap '' TERM;",
+        "while :; do sleep 0.05; done",
+    );
+    let start = Instant::now();
+    server.stop(Shutdown::Immediate);
+    let out = finish(child);
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    wait_until("the command to be gone", || process_gone(pid));
+}
+
+#[test]
+fn sigterm_to_lockctl_reaches_cmd() {
+    let server = TestServer::start();
+    let dir = TempDir::new("lockctl-signal");
+    let marker = dir.path.join("marker");
+    let trap = format!("trap 'echo TERM > {}; exit 5' TERM;", path_str(&marker));
+    let body = "while :; do sleep 0.05; done";
+    let (child, _) = run_holding(&server, &dir, &[], &trap, body);
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = finish(child);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "TERM\n");
+    assert_eq!(server.connect().cmd("i lost"), "0 Lock Not Locked: lost\n");
+}
+
+// --- inspection --------------------------------------------------------------
+
+#[test]
+fn status_locks_clients_stats_ping() {
+    let server = TestServer::start();
+    let mut holder = server.connect();
+    assert_eq!(holder.cmd("iam web-1"), "1 ok\n");
+    let token = holder.cmd("wg 0 job");
+    assert!(token.ends_with("Lock Get Success: job\n"), "{token}");
+    let token = token.split(' ').next().expect("token").to_string();
+    let mut waiter = server.connect();
+    waiter.send(b"wg 10000 job\n");
+    wait_for_waiting(&server, 1);
+    assert!(holder.cmd("sg pool").starts_with("1 "));
+
+    let out = lockctl(&server, &["status", "job"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "exclusive: held by {} (web-1), token {token}",
+            holder.name()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(out
+        .stdout
+        .contains(&format!("exclusive waiters: {}", waiter.name())));
+    assert!(out.stdout.contains("shared: free"), "{}", out.stdout);
+
+    let out = lockctl(&server, &["locks"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(
+        lines[0].starts_with("TYPE       NAME  HOLDERS"),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[1].starts_with("exclusive  job   "), "{}", out.stdout);
+    assert!(lines[2].starts_with("shared     pool  "), "{}", out.stdout);
+    let out = lockctl(&server, &["locks", "--json"]);
+    assert!(
+        out.stdout.starts_with("{\"exclusive\":{\"job\":{"),
+        "{}",
+        out.stdout
+    );
+
+    let out = lockctl(&server, &["clients"]);
+    assert!(out.stdout.contains("web-1"), "{}", out.stdout);
+    let out = lockctl(&server, &["stats", "--json"]);
+    assert_eq!(out.code, 0);
+    let stats = out.stdout.trim();
+    assert!(stats.starts_with('{') && stats.ends_with('}'), "{stats}");
+    assert!(
+        stats.contains("\"locks\":1,") && stats.contains("\"waiting\":1"),
+        "{stats}"
+    );
+    let out = lockctl(&server, &["ping"]);
+    assert!(out.stdout.starts_with("pong from "), "{}", out.stdout);
+}
+
+#[test]
+fn bench_runs_against_the_server() {
+    let server = TestServer::start();
+    let args = [
+        "bench",
+        "--workloads",
+        "W1",
+        "--duration",
+        "50ms",
+        "--no-echo",
+    ];
+    let out = lockctl(&server, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&server.addr.to_string()),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("\nW1 "), "{}", out.stdout);
+    assert_eq!(lockctl(&server, &["bench", "--workloads", "W9"]).code, 64);
+}
+
+#[test]
+fn auth_file_is_sent() {
+    let server = TestServer::with_config(|c| c.auth_secret = Some(Secret::new("s3cret")));
+    let dir = TempDir::new("lockctl-auth");
+    let file = dir.path.join("secret");
+    std::fs::write(&file, "s3cret\n").expect("write secret");
+    assert_eq!(lockctl(&server, &["ping"]).code, 69);
+    let out = lockctl(&server, &["--auth-file", path_str(&file), "ping"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn shell_through_a_pipe() {
+    let server = TestServer::start();
+    let mut child = Command::new(LOCKCTL)
+        .args(["-s", &server.addr.to_string(), "shell"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockctl shell");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"g a\n\nd\nbogus\ni a\n")
+        .expect("write commands");
+    drop(stdin);
+    let out = finish(child);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "1 Lock Get Success: a");
+    assert!(lines[1].starts_with("a: 127.0.0.1:"), "{}", out.stdout);
+    assert_eq!(
+        &lines[2..],
+        ["", "0 Error: unknown command", "1 Lock Is Locked: a"]
+    );
+    assert!(!out.stdout.contains("lockd> "), "no prompt on a pipe");
+}
+
+// --- a classic server (glockd): no wg, so waiting polls g -----------------
+
+/// A glockd stand-in: silent on `hello`, `g` fails `busy` times, then works.
+fn classic_server(busy: u64) -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let gets = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&gets);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().expect("clone");
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    let (verb, arg) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+                    let reply = match verb {
+                        "me" => "1 c c".to_string(),
+                        "iam" => "1 ok".to_string(),
+                        "g" if counter.fetch_add(1, Ordering::SeqCst) < busy => {
+                            format!("0 Lock Get Failure: {arg}")
+                        }
+                        "g" => format!("1 Lock Get Success: {arg}"),
+                        "r" => format!("1 Lock Release Success: {arg}"),
+                        _ => continue,
+                    };
+                    let _ = out.write_all(format!("{reply}\n").as_bytes());
+                }
+            });
+        }
+    });
+    (addr, gets)
+}
+
+#[test]
+fn classic_server_no_wait_and_polled_wait() {
+    let (addr, gets) = classic_server(3);
+    let out = finish(spawn(&addr, &["run", "-n", "job", "--", "true"]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let out = finish(spawn(
+        &addr,
+        &[
+            "run",
+            "-w",
+            "5s",
+            "job",
+            "--",
+            "sh",
+            "-c",
+            "echo \"[${LOCKD_TOKEN-unset}]\"",
+        ],
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "[unset]\n", "no token from a classic server");
+    assert_eq!(gets.load(Ordering::SeqCst), 4);
+}
+
+// --- --help against the man page -----------------------------------------
+
+/// Flags written in `text` (roff escapes undone): `--long` and `-X`.
+fn flags_in(text: &str) -> BTreeSet<String> {
+    let text = text
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\fP", "");
+    let bytes = text.as_bytes();
+    let mut flags = BTreeSet::new();
+    for i in 0..bytes.len() {
+        let starts = bytes[i] == b'-'
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'-'));
+        if !starts {
+            continue;
+        }
+        let long = bytes.get(i + 1) == Some(&b'-');
+        let start = i + if long { 2 } else { 1 };
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_alphabetic() || (long && bytes[end] == b'-'))
+        {
+            end += 1;
+        }
+        // A short flag is one letter standing alone (`-n`, not `-bash`).
+        let alone = end == start + 1 || long;
+        if end > start && alone {
+            let dashes = if long { "--" } else { "-" };
+            flags.insert(format!(
+                "{dashes}{}",
+                text[start..end].trim_end_matches('-')
+            ));
+        }
+    }
+    flags
+}
+
+#[test]
+fn help_and_man_page_agree() {
+    let out = finish(spawn("127.0.0.1:1", &["--help"]));
+    assert_eq!(out.code, 0);
+    let help = out.stdout;
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/lockctl.1"))
+        .expect("man/lockctl.1");
+    let plain = page
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fR", "");
+    // EXAMPLES call other programs (`sh -c`), whose flags are not ours.
+    let reference = page.split(".SH EXAMPLES").next().expect("page");
+    let help_flags = flags_in(&help);
+    for flag in ["-E", "-s", "--conflict-exit-code", "--kill-after", "--json"] {
+        assert!(help_flags.contains(flag), "{flag} not found in --help");
+    }
+    assert_eq!(
+        help_flags,
+        flags_in(reference),
+        "flags of --help vs man/lockctl.1"
+    );
+    let tables = [
+        lockd::cli::lockctl::GLOBAL_FLAGS,
+        lockd::cli::lockctl::RUN_FLAGS,
+        lockd::cli::lockctl::JSON_FLAGS,
+        lockd::cli::lockctl::BENCH_FLAGS,
+    ];
+    for flag in tables.iter().flat_map(|t| t.iter()) {
+        assert!(
+            help.contains(&format!("--{}", flag.long)),
+            "--{}",
+            flag.long
+        );
+    }
+    // Commands, both ways: each one --help lists has a .TP entry, and
+    // every .TP entry under COMMANDS is a command --help lists.
+    let listed: BTreeSet<&str> = lockd::cli::lockctl::COMMANDS.iter().map(|c| c.0).collect();
+    let commands = plain
+        .split(".SH COMMANDS")
+        .nth(1)
+        .and_then(|rest| rest.split(".SH ").next())
+        .expect("a COMMANDS section");
+    let documented: BTreeSet<&str> = commands
+        .split(".TP\n")
+        .skip(1)
+        .filter_map(|entry| entry.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, documented, "commands of --help vs man/lockctl.1");
+    for command in &listed {
+        assert!(
+            help.contains(&format!("\n  {command} ")),
+            "{command} in --help"
+        );
+    }
+    // Exit codes, both ways.
+    let codes: BTreeSet<&str> = lockd::cli::lockctl::EXIT_CODES
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    let section = plain
+        .split(".SH \"EXIT STATUS\"")
+        .nth(1)
+        .and_then(|rest| rest.split(".SH ").next())
+        .expect("an EXIT STATUS section");
+    let documented: BTreeSet<&str> = section
+        .split(".TP\n")
+        .skip(1)
+        .filter_map(|entry| entry.split_whitespace().next())
+        .collect();
+    assert_eq!(codes, documented, "exit codes of --help vs man/lockctl.1");
+    for code in &codes {
+        assert!(help.contains(&format!("  {code}  ")), "{code} in --help");
+    }
+}
