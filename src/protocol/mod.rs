@@ -483,15 +483,12 @@ fn for_each_field<'a>(bytes: &'a [u8], mut field: impl FnMut(&'a [u8])) {
 pub fn trim(bytes: &[u8]) -> &[u8] {
     if bytes.is_ascii() {
         // Not `trim_ascii`: it keeps VT (0x0B), which Go's `unicode.IsSpace`
-        // counts as whitespace.
-        let is_space = |b: &u8| whitespace_len(std::slice::from_ref(b)).is_some();
-        let start = bytes
-            .iter()
-            .position(|b| !is_space(b))
-            .unwrap_or(bytes.len());
+        // (and so the protocol) counts as whitespace.
+        let space = |b: &u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+        let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
         let end = bytes
             .iter()
-            .rposition(|b| !is_space(b))
+            .rposition(|b| !space(b))
             .map_or(start, |i| i + 1);
         return &bytes[start..end];
     }
@@ -567,6 +564,9 @@ mod tests {
         assert_eq!(parse_line(b" \t\r"), Parsed::Empty);
         assert_eq!(parse_line(b"\x0b\x0c"), Parsed::Empty);
         assert_eq!(parse_line("\u{3000}".as_bytes()), Parsed::Empty);
+        // Issue 8: VT is whitespace in an all-ASCII line too.
+        assert_eq!(parse_line(b"\x0b"), Parsed::Empty);
+        assert_eq!(cmd(b"\x0bg foo\x0b"), Command::Get("foo".into()));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! fresh temp dir) and raw line connections to it.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use lockd::{Server, ServerConfig, ServerHandle, Shutdown};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,657 @@
+//! Model-based property tests of the lock table (issue 8): random
+//! sequences of operations by a few clients on a few names, run against
+//! `lockd::table::Table` and against a plain reference model written here
+//! (maps and queues, no threads), comparing every return value, every grant
+//! message on the clients' channels, and the whole visible state after
+//! every step.
+//!
+//! The model states PROTOCOL.md Part 2 directly: an exclusive lock goes to
+//! the first waiter in line; a semaphore admits waiters in order while the
+//! first fits its limit (a newcomer queues behind anyone waiting); a `wg`
+//! that would close a cycle of exclusive waits is refused; every exclusive
+//! grant draws a fresh token above every token before it. Token values are
+//! not predicted (a client releasing several locks hands them over in an
+//! unspecified order), only checked to grow.
+//!
+//! Seeded: the seeds are printed, `LOCKD_SEED=N` replays one.
+
+mod common;
+
+use common::rng::{seed_override, seeds, Rng};
+use crossbeam_channel::{bounded, Receiver};
+use lockd::table::{ClientId, Counts, Grant, Released, Table, WaitStart};
+use lockd::token::TokenCounter;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Debug;
+
+/// Client slots; a disconnected slot reconnects later under a new id.
+const SLOTS: usize = 5;
+/// The empty name, NUL, invalid UTF-8 and an inner space, as the protocol
+/// allows; the same names serve both namespaces (which never conflict).
+const NAMES: [&[u8]; 3] = [b"x", b"", b"n\0\xff y"];
+const STEPS: usize = 3000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Exclusive,
+    Shared,
+}
+
+struct ModelExclusive {
+    holder: ClientId,
+    /// `None` between a handover and the test reading the grant.
+    token: Option<u64>,
+    waiters: VecDeque<ClientId>,
+}
+
+#[derive(Default)]
+struct ModelShared {
+    holders: Vec<ClientId>,
+    waiters: VecDeque<(ClientId, u32)>,
+}
+
+/// A grant message the model says a client must find on its channel.
+#[derive(Debug)]
+enum Notice {
+    Exclusive(Vec<u8>),
+    Shared { holders: usize },
+}
+
+/// What the model says a lock request must return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// Granted with a fresh token.
+    New,
+    /// Already this client's: granted with the token it has.
+    Same(u64),
+    /// A shared grant with this many holders.
+    Shared(usize),
+    Queued,
+    Busy,
+    Deadlock,
+}
+
+#[derive(Default)]
+struct Model {
+    exclusive: BTreeMap<Vec<u8>, ModelExclusive>,
+    shared: BTreeMap<Vec<u8>, ModelShared>,
+    waiting: HashMap<ClientId, (Kind, Vec<u8>)>,
+    grants: u64,
+    notices: HashMap<ClientId, Notice>,
+}
+
+fn fits(holders: usize, limit: u32) -> bool {
+    limit == 0 || holders < limit as usize
+}
+
+impl Model {
+    fn lock(&mut self, id: ClientId, name: &[u8], queue: bool) -> Start {
+        let Some(lock) = self.exclusive.get(name) else {
+            self.grants += 1;
+            self.exclusive.insert(
+                name.to_vec(),
+                ModelExclusive {
+                    holder: id,
+                    token: None,
+                    waiters: VecDeque::new(),
+                },
+            );
+            return Start::New;
+        };
+        if lock.holder == id {
+            return Start::Same(lock.token.expect("token known between steps"));
+        }
+        if !queue {
+            return Start::Busy;
+        }
+        if self.closes_cycle(id, lock.holder) {
+            return Start::Deadlock;
+        }
+        self.exclusive
+            .get_mut(name)
+            .expect("checked above")
+            .waiters
+            .push_back(id);
+        self.waiting.insert(id, (Kind::Exclusive, name.to_vec()));
+        Start::Queued
+    }
+
+    /// Follows the chain of exclusive waits from `holder`: one edge out of
+    /// each waiter, so a walk finds any cycle.
+    fn closes_cycle(&self, waiter: ClientId, mut holder: ClientId) -> bool {
+        for _ in 0..=SLOTS {
+            if holder == waiter {
+                return true;
+            }
+            match self.waiting.get(&holder) {
+                Some((Kind::Exclusive, name)) => holder = self.exclusive[name].holder,
+                _ => return false,
+            }
+        }
+        panic!("the model found a cycle of waiters that was let in");
+    }
+
+    fn release(&mut self, id: ClientId, name: &[u8]) -> bool {
+        if self.exclusive.get(name).is_none_or(|l| l.holder != id) {
+            return false;
+        }
+        let lock = self.exclusive.get_mut(name).expect("held");
+        match lock.waiters.pop_front() {
+            Some(next) => {
+                lock.holder = next;
+                lock.token = None;
+                self.grants += 1;
+                self.waiting.remove(&next);
+                self.notices.insert(next, Notice::Exclusive(name.to_vec()));
+            }
+            None => {
+                self.exclusive.remove(name);
+            }
+        }
+        true
+    }
+
+    fn lock_shared(&mut self, id: ClientId, name: &[u8]) -> usize {
+        let lock = self.shared.entry(name.to_vec()).or_default();
+        if !lock.holders.contains(&id) {
+            lock.holders.push(id);
+        }
+        lock.holders.len()
+    }
+
+    fn lock_shared_or_queue(
+        &mut self,
+        id: ClientId,
+        name: &[u8],
+        limit: u32,
+        queue: bool,
+    ) -> Start {
+        let lock = self.shared.entry(name.to_vec()).or_default();
+        if lock.holders.contains(&id) {
+            return Start::Shared(lock.holders.len());
+        }
+        if lock.waiters.is_empty() && fits(lock.holders.len(), limit) {
+            lock.holders.push(id);
+            return Start::Shared(lock.holders.len());
+        }
+        if !queue {
+            if lock.holders.is_empty() && lock.waiters.is_empty() {
+                self.shared.remove(name);
+            }
+            return Start::Busy;
+        }
+        lock.waiters.push_back((id, limit));
+        self.waiting.insert(id, (Kind::Shared, name.to_vec()));
+        Start::Queued
+    }
+
+    fn release_shared(&mut self, id: ClientId, name: &[u8]) -> bool {
+        let Some(lock) = self.shared.get_mut(name) else {
+            return false;
+        };
+        let Some(pos) = lock.holders.iter().position(|h| *h == id) else {
+            return false;
+        };
+        lock.holders.remove(pos);
+        self.admit(name);
+        true
+    }
+
+    /// Admits waiters in order while the first in line fits.
+    fn admit(&mut self, name: &[u8]) {
+        let Some(lock) = self.shared.get_mut(name) else {
+            return;
+        };
+        while let Some(&(next, limit)) = lock.waiters.front() {
+            if !fits(lock.holders.len(), limit) {
+                break;
+            }
+            lock.waiters.pop_front();
+            lock.holders.push(next);
+            self.waiting.remove(&next);
+            self.notices.insert(
+                next,
+                Notice::Shared {
+                    holders: lock.holders.len(),
+                },
+            );
+        }
+        if lock.holders.is_empty() && lock.waiters.is_empty() {
+            self.shared.remove(name);
+        }
+    }
+
+    fn cancel_wait(&mut self, id: ClientId) -> bool {
+        let Some((kind, name)) = self.waiting.remove(&id) else {
+            return false;
+        };
+        match kind {
+            Kind::Exclusive => self
+                .exclusive
+                .get_mut(&name)
+                .expect("waited-for lock is held")
+                .waiters
+                .retain(|w| *w != id),
+            Kind::Shared => {
+                let lock = self.shared.get_mut(&name).expect("waited-for lock exists");
+                lock.waiters.retain(|(w, _)| *w != id);
+                self.admit(&name);
+            }
+        }
+        true
+    }
+
+    fn release_all(&mut self, id: ClientId) -> Released {
+        let exclusive: Vec<Vec<u8>> = self
+            .exclusive
+            .iter()
+            .filter(|(_, l)| l.holder == id)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let shared: Vec<Vec<u8>> = self
+            .shared
+            .iter()
+            .filter(|(_, l)| l.holders.contains(&id))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &exclusive {
+            self.release(id, name);
+        }
+        for name in &shared {
+            self.release_shared(id, name);
+        }
+        Released {
+            exclusive: exclusive.len(),
+            shared: shared.len(),
+        }
+    }
+
+    fn disconnect(&mut self, id: ClientId) -> Released {
+        self.cancel_wait(id);
+        self.release_all(id)
+    }
+}
+
+struct Client {
+    id: ClientId,
+    grants: Receiver<Grant>,
+}
+
+/// How often the interesting transitions happened, so a generator that
+/// stopped reaching them fails loudly.
+#[derive(Default)]
+struct Coverage(BTreeMap<&'static str, usize>);
+
+impl Coverage {
+    fn hit(&mut self, what: &'static str) {
+        *self.0.entry(what).or_default() += 1;
+    }
+}
+
+struct Sim {
+    seed: u64,
+    rng: Rng,
+    table: Table,
+    model: Model,
+    slots: Vec<Option<Client>>,
+    next_id: ClientId,
+    step: usize,
+    trace: VecDeque<String>,
+    /// Highest token seen before this step.
+    max_token: u64,
+    /// Tokens drawn during this step.
+    step_tokens: Vec<u64>,
+    coverage: Coverage,
+}
+
+fn default_name(id: ClientId) -> Vec<u8> {
+    format!("c{id}").into_bytes()
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        Sim {
+            seed,
+            rng: Rng::new(seed),
+            table: Table::new(TokenCounter::in_memory()),
+            model: Model::default(),
+            slots: (0..SLOTS).map(|_| None).collect(),
+            next_id: 1,
+            step: 0,
+            trace: VecDeque::new(),
+            max_token: 0,
+            step_tokens: Vec::new(),
+            coverage: Coverage::default(),
+        }
+    }
+
+    fn fail(&self, what: String) -> ! {
+        let trace: Vec<&str> = self.trace.iter().map(String::as_str).collect();
+        panic!(
+            "seed {:#x} (LOCKD_SEED={:#x}), step {}: {what}\nlast operations:\n  {}",
+            self.seed,
+            self.seed,
+            self.step,
+            trace.join("\n  ")
+        );
+    }
+
+    fn eq<T: PartialEq + Debug>(&self, got: T, want: T, what: &str) {
+        if got != want {
+            self.fail(format!("{what}: table {got:?}, model {want:?}"));
+        }
+    }
+
+    fn note(&mut self, op: String) {
+        if self.trace.len() == 40 {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("#{} {op}", self.step));
+    }
+
+    /// A token the table says it just drew for `name`.
+    fn fresh_token(&mut self, name: &[u8], token: u64) {
+        if token <= self.max_token || self.step_tokens.contains(&token) {
+            self.fail(format!(
+                "token {token} for {:?} is not fresh (max before this step {}, this step {:?})",
+                name.escape_ascii().to_string(),
+                self.max_token,
+                self.step_tokens
+            ));
+        }
+        self.step_tokens.push(token);
+        let lock = self.model.exclusive.get_mut(name);
+        match lock {
+            Some(lock) if lock.token.is_none() => lock.token = Some(token),
+            _ => self.fail(format!(
+                "token {token} for a lock the model did not hand out"
+            )),
+        }
+    }
+
+    fn run(mut self, steps: usize) -> Coverage {
+        for step in 0..steps {
+            self.step = step;
+            self.step_tokens.clear();
+            self.one_step();
+            self.check_grants();
+            self.check_state();
+            self.max_token = self
+                .step_tokens
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(self.max_token)
+                .max(self.max_token);
+        }
+        // Everyone leaves: the table must end empty.
+        for slot in 0..SLOTS {
+            if self.slots[slot].is_some() {
+                self.disconnect(slot);
+                self.check_grants();
+                self.check_state();
+            }
+        }
+        self.eq(self.table.counts().locks, 0, "locks at the end");
+        self.eq(
+            self.table.counts().shared_locks,
+            0,
+            "shared locks at the end",
+        );
+        self.eq(self.table.counts().waiting, 0, "waiting at the end");
+        self.coverage
+    }
+
+    fn one_step(&mut self) {
+        let slot = self.rng.below(SLOTS as u64) as usize;
+        let Some(client) = &self.slots[slot] else {
+            let id = self.next_id;
+            self.next_id += 1;
+            let (tx, rx) = bounded(1);
+            self.note(format!("connect c{id}"));
+            self.table
+                .connect(id, default_name(id).into_boxed_slice(), tx);
+            self.slots[slot] = Some(Client { id, grants: rx });
+            return;
+        };
+        let id = client.id;
+        if self.model.waiting.contains_key(&id) {
+            // A waiting connection can only give up or go away.
+            match self.rng.below(100) {
+                0..=24 => self.cancel_wait(id),
+                25..=34 => self.disconnect(slot),
+                _ => {}
+            }
+            return;
+        }
+        let name = *self.rng.pick(&NAMES);
+        let shown = name.escape_ascii().to_string();
+        match self.rng.below(100) {
+            0..=13 => {
+                self.note(format!("c{id} try_lock {shown:?}"));
+                let want = self.model.lock(id, name, false);
+                let got = self.table.try_lock(id, name);
+                match (want, got) {
+                    (Start::New, Some(token)) => self.fresh_token(name, token),
+                    (Start::Same(want), Some(got)) => self.eq(got, want, "re-get token"),
+                    (Start::Busy, None) => {}
+                    (want, got) => self.fail(format!("try_lock: table {got:?}, model {want:?}")),
+                }
+            }
+            14..=29 => {
+                let queue = self.rng.chance(85);
+                self.note(format!("c{id} lock_or_queue {shown:?} queue={queue}"));
+                let want = self.model.lock(id, name, queue);
+                let got = self.table.lock_or_queue(id, name, queue);
+                self.compare_start(name, want, got);
+            }
+            30..=42 => {
+                self.note(format!("c{id} release {shown:?}"));
+                let want = self.model.release(id, name);
+                let got = self.table.release(id, name);
+                self.eq(got, want, "release");
+            }
+            43..=49 => {
+                self.note(format!("c{id} lock_shared {shown:?}"));
+                let want = self.model.lock_shared(id, name);
+                let got = self.table.lock_shared(id, name);
+                self.eq(got, want, "lock_shared holders");
+            }
+            50..=65 => {
+                let limit = self.rng.below(4) as u32;
+                let queue = self.rng.chance(85);
+                self.note(format!(
+                    "c{id} lock_shared_or_queue {shown:?} limit={limit} queue={queue}"
+                ));
+                let want = self.model.lock_shared_or_queue(id, name, limit, queue);
+                let got = self.table.lock_shared_or_queue(id, name, limit, queue);
+                self.compare_start(name, want, got);
+            }
+            66..=78 => {
+                self.note(format!("c{id} release_shared {shown:?}"));
+                let want = self.model.release_shared(id, name);
+                let got = self.table.release_shared(id, name);
+                self.eq(got, want, "release_shared");
+            }
+            79..=83 => {
+                self.note(format!("c{id} release_all"));
+                let want = self.model.release_all(id);
+                let got = self.table.release_all(id);
+                self.eq(got, want.exclusive + want.shared, "release_all count");
+            }
+            84..=88 => self.cancel_wait(id),
+            _ => self.disconnect(slot),
+        }
+    }
+
+    fn compare_start(&mut self, name: &[u8], want: Start, got: WaitStart) {
+        match (want, got) {
+            (Start::New, WaitStart::Granted(Grant::Exclusive { token })) => {
+                self.fresh_token(name, token)
+            }
+            (Start::Same(want), WaitStart::Granted(Grant::Exclusive { token })) => {
+                self.eq(token, want, "re-get token")
+            }
+            (Start::Shared(want), WaitStart::Granted(Grant::Shared { holders })) => {
+                self.eq(holders, want, "shared grant holders")
+            }
+            (Start::Queued, WaitStart::Queued) => self.coverage.hit("queued"),
+            (Start::Busy, WaitStart::Busy) => self.coverage.hit("busy"),
+            (Start::Deadlock, WaitStart::Deadlock) => self.coverage.hit("deadlock refused"),
+            (want, got) => self.fail(format!("lock request: table {got:?}, model {want:?}")),
+        }
+    }
+
+    fn cancel_wait(&mut self, id: ClientId) {
+        self.note(format!("c{id} cancel_wait"));
+        let want = self.model.cancel_wait(id);
+        let got = self.table.cancel_wait(id);
+        self.eq(got, want, "cancel_wait");
+        if want {
+            self.coverage.hit("wait cancelled");
+        }
+    }
+
+    fn disconnect(&mut self, slot: usize) {
+        let id = self.slots[slot].as_ref().expect("connected").id;
+        self.note(format!("c{id} disconnect"));
+        let want = self.model.disconnect(id);
+        let got = self.table.disconnect(id);
+        self.eq(got, want, "disconnect released");
+        self.slots[slot] = None;
+    }
+
+    /// Every grant message the model expects, and no other.
+    fn check_grants(&mut self) {
+        for slot in 0..SLOTS {
+            let Some(client) = &self.slots[slot] else {
+                continue;
+            };
+            let id = client.id;
+            let got: Vec<Grant> = client.grants.try_iter().collect();
+            let want = self.model.notices.remove(&id);
+            match (want, got.as_slice()) {
+                (None, []) => {}
+                (Some(Notice::Exclusive(name)), [Grant::Exclusive { token }]) => {
+                    self.coverage.hit("exclusive handover");
+                    self.fresh_token(&name, *token);
+                }
+                (Some(Notice::Shared { holders }), [Grant::Shared { holders: got }]) => {
+                    self.coverage.hit("semaphore admission");
+                    self.eq(*got, holders, "admitted with holders");
+                }
+                (want, got) => self.fail(format!("c{id} grants: table {got:?}, model {want:?}")),
+            }
+        }
+        if !self.model.notices.is_empty() {
+            let left = format!("{:?}", self.model.notices);
+            self.fail(format!("grants for clients that left: {left}"));
+        }
+    }
+
+    /// The whole visible state: gauges, views in order, per-name answers.
+    fn check_state(&self) {
+        let model = &self.model;
+        self.eq(
+            self.table.counts(),
+            Counts {
+                locks: model.exclusive.len(),
+                shared_locks: model.shared.len(),
+                waiting: model.waiting.len(),
+                grants: model.grants,
+            },
+            "counts",
+        );
+        type ExclusiveRow = (Vec<u8>, Vec<u8>, u64, Vec<Vec<u8>>);
+        let got: Vec<ExclusiveRow> = self
+            .table
+            .exclusive_locks(b"")
+            .into_iter()
+            .map(|v| {
+                let waiters = v.waiters.iter().map(|w| w.to_vec()).collect();
+                (
+                    v.name.as_bytes().to_vec(),
+                    v.holder.default.to_vec(),
+                    v.token,
+                    waiters,
+                )
+            })
+            .collect();
+        let want: Vec<ExclusiveRow> = model
+            .exclusive
+            .iter()
+            .map(|(name, l)| {
+                let waiters = l.waiters.iter().map(|w| default_name(*w)).collect();
+                let token = l.token.expect("token known after the grants were read");
+                (name.clone(), default_name(l.holder), token, waiters)
+            })
+            .collect();
+        self.eq(
+            got,
+            want,
+            "exclusive locks (holder, token, waiters in order)",
+        );
+        type SharedRow = (Vec<u8>, Vec<Vec<u8>>, Vec<(Vec<u8>, u32)>);
+        let got: Vec<SharedRow> = self
+            .table
+            .shared_locks(b"")
+            .into_iter()
+            .map(|v| {
+                let holders = v.holders.iter().map(|h| h.default.to_vec()).collect();
+                let waiters = v.waiters.iter().map(|(w, l)| (w.to_vec(), *l)).collect();
+                (v.name.as_bytes().to_vec(), holders, waiters)
+            })
+            .collect();
+        let want: Vec<SharedRow> = model
+            .shared
+            .iter()
+            .map(|(name, l)| {
+                let holders = l.holders.iter().map(|h| default_name(*h)).collect();
+                let waiters = l
+                    .waiters
+                    .iter()
+                    .map(|(w, l)| (default_name(*w), *l))
+                    .collect();
+                (name.clone(), holders, waiters)
+            })
+            .collect();
+        self.eq(got, want, "shared locks (holders and waiters in order)");
+        for name in NAMES {
+            let lock = model.exclusive.get(name);
+            self.eq(self.table.is_locked(name), lock.is_some(), "is_locked");
+            let holders = model.shared.get(name).map_or(0, |l| l.holders.len());
+            self.eq(self.table.shared_count(name), holders, "shared_count");
+            for client in self.slots.iter().flatten() {
+                let want = lock.filter(|l| l.holder == client.id).and_then(|l| l.token);
+                self.eq(self.table.token(client.id, name), want, "token");
+            }
+        }
+    }
+}
+
+#[test]
+fn lock_table_matches_the_model() {
+    let mut total = Coverage::default();
+    for seed in seeds("lock_table_matches_the_model", &[1, 2, 3, 0x5eed_1ead]) {
+        for (what, n) in Sim::new(seed).run(STEPS).0 {
+            *total.0.entry(what).or_default() += n;
+        }
+    }
+    println!("coverage: {:?}", total.0);
+    if seed_override().is_none() {
+        for what in [
+            "queued",
+            "busy",
+            "deadlock refused",
+            "wait cancelled",
+            "exclusive handover",
+            "semaphore admission",
+        ] {
+            assert!(
+                total.0.get(what).copied().unwrap_or(0) > 0,
+                "the generator never reached {what:?}: {:?}",
+                total.0
+            );
+        }
+    }
+}
