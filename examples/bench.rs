@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--server ADDR] [--workloads W1,W2]
-//!     [--duration 3s] [--connections 64] [--contenders 16] [--churners 4]
+//!     [--duration 3s] [--rounds 3] [--connections 64] [--contenders 16] [--churners 4]
 //!     [--idle 1000] [--server-pid PID] [--lockd PATH] [--no-echo] [--tsv PATH]
 //! ```
 
@@ -30,6 +30,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--server" => opts.server = Some(value()?),
             "--workloads" => opts.workloads = bench::parse_workloads(&value()?)?,
             "--duration" => opts.duration = bench::parse_duration(&value()?)?,
+            "--rounds" => opts.rounds = value()?.parse()?,
             "--connections" => opts.connections = value()?.parse()?,
             "--contenders" => opts.contenders = value()?.parse()?,
             "--churners" => opts.churners = value()?.parse()?,

@@ -170,8 +170,13 @@ pub struct BenchOptions {
     pub server: Option<String>,
     /// Which workloads, in order. Default: all six.
     pub workloads: Vec<Workload>,
-    /// How long each timed workload runs, per target. Default 3 s.
+    /// How long each timed workload runs, per target, over all its rounds.
+    /// Default 3 s.
     pub duration: Duration,
+    /// Each timed workload runs in this many rounds of `duration / rounds`,
+    /// the targets taking turns, so that a change of load on the machine
+    /// hits both alike. Default 3.
+    pub rounds: usize,
     /// W2: connections at once. Default 64.
     pub connections: usize,
     /// W4: connections queueing for the one lock. Default 16.
@@ -203,6 +208,7 @@ impl Default for BenchOptions {
             server: None,
             workloads: Workload::ALL.to_vec(),
             duration: Duration::from_secs(3),
+            rounds: 3,
             connections: 64,
             contenders: 16,
             churners: 4,

@@ -99,11 +99,30 @@ impl Conn {
 
 /// What one measurement found.
 struct Measure {
+    /// Ops counted and the time they took (zero for W6), so rounds add up.
+    count: u64,
+    elapsed: Duration,
     rate: Option<f64>,
     unit: &'static str,
     connections: usize,
     hist: Histogram,
     notes: String,
+}
+
+impl Measure {
+    /// Adds a later round; the notes are the later round's.
+    fn merge(mut self, later: Measure) -> Measure {
+        self.count += later.count;
+        self.elapsed += later.elapsed;
+        self.hist.merge(&later.hist);
+        self.notes = later.notes;
+        self.rate = if self.elapsed > Duration::ZERO {
+            Some(per_second(self.count, self.elapsed))
+        } else {
+            later.rate
+        };
+        self
+    }
 }
 
 /// Lockd is checked; the echo server only answers.
@@ -118,6 +137,8 @@ struct Ctx<'a> {
     workload: Workload,
     mode: Mode,
     addr: SocketAddr,
+    /// How long this round runs.
+    duration: Duration,
 }
 
 impl Ctx<'_> {
@@ -186,54 +207,84 @@ pub(super) fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Report, Be
 
     let mut rows = Vec::new();
     let mut first_failure = None;
+    let targets: Vec<(Target, SocketAddr)> = echo
+        .as_ref()
+        .map(|e| (Target::Echo, e.local_addr()))
+        .into_iter()
+        .chain([(Target::Lockd, lockd_addr)])
+        .collect();
     for &workload in &opts.workloads {
-        let mut echo_rate = None;
-        let targets = echo
-            .as_ref()
-            .map(|e| (Target::Echo, e.local_addr()))
-            .into_iter()
-            .chain([(Target::Lockd, lockd_addr)]);
-        for (target, addr) in targets {
-            let ctx = Ctx {
-                opts,
-                workload,
-                mode: match target {
-                    Target::Lockd => Mode::Lockd,
-                    Target::Echo => Mode::Echo,
-                },
-                addr,
-            };
-            match measure(&ctx) {
-                Ok(m) => {
-                    let ratio = match (target, m.rate, echo_rate) {
-                        (Target::Lockd, Some(l), Some(e)) if e > 0.0 => Some(l / e),
-                        _ => None,
-                    };
-                    if target == Target::Echo {
-                        echo_rate = m.rate;
+        // Targets take turns in short rounds, so that a change in the
+        // machine's load or in where the scheduler puts the threads hits
+        // both alike.
+        let rounds = match workload {
+            Workload::W6 => 1,
+            _ => opts.rounds.max(1),
+        };
+        let duration = opts.duration / rounds as u32;
+        let mut measured: Vec<Option<Measure>> = targets.iter().map(|_| None).collect();
+        let mut failed = vec![false; targets.len()];
+        for _ in 0..rounds {
+            for (i, &(target, addr)) in targets.iter().enumerate() {
+                if failed[i] {
+                    continue;
+                }
+                let ctx = Ctx {
+                    opts,
+                    workload,
+                    mode: match target {
+                        Target::Lockd => Mode::Lockd,
+                        Target::Echo => Mode::Echo,
+                    },
+                    addr,
+                    duration,
+                };
+                match measure(&ctx) {
+                    Ok(m) => {
+                        measured[i] = Some(match measured[i].take() {
+                            Some(sofar) => sofar.merge(m),
+                            None => m,
+                        });
                     }
-                    let row = Row {
-                        workload,
-                        target,
-                        connections: m.connections,
-                        rate: m.rate,
-                        unit: m.unit,
-                        p50: m.hist.percentile(50.0),
-                        p99: m.hist.percentile(99.0),
-                        p999: m.hist.percentile(99.9),
-                        ratio,
-                        notes: m.notes,
-                    };
-                    writeln!(out, "{}", table_line(&row)).map_err(print_err)?;
-                    rows.push(row);
+                    Err(e @ BenchError::Check { .. }) => {
+                        writeln!(out, "{workload:<4} {target:<6} CHECK FAILED: {e}")
+                            .map_err(print_err)?;
+                        failed[i] = true;
+                        first_failure.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e @ BenchError::Check { .. }) => {
-                    writeln!(out, "{workload:<4} {target:<6} CHECK FAILED: {e}")
-                        .map_err(print_err)?;
-                    first_failure.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
             }
+        }
+        let mut echo_rate = None;
+        for (i, m) in measured.into_iter().enumerate() {
+            let Some(m) = m else { continue };
+            let target = targets[i].0;
+            let ratio = match (target, m.rate, echo_rate) {
+                (Target::Lockd, Some(l), Some(e)) if e > 0.0 => Some(l / e),
+                _ => None,
+            };
+            if target == Target::Echo {
+                echo_rate = m.rate;
+            }
+            let mut notes = m.notes;
+            if rounds > 1 {
+                notes = format!("{rounds} rounds; {notes}");
+            }
+            let row = Row {
+                workload,
+                target,
+                connections: m.connections,
+                rate: m.rate,
+                unit: m.unit,
+                p50: m.hist.percentile(50.0),
+                p99: m.hist.percentile(99.0),
+                p999: m.hist.percentile(99.9),
+                ratio,
+                notes,
+            };
+            writeln!(out, "{}", table_line(&row)).map_err(print_err)?;
+            rows.push(row);
         }
     }
     match first_failure {
@@ -279,7 +330,7 @@ fn drive<S: Send>(
         for (mut conn, mut state) in conns {
             scope.spawn(move || {
                 start_line.wait();
-                let deadline = Instant::now() + ctx.opts.duration;
+                let deadline = Instant::now() + ctx.duration;
                 let mut hist = Histogram::new();
                 let result = body(&mut conn, &mut state, &mut hist, deadline);
                 let finished = Instant::now();
@@ -343,11 +394,13 @@ fn get_release(ctx: &Ctx<'_>, n: usize) -> Result<Measure, BenchError> {
         Ok(ops)
     })?;
     let notes = if n == 1 {
-        "not pinned".to_string()
+        format!("not pinned (may run on CPUs {})", allowed_cpus())
     } else {
         String::new()
     };
     Ok(Measure {
+        count: ops,
+        elapsed,
         rate: Some(per_second(ops, elapsed)),
         unit: "ops/s",
         connections: n,
@@ -372,7 +425,7 @@ fn pipelined(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
     let mut commands = 0u64;
     let mut batches = 0u64;
     let started = Instant::now();
-    let deadline = started + ctx.opts.duration;
+    let deadline = started + ctx.duration;
     // At least one batch, however short the duration.
     while batches == 0 || Instant::now() < deadline {
         let t0 = Instant::now();
@@ -397,8 +450,11 @@ fn pipelined(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
         commands += W3_COMMANDS as u64;
         batches += 1;
     }
+    let elapsed = started.elapsed();
     Ok(Measure {
-        rate: Some(per_second(commands, started.elapsed())),
+        count: commands,
+        elapsed,
+        rate: Some(per_second(commands, elapsed)),
         unit: "ops/s",
         connections: 1,
         hist,
@@ -478,6 +534,8 @@ fn contended(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
         "grants per connection {min}..{max}; latency = wait for the grant"
     ));
     Ok(Measure {
+        count: grants,
+        elapsed,
         rate: Some(per_second(grants, elapsed)),
         unit: "grants/s",
         connections: n,
@@ -582,7 +640,7 @@ fn churn(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
             let (start_line, results) = (&start_line, &results);
             scope.spawn(move || {
                 start_line.wait();
-                let deadline = Instant::now() + ctx.opts.duration;
+                let deadline = Instant::now() + ctx.duration;
                 let mut hist = Histogram::new();
                 let result = churn_thread(ctx, t, deadline, &mut hist);
                 if let Ok(mut all) = results.lock() {
@@ -600,7 +658,8 @@ fn churn(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
         hist.merge(&h);
         finished = finished.max(end);
     }
-    let rate = per_second(connections, finished - started);
+    let elapsed = finished - started;
+    let rate = per_second(connections, elapsed);
     let mut notes = format!("{connections} connections x {W5_LOCKS} commands");
     if let Some(observer) = observer.as_mut() {
         let release = release_latency(ctx)?;
@@ -635,6 +694,8 @@ fn churn(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
         ));
     }
     Ok(Measure {
+        count: connections,
+        elapsed,
         rate: Some(rate),
         unit: "conns/s",
         connections: threads,
@@ -704,7 +765,7 @@ fn release_latency(ctx: &Ctx<'_>) -> Result<Release, BenchError> {
         samples: 0,
         first_try: 0,
     };
-    let give_up = Instant::now() + ctx.opts.duration.max(Duration::from_millis(100));
+    let give_up = Instant::now() + ctx.duration.max(Duration::from_millis(100));
     while out.samples < ctx.opts.release_samples as u64
         && (out.samples == 0 || Instant::now() < give_up)
     {
@@ -814,10 +875,11 @@ fn spawn_lockd(binary: &PathBuf, connections: usize) -> Result<ChildServer, Benc
             }
         }
     }
-    // Keep draining its stderr so that it never blocks on a full pipe.
+    // Pass on what it logs (refused connections, say), and never let it
+    // block on a full pipe.
     let _ = thread::Builder::new()
         .name("bench-lockd-stderr".into())
-        .spawn(move || io::copy(&mut lines, &mut io::sink()));
+        .spawn(move || io::copy(&mut lines, &mut io::stderr()));
     Ok(server)
 }
 
@@ -885,7 +947,15 @@ fn idle(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
         let mut got = 0;
         while !buf[..got].contains(&b'\n') && got < buf.len() {
             match stream.read(&mut buf[got..]).map_err(|e| ctx.io(e))? {
-                0 => return Err(ctx.io(io::ErrorKind::UnexpectedEof.into())),
+                0 => {
+                    return Err(BenchError::io(
+                        format!(
+                            "the server closed idle connection {} of {n} (out of threads, memory maps or descriptors? see its log)",
+                            i + 1
+                        ),
+                        io::ErrorKind::UnexpectedEof.into(),
+                    ))
+                }
                 k => got += k,
             }
         }
@@ -926,6 +996,8 @@ fn idle(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
         per_second(n as u64, opened)
     ));
     Ok(Measure {
+        count: 0,
+        elapsed: Duration::ZERO,
         rate,
         unit: "B/conn",
         connections: n,
@@ -944,4 +1016,21 @@ fn nofile_limit() -> usize {
         return 1024;
     }
     usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// The CPUs this process may run on, as `0,1`.
+fn allowed_cpus() -> String {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills the set
+    // whose size it is given, and CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return "?".into();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .map(|cpu| cpu.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
