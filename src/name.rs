@@ -2,24 +2,37 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 /// A lock name. Names are bytes, only conventionally UTF-8: NUL, invalid
 /// UTF-8 and inner spaces are all legal and kept exactly.
 ///
 /// `Debug` escapes non-printable bytes (`"a\0\xFF"`); `Display` is lossy and
-/// meant for logs only.
+/// meant for logs only. Cloning is cheap (a shared, immutable buffer), so
+/// the lock table keeps one allocation per name however many places refer
+/// to it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct LockName(Box<[u8]>);
+pub struct LockName(Arc<[u8]>);
 
 impl LockName {
     /// Wraps the given bytes.
-    pub fn new(bytes: impl Into<Box<[u8]>>) -> LockName {
-        LockName(bytes.into())
+    pub fn new(bytes: impl AsRef<[u8]>) -> LockName {
+        LockName(Arc::from(bytes.as_ref()))
     }
 
     /// The raw bytes of the name.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// True when both are the same buffer (not merely equal bytes).
+    pub fn ptr_eq(&self, other: &LockName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The address of the shared buffer: identifies this allocation.
+    pub(crate) fn addr(&self) -> usize {
+        self.0.as_ptr() as usize
     }
 
     /// True for the empty name `""` (a legal lock name).
@@ -46,6 +59,18 @@ impl From<&[u8]> for LockName {
     }
 }
 
+impl<const N: usize> From<&[u8; N]> for LockName {
+    fn from(bytes: &[u8; N]) -> LockName {
+        LockName(bytes[..].into())
+    }
+}
+
+impl From<&LockName> for LockName {
+    fn from(name: &LockName) -> LockName {
+        name.clone()
+    }
+}
+
 impl From<&str> for LockName {
     fn from(s: &str) -> LockName {
         LockName(s.as_bytes().into())
@@ -54,7 +79,7 @@ impl From<&str> for LockName {
 
 impl From<Vec<u8>> for LockName {
     fn from(bytes: Vec<u8>) -> LockName {
-        LockName(bytes.into_boxed_slice())
+        LockName(bytes.into())
     }
 }
 

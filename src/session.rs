@@ -166,7 +166,7 @@ impl Session {
         let config = &state.config;
         let id = self.id;
         match command {
-            Command::Get(name) => match table.try_lock(id, name.as_bytes()) {
+            Command::Get(name) => match table.try_lock(id, &name) {
                 Some(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
                 None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
             },
@@ -228,7 +228,7 @@ impl Session {
                 }
             }
             Command::SharedGet(name) => {
-                let holders = table.lock_shared(id, name.as_bytes());
+                let holders = table.lock_shared(id, &name);
                 status(
                     out,
                     holders as u64,
@@ -365,8 +365,8 @@ impl Session {
         let table = &self.state.table;
         let queue = timeout_ms > 0;
         let start = match kind {
-            Kind::Exclusive => table.lock_or_queue(self.id, name.as_bytes(), queue),
-            Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
+            Kind::Exclusive => table.lock_or_queue(self.id, &name, queue),
+            Kind::Shared => table.lock_shared_or_queue(self.id, &name, limit, queue),
         };
         match start {
             WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),

@@ -9,7 +9,9 @@ use crate::name::LockName;
 use crate::token::TokenCounter;
 use crossbeam_channel::Sender;
 use parking_lot::RwLock;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// Identifies one client (one connection) for the life of the table.
 pub type ClientId = u64;
@@ -125,12 +127,62 @@ enum Waiting {
     Shared(LockName),
 }
 
+/// Hashes keys the server chose itself (client ids, buffer addresses), so
+/// no client can aim for collisions: a multiply is enough, where lock names
+/// (chosen by clients) keep std's keyed SipHash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type ById = BuildHasherDefault<IdHasher>;
+
+/// A lock a client holds: the very buffer that keys the table's map,
+/// compared and hashed by address, so the client's set costs no second copy
+/// of the name and no second SipHash.
+#[derive(Clone)]
+struct Held(LockName);
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Held) -> bool {
+        self.0.ptr_eq(&other.0)
+    }
+}
+
+impl Eq for Held {}
+
+impl Hash for Held {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.addr());
+    }
+}
+
 struct Client {
     default: Box<[u8]>,
     /// Registration order and name, from `iam`.
     registered: Option<(u64, Box<[u8]>)>,
-    exclusive: HashSet<LockName>,
-    shared: HashSet<LockName>,
+    exclusive: HashSet<Held, ById>,
+    shared: HashSet<Held, ById>,
     waiting: Option<Waiting>,
     notify: Sender<Grant>,
 }
@@ -147,7 +199,7 @@ impl Client {
 struct Inner {
     exclusive: HashMap<LockName, Exclusive>,
     shared: HashMap<LockName, Shared>,
-    clients: HashMap<ClientId, Client>,
+    clients: HashMap<ClientId, Client, ById>,
     registrations: u64,
     waiting: usize,
     grants: u64,
@@ -161,7 +213,7 @@ impl Table {
             inner: RwLock::new(Inner {
                 exclusive: HashMap::new(),
                 shared: HashMap::new(),
-                clients: HashMap::new(),
+                clients: HashMap::default(),
                 registrations: 0,
                 waiting: 0,
                 grants: 0,
@@ -178,8 +230,8 @@ impl Table {
             Client {
                 default: default_name,
                 registered: None,
-                exclusive: HashSet::new(),
-                shared: HashSet::new(),
+                exclusive: HashSet::default(),
+                shared: HashSet::default(),
                 waiting: None,
                 notify,
             },
@@ -198,8 +250,8 @@ impl Table {
 
     /// `g`: takes the exclusive lock if it is free (or already this
     /// client's). Returns the grant's fencing token.
-    pub fn try_lock(&self, id: ClientId, name: &[u8]) -> Option<u64> {
-        match self.inner.write().lock(id, name, false) {
+    pub fn try_lock(&self, id: ClientId, name: impl Into<LockName>) -> Option<u64> {
+        match self.inner.write().lock(id, name.into(), false) {
             WaitStart::Granted(Grant::Exclusive { token }) => Some(token),
             _ => None,
         }
@@ -207,19 +259,14 @@ impl Table {
 
     /// `wg`: takes the exclusive lock, or queues for it when `queue` is set,
     /// unless queueing would close a cycle of waiters.
-    pub fn lock_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
-        self.inner.write().lock(id, name, queue)
+    pub fn lock_or_queue(&self, id: ClientId, name: impl Into<LockName>, queue: bool) -> WaitStart {
+        self.inner.write().lock(id, name.into(), queue)
     }
 
     /// `r`: releases the lock if this client holds it, handing it to the
     /// next waiter.
     pub fn release(&self, id: ClientId, name: &[u8]) -> bool {
-        let mut inner = self.inner.write();
-        let held = inner.exclusive.get(name).is_some_and(|l| l.holder == id);
-        if held {
-            inner.release_exclusive(id, name);
-        }
-        held
+        self.inner.write().release_exclusive(id, name)
     }
 
     /// `i`: is the exclusive lock held by anyone?
@@ -239,9 +286,9 @@ impl Table {
 
     /// `sg`: takes a place among the holders (no limit). Returns the
     /// holder count.
-    pub fn lock_shared(&self, id: ClientId, name: &[u8]) -> usize {
+    pub fn lock_shared(&self, id: ClientId, name: impl Into<LockName>) -> usize {
         let mut inner = self.inner.write();
-        inner.add_shared_holder(id, name)
+        inner.add_shared_holder(id, name.into())
     }
 
     /// `wsg`: takes a place among at most `limit` holders (0: no limit),
@@ -250,12 +297,13 @@ impl Table {
     pub fn lock_shared_or_queue(
         &self,
         id: ClientId,
-        name: &[u8],
+        name: impl Into<LockName>,
         limit: u32,
         queue: bool,
     ) -> WaitStart {
+        let name = name.into();
         let mut inner = self.inner.write();
-        if let Some(lock) = inner.shared.get(name) {
+        if let Some(lock) = inner.shared.get(&name) {
             if lock.holders.contains(&id) {
                 let holders = lock.holders.len();
                 return WaitStart::Granted(Grant::Shared { holders });
@@ -265,7 +313,6 @@ impl Table {
                 if !queue {
                     return WaitStart::Busy;
                 }
-                let name = LockName::from(name);
                 if let Some(lock) = inner.shared.get_mut(&name) {
                     lock.waiters.push_back((id, limit));
                 }
@@ -419,39 +466,40 @@ impl Inner {
         )
     }
 
-    fn lock(&mut self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
-        if let Some(lock) = self.exclusive.get(name) {
-            if lock.holder == id {
-                return WaitStart::Granted(Grant::Exclusive { token: lock.token });
+    /// One SipHash of the name for the common cases (free, or held by
+    /// someone when not queueing); queueing looks the lock up again.
+    fn lock(&mut self, id: ClientId, name: LockName, queue: bool) -> WaitStart {
+        let (key, holder, token) = match self.exclusive.entry(name) {
+            Entry::Occupied(lock) => (lock.key().clone(), lock.get().holder, lock.get().token),
+            Entry::Vacant(free) => {
+                let key = free.key().clone();
+                let token = self.tokens.draw();
+                self.grants += 1;
+                free.insert(Exclusive {
+                    holder: id,
+                    token,
+                    waiters: VecDeque::new(),
+                });
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.exclusive.insert(Held(key));
+                }
+                return WaitStart::Granted(Grant::Exclusive { token });
             }
-            if !queue {
-                return WaitStart::Busy;
-            }
-            if self.closes_cycle(id, lock.holder) {
-                return WaitStart::Deadlock;
-            }
-            let name = LockName::from(name);
-            if let Some(lock) = self.exclusive.get_mut(&name) {
-                lock.waiters.push_back(id);
-            }
-            self.set_waiting(id, Waiting::Exclusive(name));
-            return WaitStart::Queued;
+        };
+        if holder == id {
+            return WaitStart::Granted(Grant::Exclusive { token });
         }
-        let name = LockName::from(name);
-        let token = self.tokens.draw();
-        self.grants += 1;
-        if let Some(client) = self.clients.get_mut(&id) {
-            client.exclusive.insert(name.clone());
+        if !queue {
+            return WaitStart::Busy;
         }
-        self.exclusive.insert(
-            name,
-            Exclusive {
-                holder: id,
-                token,
-                waiters: VecDeque::new(),
-            },
-        );
-        WaitStart::Granted(Grant::Exclusive { token })
+        if self.closes_cycle(id, holder) {
+            return WaitStart::Deadlock;
+        }
+        if let Some(lock) = self.exclusive.get_mut(&key) {
+            lock.waiters.push_back(id);
+        }
+        self.set_waiting(id, Waiting::Exclusive(key));
+        WaitStart::Queued
     }
 
     /// Would `waiter` waiting on a lock held by `holder` close a cycle?
@@ -505,14 +553,20 @@ impl Inner {
         true
     }
 
-    fn release_exclusive(&mut self, id: ClientId, name: &[u8]) {
-        if let Some(client) = self.clients.get_mut(&id) {
-            client.exclusive.remove(name);
-        }
-        let Some(lock) = self.exclusive.get_mut(name) else {
-            return;
+    /// Releases `name` if `id` holds it, handing it straight to the next
+    /// waiter (the lock is never free in between). One SipHash when nobody
+    /// waits.
+    fn release_exclusive(&mut self, id: ClientId, name: &[u8]) -> bool {
+        let Some((key, mut lock)) = self.exclusive.remove_entry(name) else {
+            return false;
         };
-        // Hand over to the next waiter: the lock is never free in between.
+        if lock.holder != id {
+            self.exclusive.insert(key, lock);
+            return false;
+        }
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.exclusive.remove(&Held(key.clone()));
+        }
         while let Some(next) = lock.waiters.pop_front() {
             let Some(client) = self.clients.get_mut(&next) else {
                 continue;
@@ -523,40 +577,47 @@ impl Inner {
             lock.token = token;
             client.waiting = None;
             self.waiting -= 1;
-            client.exclusive.insert(LockName::from(name));
+            client.exclusive.insert(Held(key.clone()));
             let _ = client.notify.try_send(Grant::Exclusive { token });
-            return;
+            self.exclusive.insert(key, lock);
+            break;
         }
-        self.exclusive.remove(name);
+        true
     }
 
-    fn add_shared_holder(&mut self, id: ClientId, name: &[u8]) -> usize {
-        let lock = match self.shared.get_mut(name) {
-            Some(lock) => lock,
-            None => self.shared.entry(LockName::from(name)).or_insert(Shared {
-                holders: Vec::new(),
-                waiters: VecDeque::new(),
-            }),
+    fn add_shared_holder(&mut self, id: ClientId, name: LockName) -> usize {
+        let (key, lock) = match self.shared.entry(name) {
+            Entry::Occupied(lock) => (lock.key().clone(), lock.into_mut()),
+            Entry::Vacant(free) => (
+                free.key().clone(),
+                free.insert(Shared {
+                    holders: Vec::new(),
+                    waiters: VecDeque::new(),
+                }),
+            ),
         };
         if !lock.holders.contains(&id) {
             lock.holders.push(id);
             if let Some(client) = self.clients.get_mut(&id) {
-                client.shared.insert(LockName::from(name));
+                client.shared.insert(Held(key));
             }
         }
         lock.holders.len()
     }
 
     fn release_shared(&mut self, id: ClientId, name: &[u8]) -> bool {
-        let Some(lock) = self.shared.get_mut(name) else {
+        let Some((key, lock)) = self.shared.get_key_value(name) else {
             return false;
         };
         let Some(pos) = lock.holders.iter().position(|h| *h == id) else {
             return false;
         };
-        lock.holders.remove(pos);
+        let key = key.clone();
+        if let Some(lock) = self.shared.get_mut(name) {
+            lock.holders.remove(pos);
+        }
         if let Some(client) = self.clients.get_mut(&id) {
-            client.shared.remove(name);
+            client.shared.remove(&Held(key));
         }
         self.admit_shared_waiters(name);
         true
@@ -565,6 +626,9 @@ impl Inner {
     /// Admits waiters in order while the first in line fits; drops the
     /// entry when nobody holds the lock.
     fn admit_shared_waiters(&mut self, name: &[u8]) {
+        let Some(key) = self.shared.get_key_value(name).map(|(key, _)| key.clone()) else {
+            return;
+        };
         let Some(lock) = self.shared.get_mut(name) else {
             return;
         };
@@ -579,7 +643,7 @@ impl Inner {
             lock.holders.push(next);
             client.waiting = None;
             self.waiting -= 1;
-            client.shared.insert(LockName::from(name));
+            client.shared.insert(Held(key.clone()));
             let holders = lock.holders.len();
             let _ = client.notify.try_send(Grant::Shared { holders });
         }
@@ -594,10 +658,10 @@ impl Inner {
         };
         let exclusive = std::mem::take(&mut client.exclusive);
         let shared = std::mem::take(&mut client.shared);
-        for name in &exclusive {
+        for Held(name) in &exclusive {
             self.release_exclusive(id, name.as_bytes());
         }
-        for name in &shared {
+        for Held(name) in &shared {
             self.release_shared(id, name.as_bytes());
         }
         Released {

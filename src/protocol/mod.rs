@@ -9,6 +9,7 @@ pub mod line;
 pub mod reply;
 
 use crate::name::LockName;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Every verb the server recognises. Wire spellings live only here.
@@ -318,23 +319,23 @@ pub fn parse_line(line: &[u8]) -> Parsed {
     let Some(verb) = Verb::from_bytes(verb) else {
         return Parsed::Unknown;
     };
-    let arg = normalize(rest);
-    let name = || LockName::from(arg.as_slice());
+    let arg = normalized(rest);
+    let name = || LockName::from(&*arg);
     let command = match verb {
         Verb::Get => Command::Get(name()),
         Verb::Release => Command::Release(name()),
         Verb::IsLocked => Command::IsLocked(name()),
         Verb::Holders => Command::Holders(name()),
         Verb::Dump => Command::Dump {
-            shared: arg == b"shared",
+            shared: *arg == *b"shared",
         },
         Verb::SharedGet => Command::SharedGet(name()),
         Verb::SharedRelease => Command::SharedRelease(name()),
         Verb::SharedIsLocked => Command::SharedIsLocked(name()),
         Verb::SharedHolders => Command::SharedHolders(name()),
         Verb::Me => Command::Me,
-        Verb::Iam => Command::Iam(arg),
-        Verb::Who => Command::Who(arg),
+        Verb::Iam => Command::Iam(arg.into_owned()),
+        Verb::Who => Command::Who(arg.into_owned()),
         Verb::Stats => Command::Stats,
         Verb::Hello => match parse_number(&arg) {
             Some(v) if v <= u64::from(u32::MAX) => Command::Hello(v as u32),
@@ -389,7 +390,7 @@ pub fn parse_line(line: &[u8]) -> Parsed {
             }
         },
         Verb::DumpJson => Command::DumpJson,
-        Verb::Auth => Command::Auth(arg),
+        Verb::Auth => Command::Auth(arg.into_owned()),
     };
     Parsed::Command(command)
 }
@@ -505,6 +506,25 @@ pub fn trim(bytes: &[u8]) -> &[u8] {
     }
 }
 
+/// [`normalize`], borrowing when there is nothing to fold: the common case
+/// of an ASCII argument with single spaces between words, which then costs
+/// one pass and no copy.
+fn normalized(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let mut after_space = true;
+    for &b in bytes {
+        match b {
+            b' ' if after_space => return Cow::Owned(normalize(bytes)),
+            b' ' => after_space = true,
+            b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x80.. => return Cow::Owned(normalize(bytes)),
+            _ => after_space = false,
+        }
+    }
+    if after_space && !bytes.is_empty() {
+        return Cow::Owned(normalize(bytes));
+    }
+    Cow::Borrowed(bytes)
+}
+
 /// Splits on runs of whitespace and joins the fields with single spaces:
 /// `"  a \t b "` becomes `"a b"`. Whitespace is Unicode White_Space as Go's
 /// `unicode.IsSpace` knows it, and only where the bytes are valid UTF-8.
@@ -605,6 +625,29 @@ mod tests {
             parse_line(b"ttl"),
             Parsed::Malformed(Verb::Ttl, _)
         ));
+    }
+
+    #[test]
+    fn borrowing_fast_path_agrees_with_normalize() {
+        for arg in [
+            &b""[..],
+            b"a",
+            b"a b",
+            b" a",
+            b"a ",
+            b"a  b",
+            b"a\tb",
+            b"\xc2\xa0x",
+            b"x\xff y",
+        ] {
+            assert_eq!(
+                &*normalized(arg),
+                &normalize(arg)[..],
+                "{:?}",
+                arg.escape_ascii().to_string()
+            );
+        }
+        assert!(matches!(normalized(b"lock name"), Cow::Borrowed(_)));
     }
 
     #[test]
