@@ -195,6 +195,13 @@ pub const BENCH_FLAGS: &[FlagSpec] = &[
     },
     FlagSpec {
         short: "",
+        long: "rounds",
+        value: "N",
+        arity: Arity::Value,
+        help: "take turns with the echo ceiling N times per workload (default 3)",
+    },
+    FlagSpec {
+        short: "",
         long: "connections",
         value: "N",
         arity: Arity::Value,
@@ -482,6 +489,7 @@ fn bench_options(m: &getopts::Matches) -> Result<BenchCommand, UsageError> {
             None => Ok(default),
         }
     };
+    options.rounds = count("rounds", options.rounds)?.max(1);
     options.connections = count("connections", options.connections)?;
     options.contenders = count("contenders", options.contenders)?;
     options.churners = count("churners", options.churners)?;
