@@ -59,6 +59,9 @@ fn run(options: daemon::DaemonOptions) -> Result<(), Box<dyn std::error::Error>>
         Ok(_) => {}
         Err(e) => log(Priority::Warning, format_args!("warning: cannot read the open-files limit: {e}")),
     }
+    for warning in lockd::cli::KernelLimits::read().capacity_warnings(max_connections) {
+        log(Priority::Warning, format_args!("warning: {warning}"));
+    }
     let tls = match &config.tls {
         Some(tls) if tls.requires_client_cert() => " (TLS, client certificates required)",
         Some(_) => " (TLS)",

@@ -9,8 +9,8 @@ use crate::protocol::line::{Line, LineReader};
 use crate::server::{LiveSet, Presence, State};
 use crate::session::{Session, Step, Wait};
 use crate::transport::tls::{self, TlsServerStream};
-use crate::transport::Stream;
-use crossbeam_channel::{bounded, select};
+use crate::transport::{Stream, Watch};
+use crossbeam_channel::{never, select, Receiver};
 use std::cell::RefCell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -201,6 +201,8 @@ fn run(
     let mut out = Vec::new();
     let flush = |out: &mut Vec<u8>| write_out(&mut io.borrow_mut(), out);
     let mut fresh_input = false;
+    // Dropped as this returns, before `serve` closes the socket.
+    let mut hang_up = HangUp::new(state, io.borrow().fd(), session.id());
     loop {
         let line = reader.next_line(|partial| {
             flush(&mut out)?;
@@ -231,8 +233,7 @@ fn run(
         };
         if let Step::Wait(wait) = step {
             flush(&mut out)?;
-            let fd = io.borrow().fd();
-            if !wait_in_line(state, fd, session, wait, &mut out) {
+            if !wait_in_line(state, &mut hang_up, session, wait, &mut out) {
                 return Ok(());
             }
         }
@@ -259,18 +260,49 @@ fn write_out(io: &mut Io, out: &mut Vec<u8>) -> io::Result<()> {
     result
 }
 
+/// A connection's registration with the server's close watcher: made at
+/// its first wait and kept until the connection ends, so that waiting
+/// costs no `epoll_ctl` (see `transport::watch`). Must be dropped before
+/// the socket closes.
+pub(crate) struct HangUp<'a> {
+    state: &'a State,
+    fd: RawFd,
+    id: u64,
+    watch: Option<Watch<'a>>,
+}
+
+impl<'a> HangUp<'a> {
+    /// Nothing watched yet; `fd` is the connection's socket.
+    pub(crate) fn new(state: &'a State, fd: RawFd, id: u64) -> HangUp<'a> {
+        HangUp {
+            state,
+            fd,
+            id,
+            watch: None,
+        }
+    }
+
+    /// Where the peer's hang-up is reported; `None` if the socket cannot
+    /// be watched (out of memory: the next wait tries again).
+    fn closed(&mut self) -> Option<&Receiver<()>> {
+        if self.watch.is_none() {
+            self.watch = self.state.watcher.watch(self.fd, self.id).ok();
+        }
+        self.watch.as_ref().map(Watch::closed)
+    }
+}
+
 /// Blocks until the grant, the deadline or the peer's hang-up. `false`
 /// when the peer hung up (the connection must end, leaving the line).
-/// `fd` is the connection's socket, watched for hang-up meanwhile.
 pub(crate) fn wait_in_line(
     state: &State,
-    fd: RawFd,
+    hang_up: &mut HangUp<'_>,
     session: &mut Session,
     wait: Wait,
     out: &mut Vec<u8>,
 ) -> bool {
-    let (closed_tx, closed_rx) = bounded(1);
-    let watched = state.watcher.watch(fd, session.id(), closed_tx).is_ok();
+    let unwatched = never();
+    let closed = hang_up.closed().unwrap_or(&unwatched);
     let grants = session.grants().clone();
     let timeout = wait.deadline.saturating_duration_since(Instant::now());
     let mut peer_alive = true;
@@ -285,11 +317,8 @@ pub(crate) fn wait_in_line(
                 session.finish_wait(wait, grant.ok(), out);
             }
         }
-        recv(closed_rx) -> _ => peer_alive = false,
+        recv(closed) -> _ => peer_alive = false,
         default(timeout) => session.finish_wait(wait, None, out),
-    }
-    if watched {
-        state.watcher.unwatch(fd, session.id());
     }
     peer_alive
 }

@@ -793,3 +793,73 @@ fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
         state.forget_connection(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+
+    fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Connections that waited keep their socket in the close watcher until
+    /// they end, and no longer (issue 8): nothing is left behind.
+    #[test]
+    fn the_close_watcher_forgets_every_connection_that_ends() {
+        let config = ServerConfig {
+            listen: vec!["127.0.0.1:0".into()],
+            ..ServerConfig::default()
+        };
+        let handle = Server::bind(config).expect("bind").spawn().expect("spawn");
+        let state = Arc::clone(&handle.state);
+        let addr = handle.local_addr().expect("addr");
+        let connect = || {
+            let stream = TcpStream::connect(addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            BufReader::new(stream)
+        };
+        let call = |conn: &mut BufReader<TcpStream>, command: &str| {
+            conn.get_mut().write_all(command.as_bytes()).expect("send");
+            let mut reply = String::new();
+            conn.read_line(&mut reply).expect("reply");
+            reply
+        };
+        let mut holder = connect();
+        assert_eq!(call(&mut holder, "g L\n"), "1 Lock Get Success: L\n");
+        let mut waiters: Vec<_> = (0..40).map(|_| connect()).collect();
+        // One at a time, so the line is in this order.
+        for (i, waiter) in waiters.iter_mut().enumerate() {
+            waiter.get_mut().write_all(b"wg 30000 L\n").expect("send");
+            poll_until("a waiter", || state.table.counts().waiting == i + 1);
+        }
+        // Each waiter is queued in the table before it watches its socket.
+        poll_until("40 watched waiters", || state.watcher.watched() == 40);
+        // Half hang up while waiting, the rest are granted in turn and
+        // then close while idle.
+        let leaving: Vec<_> = waiters.drain(20..).collect();
+        drop(leaving);
+        poll_until("20 waiters", || state.table.counts().waiting == 20);
+        assert_eq!(call(&mut holder, "r L\n"), "1 Lock Release Success: L\n");
+        for waiter in &mut waiters {
+            let mut granted = String::new();
+            waiter.read_line(&mut granted).expect("grant");
+            assert!(granted.ends_with(" Lock Get Success: L\n"), "{granted}");
+            assert_eq!(call(waiter, "r L\n"), "1 Lock Release Success: L\n");
+        }
+        drop(waiters);
+        drop(holder);
+        poll_until("every connection to end", || {
+            state.live.conns.lock().is_empty()
+        });
+        assert_eq!(state.watcher.watched(), 0);
+        handle.stop(Shutdown::Immediate);
+    }
+}

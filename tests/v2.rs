@@ -340,6 +340,80 @@ fn a_waiter_that_resets_is_skipped() {
     waiter_that_leaves_is_skipped(true);
 }
 
+/// The close watcher keeps a connection's socket from its first wait to
+/// its end (issue 8): a hang-up during a later wait, after grants and
+/// timeouts, is still noticed at once.
+#[test]
+fn a_waiter_that_closes_after_earlier_waits_is_skipped() {
+    let server = TestServer::start();
+    let mut a = server.connect();
+    let mut b = server.connect();
+    let mut c = server.connect();
+    for _ in 0..3 {
+        assert_eq!(a.cmd("g L"), "1 Lock Get Success: L\n");
+        b.send(b"wg 10000 L\n");
+        server.wait_for_stat2("waiting", 1);
+        assert_eq!(a.cmd("r L"), "1 Lock Release Success: L\n");
+        token(&b.line_string(), "L");
+        assert_eq!(b.cmd("r L"), "1 Lock Release Success: L\n");
+    }
+    assert_eq!(a.cmd("g L"), "1 Lock Get Success: L\n");
+    assert_eq!(b.cmd("wg 20 L"), "0 Lock Get Timeout: L\n");
+    b.send(b"wg 10000 L\n");
+    server.wait_for_stat2("waiting", 1);
+    c.send(b"wg 10000 L\n");
+    server.wait_for_stat2("waiting", 2);
+    let start = Instant::now();
+    drop(b);
+    server.wait_for_stat2("waiting", 1);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(a.cmd("r L"), "1 Lock Release Success: L\n");
+    token(&c.line_string(), "L");
+}
+
+/// `lockd-protocol(7)` NOTES: after a half-close, commands that do not
+/// wait are answered, and a wait leaves the line without a reply, also
+/// when the connection waited before and its socket is already watched.
+#[test]
+fn a_half_close_ends_a_later_wait_without_a_reply() {
+    for waited_before in [false, true] {
+        let server = TestServer::start();
+        let mut a = server.connect();
+        let mut b = server.connect();
+        if waited_before {
+            assert_eq!(a.cmd("g L"), "1 Lock Get Success: L\n");
+            b.send(b"wg 10000 L\n");
+            server.wait_for_stat2("waiting", 1);
+            assert_eq!(a.cmd("r L"), "1 Lock Release Success: L\n");
+            token(&b.line_string(), "L");
+            assert_eq!(b.cmd("r L"), "1 Lock Release Success: L\n");
+        }
+        assert_eq!(a.cmd("g L"), "1 Lock Get Success: L\n");
+        b.send(b"i L\ng M\nwg 10000 L\nping\n");
+        b.shutdown_write();
+        let start = Instant::now();
+        let rest = String::from_utf8(b.read_to_end()).expect("utf-8");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        let lines: Vec<&str> = rest.lines().collect();
+        assert_eq!(lines.len(), 2, "{rest:?} (waited before: {waited_before})");
+        assert!(lines[0].ends_with(" Lock Is Locked: L"), "{rest:?}");
+        assert_eq!(lines[1], "1 Lock Get Success: M", "{rest:?}");
+        server.wait_for_stat2("waiting", 0);
+        // B's locks went with it; the line behind A is empty.
+        assert_eq!(a.cmd("i M"), "0 Lock Not Locked: M\n");
+        assert_eq!(a.cmd("r L"), "1 Lock Release Success: L\n");
+        assert_eq!(a.cmd("i L"), "0 Lock Not Locked: L\n");
+    }
+}
+
 #[test]
 fn pipelined_commands_wait_behind_a_wait() {
     let server = TestServer::start();

@@ -7,7 +7,7 @@ mod watch;
 pub(crate) mod websocket;
 
 pub use reap::{unread_bytes, Reaper};
-pub use watch::CloseWatcher;
+pub use watch::{CloseWatcher, Watch};
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -2,11 +2,19 @@
 //!
 //! A waiting connection thread blocks on its grant channel, not on its
 //! socket, so it cannot see a FIN or RST itself. One watcher thread per
-//! server keeps an epoll set of the sockets of waiting connections (for
-//! hang-up only, not for data: pipelined commands must wait) and tells the
-//! waiter at once.
+//! server keeps an epoll set of the sockets of connections that have waited
+//! (for hang-up only, not for data: pipelined commands must wait) and tells
+//! the waiter at once.
+//!
+//! A socket stays in the set from its connection's first wait until the
+//! connection ends ([`Watch`]), not just during each wait, which saves
+//! two `epoll_ctl` per wait and grant (issue 8). That is
+//! sound because a hang-up is final: once the peer has closed (or
+//! half-closed, which the server cannot tell apart, `lockd-protocol(7)`
+//! NOTES) no later wait of the connection can be answered, so the one
+//! message a hang-up leaves in [`Watch::closed`] is never stale.
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io;
@@ -59,13 +67,17 @@ impl CloseWatcher {
         Ok(CloseWatcher { shared })
     }
 
-    /// Watches `fd` until [`CloseWatcher::unwatch`]; sends on `closed` when
-    /// the peer hangs up (at once if it already has).
+    /// Watches `fd` for hang-up under `key` (unique among the watched)
+    /// until the returned [`Watch`] is dropped, which must happen before
+    /// `fd` is closed. The hang-up is reported once, at once if the peer
+    /// has already hung up.
     ///
     /// # Errors
     /// As `epoll_ctl(2)`.
-    pub fn watch(&self, fd: RawFd, key: u64, closed: Sender<()>) -> io::Result<()> {
-        self.shared.waiters.lock().insert(key, closed);
+    pub fn watch(&self, fd: RawFd, key: u64) -> io::Result<Watch<'_>> {
+        let (sender, closed) = bounded(1);
+        self.shared.waiters.lock().insert(key, sender);
+        // One-shot: a hang-up is final, and it is reported once.
         let mut event = libc::epoll_event {
             events: (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLONESHOT)
                 as u32,
@@ -77,16 +89,46 @@ impl CloseWatcher {
             self.shared.waiters.lock().remove(&key);
             return Err(io::Error::last_os_error());
         }
-        Ok(())
+        Ok(Watch {
+            watcher: self,
+            fd,
+            key,
+            closed,
+        })
     }
 
-    /// Stops watching `fd`.
-    pub fn unwatch(&self, fd: RawFd, key: u64) {
-        self.shared.waiters.lock().remove(&key);
+    /// How many sockets are watched now.
+    pub fn watched(&self) -> usize {
+        self.shared.waiters.lock().len()
+    }
+}
+
+/// One socket's place in a [`CloseWatcher`]; dropping it stops the
+/// watching (drop it before closing the socket).
+#[must_use = "dropping the watch stops watching the socket"]
+pub struct Watch<'a> {
+    watcher: &'a CloseWatcher,
+    fd: RawFd,
+    key: u64,
+    closed: Receiver<()>,
+}
+
+impl Watch<'_> {
+    /// Receives one message once the peer has hung up.
+    pub fn closed(&self) -> &Receiver<()> {
+        &self.closed
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let shared = &self.watcher.shared;
+        shared.waiters.lock().remove(&self.key);
         let mut event = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: as in `watch`; a descriptor not in the set just fails.
+        // SAFETY: as in `watch`; the fd is still open (the owner drops the
+        // watch first), so it cannot be another connection's socket.
         unsafe {
-            libc::epoll_ctl(self.shared.epoll, libc::EPOLL_CTL_DEL, fd, &mut event);
+            libc::epoll_ctl(shared.epoll, libc::EPOLL_CTL_DEL, self.fd, &mut event);
         }
     }
 }
@@ -114,5 +156,44 @@ fn run(shared: &Shared) {
                 let _ = closed.try_send(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    #[test]
+    fn a_hang_up_is_reported_once_and_the_watch_leaves_no_entry() {
+        let watcher = CloseWatcher::start().expect("epoll");
+        let (ours, peer) = UnixStream::pair().expect("socketpair");
+        let (other, other_peer) = UnixStream::pair().expect("socketpair");
+        let watch = watcher.watch(ours.as_raw_fd(), 1).expect("watch");
+        let other_watch = watcher.watch(other.as_raw_fd(), 2).expect("watch");
+        assert_eq!(watcher.watched(), 2);
+        // Data is not a hang-up.
+        (&peer).write_all(b"g x\n").expect("write");
+        let quiet = Duration::from_millis(50);
+        assert!(watch.closed().recv_timeout(quiet).is_err());
+        drop(peer);
+        let wait = Duration::from_secs(5);
+        assert_eq!(watch.closed().recv_timeout(wait), Ok(()));
+        assert!(
+            watch.closed().recv_timeout(quiet).is_err(),
+            "reported twice"
+        );
+        assert!(other_watch.closed().try_recv().is_err());
+        drop(watch);
+        assert_eq!(watcher.watched(), 1);
+        drop(other_watch);
+        assert_eq!(watcher.watched(), 0);
+        // A socket whose peer is already gone is reported at once.
+        drop(other_peer);
+        let late = watcher.watch(other.as_raw_fd(), 3).expect("watch");
+        assert_eq!(late.closed().recv_timeout(wait), Ok(()));
     }
 }

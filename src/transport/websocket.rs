@@ -12,7 +12,7 @@
 //! tungstenite does the handshake, framing, ping/pong and close frames over
 //! the blocking socket; the session logic is the same as on TCP.
 
-use crate::connection::{wait_in_line, Live};
+use crate::connection::{wait_in_line, HangUp, Live};
 use crate::server::{Presence, State};
 use crate::session::{Session, Step};
 use std::io::{self, Read, Write};
@@ -137,6 +137,8 @@ fn run(
 ) -> tungstenite::Result<()> {
     let max_line = state.config.max_line;
     let mut out = Vec::new();
+    // Dropped as this returns, before `serve` closes the socket.
+    let mut hang_up = HangUp::new(state, ws.get_ref().tcp.as_raw_fd(), session.id());
     loop {
         let message = match ws.read() {
             Ok(message) => message,
@@ -162,8 +164,7 @@ fn run(
             session.execute(command, &mut out)
         };
         if let Step::Wait(wait) = step {
-            let fd = ws.get_ref().tcp.as_raw_fd();
-            if !wait_in_line(state, fd, session, wait, &mut out) {
+            if !wait_in_line(state, &mut hang_up, session, wait, &mut out) {
                 return Ok(());
             }
         }
