@@ -11,7 +11,7 @@ use crate::session::{Session, Step, Wait};
 use crate::transport::tls::{self, TlsServerStream};
 use crate::transport::{Stream, Watch};
 use crossbeam_channel::{never, select, Receiver};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
@@ -174,15 +174,19 @@ impl Io {
 struct PresenceReader<'a> {
     io: &'a RefCell<Io>,
     presence: &'a Presence,
+    /// Set when a read won input from a connection already reaped.
+    rejoined: &'a Cell<bool>,
 }
 
 impl Read for PresenceReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let result = self.io.borrow_mut().read(buf);
         if matches!(result, Ok(n) if n > 0) && !self.presence.busy() {
-            // Reaped while idle: the peer hung up with nothing unread, and
-            // another thread already released our locks. End here.
-            return Ok(0);
+            // Another thread saw the hang-up and released our locks while
+            // this read took the peer's last commands: answer them anyway,
+            // as a connection that joins the table again.
+            self.presence.rejoin();
+            self.rejoined.set(true);
         }
         // On EOF or an error this thread will only end the connection, so
         // it stays reapable: another thread may orphan it first (orphaning
@@ -197,7 +201,13 @@ fn run(
     presence: &Presence,
     session: &mut Session,
 ) -> io::Result<()> {
-    let mut reader = LineReader::new(PresenceReader { io, presence }, state.config.max_line);
+    let rejoined = Cell::new(false);
+    let reader = PresenceReader {
+        io,
+        presence,
+        rejoined: &rejoined,
+    };
+    let mut reader = LineReader::new(reader, state.config.max_line);
     let mut out = Vec::new();
     let flush = |out: &mut Vec<u8>| write_out(&mut io.borrow_mut(), out);
     let mut fresh_input = false;
@@ -205,17 +215,21 @@ fn run(
     let mut hang_up = HangUp::new(state, io.borrow().fd(), session.id());
     loop {
         let line = reader.next_line(|partial| {
-            flush(&mut out)?;
             // Idle means "nothing of a command is held in this process":
             // with TLS, rustls may hold decrypted bytes the reader has not
             // taken yet, and the reaper (which asks only the kernel) must
-            // not take such a connection for an idle one.
+            // not take such a connection for an idle one. Idle already
+            // while the replies go out, so a hang-up is reaped at once.
             if !partial && !io.borrow_mut().has_pending_input() {
                 presence.idle();
             }
+            flush(&mut out)?;
             fresh_input = true;
             Ok(())
         })?;
+        if rejoined.take() {
+            session.rejoin();
+        }
         let step = match line {
             Line::Complete(line) => {
                 if std::mem::take(&mut fresh_input) {

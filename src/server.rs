@@ -28,7 +28,10 @@ const CONNECTION_STACK: usize = 128 * 1024;
 
 /// How long a thread serving a command waits for a hung-up peer's thread
 /// to finish answering and release its locks (see [`State::reap_closed`]).
-const REAP_WAIT: Duration = Duration::from_millis(50);
+const REAP_WAIT: Duration = Duration::from_millis(100);
+
+/// Most connections a `q` accepts on its own (see [`State::accept_pending`]).
+const ACCEPT_PENDING_MAX: usize = 64;
 
 /// A secret that never shows in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -209,6 +212,12 @@ impl Presence {
             .map_or_else(|current| current != Self::REAPED, |_| true)
     }
 
+    /// The owner read input just as another thread reaped it (the peer's
+    /// last commands, sent before its hang-up): it serves them after all.
+    pub(crate) fn rejoin(&self) {
+        self.0.store(Self::BUSY, Ordering::SeqCst);
+    }
+
     fn reap(&self) -> bool {
         self.0
             .compare_exchange(Self::IDLE, Self::REAPED, Ordering::SeqCst, Ordering::SeqCst)
@@ -306,6 +315,8 @@ impl State {
         if finishing.is_empty() {
             return;
         }
+        finishing.sort_unstable();
+        finishing.dedup();
         let deadline = Instant::now() + REAP_WAIT;
         loop {
             finishing.retain(|id| !self.try_reap(*id));
@@ -349,20 +360,35 @@ impl State {
 
     /// Accepts, without blocking, connections already queued on the
     /// listeners, so that `q` counts every client whose connect completed.
+    /// At most [`ACCEPT_PENDING_MAX`] per listener: during a flood the accept
+    /// loops carry on, and `q` stays quick.
     pub(crate) fn accept_pending(self: &Arc<State>) {
         for listener in &self.listeners {
-            while let Ok((stream, peer)) = listener.accept() {
-                admit(self, stream, peer);
+            for _ in 0..ACCEPT_PENDING_MAX {
+                match listener.accept() {
+                    Ok((stream, peer)) => admit(self, stream, peer),
+                    Err(_) => break,
+                }
             }
         }
     }
 
+    fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.tcp_addr()).collect()
+    }
+
+    fn websocket_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.websocket_addr())
+            .collect()
+    }
+
     fn shutdown(&self, mode: Shutdown) {
+        // Only the wake pipe: a listener inherited from systemd must stay
+        // usable for the next start, so it is never shut down.
         if !self.stopping.swap(true, Ordering::SeqCst) {
             self.wake.wake();
-            for listener in &self.listeners {
-                listener.interrupt();
-            }
         }
         if mode == Shutdown::Immediate {
             self.closing_all.store(true, Ordering::SeqCst);
@@ -457,20 +483,12 @@ impl Server {
 
     /// Every TCP address.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.state
-            .listeners
-            .iter()
-            .filter_map(|l| l.tcp_addr())
-            .collect()
+        self.state.tcp_addrs()
     }
 
     /// Every WebSocket address.
     pub fn websocket_addrs(&self) -> Vec<SocketAddr> {
-        self.state
-            .listeners
-            .iter()
-            .filter_map(|l| l.websocket_addr())
-            .collect()
+        self.state.websocket_addrs()
     }
 
     /// Every Unix socket path.
@@ -539,20 +557,12 @@ impl ServerHandle {
 
     /// Every TCP address.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.state
-            .listeners
-            .iter()
-            .filter_map(|l| l.tcp_addr())
-            .collect()
+        self.state.tcp_addrs()
     }
 
     /// Every WebSocket address.
     pub fn websocket_addrs(&self) -> Vec<SocketAddr> {
-        self.state
-            .listeners
-            .iter()
-            .filter_map(|l| l.websocket_addr())
-            .collect()
+        self.state.websocket_addrs()
     }
 
     /// A cheap handle that can stop the server from another thread (a
@@ -734,7 +744,12 @@ fn log_rejection(state: &State, message: &str) {
 fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
     let limit = state.config.max_connections;
     let mut live = state.live.conns.lock();
-    if live.len() >= limit {
+    if state.stopping.load(Ordering::SeqCst) {
+        // Shutting down: an immediate shutdown has walked `live` already
+        // and would never close this one.
+        return;
+    }
+    if state.stats.connections.load(Ordering::Relaxed) >= limit as u64 {
         drop(live);
         bump(&state.stats.rejected_connections);
         log_rejection(

@@ -72,6 +72,17 @@ impl Session {
         }
     }
 
+    /// Joins the table again after another thread orphaned this connection
+    /// on a hang-up it saw just as this thread read the peer's last
+    /// commands: those are still answered, and whatever they take is
+    /// released when the connection ends, like any lock.
+    pub(crate) fn rejoin(&mut self) {
+        let (notify, grants) = bounded(1);
+        self.grants = grants;
+        let name = self.name.clone().into_bytes().into_boxed_slice();
+        self.state.table.connect(self.id, name, notify);
+    }
+
     /// The client's id in the table.
     pub fn id(&self) -> ClientId {
         self.id
@@ -100,9 +111,15 @@ impl Session {
         })
     }
 
-    /// True when a read timeout is due to a `ttl` lease (else idleness).
+    /// Counts and logs a read timeout: a `ttl` expiry when the lease is
+    /// what ran out (it is set and no longer than the idle timeout), else
+    /// idleness.
     pub fn lease_expired(&self) {
-        if self.lease.is_some() {
+        let lease_first = match (self.lease, self.state.config.idle_timeout) {
+            (Some(lease), Some(idle)) => lease <= idle,
+            (lease, _) => lease.is_some(),
+        };
+        if lease_first {
             bump(&self.state.stats.ttl_expirations);
         }
         if self.state.config.verbose {

@@ -986,6 +986,29 @@ fn rst_orphans_locks_and_forgets_the_name() {
     check_orphaned(&server, &mut b);
 }
 
+/// Orphaning: a burst of 100 closes (more than one batch of the server's
+/// hang-up poll) is released in full before the next command of another
+/// connection is served.
+#[test]
+fn burst_of_closes_is_released_before_the_next_command() {
+    let server = TestServer::start();
+    let mut watcher = server.connect();
+    let mut holders: Vec<Conn> = (0..100)
+        .map(|i| {
+            let mut c = server.connect_unix();
+            assert_eq!(
+                c.cmd(&format!("g burst{i}")),
+                format!("1 Lock Get Success: burst{i}\n")
+            );
+            c
+        })
+        .collect();
+    assert_eq!(watcher.stat("locks"), 100);
+    holders.clear();
+    assert_eq!(watcher.stat("orphans"), 100);
+    assert_eq!(watcher.stat("locks"), 0);
+}
+
 /// Orphaning: a Unix-socket connection that closes loses its locks too.
 #[test]
 fn unix_close_orphans_locks() {

@@ -226,16 +226,6 @@ impl Listener {
             Listener::Unix { listener, .. } => listener.set_nonblocking(true),
         }
     }
-
-    /// Makes a blocked `accept` return (Linux: `shutdown(2)` on a listening
-    /// socket wakes its acceptors with `EINVAL`).
-    pub fn interrupt(&self) {
-        // SAFETY: shutdown(2) on a descriptor this listener owns; it changes
-        // no memory.
-        unsafe {
-            libc::shutdown(self.as_raw_fd(), libc::SHUT_RDWR);
-        }
-    }
 }
 
 impl AsRawFd for Listener {

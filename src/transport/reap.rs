@@ -12,6 +12,10 @@
 use std::io;
 use std::os::fd::RawFd;
 
+/// Batches of 64 hang-ups read per [`Reaper::poll`]: enough for a burst of
+/// thousands of closes.
+const MAX_BATCHES: usize = 256;
+
 /// An epoll set of every live connection, for hang-ups only.
 pub struct Reaper {
     epoll: RawFd,
@@ -59,12 +63,21 @@ impl Reaper {
     /// Calls `hung_up` with the key of each connection whose peer has hung
     /// up, without blocking.
     pub fn poll(&self, mut hung_up: impl FnMut(u64)) {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 32];
-        // SAFETY: the buffer outlives the call and its length is passed.
-        let n =
-            unsafe { libc::epoll_wait(self.epoll, events.as_mut_ptr(), events.len() as i32, 0) };
-        for event in events.iter().take(n.max(0) as usize) {
-            hung_up(event.u64);
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        // Level-triggered: a full buffer means there may be more. Bounded,
+        // since entries that stay reported (a busy hang-up) recur.
+        for _ in 0..MAX_BATCHES {
+            // SAFETY: the buffer outlives the call and its length is passed.
+            let n = unsafe {
+                libc::epoll_wait(self.epoll, events.as_mut_ptr(), events.len() as i32, 0)
+            };
+            let n = n.max(0) as usize;
+            for event in &events[..n] {
+                hung_up(event.u64);
+            }
+            if n < events.len() {
+                break;
+            }
         }
     }
 }

@@ -15,6 +15,7 @@
 use crate::connection::{wait_in_line, HangUp, Live};
 use crate::server::{Presence, State};
 use crate::session::{Session, Step};
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
@@ -40,6 +41,8 @@ struct PresenceSocket<'a> {
     presence: &'a Presence,
     /// False during the handshake, when there is nothing to reap.
     serving: bool,
+    /// Set when a read won input from a connection already reaped.
+    rejoined: Cell<bool>,
 }
 
 impl Read for PresenceSocket<'_> {
@@ -50,8 +53,10 @@ impl Read for PresenceSocket<'_> {
         self.presence.idle();
         let result = self.tcp.read(buf);
         if matches!(result, Ok(n) if n > 0) && !self.presence.busy() {
-            // Reaped while idle: another thread released our locks.
-            return Ok(0);
+            // Another thread saw the hang-up and released our locks while
+            // this read took the peer's last messages: serve them anyway.
+            self.presence.rejoin();
+            self.rejoined.set(true);
         }
         result
     }
@@ -77,6 +82,7 @@ pub(crate) fn serve(state: Arc<State>, tcp: TcpStream, id: u64, name: String, pr
         tcp,
         presence,
         serving: false,
+        rejoined: Cell::new(false),
     };
     let live = Live::new(state, id);
     let Some(state) = live.state() else {
@@ -154,6 +160,9 @@ fn run(
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => continue,
         };
         let command = command.strip_suffix(b"\n").unwrap_or(command);
+        if ws.get_ref().rejoined.take() {
+            session.rejoin();
+        }
         // Before serving, release the locks of peers that hung up but whose
         // threads have not run yet (as on TCP).
         state.reap_closed(session.id());
