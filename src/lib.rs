@@ -37,6 +37,7 @@ mod error;
 pub mod log;
 mod name;
 pub mod protocol;
+mod secret;
 pub mod server;
 pub mod session;
 mod stats;

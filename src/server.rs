@@ -12,7 +12,6 @@ use crate::transport::tls::TlsConfig;
 use crate::transport::{self, websocket, CloseWatcher, Listener, Peer, Reaper, Stream};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
-use std::fmt;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
@@ -33,37 +32,7 @@ const REAP_WAIT: Duration = Duration::from_millis(100);
 /// Most connections a `q` accepts on its own (see [`State::accept_pending`]).
 const ACCEPT_PENDING_MAX: usize = 64;
 
-/// A secret that never shows in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    /// Wraps the secret's bytes.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
-        Secret(bytes.into())
-    }
-
-    /// The secret's bytes, for a client to send (never to log).
-    pub(crate) fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Compares in time that depends only on the lengths, not on where the
-    /// first difference is.
-    pub fn matches(&self, guess: &[u8]) -> bool {
-        let mut diff = u8::from(self.0.len() != guess.len());
-        for (i, &b) in guess.iter().enumerate() {
-            diff |= b ^ self.0.get(i).copied().unwrap_or(!b);
-        }
-        std::hint::black_box(diff) == 0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// How the server is set up. Start from `ServerConfig::default()` and set
 /// fields.
