@@ -14,7 +14,7 @@
 //! use lockd::transport::tls::{connect_tls, TlsClientConfig};
 //! use std::io::{BufRead, BufReader, Write};
 //! use std::path::Path;
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //!
 //! let config = TlsClientConfig::new(Some(Path::new("/etc/lockd/ca.pem")))?;
 //! let mut stream = connect_tls("locks.example.com", 9999, &config, Some(Duration::from_secs(5)))?;
@@ -36,7 +36,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a client has to complete the TLS handshake before the server
 /// drops it, so a silent client cannot hold a thread.
@@ -184,7 +184,8 @@ impl TlsConfig {
 pub(crate) fn accept(stream: &mut TlsServerStream) -> io::Result<()> {
     stream.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    handshake(&mut stream.conn, &mut stream.sock)
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    handshake(&mut stream.conn, &mut stream.sock, Some(deadline))
 }
 
 impl fmt::Debug for TlsConfig {
@@ -196,14 +197,26 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
-/// Drives a handshake to its end. A peer that hangs up midway is an
-/// `UnexpectedEof`; one that is not speaking TLS an `InvalidData`.
-fn handshake<C, S>(conn: &mut C, sock: &mut TcpStream) -> io::Result<()>
+/// Drives a handshake to its end, by `deadline` as a whole (a peer that
+/// trickles bytes cannot stretch it). A peer that hangs up midway is an
+/// `UnexpectedEof`; one that is not speaking TLS an `InvalidData`; one too
+/// slow a `TimedOut`.
+fn handshake<C, S>(conn: &mut C, sock: &mut TcpStream, deadline: Option<Instant>) -> io::Result<()>
 where
     C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
     S: rustls::SideData,
 {
     while conn.is_handshaking() {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the TLS handshake took too long",
+                ));
+            }
+            sock.set_read_timeout(Some(left))?;
+        }
         let (read, written) = conn.complete_io(sock)?;
         if read == 0 && written == 0 && conn.is_handshaking() {
             return Err(io::Error::new(
@@ -384,7 +397,8 @@ pub fn connect_tls(
     set(&sock, timeout).map_err(|e| io_error("socket options", e))?;
     let mut conn = ClientConnection::new(Arc::clone(&config.config), name)
         .map_err(|e| invalid(context("TLS setup"), e))?;
-    handshake(&mut conn, &mut sock).map_err(|e| io_error("handshake", e))?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    handshake(&mut conn, &mut sock, deadline).map_err(|e| io_error("handshake", e))?;
     set(&sock, None).map_err(|e| io_error("socket options", e))?;
     Ok(StreamOwned::new(conn, sock))
 }
