@@ -14,7 +14,7 @@
 //! use lockd::transport::tls::{connect_tls, TlsClientConfig};
 //! use std::io::{BufRead, BufReader, Write};
 //! use std::path::Path;
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //!
 //! let config = TlsClientConfig::new(Some(Path::new("/etc/lockd/ca.pem")))?;
 //! let mut stream = connect_tls("locks.example.com", 9999, &config, Some(Duration::from_secs(5)))?;
