@@ -38,7 +38,7 @@ pub mod log;
 mod name;
 pub mod protocol;
 pub mod server;
-pub mod session;
+mod session;
 mod stats;
 pub mod systemd;
 pub mod table;
