@@ -1,10 +1,45 @@
 //! `lockctl`, the lockd client command: run a command under a lock, and
-//! inspect a server. Everything lives in `lockd::cli::lockctl`.
+//! inspect a server. Everything but signal handling lives in
+//! `lockd::cli::lockctl`.
 
+use crossbeam_channel::Receiver;
+use lockd::cli::lockctl::{self, exit};
+use signal_hook::iterator::Signals;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::from(lockd::cli::lockctl::main(
-        std::env::args_os().skip(1).collect(),
-    ))
+    let (global, command) = match lockctl::parse_args(std::env::args_os().skip(1).collect()) {
+        Ok(parsed) => parsed,
+        Err(code) => return ExitCode::from(code),
+    };
+    // Only `run` takes signals over (to pass them on to CMD); every other
+    // command dies of them as usual.
+    let signals = match catch(command.handles_signals()) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("lockctl: cannot set up signal handling: {e}");
+            return ExitCode::from(exit::UNAVAILABLE);
+        }
+    };
+    ExitCode::from(lockctl::execute(global, command, signals))
+}
+
+/// Installs handlers for `wanted` and returns the channel a signal thread
+/// feeds with their numbers; for none, a channel that never delivers.
+fn catch(wanted: &[i32]) -> std::io::Result<Receiver<i32>> {
+    if wanted.is_empty() {
+        return Ok(crossbeam_channel::never());
+    }
+    let mut signals = Signals::new(wanted)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("lockctl-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
 }

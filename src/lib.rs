@@ -39,7 +39,7 @@ mod name;
 pub mod protocol;
 mod secret;
 pub mod server;
-pub mod session;
+mod session;
 mod stats;
 pub mod systemd;
 pub mod table;

@@ -84,18 +84,6 @@ impl Workload {
             Workload::W6 => "W6",
         }
     }
-
-    /// One line saying what the workload does.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Workload::W1 => "1 connection, g/r request-response",
-            Workload::W2 => "many connections, g/r on own names",
-            Workload::W3 => "20,000 pipelined commands in one write",
-            Workload::W4 => "contenders queue for one lock with hello 2 + wg",
-            Workload::W5 => "connect, take 10 locks, close",
-            Workload::W6 => "idle connections holding a lock: RSS each",
-        }
-    }
 }
 
 impl fmt::Display for Workload {

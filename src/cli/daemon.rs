@@ -1,10 +1,15 @@
-//! The `lockd` daemon's command line: flags (with glockd's and node lockd's
-//! spellings, so their unit files start lockd unchanged), `--help`, the
-//! pidfile and the default state directory.
+//! The `lockd` daemon: its command line (flags with glockd's and node
+//! lockd's spellings, so their unit files start lockd unchanged), `--help`,
+//! the pidfile, the default state directory, and [`start`], which brings
+//! the server up as the binary runs it. Signal handling is the binary's.
 
 use super::{options, parse_number, render_flags, Arity, FlagSpec, UsageError};
-use crate::server::{Secret, ServerConfig};
+use crate::error::Error;
+use crate::log::{log, Priority};
+use crate::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
+use crate::systemd;
 use crate::transport::tls::TlsConfig;
+use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -612,6 +617,197 @@ impl Drop for Pidfile {
     }
 }
 
+/// Why the daemon could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Sockets from systemd, binding, or starting the server's threads.
+    Server(Error),
+    /// The pidfile.
+    Pidfile(PidfileError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The inner error says it all; `source` goes on below it.
+        match self {
+            StartError::Server(e) => e.fmt(f),
+            StartError::Pidfile(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Server(e) => e.source(),
+            StartError::Pidfile(e) => e.source(),
+        }
+    }
+}
+
+impl From<Error> for StartError {
+    fn from(e: Error) -> StartError {
+        StartError::Server(e)
+    }
+}
+
+impl From<PidfileError> for StartError {
+    fn from(e: PidfileError) -> StartError {
+        StartError::Pidfile(e)
+    }
+}
+
+/// A daemon that is serving, from [`start`].
+#[must_use = "dropping the daemon stops it at once"]
+pub struct RunningDaemon {
+    server: ServerHandle,
+    // Dropped after the server has stopped, which removes the file.
+    _pidfile: Option<Pidfile>,
+}
+
+/// Stops a [`RunningDaemon`] from another thread (the binary's signal
+/// thread). Cheap to clone.
+#[derive(Clone)]
+pub struct Stopper {
+    server: ShutdownHandle,
+}
+
+/// Starts the daemon as `options` say: logs their warnings and the
+/// descriptor and kernel limits that are too low, takes sockets from
+/// systemd, binds, writes the pidfile, starts serving, logs each
+/// `listening on ADDR` and tells systemd READY=1. Returns at once.
+///
+/// Install signal handlers before calling this, so that a signal during
+/// start-up waits for the daemon to be stoppable instead of killing it.
+///
+/// # Errors
+/// Sockets from systemd that cannot be used, an address that cannot be
+/// bound, unusable state, a held or unwritable pidfile, or no thread to
+/// serve on.
+pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
+    for warning in &options.warnings {
+        log(Priority::Warning, format_args!("warning: {warning}"));
+    }
+    let mut config = options.config;
+    let max_connections = config.max_connections;
+    match super::raise_nofile_limit() {
+        // One descriptor per connection, plus a few for listeners and files.
+        Ok(limit) if limit < max_connections as u64 + 16 => log(Priority::Warning, format_args!(
+            "warning: open-files limit is {limit}, below --max-connections {max_connections}: raise it (ulimit -n, LimitNOFILE=) or lower --max-connections"
+        )),
+        Ok(_) => {}
+        Err(e) => log(Priority::Warning, format_args!("warning: cannot read the open-files limit: {e}")),
+    }
+    for warning in super::KernelLimits::read().capacity_warnings(max_connections) {
+        log(Priority::Warning, format_args!("warning: {warning}"));
+    }
+    let tls = match &config.tls {
+        Some(tls) if tls.requires_client_cert() => " (TLS, client certificates required)",
+        Some(_) => " (TLS)",
+        None => "",
+    };
+    // Sockets from systemd replace the default listener; listeners named on
+    // the command line are bound besides them.
+    let inherited = systemd::named_listeners()?;
+    if !inherited.is_empty() {
+        let names: Vec<&str> = inherited.iter().map(|(name, _)| name.as_str()).collect();
+        log(
+            Priority::Info,
+            format_args!("sockets from systemd: {}", names.join(", ")),
+        );
+        if !options.listen_given {
+            config.listen.clear();
+        }
+    }
+    let inherited = inherited.into_iter().map(|(_, l)| l).collect();
+    let server = Server::bind_adding(config, inherited)?;
+    let mut listening: Vec<String> = server
+        .local_addrs()
+        .iter()
+        .map(|addr| format!("{addr}{tls}"))
+        .collect();
+    listening.extend(
+        server
+            .websocket_addrs()
+            .iter()
+            .map(|addr| format!("ws://{addr}")),
+    );
+    listening.extend(
+        server
+            .unix_paths()
+            .iter()
+            .map(|p| format!("unix:{}", p.display())),
+    );
+    let socket_files = server.socket_files();
+    let pidfile = match options.pidfile.as_deref().map(Pidfile::create).transpose() {
+        Ok(pidfile) => pidfile,
+        Err(e) => {
+            // We bound these sockets a moment ago: leave no stale files.
+            for path in &socket_files {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
+    let server = server.spawn()?;
+    for name in &listening {
+        log(Priority::Info, format_args!("listening on {name}"));
+    }
+    tell_systemd(systemd::ready(&format!(
+        "listening on {}",
+        listening.join(", ")
+    )));
+    Ok(RunningDaemon {
+        server,
+        _pidfile: pidfile,
+    })
+}
+
+impl RunningDaemon {
+    /// A handle that stops the daemon from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            server: self.server.shutdown_handle(),
+        }
+    }
+
+    /// Blocks until the daemon has stopped and every connection has ended,
+    /// then logs `stopped` and removes the pidfile and socket files.
+    pub fn wait(self) {
+        let RunningDaemon { server, _pidfile } = self;
+        server.wait();
+        log(Priority::Notice, "stopped");
+    }
+}
+
+impl Stopper {
+    /// Logs `WHY: stopping, closing N connections`, tells systemd
+    /// STOPPING=1, and closes every connection at once; returns without
+    /// waiting (see [`RunningDaemon::wait`]).
+    pub fn stop(&self, why: impl fmt::Display) {
+        let connections = self.server.connections();
+        tell_systemd(systemd::stopping(&format!(
+            "stopping, closing {connections} connections"
+        )));
+        log(
+            Priority::Notice,
+            format_args!("{why}: stopping, closing {connections} connections"),
+        );
+        self.server.shutdown(Shutdown::Immediate);
+    }
+}
+
+/// A notification that fails is logged; the daemon serves on regardless.
+fn tell_systemd(sent: io::Result<bool>) {
+    if let Err(e) = sent {
+        log(
+            Priority::Warning,
+            format_args!("warning: cannot notify systemd: {e}"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,6 +903,21 @@ mod tests {
             ":3",
         ]);
         assert_eq!(o.config.listen, vec!["localhost:1", "[::1]:2", ":3"]);
+    }
+
+    #[test]
+    fn start_writes_the_pidfile_and_stopping_removes_it() {
+        let dir = std::env::temp_dir().join(format!("lockd-daemon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pidfile = dir.join("lockd.pid");
+        let path = pidfile.to_str().expect("UTF-8 temp dir");
+        let daemon = start(run(&["--listen", "127.0.0.1:0", "--pidfile", path])).expect("start");
+        let written = std::fs::read_to_string(&pidfile).expect("pidfile");
+        assert_eq!(written.trim(), std::process::id().to_string());
+        daemon.stopper().stop("test");
+        daemon.wait();
+        assert!(!pidfile.exists());
+        let _ = std::fs::remove_dir(&dir);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::{options, parse_duration, parse_number, render_flags, Arity, FlagSpec
 use crate::client::{Client, ClientConfig};
 use crate::error::Error;
 use crate::protocol::normalize;
+use crossbeam_channel::Receiver;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -313,6 +314,17 @@ pub enum Command {
     Version,
 }
 
+impl Command {
+    /// The signals this command handles itself rather than dying of them:
+    /// `run` passes SIGINT, SIGTERM and SIGHUP on to CMD; the rest, none.
+    pub fn handles_signals(&self) -> &'static [i32] {
+        match self {
+            Command::Run(_) => &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP],
+            _ => &[],
+        }
+    }
+}
+
 /// A parsed `lockctl bench`.
 #[derive(Debug)]
 pub struct BenchCommand {
@@ -559,9 +571,13 @@ fn run_options(m: &getopts::Matches, cmd: Vec<OsString>) -> Result<RunOptions, U
     })
 }
 
-/// Runs `lockctl` with its arguments (program name excluded) and returns
-/// the exit status. Messages go to stderr, prefixed `lockctl: `.
-pub fn main(args: Vec<OsString>) -> u8 {
+/// Parses `lockctl`'s arguments (program name excluded). A bad command
+/// line is reported on stderr, prefixed `lockctl: `, and comes back as the
+/// exit status.
+///
+/// # Errors
+/// The exit status [`exit::USAGE`], once the problem has been printed.
+pub fn parse_args(args: Vec<OsString>) -> Result<(Global, Command), u8> {
     // Everything after the first `--` is CMD, which need not be UTF-8.
     let split = args.iter().position(|a| a == "--");
     let (ours, cmd) = match split {
@@ -574,21 +590,28 @@ pub fn main(args: Vec<OsString>) -> u8 {
             Some(s) => strings.push(s.to_string()),
             None => {
                 eprintln!("lockctl: argument {arg:?} is not valid UTF-8 (see lockctl --help)");
-                return exit::USAGE;
+                return Err(exit::USAGE);
             }
         }
     }
-    let (global, command) = match parse(strings, cmd) {
-        Ok(parsed) => parsed,
-        Err(e) if e.0.contains("--help") => {
+    parse(strings, cmd).map_err(|e| {
+        if e.0.contains("--help") {
             eprintln!("lockctl: {e}");
-            return exit::USAGE;
-        }
-        Err(e) => {
+        } else {
             eprintln!("lockctl: {e} (see lockctl --help)");
-            return exit::USAGE;
         }
-    };
+        exit::USAGE
+    })
+}
+
+/// Runs a parsed command and returns lockctl's exit status. Messages go to
+/// stderr, prefixed `lockctl: `.
+///
+/// `signals` carries the numbers of the signals the caller has taken over
+/// (see [`Command::handles_signals`]); `run` passes them on to CMD. Signals
+/// are process-global, so handlers are the binary's to install, never the
+/// library's.
+pub fn execute(global: Global, command: Command, signals: Receiver<i32>) -> u8 {
     match command {
         Command::Help => {
             print!("{}", help());
@@ -600,13 +623,13 @@ pub fn main(args: Vec<OsString>) -> u8 {
         }
         Command::Bench(command) => bench(&global, *command),
         Command::Shell => super::shell::shell(&global),
+        Command::Run(options) => run::run(&global, &options, signals),
         command => {
             let client = match connect(&global) {
                 Ok(client) => client,
                 Err(code) => return code,
             };
             let result = match command {
-                Command::Run(options) => return run::run(&client, &options),
                 Command::Status(name) => status(&client, &name),
                 Command::Locks { json } => locks(&client, json),
                 Command::Clients => clients(&client),
@@ -645,7 +668,7 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
 
 /// Connects as the global options say; on failure prints why and returns
 /// the exit status.
-fn connect(global: &Global) -> Result<Client, u8> {
+pub(super) fn connect(global: &Global) -> Result<Client, u8> {
     let mut config = ClientConfig::new()
         .connect_timeout(Some(global.timeout))
         .read_timeout(Some(global.timeout))

@@ -10,16 +10,17 @@
 //!   server has released the lock, so whatever the command protects is no
 //!   longer ours. The command's process group gets SIGTERM, then SIGKILL
 //!   after `--kill-after`; exit [`exit::LOCK_LOST`];
-//! * a signal thread passes SIGINT, SIGTERM and SIGHUP on to the process
-//!   group; the command decides what to do, and its exit is handled as above.
+//! * a signal arrives: a thread passes it on to the process group; the
+//!   command decides what to do, and its exit is handled as above.
+//!
+//! Signals are process-global, so this module installs no handler: the
+//! `lockctl` binary does, and hands over the signal numbers on a channel.
 
-use super::lockctl::exit;
+use super::lockctl::{connect, exit, Global};
 use crate::client::{Client, LockGuard, SharedGuard};
 use crate::error::Error;
-use crossbeam_channel::{bounded, select, RecvTimeoutError};
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -101,17 +102,31 @@ enum Target {
     Done,
 }
 
-/// Runs `options.command` under the lock; returns lockctl's exit status.
-pub fn run(client: &Client, options: &RunOptions) -> u8 {
+/// Connects as `global` says and runs `options.command` under the lock;
+/// returns lockctl's exit status.
+///
+/// Each signal number received on `signals` (the caller installs the
+/// handlers: SIGINT, SIGTERM and SIGHUP for `lockctl run`) goes to the
+/// command's process group; one that comes before the command has started
+/// ends lockctl at once with status 128+N, giving up the lock or the place
+/// in line with the connection. Pass [`crossbeam_channel::never`] to
+/// forward nothing.
+pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 {
     let target = Arc::new(Mutex::new(Target::Nobody));
-    if let Err(e) = forward_signals(Arc::clone(&target)) {
-        eprintln!("lockctl: cannot set up signal handling: {e}");
+    // Forwarding starts before connecting, so that a signal during a slow
+    // connect ends lockctl then, not once the connect has timed out.
+    if let Err(e) = forward_signals(signals, Arc::clone(&target)) {
+        eprintln!("lockctl: cannot start a thread to forward signals: {e}");
         return exit::UNAVAILABLE;
     }
+    let client = match connect(global) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
     // Registering a name lets `d` and `lockctl status` show who holds it;
     // a server with the registry off just says so.
     let _ = client.set_name(format!("lockctl[{}]", std::process::id()));
-    let held = match acquire(client, options) {
+    let held = match acquire(&client, options) {
         Ok(held) => held,
         Err(NotHeld::Busy) => {
             eprintln!("lockctl: lock {:?} is busy", options.name);
@@ -271,13 +286,12 @@ fn poll(
     }
 }
 
-/// Starts the thread that passes SIGINT, SIGTERM and SIGHUP on.
-fn forward_signals(target: Arc<Mutex<Target>>) -> io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+/// Starts the thread that passes the signals received on `signals` on.
+fn forward_signals(signals: Receiver<i32>, target: Arc<Mutex<Target>>) -> io::Result<()> {
     thread::Builder::new()
-        .name("lockctl-signals".into())
+        .name("lockctl-forward".into())
         .spawn(move || {
-            for signal in signals.forever() {
+            for signal in signals {
                 match *target.lock() {
                     Target::Group(pgid) => signal_group(pgid, signal),
                     // No command yet: behave as the signal would have.

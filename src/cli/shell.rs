@@ -6,10 +6,11 @@
 //! line has been quiet for [`CLASSIC_QUIET`].
 
 use super::lockctl::{exit, read_secret, Global};
+use crate::client::unix_path;
 use crate::protocol;
-use crate::transport::Stream;
+use crate::transport::{connect_tcp, Stream};
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -25,23 +26,10 @@ const CLASSIC_LINE_VERBS: &[&[u8]] = &[
 ];
 
 fn open(addr: &str, timeout: Duration) -> io::Result<Stream> {
-    let path = addr
-        .strip_prefix("unix:")
-        .or_else(|| (addr.starts_with('/') || addr.starts_with('.')).then_some(addr));
-    if let Some(path) = path {
+    if let Some(path) = unix_path(addr) {
         return UnixStream::connect(path).map(Stream::Unix);
     }
-    let mut last = io::Error::new(ErrorKind::InvalidInput, "the address resolves to nothing");
-    for sock in addr.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&sock, timeout) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(Stream::Tcp(s));
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+    connect_tcp(addr.to_socket_addrs()?, Some(timeout)).map(Stream::Tcp)
 }
 
 struct Conn<'a> {

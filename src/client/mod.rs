@@ -51,12 +51,12 @@ use crate::name::LockName;
 use crate::protocol::normalize;
 use crate::protocol::reply::{self, parse_status};
 use crate::server::Secret;
-use crate::transport::Stream;
+use crate::transport::{connect_tcp, Stream};
 use conn::{Call, Expect, Msg, Owner, Reply, Shared};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread;
@@ -919,7 +919,7 @@ fn wait_ms(timeout: Duration) -> u64 {
 }
 
 /// A Unix socket path for `unix:/path`, `/path` or `./path`.
-fn unix_path(addr: &str) -> Option<&str> {
+pub(crate) fn unix_path(addr: &str) -> Option<&str> {
     if let Some(path) = addr.strip_prefix("unix:") {
         return Some(path);
     }
@@ -943,22 +943,15 @@ fn open(addr: &str, connect_timeout: Option<Duration>) -> Result<Stream, Error> 
             reason: e.to_string(),
         })?
         .collect();
-    let mut last = None;
-    for sock in &addrs {
-        let attempt = match connect_timeout {
-            Some(t) => TcpStream::connect_timeout(sock, t),
-            None => TcpStream::connect(sock),
-        };
-        match attempt {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(Stream::Tcp(stream));
-            }
-            Err(e) => last = Some(e),
-        }
+    if addrs.is_empty() {
+        return Err(Error::BadAddress {
+            addr: addr.to_string(),
+            reason: "it resolves to no address".into(),
+        });
     }
-    match last {
-        Some(e)
+    match connect_tcp(addrs, connect_timeout) {
+        Ok(stream) => Ok(Stream::Tcp(stream)),
+        Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
@@ -969,11 +962,7 @@ fn open(addr: &str, connect_timeout: Option<Duration>) -> Result<Stream, Error> 
                 context: format!("connecting to {addr}"),
             })
         }
-        Some(e) => Err(connect_error(e)),
-        None => Err(Error::BadAddress {
-            addr: addr.to_string(),
-            reason: "it resolves to no address".into(),
-        }),
+        Err(e) => Err(connect_error(e)),
     }
 }
 

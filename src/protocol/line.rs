@@ -7,7 +7,7 @@ use std::io::{self, ErrorKind, Read};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
     /// A line, without its `\n`. The last line of a stream may have had no
-    /// `\n`; see [`LineReader::at_eof`].
+    /// `\n`.
     Complete(&'a [u8]),
     /// A line longer than the limit, now skipped.
     TooLong,
@@ -53,17 +53,6 @@ impl<R: Read> LineReader<R> {
     /// The underlying reader.
     pub fn get_ref(&self) -> &R {
         &self.inner
-    }
-
-    /// True once the peer has closed its side (the last line may still be
-    /// buffered).
-    pub fn at_eof(&self) -> bool {
-        self.eof
-    }
-
-    /// True while unread bytes are buffered.
-    pub fn has_buffered(&self) -> bool {
-        self.start < self.end
     }
 
     /// The next line. `before_block` runs each time the buffer holds no

@@ -273,6 +273,35 @@ fn setsockopt(
     }
 }
 
+/// Connects to each address in turn until one answers, as
+/// `TcpStream::connect` does, but with `timeout` (if any) for each try;
+/// Nagle's algorithm is turned off, since every command is a short line
+/// that waits for its reply.
+///
+/// # Errors
+/// The last address's error (`TimedOut` or `WouldBlock` for a timeout);
+/// `InvalidInput` if there is no address.
+pub(crate) fn connect_tcp(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    timeout: Option<Duration>,
+) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "it resolves to no address");
+    for addr in addrs {
+        let attempt = match timeout {
+            Some(t) => TcpStream::connect_timeout(&addr, t),
+            None => TcpStream::connect(addr),
+        };
+        match attempt {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Turns on TCP keepalive so a peer that vanished without a FIN is noticed:
 /// first probe after `idle`, then every `idle / 3` (at least 1 s), 3 probes;
 /// `TCP_USER_TIMEOUT` bounds unacknowledged data the same way.

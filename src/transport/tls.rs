@@ -25,6 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use super::connect_tcp;
 use crate::error::Error;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -373,23 +374,7 @@ pub fn connect_tls(
         .to_socket_addrs()
         .map_err(|e| io_error("cannot resolve the host", e))?
         .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
-    let mut sock = None;
-    for addr in addrs {
-        let attempt = match timeout {
-            Some(t) => TcpStream::connect_timeout(&addr, t),
-            None => TcpStream::connect(addr),
-        };
-        match attempt {
-            Ok(s) => {
-                sock = Some(s);
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    let mut sock = sock.ok_or_else(|| io_error("connect", last))?;
-    let _ = sock.set_nodelay(true);
+    let mut sock = connect_tcp(addrs, timeout).map_err(|e| io_error("connect", e))?;
     let set = |sock: &TcpStream, t| {
         sock.set_read_timeout(t)
             .and_then(|()| sock.set_write_timeout(t))
