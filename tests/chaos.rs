@@ -644,24 +644,18 @@ fn sixty_four_clients_of_chaos() {
     // Everything left behind is cleaned up.
     let mut conn = server.connect();
     assert!(conn.cmd("hello 2").starts_with("2 lockd "));
-    let deadline = Instant::now() + Duration::from_secs(10);
     let want = [
         ("locks", 0),
         ("shared_locks", 0),
         ("waiting", 0),
         ("connections", 1),
     ];
-    loop {
+    common::poll_until(common::PATIENCE, || {
         let got: Vec<(&str, u64)> = want.iter().map(|(k, _)| (*k, conn.stat(k))).collect();
-        if got == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed:#x}: left behind: {got:?}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+        common::check(got == want, || {
+            format!("seed {seed:#x}: left behind: {got:?}")
+        })
+    });
     assert_eq!(conn.stat("wait_timeouts"), tally.timeouts, "wait_timeouts");
     assert_eq!(
         conn.stat("ttl_expirations"),

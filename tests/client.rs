@@ -2,14 +2,14 @@
 
 mod common;
 
-use common::TestServer;
+use common::{wait_until, TestServer};
 use lockd::{AuthError, Client, ClientConfig, Error, Phase, Secret, Shutdown};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(5);
 
@@ -17,19 +17,11 @@ fn client(server: &TestServer) -> Client {
     Client::connect(server.addr.to_string()).expect("connect")
 }
 
-/// Polls `cond` every few ms until it holds, or fails after 5 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Polls protocol-2 `q` until `waiting` is `n`.
+/// Polls protocol-2 `q` (through the client's own `stats`) until
+/// `waiting` is `n`.
 fn wait_for_waiters(server: &TestServer, n: u64) {
     let watcher = client(server);
-    eventually("waiters", || {
+    wait_until("waiters", || {
         watcher.stats().unwrap().get("waiting") == Some(n)
     });
 }

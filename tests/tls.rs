@@ -90,12 +90,7 @@ fn cmd(stream: &mut BufReader<TlsClientStream>, command: &str) -> std::io::Resul
 
 /// Polls `q` over the (plain) Unix socket until no lock is held.
 fn wait_for_no_locks(server: &TestServer) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut conn = server.connect_unix();
-    while conn.stat("locks") != 0 {
-        assert!(std::time::Instant::now() < deadline, "locks stayed held");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    server.connect_unix().wait_for_stat("locks", 0);
 }
 
 #[test]

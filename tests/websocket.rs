@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::TestServer;
+use common::{wait_until, TestServer};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
@@ -172,15 +172,11 @@ fn an_over_long_message_is_an_over_long_line() {
 
 /// Polls `i NAME` over TCP until it says the lock is free.
 fn wait_until_free(server: &TestServer, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
     let mut tcp = server.connect();
-    loop {
-        if tcp.cmd(&format!("i {name}")) == format!("0 Lock Not Locked: {name}\n") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} stayed locked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let free = format!("0 Lock Not Locked: {name}\n");
+    wait_until(&format!("{name} to be free"), || {
+        tcp.cmd(&format!("i {name}")) == free
+    });
 }
 
 #[test]
@@ -203,24 +199,6 @@ fn closing_orphans_the_locks() {
     server.wait_for_stat("connections", 1);
 }
 
-/// Polls protocol-2 `q` over TCP until `waiting` is `value`.
-fn wait_for_waiting(server: &TestServer, value: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut tcp = server.connect();
-    assert!(tcp.cmd("hello 2").starts_with("2 lockd "));
-    loop {
-        let got = tcp.stat("waiting");
-        if got == value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waiting stayed {got}, expected {value}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn protocol_2_and_waiting_in_line() {
     let server = ws_server();
@@ -232,7 +210,7 @@ fn protocol_2_and_waiting_in_line() {
     assert!(q.ends_with("\n\n") && q.contains("waiting: 0\n"), "{q}");
     assert_eq!(holder.cmd("g x"), "1 Lock Get Success: x\n");
     waiter.send(Message::text("wg 5000 x"));
-    wait_for_waiting(&server, 1);
+    server.wait_for_stat2("waiting", 1);
     assert_eq!(holder.cmd("r x"), "1 Lock Release Success: x\n");
     let (granted, _) = waiter.reply();
     let granted = String::from_utf8(granted).expect("utf-8");
@@ -249,9 +227,9 @@ fn a_waiter_that_closes_leaves_the_line() {
     let mut waiter = Ws::connect(&server, "/", None);
     holder.cmd("g x");
     waiter.send(Message::text("wg 60000 x"));
-    wait_for_waiting(&server, 1);
+    server.wait_for_stat2("waiting", 1);
     drop(waiter);
-    wait_for_waiting(&server, 0);
+    server.wait_for_stat2("waiting", 0);
     server.wait_for_stat("connections", 2);
 }
 

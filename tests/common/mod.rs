@@ -9,8 +9,46 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
+
+/// How long a poll, or a wait for the daemon, gives a condition before the
+/// test fails: a hang detector, generous for a loaded 2-CPU machine, never
+/// a claim about speed.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs `probe` every few ms until it returns `Ok`; after `patience`, fails
+/// with its last complaint.
+#[track_caller]
+pub fn poll_until(patience: Duration, mut probe: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + patience;
+    loop {
+        match probe() {
+            Ok(()) => return,
+            Err(why) => assert!(Instant::now() < deadline, "after {patience:?}: {why}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// [`poll_until`] for a plain condition, with [`PATIENCE`].
+#[track_caller]
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    poll_until(PATIENCE, || {
+        check(done(), || format!("still waiting for {what}"))
+    });
+}
+
+/// A step of a [`poll_until`] probe: `Ok` if `ok`, else the complaint.
+pub fn check(ok: bool, complaint: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(complaint())
+    }
+}
 
 /// A server for one test; stops (disconnecting everyone) on drop.
 pub struct TestServer {
@@ -58,21 +96,10 @@ impl TestServer {
     }
 
     /// Polls `q` (on a fresh connection) until `key` has `value`, or fails
-    /// after 5 s. The polling connection itself counts in `connections`.
+    /// after [`PATIENCE`]. The polling connection itself counts in
+    /// `connections`.
     pub fn wait_for_stat(&self, key: &str, value: u64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut conn = self.connect();
-        loop {
-            let got = conn.stat(key);
-            if got == value {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{key} stayed {got}, expected {value}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.connect().wait_for_stat(key, value);
     }
 
     /// A new TCP connection switched to protocol 2.
@@ -85,19 +112,7 @@ impl TestServer {
     /// Like [`TestServer::wait_for_stat`], over a protocol-2 connection, so
     /// extended counters (`waiting`, `deadlocks`, ...) can be polled.
     pub fn wait_for_stat2(&self, key: &str, value: u64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut conn = self.connect2();
-        loop {
-            let got = conn.stat(key);
-            if got == value {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{key} stayed {got}, expected {value}"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.connect2().wait_for_stat(key, value);
     }
 
     /// Live connections as the server counts them, read without opening a
@@ -111,20 +126,14 @@ impl TestServer {
     }
 
     /// Polls [`TestServer::live_connections`] until it is `n`, or fails
-    /// after 5 s.
+    /// after [`PATIENCE`].
     pub fn wait_for_connections(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        poll_until(PATIENCE, || {
             let got = self.live_connections();
-            if got == n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "connections stayed {got}, expected {n}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            check(got == n, || {
+                format!("connections stayed {got}, expected {n}")
+            })
+        });
     }
 
     /// Stops the server and waits for every thread.
@@ -370,20 +379,15 @@ impl Conn {
     }
 
     /// Polls `q` on this connection until `key` has `value`, or fails after
-    /// 5 s (for when a new connection would be refused or would count).
+    /// [`PATIENCE`] (for when a new connection would be refused or would
+    /// count).
     pub fn wait_for_stat(&mut self, key: &str, value: u64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        poll_until(PATIENCE, || {
             let got = self.stat(key);
-            if got == value {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{key} stayed {got}, expected {value}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            check(got == value, || {
+                format!("{key} stayed {got}, expected {value}")
+            })
+        });
     }
 
     /// One `read(2)` straight from the socket (the buffer must be empty):
@@ -618,4 +622,159 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop(Shutdown::Immediate);
     }
+}
+
+/// The `lockd` binary.
+pub const LOCKD: &str = env!("CARGO_BIN_EXE_lockd");
+
+/// The prefix of the log line lockd writes per listener once it serves.
+pub const LISTENING: &str = "lockd: listening on ";
+
+/// A real `lockd` process, killed on drop. Its stderr is read line by line
+/// on a thread, so the daemon never blocks (or dies) writing a log line.
+pub struct Daemon {
+    pub child: Child,
+    lines: Receiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+}
+
+impl Daemon {
+    /// Spawns `lockd ARGS` and waits until it has logged `listeners`
+    /// `listening on` lines.
+    pub fn start(args: &[&str], listeners: usize) -> Daemon {
+        let mut daemon = Daemon::spawn(args);
+        for _ in 0..listeners {
+            daemon.wait_line(|l| l.starts_with(LISTENING));
+        }
+        daemon
+    }
+
+    /// Spawns `lockd ARGS` without waiting for anything.
+    pub fn spawn(args: &[&str]) -> Daemon {
+        let mut command = Command::new(LOCKD);
+        command.args(args);
+        Daemon::spawn_command(command)
+    }
+
+    /// Spawns a prepared command (stdin and stdout go to /dev/null).
+    pub fn spawn_command(mut command: Command) -> Daemon {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lockd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        Daemon::reading(child, stderr)
+    }
+
+    /// A spawned `child` whose log comes from `stderr`.
+    pub fn reading(child: Child, stderr: impl Read + Send + 'static) -> Daemon {
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads stderr until a line matches; fails after [`PATIENCE`] or at EOF.
+    #[track_caller]
+    pub fn wait_line(&mut self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no expected line on stderr ({e:?}); got {:?}", self.log),
+            }
+        }
+    }
+
+    /// Every `listening on` line logged so far, without the prefix.
+    pub fn listening(&self) -> Vec<&str> {
+        self.log
+            .iter()
+            .filter_map(|l| l.strip_prefix(LISTENING))
+            .collect()
+    }
+
+    /// The first TCP address it logged.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.listening()
+            .into_iter()
+            .find(|a| !a.starts_with("unix:") && !a.starts_with("ws:"))
+            .unwrap_or_else(|| panic!("no TCP listener in {:?}", self.log))
+            .parse()
+            .expect("address in the listening line")
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child, which we have not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
+    }
+
+    /// `kill -9`, and reaps it.
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Waits for the process to exit, then collects the rest of stderr.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_for_exit(&mut self.child);
+        while let Ok(line) = self.lines.recv_timeout(PATIENCE) {
+            self.log.push(line);
+        }
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for `child` to exit; kills it and fails after [`PATIENCE`].
+#[track_caller]
+pub fn wait_for_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("lockd did not exit within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The lines of a daemon's stderr that are not start-up warnings
+/// (`lockd: warning: ...`, e.g. an open-files limit below
+/// `--max-connections` on this machine).
+pub fn without_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| !l.starts_with("lockd: warning: "))
+        .collect()
 }
