@@ -165,6 +165,33 @@ fn activated_tcp_listener_replaces_the_default() {
     assert_eq!(daemon.listening(), [addr.to_string()], "{:?}", daemon.log);
 }
 
+/// A restart (as `systemctl restart lockd` does with `lockd.socket`) gets
+/// the same inherited sockets again: a stop must leave them listening, for
+/// TCP and for Unix.
+#[test]
+fn inherited_listeners_survive_a_stop_for_the_next_start() {
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let dir = TempDir::new("restart");
+    let path = dir.path.join("lockd.sock");
+    let unix = UnixListener::bind(&path).expect("bind unix");
+    for round in 0..2 {
+        for fd in [tcp.as_raw_fd(), unix.as_raw_fd()] {
+            let mut daemon = Daemon::spawn_command(activated(fd, "lockd.socket", &[]));
+            daemon.wait_line(|l| l.starts_with(LISTENING));
+            let mut conn = if fd == tcp.as_raw_fd() {
+                Conn::tcp(addr)
+            } else {
+                Conn::unix(&path)
+            };
+            assert_eq!(conn.cmd("g a"), "1 Lock Get Success: a\n", "round {round}");
+            drop(conn);
+            daemon.signal(libc::SIGTERM);
+            assert_eq!(daemon.wait_exit().code(), Some(0), "{:?}", daemon.log);
+        }
+    }
+}
+
 #[test]
 fn activated_unix_listener_serves_and_its_file_is_left_to_systemd() {
     let dir = TempDir::new("activated");
