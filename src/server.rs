@@ -13,7 +13,7 @@ use crate::transport::{self, websocket, CloseWatcher, Listener, Peer, Reaper, St
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -633,13 +633,7 @@ fn bind_tcp(addr: &str, kind: fn(TcpListener) -> Listener) -> Result<Listener, E
                 .map_err(bind_error),
         };
     }
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| Error::BadAddress {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?
-        .collect();
+    let addrs = transport::resolve(addr)?;
     TcpListener::bind(&addrs[..]).map(kind).map_err(bind_error)
 }
 

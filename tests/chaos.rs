@@ -27,12 +27,11 @@
 mod common;
 
 use common::rng::{seeds, Rng};
-use common::TestServer;
+use common::{set_linger_zero, TestServer};
 use lockd::protocol::reply::parse_status;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -80,25 +79,6 @@ impl Tally {
         self.abandoned += other.abandoned;
         self.expired += other.expired;
     }
-}
-
-/// Makes `close` send RST instead of FIN.
-fn set_linger_zero(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: passes a live `linger` and its size, as setsockopt(2) wants.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
 }
 
 /// `N TEXT: NAME` split up, or an error naming the line.

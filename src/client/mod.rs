@@ -51,12 +51,11 @@ use crate::name::LockName;
 use crate::protocol::normalize;
 use crate::protocol::reply::{self, parse_status};
 use crate::server::Secret;
-use crate::transport::{connect_tcp, Stream};
+use crate::transport::{connect_tcp, resolve, Stream};
 use conn::{Call, Expect, Msg, Owner, Reply, Shared};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::ToSocketAddrs;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread;
@@ -936,20 +935,7 @@ fn open(addr: &str, connect_timeout: Option<Duration>) -> Result<Stream, Error> 
             .map(Stream::Unix)
             .map_err(connect_error);
     }
-    let addrs: Vec<_> = addr
-        .to_socket_addrs()
-        .map_err(|e| Error::BadAddress {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::BadAddress {
-            addr: addr.to_string(),
-            reason: "it resolves to no address".into(),
-        });
-    }
-    match connect_tcp(addrs, connect_timeout) {
+    match connect_tcp(resolve(addr)?, connect_timeout) {
         Ok(stream) => Ok(Stream::Tcp(stream)),
         Err(e)
             if matches!(

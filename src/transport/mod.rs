@@ -273,6 +273,24 @@ fn setsockopt(
     }
 }
 
+/// Resolves `HOST:PORT` to its addresses.
+///
+/// # Errors
+/// `BadAddress` when it does not parse or resolves to nothing.
+pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>, crate::Error> {
+    let bad = |reason: String| crate::Error::BadAddress {
+        addr: addr.to_string(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .map_err(|e| bad(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(bad("it resolves to no address".into()));
+    }
+    Ok(addrs)
+}
+
 /// Connects to each address in turn until one answers, as
 /// `TcpStream::connect` does, but with `timeout` (if any) for each try;
 /// Nagle's algorithm is turned off, since every command is a short line
