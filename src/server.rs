@@ -158,9 +158,10 @@ struct LiveConnection {
     reaped: bool,
 }
 
-/// Where a connection's thread is, for reaping: `IDLE` (blocked on an
-/// empty input buffer), `BUSY`, or `REAPED` (orphaned by another thread; the
-/// owner must do nothing more but close).
+/// Where a connection's thread is, for reaping: `IDLE` (about to block, or
+/// blocked, with no partial line buffered), `BUSY`, or `REAPED` (orphaned by
+/// another thread: the owner then only closes, unless its read brought the
+/// peer's last commands, which it answers after [`Presence::rejoin`]).
 #[derive(Debug, Default)]
 pub(crate) struct Presence(AtomicU8);
 
