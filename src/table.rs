@@ -472,8 +472,12 @@ impl Inner {
         let (key, holder, token) = match self.exclusive.entry(name) {
             Entry::Occupied(lock) => (lock.key().clone(), lock.get().holder, lock.get().token),
             Entry::Vacant(free) => {
+                // No token can be issued safely (the state cannot be
+                // saved): no grant, as if the lock were busy.
+                let Some(token) = self.tokens.draw() else {
+                    return WaitStart::Busy;
+                };
                 let key = free.key().clone();
-                let token = self.tokens.draw();
                 self.grants += 1;
                 free.insert(Exclusive {
                     holder: id,
@@ -571,7 +575,11 @@ impl Inner {
             let Some(client) = self.clients.get_mut(&next) else {
                 continue;
             };
-            let token = self.tokens.draw();
+            // No token can be issued safely: nobody gets the lock, and
+            // those still in line time out.
+            let Some(token) = self.tokens.draw() else {
+                break;
+            };
             self.grants += 1;
             lock.holder = next;
             lock.token = token;

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Tokens reserved per write of the state file.
 const BLOCK: u64 = 1 << 20;
+/// Grants between two tries to save the mark after a failure.
+const RETRY_EVERY: u64 = 1024;
 /// The state file inside the state directory.
 const FILE_NAME: &str = "fencing-token";
 
@@ -74,7 +76,10 @@ impl std::error::Error for TokenError {
 #[derive(Debug)]
 pub struct TokenCounter {
     next: u64,
+    /// The mark on disk: no token at or above it is ever handed out.
     reserved: u64,
+    /// When to try writing the next mark again after a failure.
+    retry_at: u64,
     store: Option<Store>,
 }
 
@@ -92,6 +97,7 @@ impl TokenCounter {
         TokenCounter {
             next: 1,
             reserved: u64::MAX,
+            retry_at: 0,
             store: None,
         }
     }
@@ -140,31 +146,42 @@ impl TokenCounter {
         Ok(TokenCounter {
             next: stored,
             reserved,
+            retry_at: 0,
             store: Some(store),
         })
     }
 
-    /// The next token. Reserves a new block (one fsync'd write) when the
-    /// current one runs out.
-    pub fn draw(&mut self) -> u64 {
-        if self.next >= self.reserved {
-            let reserved = self.next.saturating_add(BLOCK);
-            if let Some(store) = &self.store {
-                if let Err(e) = store.persist(reserved) {
-                    crate::log::log(
-                        crate::log::Priority::Error,
-                        format_args!(
-                        "error: cannot save fencing-token mark to {}: {e}; tokens may repeat after a restart until this is fixed",
-                        store.path.display()
-                    ),
-                    );
+    /// The next token, or `None` when none can be issued safely: every
+    /// token must stay below the mark on disk, or a restart could repeat
+    /// it. The next block is reserved (one fsync'd write) when half of the
+    /// current one is left, so a failing write is retried (every
+    /// [`RETRY_EVERY`] grants, logged) long before grants have to stop.
+    pub fn draw(&mut self) -> Option<u64> {
+        if let Some(store) = &self.store {
+            if self.reserved - self.next <= BLOCK / 2 && self.next >= self.retry_at {
+                let mark = self.reserved.saturating_add(BLOCK);
+                match store.persist(mark) {
+                    Ok(()) => self.reserved = mark,
+                    Err(e) => {
+                        self.retry_at = self.next + RETRY_EVERY;
+                        crate::log::log(
+                            crate::log::Priority::Error,
+                            format_args!(
+                                "error: cannot save the fencing-token mark to {}: {e}; {} more grants, then none until it can be saved",
+                                store.path.display(),
+                                self.reserved - self.next
+                            ),
+                        );
+                    }
                 }
             }
-            self.reserved = reserved;
+        }
+        if self.next >= self.reserved {
+            return None;
         }
         let token = self.next;
         self.next += 1;
-        token
+        Some(token)
     }
 }
 
@@ -197,8 +214,8 @@ mod tests {
     fn tokens_grow_across_reopen() {
         let dir = temp_dir("reopen");
         let mut first = TokenCounter::open(&dir).expect("open");
-        let a = first.draw();
-        let b = first.draw();
+        let a = first.draw().expect("a token");
+        let b = first.draw().expect("a token");
         assert!(b > a);
         assert!(matches!(
             TokenCounter::open(&dir),
@@ -206,8 +223,31 @@ mod tests {
         ));
         drop(first); // as after kill -9: the mark on disk is all that is left
         let mut second = TokenCounter::open(&dir).expect("reopen");
-        assert!(second.draw() > b);
+        assert!(second.draw().expect("a token") > b);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_token_past_the_mark_on_disk_when_it_cannot_be_saved() {
+        let dir = temp_dir("unwritable");
+        let mut counter = TokenCounter::open(&dir).expect("open");
+        let mark: u64 = fs::read_to_string(dir.join(FILE_NAME))
+            .expect("mark")
+            .trim()
+            .parse()
+            .expect("number");
+        // The directory goes away: no new mark can be written.
+        fs::remove_dir_all(&dir).expect("remove");
+        let mut last = 0;
+        let mut issued = 0u64;
+        while let Some(token) = counter.draw() {
+            assert!(token > last && token < mark, "token {token}, mark {mark}");
+            last = token;
+            issued += 1;
+            assert!(issued <= BLOCK, "runaway");
+        }
+        assert_eq!(last, mark - 1, "every token below the mark was usable");
+        assert_eq!(counter.draw(), None, "and stays refused");
     }
 
     #[test]
