@@ -1,8 +1,8 @@
 //! Fault tests (issue 8): a connection flood past `max_connections`,
 //! up to a thousand clients trickling a byte a second (as many as the
 //! open-files limit allows), a 100 MB line, `kill -9` of the real daemon
-//! with clients holding locks, and a client process killed while it waits
-//! in line. Each is bounded; they take turns (one lock) so that the
+//! with clients holding locks, a client process killed while it waits
+//! in line, and lockd running out of descriptors. Each is bounded; they take turns (one lock) so that the
 //! latency figures they print are not someone else's load. Nothing here
 //! asserts a speed: only replies, and hang detectors far above any
 //! plausible delay.
@@ -347,4 +347,45 @@ fn killed_waiting_process_leaves_the_line() {
     assert!(number(&reply) > first, "{reply:?} after token {first}");
     watch.wait_for_stat("waiting", 0);
     assert_eq!(watch.stat("wait_timeouts"), 0);
+}
+
+/// `accept` failing with EMFILE (issue 3): with its descriptors used up,
+/// lockd logs, pauses and goes on; the clients queued meanwhile are served
+/// as soon as others leave, and the server never stops accepting.
+#[test]
+fn out_of_descriptors_pauses_accept_and_recovers() {
+    let _turn = one_at_a_time();
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 48 && exec \"$0\" \"$@\"")
+        .arg(common::LOCKD)
+        .args(["--listen", "127.0.0.1:0", "--no-state"]);
+    let mut daemon = Daemon::spawn_command(command);
+    daemon.wait_line(|l| l.starts_with(common::LISTENING));
+    let addr = daemon.tcp_addr();
+    // More clients than lockd has descriptors: the kernel completes every
+    // connect, lockd can accept only some.
+    let mut clients: Vec<Conn> = (0..60)
+        .map(|i| {
+            let mut conn = Conn::tcp(addr);
+            conn.send(format!("g c{i}\n").as_bytes());
+            conn
+        })
+        .collect();
+    daemon.wait_line(|l| l.contains("cannot accept") && l.contains("pausing"));
+    // The first ones leave; the rest must now be accepted and answered.
+    let mut rest = clients.split_off(40);
+    drop(clients);
+    for (i, conn) in rest.iter_mut().enumerate() {
+        let i = i + 40;
+        assert_eq!(
+            conn.line_string(),
+            format!("1 Lock Get Success: c{i}\n"),
+            "client {i} queued while lockd was out of descriptors"
+        );
+    }
+    // And new clients still get in.
+    let mut late = Conn::tcp(addr);
+    assert_eq!(late.cmd("i c59"), "1 Lock Is Locked: c59\n");
 }
