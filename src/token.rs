@@ -155,7 +155,7 @@ impl TokenCounter {
     /// token must stay below the mark on disk, or a restart could repeat
     /// it. The next block is reserved (one fsync'd write) when half of the
     /// current one is left, so a failing write is retried (every
-    /// [`RETRY_EVERY`] grants, logged) long before grants have to stop.
+    /// 1024 grants, logged) long before grants have to stop.
     pub fn draw(&mut self) -> Option<u64> {
         if let Some(store) = &self.store {
             if self.reserved - self.next <= BLOCK / 2 && self.next >= self.retry_at {
