@@ -254,3 +254,109 @@ fn the_daemon_refuses_unusable_tls_files_with_status_2() {
         );
     }
 }
+
+/// `lockd::Client` connects with `tls://HOST:PORT` and a CA option: protocol
+/// 2, a fencing token, a guard that releases on drop, and the disconnect
+/// signal when the server goes away (issue 7).
+#[test]
+fn the_client_library_speaks_tls() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false);
+    let addr = format!("tls://localhost:{}", server.addr.port());
+    let config = lockd::ClientConfig::new().tls_ca(pki.path("ca.pem"));
+    let client = lockd::Client::connect_with(&addr, config.clone()).expect("connect over TLS");
+    assert_eq!(client.protocol(), 2);
+    let guard = client
+        .lock_wait("tls-lock", Duration::from_secs(1))
+        .expect("lock");
+    assert!(guard.token().is_some_and(|t| t > 0));
+    let other = lockd::Client::connect_with(&addr, config).expect("second client");
+    assert!(other.is_locked("tls-lock").expect("i"));
+    drop(guard);
+    other.stats().expect("q");
+    assert!(!other.is_locked("tls-lock").expect("i"));
+    // Without the CA the server's certificate is not trusted.
+    let untrusted = lockd::Client::connect(&addr);
+    assert!(untrusted.is_err(), "{untrusted:?}");
+    let lost = client.on_disconnect();
+    server.stop(lockd::Shutdown::Immediate);
+    lost.recv_timeout(Duration::from_secs(10))
+        .expect("the disconnect is signalled");
+    assert!(client.ping().expect_err("gone").is_disconnected());
+}
+
+/// With `--tls-client-ca`, the client library presents its certificate.
+#[test]
+fn the_client_library_presents_a_client_certificate() {
+    let pki = Pki::new();
+    let server = tls_server(&pki, true);
+    let addr = format!("tls://127.0.0.1:{}", server.addr.port());
+    let config = lockd::ClientConfig::new().tls_ca(pki.path("ca.pem"));
+    let without = lockd::Client::connect_with(&addr, config.clone());
+    assert!(without.is_err(), "no client certificate: {without:?}");
+    let with = lockd::Client::connect_with(
+        &addr,
+        config.tls_client_cert(pki.path("client.pem"), pki.path("client.key")),
+    )
+    .expect("with a client certificate");
+    let _lock = with.lock("mutual").expect("lock");
+}
+
+/// `lockctl` connects with `-s tls://HOST:PORT --tls-ca PATH`: `run` gets
+/// a fencing token, `shell` talks to the server (issue 7).
+#[test]
+fn lockctl_speaks_tls() {
+    let pki = Pki::new();
+    let server = tls_server(&pki, false);
+    let addr = format!("tls://localhost:{}", server.addr.port());
+    let ca = pki.path("ca.pem");
+    let lockctl = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"));
+        command.args(["-s", &addr, "--tls-ca"]).arg(&ca);
+        command
+    };
+    let run = lockctl()
+        .args([
+            "run",
+            "-n",
+            "tls-job",
+            "--",
+            "sh",
+            "-c",
+            "echo token=$LOCKD_TOKEN",
+        ])
+        .output()
+        .expect("lockctl run");
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let token: u64 = out
+        .trim()
+        .strip_prefix("token=")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no token in {out:?}"));
+    assert!(token > 0);
+    let mut shell = lockctl()
+        .arg("shell")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("lockctl shell");
+    shell
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"ping\ng over-tls\n")
+        .expect("write");
+    let shell = shell.wait_with_output().expect("shell output");
+    assert_eq!(shell.status.code(), Some(0), "{shell:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&shell.stdout),
+        "1 pong\n1 Lock Get Success: over-tls\n"
+    );
+    // Without the CA option the server is not trusted: exit 69.
+    let untrusted = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"))
+        .args(["-s", &addr, "ping"])
+        .output()
+        .expect("lockctl ping");
+    assert_eq!(untrusted.status.code(), Some(69), "{untrusted:?}");
+}

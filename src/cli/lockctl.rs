@@ -91,7 +91,8 @@ pub const GLOBAL_FLAGS: &[FlagSpec] = &[
         long: "server",
         value: "ADDR",
         arity: Arity::Value,
-        help: "HOST:PORT or unix:/PATH (default $LOCKD_SERVER, else 127.0.0.1:9999)",
+        help:
+            "HOST:PORT, tls://HOST:PORT or unix:/PATH (default $LOCKD_SERVER, else 127.0.0.1:9999)",
     },
     FlagSpec {
         short: "",
@@ -106,6 +107,27 @@ pub const GLOBAL_FLAGS: &[FlagSpec] = &[
         value: "PATH",
         arity: Arity::Value,
         help: "send the secret in PATH with auth (for lockd --auth-file)",
+    },
+    FlagSpec {
+        short: "",
+        long: "tls-ca",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "with tls://: trust the CA certificates in PATH (default: the system's)",
+    },
+    FlagSpec {
+        short: "",
+        long: "tls-cert",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "with tls://: present this client certificate (PEM; needs --tls-key)",
+    },
+    FlagSpec {
+        short: "",
+        long: "tls-key",
+        value: "PATH",
+        arity: Arity::Value,
+        help: "with tls://: the client certificate's private key (PEM)",
     },
     FlagSpec {
         short: "h",
@@ -281,6 +303,10 @@ pub struct Global {
     pub timeout: Duration,
     /// `--auth-file`.
     pub auth_file: Option<PathBuf>,
+    /// `--tls-ca`.
+    pub tls_ca: Option<PathBuf>,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// What the command line asks for.
@@ -478,10 +504,21 @@ fn global(top: &getopts::Matches, sub: Option<&getopts::Matches>) -> Result<Glob
     if timeout.is_zero() {
         return Err(usage("--timeout must be more than 0".into()));
     }
+    let tls_client_cert = match (get("tls-cert"), get("tls-key")) {
+        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        (None, None) => None,
+        _ => {
+            return Err(usage(
+                "--tls-cert and --tls-key go together: give both".into(),
+            ))
+        }
+    };
     Ok(Global {
         server,
         timeout,
         auth_file: get("auth-file").map(PathBuf::from),
+        tls_ca: get("tls-ca").map(PathBuf::from),
+        tls_client_cert,
     })
 }
 
@@ -666,13 +703,26 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Connects as the global options say; on failure prints why and returns
-/// the exit status.
-pub(super) fn connect(global: &Global) -> Result<Client, u8> {
+/// The client settings of the global options (timeouts, TLS), without the
+/// secret.
+pub(super) fn client_config(global: &Global) -> ClientConfig {
     let mut config = ClientConfig::new()
         .connect_timeout(Some(global.timeout))
         .read_timeout(Some(global.timeout))
         .write_timeout(Some(global.timeout));
+    if let Some(ca) = &global.tls_ca {
+        config = config.tls_ca(ca);
+    }
+    if let Some((cert, key)) = &global.tls_client_cert {
+        config = config.tls_client_cert(cert, key);
+    }
+    config
+}
+
+/// Connects as the global options say; on failure prints why and returns
+/// the exit status.
+pub(super) fn connect(global: &Global) -> Result<Client, u8> {
+    let mut config = client_config(global);
     if let Some(path) = &global.auth_file {
         match read_secret(path) {
             Ok(secret) => config = config.secret(secret),

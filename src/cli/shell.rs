@@ -5,13 +5,10 @@
 //! silent there, and then multi-line and unknown replies end when the
 //! line has been quiet for [`CLASSIC_QUIET`].
 
-use super::lockctl::{exit, read_secret, Global};
-use crate::client::unix_path;
+use super::lockctl::{client_config, exit, read_secret, Global};
 use crate::protocol;
-use crate::transport::{connect_tcp, Stream};
+use crate::transport::Stream;
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
-use std::net::ToSocketAddrs;
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 /// On a classic server, a reply of unknown length is over after this
@@ -24,13 +21,6 @@ const BLOCK_VERBS: &[&[u8]] = &[b"d", b"sd", b"who", b"q"];
 const CLASSIC_LINE_VERBS: &[&[u8]] = &[
     b"g", b"r", b"i", b"sg", b"sr", b"si", b"me", b"iam", b"dump",
 ];
-
-fn open(addr: &str, timeout: Duration) -> io::Result<Stream> {
-    if let Some(path) = unix_path(addr) {
-        return UnixStream::connect(path).map(Stream::Unix);
-    }
-    connect_tcp(addr.to_socket_addrs()?, Some(timeout)).map(Stream::Tcp)
-}
 
 struct Conn<'a> {
     reader: BufReader<&'a Stream>,
@@ -76,13 +66,10 @@ pub fn shell(global: &Global) -> u8 {
             return exit::USAGE;
         }
     };
-    let stream = match open(&global.server, global.timeout) {
+    let stream = match crate::client::open(&global.server, &client_config(global)) {
         Ok(stream) => stream,
         Err(e) => {
-            eprintln!(
-                "lockctl: cannot connect to {}: {e} (is lockd running there?)",
-                global.server
-            );
+            eprintln!("lockctl: {e}");
             return exit::UNAVAILABLE;
         }
     };

@@ -51,12 +51,14 @@ use crate::name::LockName;
 use crate::protocol::normalize;
 use crate::protocol::reply::{self, parse_status};
 use crate::server::Secret;
+use crate::transport::tls::{self, connect_tls, TlsClientConfig};
 use crate::transport::{connect_tcp, resolve, Stream};
 use conn::{Call, Expect, Msg, Owner, Reply, Shared};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -79,6 +81,8 @@ pub struct ClientConfig {
     write_timeout: Option<Duration>,
     classic_quiet: Duration,
     secret: Option<Secret>,
+    tls_ca: Option<PathBuf>,
+    tls_client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ClientConfig {
@@ -89,6 +93,8 @@ impl Default for ClientConfig {
             write_timeout: Some(Duration::from_secs(30)),
             classic_quiet: Duration::from_millis(100),
             secret: None,
+            tls_ca: None,
+            tls_client_cert: None,
         }
     }
 }
@@ -136,6 +142,24 @@ impl ClientConfig {
     /// with `--auth-file`). It must not hold a newline.
     pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> ClientConfig {
         self.secret = Some(Secret::new(secret));
+        self
+    }
+
+    /// For `tls://HOST:PORT` addresses: trust the CA certificates in this
+    /// PEM file instead of the system's CA bundle.
+    pub fn tls_ca(mut self, ca_pem: impl Into<PathBuf>) -> ClientConfig {
+        self.tls_ca = Some(ca_pem.into());
+        self
+    }
+
+    /// For `tls://HOST:PORT` addresses: present this client certificate
+    /// (PEM chain and key), for a server run with `--tls-client-ca`.
+    pub fn tls_client_cert(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> ClientConfig {
+        self.tls_client_cert = Some((cert.into(), key.into()));
         self
     }
 }
@@ -264,7 +288,8 @@ impl Stats {
 
 impl Client {
     /// Connects with the default [`ClientConfig`]. `addr` is `HOST:PORT`,
-    /// or a Unix socket: `unix:/path`, or a path starting with `/` or `.`.
+    /// `tls://HOST:PORT` (TLS, see [`ClientConfig::tls_ca`]), or a Unix
+    /// socket: `unix:/path`, or a path starting with `/` or `.`.
     ///
     /// # Errors
     /// [`Error::Connect`] or a connect [`Error::Timeout`] when the server
@@ -284,7 +309,7 @@ impl Client {
     /// As [`Client::connect`].
     pub fn connect_with(addr: impl AsRef<str>, config: ClientConfig) -> Result<Client, Error> {
         let addr = addr.as_ref();
-        let stream = open(addr, config.connect_timeout)?;
+        let stream = open(addr, &config)?;
         let setup = |e| Error::io(format!("cannot set up the connection to {addr}"), e);
         stream
             .set_write_timeout(config.write_timeout)
@@ -925,7 +950,10 @@ pub(crate) fn unix_path(addr: &str) -> Option<&str> {
     (addr.starts_with('/') || addr.starts_with('.')).then_some(addr)
 }
 
-fn open(addr: &str, connect_timeout: Option<Duration>) -> Result<Stream, Error> {
+/// Opens `tls://HOST:PORT`, `unix:/path` (or a path) or `HOST:PORT`. A TLS
+/// session runs behind a Unix socket pair (see `transport::tls::bridge`),
+/// so the rest of the client handles one kind of stream either way.
+pub(crate) fn open(addr: &str, config: &ClientConfig) -> Result<Stream, Error> {
     let connect_error = |source| Error::Connect {
         addr: addr.to_string(),
         source,
@@ -935,7 +963,26 @@ fn open(addr: &str, connect_timeout: Option<Duration>) -> Result<Stream, Error> 
             .map(Stream::Unix)
             .map_err(connect_error);
     }
-    match connect_tcp(resolve(addr)?, connect_timeout) {
+    if let Some(host_port) = addr.strip_prefix("tls://") {
+        let bad = |reason: &str| Error::BadAddress {
+            addr: addr.to_string(),
+            reason: reason.to_string(),
+        };
+        let (host, port) = host_port
+            .rsplit_once(':')
+            .ok_or_else(|| bad("it needs a port: tls://HOST:PORT"))?;
+        let port: u16 = port.parse().map_err(|_| bad("the port must be a number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let mut tls = TlsClientConfig::new(config.tls_ca.as_deref())?;
+        if let Some((cert, key)) = &config.tls_client_cert {
+            tls = tls.with_client_cert(cert, key)?;
+        }
+        let stream = connect_tls(host, port, &tls, config.connect_timeout)?;
+        return tls::bridge(stream)
+            .map(Stream::Unix)
+            .map_err(|e| Error::io("cannot set up the TLS connection", e));
+    }
+    match connect_tcp(resolve(addr)?, config.connect_timeout) {
         Ok(stream) => Ok(Stream::Tcp(stream)),
         Err(e)
             if matches!(

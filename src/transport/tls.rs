@@ -387,3 +387,114 @@ pub fn connect_tls(
     set(&sock, None).map_err(|e| io_error("socket options", e))?;
     Ok(StreamOwned::new(conn, sock))
 }
+
+/// Runs a TLS client stream behind a plain Unix socket pair, so code that
+/// reads on one thread and writes on another (the [`Client`]'s reader and
+/// owner threads) can use it: a bridge thread moves plaintext between the
+/// returned socket and the TLS stream. Closing the returned socket (or its
+/// write side) ends the TLS session with `close_notify`; the server's close
+/// closes the returned socket.
+///
+/// [`Client`]: crate::Client
+///
+/// # Errors
+/// The socket pair or the thread cannot be created.
+pub(crate) fn bridge(stream: TlsClientStream) -> io::Result<std::os::unix::net::UnixStream> {
+    let (near, far) = std::os::unix::net::UnixStream::pair()?;
+    std::thread::Builder::new()
+        .name("lockd-tls-bridge".into())
+        .spawn(move || {
+            let StreamOwned { conn, sock } = stream;
+            let _ = pump(conn, sock, far);
+        })?;
+    Ok(near)
+}
+
+/// Moves bytes both ways until either side closes.
+fn pump(
+    mut conn: ClientConnection,
+    mut sock: TcpStream,
+    mut plain: std::os::unix::net::UnixStream,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let end = |sock: &TcpStream, plain: &std::os::unix::net::UnixStream| {
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        let _ = plain.shutdown(std::net::Shutdown::Both);
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut plain_open = true;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: plain.as_raw_fd(),
+                events: if plain_open { libc::POLLIN } else { 0 },
+                revents: 0,
+            },
+        ];
+        // SAFETY: the array outlives the call and its length is passed.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            end(&sock, &plain);
+            return Err(e);
+        }
+        if fds[1].revents != 0 {
+            match plain.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    // Our side is done: say so to the server, then keep
+                    // reading its last replies until it closes.
+                    plain_open = false;
+                    conn.send_close_notify();
+                    while conn.wants_write() {
+                        conn.write_tls(&mut sock)?;
+                    }
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                }
+                Ok(n) => {
+                    conn.writer().write_all(&buf[..n])?;
+                    while conn.wants_write() {
+                        conn.write_tls(&mut sock)?;
+                    }
+                }
+            }
+        }
+        if fds[0].revents != 0 {
+            let read = match conn.read_tls(&mut sock) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => 0,
+            };
+            let state = conn.process_new_packets().map_err(|e| {
+                end(&sock, &plain);
+                io::Error::new(io::ErrorKind::InvalidData, e)
+            })?;
+            let mut pending = state.plaintext_bytes_to_read();
+            while pending > 0 {
+                let len = pending.min(buf.len());
+                let n = conn.reader().read(&mut buf[..len])?;
+                if n == 0 {
+                    break;
+                }
+                if plain.write_all(&buf[..n]).is_err() {
+                    end(&sock, &plain);
+                    return Ok(());
+                }
+                pending -= n;
+            }
+            while conn.wants_write() {
+                conn.write_tls(&mut sock)?;
+            }
+            if read == 0 || state.peer_has_closed() {
+                end(&sock, &plain);
+                return Ok(());
+            }
+        }
+    }
+}
