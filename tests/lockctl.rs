@@ -590,3 +590,36 @@ fn help_and_man_page_agree() {
         assert!(help.contains(&format!("  {code}  ")), "{code} in --help");
     }
 }
+
+/// On a terminal, CMD gets the foreground: an interactive command reads the
+/// terminal instead of being stopped by SIGTTIN. `script` gives lockctl a
+/// pseudo-terminal (skipped where util-linux's `script` is missing).
+#[test]
+fn run_hands_the_terminal_to_an_interactive_command() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` command for a pseudo-terminal");
+        return;
+    }
+    let server = TestServer::start();
+    let inner = format!(
+        "{LOCKCTL} --server {} run -n tty -- sh -c 'read -r line; echo got:$line'",
+        server.addr
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env_remove("LOCKD_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("type a line");
+    let out = finish(child);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("got:hello"), "{:?}", out.stdout);
+}

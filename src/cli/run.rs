@@ -149,16 +149,30 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
         Some(token) => command.env("LOCKD_TOKEN", token.to_string()),
         None => command.env_remove("LOCKD_TOKEN"),
     };
-    // SAFETY: setpgid is async-signal-safe, as pre_exec requires.
+    // When lockctl runs in the foreground of a terminal, CMD's new process
+    // group takes the terminal, so an interactive CMD can read it (instead
+    // of being stopped by SIGTTIN) and Ctrl-C reaches it directly.
+    let terminal = Terminal::ours();
+    let take_terminal = terminal.is_some();
+    // SAFETY: setpgid, signal and tcsetpgrp are async-signal-safe, as
+    // pre_exec requires; nothing is allocated.
     unsafe {
-        command.pre_exec(|| {
-            if libc::setpgid(0, 0) == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
+        command.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
             }
+            if take_terminal {
+                // A background group may take the terminal only with
+                // SIGTTOU ignored; exec must not inherit that.
+                libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            }
+            Ok(())
         });
     }
+    // Whatever happens next, lockctl takes its terminal back at the end.
+    let _terminal = terminal;
     let lost = client.on_disconnect();
     // The signal thread waits on this lock while the command starts, so a
     // signal in between reaches the new process group, not a dead end.
@@ -316,5 +330,41 @@ fn exit_status(status: ExitStatus) -> u8 {
         (Some(code), _) => code as u8,
         (None, Some(signal)) => (128 + signal) as u8,
         (None, None) => exit::UNAVAILABLE,
+    }
+}
+
+/// The terminal lockctl holds in the foreground, if any: handed to CMD's
+/// process group at its start and taken back when dropped.
+struct Terminal {
+    pgrp: libc::pid_t,
+}
+
+impl Terminal {
+    /// `Some` when standard input is a terminal whose foreground process
+    /// group is lockctl's.
+    fn ours() -> Option<Terminal> {
+        // SAFETY: plain queries on standard input and our own process.
+        unsafe {
+            let pgrp = libc::getpgrp();
+            (libc::isatty(libc::STDIN_FILENO) == 1 && libc::tcgetpgrp(libc::STDIN_FILENO) == pgrp)
+                .then_some(Terminal { pgrp })
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        // SAFETY: blocks SIGTTOU for this thread only (a background group
+        // may then take the terminal), restores the mask; pointers are to
+        // live local sigsets.
+        unsafe {
+            let mut block: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut block);
+            libc::sigaddset(&mut block, libc::SIGTTOU);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+            libc::tcsetpgrp(libc::STDIN_FILENO, self.pgrp);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
     }
 }
