@@ -720,8 +720,14 @@ fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
             state,
             &format!("connection refused: --max-connections {limit} reached"),
         );
+        // A WebSocket client is still in its HTTP handshake: it gets the
+        // line as the body of a 503.
+        let refusal = match peer {
+            Peer::WebSocket(_) => crate::protocol::reply::TOO_MANY_CONNECTIONS_HTTP,
+            _ => crate::protocol::reply::TOO_MANY_CONNECTIONS,
+        };
         let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = stream.write_all(crate::protocol::reply::TOO_MANY_CONNECTIONS);
+        let _ = stream.write_all(refusal);
         stream.drain_input();
         return;
     }

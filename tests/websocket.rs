@@ -243,4 +243,24 @@ fn websocket_clients_count_toward_the_limit() {
     assert_eq!(ws.cmd("ping"), "1 pong\n");
     let mut tcp = server.connect();
     assert_eq!(tcp.line(), b"0 Too Many Connections\n");
+    // A WebSocket client past the limit gets an HTTP 503 with the line.
+    let addr = ws_addr(&server);
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let request = format!("ws://{addr}/")
+        .into_client_request()
+        .expect("request");
+    match tungstenite::client(request, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status(), 503);
+            assert_eq!(
+                response.body().as_deref(),
+                Some(&b"0 Too Many Connections\n"[..])
+            );
+        }
+        Err(other) => panic!("expected a 503, got {other:?}"),
+        Ok(_) => panic!("a WebSocket client past the limit was let in"),
+    }
 }

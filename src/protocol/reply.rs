@@ -50,6 +50,10 @@ pub const AUTH_OK: &[u8] = b"1 Auth Ok\n";
 pub const AUTH_FAILURE: &[u8] = b"0 Auth Failure\n";
 /// Sent to a connection past `--max-connections`, which is then closed.
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"0 Too Many Connections\n";
+/// The same refusal for a WebSocket client, still in its HTTP handshake.
+pub const TOO_MANY_CONNECTIONS_HTTP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain\r\nContent-Length: 23\r\nConnection: close\r\n\r\n\
+0 Too Many Connections\n";
 /// Text of the protocol-2 error for an over-long line.
 pub const LINE_TOO_LONG: &str = "line too long";
 
@@ -163,6 +167,15 @@ mod tests {
         assert_eq!(parsed.text, LOCK_GET_SUCCESS.as_bytes());
         assert_eq!(parsed.name, Some(&b"a: b\0"[..]));
         assert_eq!(parse_status(b"x y"), None);
+    }
+
+    #[test]
+    fn websocket_refusal_is_well_formed_http() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS_HTTP).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert_eq!(body.as_bytes(), TOO_MANY_CONNECTIONS);
     }
 
     #[test]
