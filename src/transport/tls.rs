@@ -436,14 +436,21 @@ fn pump(
                 revents: 0,
             },
         ];
+        // Once our side is done, the server gets a while to close its own.
+        let wait_ms = if plain_open { -1 } else { 5000 };
         // SAFETY: the array outlives the call and its length is passed.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+        if ready < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             end(&sock, &plain);
             return Err(e);
+        }
+        if ready == 0 {
+            end(&sock, &plain);
+            return Ok(());
         }
         if fds[1].revents != 0 {
             match plain.read(&mut buf) {
