@@ -75,12 +75,7 @@ fn path_str(path: &Path) -> &str {
 /// Flags written in `text`: (long names, single-dash names). Roff's `\-`
 /// and font escapes are undone first, so the page and `--help` compare.
 fn flags_in(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let text = text
-        .replace("\\-", "-")
-        .replace("\\fB", "")
-        .replace("\\fI", "")
-        .replace("\\fR", "")
-        .replace("\\fP", "");
+    let text = common::roff_plain(text);
     let bytes = text.as_bytes();
     let (mut long, mut short) = (BTreeSet::new(), BTreeSet::new());
     let mut i = 0;

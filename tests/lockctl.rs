@@ -480,12 +480,7 @@ fn classic_server_no_wait_and_polled_wait() {
 
 /// Flags written in `text` (roff escapes undone): `--long` and `-X`.
 fn flags_in(text: &str) -> BTreeSet<String> {
-    let text = text
-        .replace("\\-", "-")
-        .replace("\\fB", "")
-        .replace("\\fI", "")
-        .replace("\\fR", "")
-        .replace("\\fP", "");
+    let text = common::roff_plain(text);
     let bytes = text.as_bytes();
     let mut flags = BTreeSet::new();
     for i in 0..bytes.len() {
@@ -522,10 +517,7 @@ fn help_and_man_page_agree() {
     let help = out.stdout;
     let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/lockctl.1"))
         .expect("man/lockctl.1");
-    let plain = page
-        .replace("\\-", "-")
-        .replace("\\fB", "")
-        .replace("\\fR", "");
+    let plain = common::roff_plain(&page);
     // EXAMPLES call other programs (`sh -c`), whose flags are not ours.
     let reference = page.split(".SH EXAMPLES").next().expect("page");
     let help_flags = flags_in(&help);

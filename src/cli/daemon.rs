@@ -3,7 +3,9 @@
 //! the pidfile, the default state directory, and [`start`], which brings
 //! the server up as the binary runs it. Signal handling is the binary's.
 
-use super::{options, parse_number, render_flags, Arity, FlagSpec, UsageError};
+use super::{
+    options, parse_number, render_flags, Arity, FlagSpec, UsageError, HELP_FLAG, VERSION_FLAG,
+};
 use crate::error::Error;
 use crate::log::{log, Priority};
 use crate::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
@@ -144,20 +146,8 @@ pub const FLAGS: &[FlagSpec] = &[
         arity: Arity::Flag,
         help: "log every command to stderr",
     },
-    FlagSpec {
-        short: "",
-        long: "version",
-        value: "",
-        arity: Arity::Flag,
-        help: "print the version and exit",
-    },
-    FlagSpec {
-        short: "h",
-        long: "help",
-        value: "",
-        arity: Arity::Flag,
-        help: "print this help and exit",
-    },
+    VERSION_FLAG,
+    HELP_FLAG,
     FlagSpec {
         short: "",
         long: "tcp",

@@ -4,7 +4,10 @@
 
 use super::json::{self, Json};
 use super::run::{self, RunOptions, Wait};
-use super::{options, parse_duration, parse_number, render_flags, Arity, FlagSpec, UsageError};
+use super::{
+    options, parse_duration, parse_number, render_flags, Arity, FlagSpec, UsageError, HELP_FLAG,
+    VERSION_FLAG,
+};
 use crate::client::{Client, ClientConfig};
 use crate::error::Error;
 use crate::protocol::normalize;
@@ -129,20 +132,8 @@ pub const GLOBAL_FLAGS: &[FlagSpec] = &[
         arity: Arity::Value,
         help: "with tls://: the client certificate's private key (PEM)",
     },
-    FlagSpec {
-        short: "h",
-        long: "help",
-        value: "",
-        arity: Arity::Flag,
-        help: "print this help and exit",
-    },
-    FlagSpec {
-        short: "",
-        long: "version",
-        value: "",
-        arity: Arity::Flag,
-        help: "print the version and exit",
-    },
+    HELP_FLAG,
+    VERSION_FLAG,
 ];
 
 /// Options of `lockctl run`.

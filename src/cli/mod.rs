@@ -39,6 +39,24 @@ pub struct FlagSpec {
     pub help: &'static str,
 }
 
+/// `-h/--help`, common to both binaries.
+pub const HELP_FLAG: FlagSpec = FlagSpec {
+    short: "h",
+    long: "help",
+    value: "",
+    arity: Arity::Flag,
+    help: "print this help and exit",
+};
+
+/// `--version`, common to both binaries.
+pub const VERSION_FLAG: FlagSpec = FlagSpec {
+    short: "",
+    long: "version",
+    value: "",
+    arity: Arity::Flag,
+    help: "print the version and exit",
+};
+
 /// A command-line error: printed as one line, exit status 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);

@@ -196,14 +196,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Conn {
     pub fn tcp(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        Conn {
-            reader: BufReader::new(RawStream::Tcp(stream)),
-        }
+        Conn::from_tcp(TcpStream::connect(addr).expect("connect"))
     }
 
     pub fn unix(path: &std::path::Path) -> Conn {
@@ -777,4 +770,14 @@ pub fn without_warnings(stderr: &str) -> Vec<&str> {
         .lines()
         .filter(|l| !l.starts_with("lockd: warning: "))
         .collect()
+}
+
+/// A man page's text with roff's `\-` and font escapes undone, so its
+/// flags compare with `--help`'s.
+pub fn roff_plain(text: &str) -> String {
+    text.replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\fP", "")
 }
