@@ -41,8 +41,8 @@ mod secret;
 pub mod server;
 mod session;
 mod stats;
+pub mod store;
 pub mod systemd;
-pub mod table;
 pub mod token;
 pub mod transport;
 

@@ -6,7 +6,7 @@
 use crate::connection;
 use crate::error::Error;
 use crate::stats::{bump, Stats};
-use crate::table::Table;
+use crate::store::Table;
 use crate::token::TokenCounter;
 use crate::transport::tls::TlsConfig;
 use crate::transport::{self, websocket, CloseWatcher, Listener, Peer, Reaper, Stream};

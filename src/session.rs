@@ -8,7 +8,7 @@ use crate::protocol::reply::{self, status};
 use crate::protocol::{self, Command, Parsed, Verb};
 use crate::server::State;
 use crate::stats::bump;
-use crate::table::{ClientId, Grant, WaitStart};
+use crate::store::{ClientId, Grant, WaitStart};
 use crossbeam_channel::{bounded, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

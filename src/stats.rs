@@ -1,7 +1,7 @@
 //! The counters behind `q`: lock-free atomics, bumped outside the table lock.
 
 use crate::protocol::Verb;
-use crate::table::Counts;
+use crate::store::Counts;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 

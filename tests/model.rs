@@ -1,6 +1,6 @@
 //! Model-based property tests of the lock table (issue 8): random
 //! sequences of operations by a few clients on a few names, run against
-//! `lockd::table::Table` and against a plain reference model written here
+//! `lockd::store::Table` and against a plain reference model written here
 //! (maps and queues, no threads), comparing every return value, every grant
 //! message on the clients' channels, and the whole visible state after
 //! every step.
@@ -19,7 +19,7 @@ mod common;
 
 use common::rng::{seed_override, seeds, Rng};
 use crossbeam_channel::{bounded, Receiver};
-use lockd::table::{ClientId, Counts, Grant, Released, Table, WaitStart};
+use lockd::store::{ClientId, Counts, Grant, Released, Table, WaitStart};
 use lockd::token::TokenCounter;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
