@@ -37,8 +37,13 @@
 //! 5. `client`, `systemd` and the binaries' `cli` sit on top; `transport` is shared plumbing.
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
+// The binaries' own code (terminal and process-group calls), on its way to
+// private modules of the binaries; the library's code has no `unsafe`.
+#[allow(unsafe_code)]
 pub mod bench;
+#[allow(unsafe_code)]
 pub mod cli;
 pub mod client;
 mod error;

@@ -162,10 +162,7 @@ impl Session {
             bump(&self.host.stats().ttl_expirations);
         }
         if self.host.settings().verbose {
-            eprintln!(
-                "lockd: {}: closed: lease or idle timeout ran out",
-                self.name
-            );
+            ::log::info!("{}: closed: lease or idle timeout ran out", self.name);
         }
     }
 
@@ -473,9 +470,9 @@ impl Session {
         let line = protocol::trim(line);
         // `auth<TAB>secret` is an unknown verb, but still a secret.
         if verb == Some(Verb::Auth) || line.starts_with(b"auth") {
-            eprintln!("lockd: {}: auth <secret redacted>", self.name);
+            ::log::info!("{}: auth <secret redacted>", self.name);
         } else {
-            eprintln!("lockd: {}: {}", self.name, line.escape_ascii());
+            ::log::info!("{}: {}", self.name, line.escape_ascii());
         }
     }
 }

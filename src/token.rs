@@ -164,13 +164,10 @@ impl TokenCounter {
                     Ok(()) => self.reserved = mark,
                     Err(e) => {
                         self.retry_at = self.next + RETRY_EVERY;
-                        crate::log::log(
-                            crate::log::Priority::Error,
-                            format_args!(
-                                "error: cannot save the fencing-token mark to {}: {e}; {} more grants, then none until it can be saved",
-                                store.path.display(),
-                                self.reserved - self.next
-                            ),
+                        ::log::error!(
+                            "error: cannot save the fencing-token mark to {}: {e}; {} more grants, then none until it can be saved",
+                            store.path.display(),
+                            self.reserved - self.next
                         );
                     }
                 }

@@ -117,7 +117,10 @@ impl Read for ConnIo<'_> {
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(ErrorKind::TimedOut, "the handshake took too long"));
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    "the handshake took too long",
+                ));
             }
             self.conn.socket().set_read_timeout(Some(left))?;
         }
@@ -236,7 +239,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
                 Ok(stream) => stream,
                 Err(e) => {
                     if state.config.verbose {
-                        eprintln!("lockd: {name}: TLS handshake failed: {e}");
+                        ::log::info!("{name}: TLS handshake failed: {e}");
                     }
                     return;
                 }
@@ -270,8 +273,8 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         Err(e) if e.kind() == ErrorKind::WouldBlock => {
             session.lease_expired();
         }
-        Err(e) if state.config.verbose => eprintln!("lockd: {}: closed: {e}", session.name()),
-        Ok(()) if state.config.verbose => eprintln!("lockd: {}: closed by peer", session.name()),
+        Err(e) if state.config.verbose => ::log::info!("{}: closed: {e}", session.name()),
+        Ok(()) if state.config.verbose => ::log::info!("{}: closed by peer", session.name()),
         _ => {}
     }
 }
@@ -288,7 +291,11 @@ fn start_session(conn: &Conn<'_>, name: String) -> Session {
 }
 
 /// The one connection loop.
-pub(crate) fn run(conn: &Conn<'_>, framing: &mut impl Framing, session: &mut Session) -> io::Result<()> {
+pub(crate) fn run(
+    conn: &Conn<'_>,
+    framing: &mut impl Framing,
+    session: &mut Session,
+) -> io::Result<()> {
     let mut out = Vec::new();
     loop {
         let input = framing.next(&mut out)?;
@@ -301,9 +308,7 @@ pub(crate) fn run(conn: &Conn<'_>, framing: &mut impl Framing, session: &mut Ses
                     // Before serving new input, release the locks of peers
                     // that hung up but whose threads have not run yet.
                     let state = conn.state;
-                    state
-                        .liveness
-                        .settle(conn.presence, &|p| state.reap(p));
+                    state.liveness.settle(conn.presence, &|p| state.reap(p));
                 }
                 session.execute(line, &mut out)
             }

@@ -446,7 +446,7 @@ fn log_rejection(state: &State, message: &str) {
     let mut last = state.last_reject_log.lock();
     if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
         *last = Some(Instant::now());
-        crate::log::log(crate::log::Priority::Warning, message);
+        ::log::warn!("{message}");
     }
 }
 
