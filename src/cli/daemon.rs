@@ -692,6 +692,9 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
     for warning in super::KernelLimits::read().capacity_warnings(max_connections) {
         log(Priority::Warning, format_args!("warning: {warning}"));
     }
+    if let Some(warning) = systemd::tasks_max_warning(max_connections) {
+        log(Priority::Warning, format_args!("warning: {warning}"));
+    }
     let tls = match &config.tls {
         Some(tls) if tls.requires_client_cert() => " (TLS, client certificates required)",
         Some(_) => " (TLS)",

@@ -318,10 +318,22 @@ pub(crate) fn run(
             }
             Input::End => break,
         };
-        if let Step::Wait(wait) = step {
-            framing.flush(&mut out)?;
-            if !wait_in_line(conn, session, wait, &mut out) {
-                return Ok(());
+        match step {
+            Step::Done => {}
+            Step::Wait(wait) => {
+                framing.flush(&mut out)?;
+                if !wait_in_line(conn, session, wait, &mut out) {
+                    return Ok(());
+                }
+            }
+            Step::Pause(pause) => std::thread::sleep(pause),
+            Step::Close => {
+                framing.reply(&mut out)?;
+                framing.flush(&mut out)?;
+                return Err(io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    "too many failed auth attempts",
+                ));
             }
         }
         if let Some(timeout) = session.take_read_timeout_change() {
