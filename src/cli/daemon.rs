@@ -390,7 +390,8 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     }
     config.verbose = m.opt_present("verbose");
     if let Some(path) = m.opt_str("auth-file") {
-        config.auth_secret = Some(read_secret(Path::new(&path))?);
+        config.auth_secret =
+            Some(Secret::from_file(Path::new(&path)).map_err(|e| UsageError(e.to_string()))?);
     }
     config.state_dir = match (m.opt_str("state-dir"), m.opt_present("no-state")) {
         (Some(_), true) => {
@@ -469,25 +470,6 @@ fn tls_config(m: &getopts::Matches) -> Result<Option<TlsConfig>, UsageError> {
     )
     .map(Some)
     .map_err(|e| UsageError(e.to_string()))
-}
-
-/// Reads an auth secret: the file's contents less one trailing newline.
-fn read_secret(path: &Path) -> Result<Secret, UsageError> {
-    let mut bytes = std::fs::read(path)
-        .map_err(|e| UsageError(format!("cannot read --auth-file {}: {e}", path.display())))?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-    }
-    if bytes.is_empty() {
-        return Err(UsageError(format!(
-            "--auth-file {} is empty: write the secret into it",
-            path.display()
-        )));
-    }
-    Ok(Secret::new(bytes))
 }
 
 /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `/var/lib/lockd`
