@@ -217,7 +217,7 @@ glockd's flags are accepted with glockd's meaning, so its unit files start lockd
   -port N (all interfaces; 0 turns TCP off), -unix PATH, -pidfile PATH,
   -dump=false, -registry=false, -verbose, -ws N (WebSocket on all interfaces; 0 = off)
 
-Exit status: 0 after a clean stop (SIGTERM, SIGINT), 1 on a runtime error
+Exit status: 0 after a clean stop (SIGTERM, SIGINT, SIGQUIT), 1 on a runtime error
 (address in use, pidfile held, unusable state), 2 on a bad command line.
 See lockd(8) and lockd-protocol(7).
 ",
