@@ -34,6 +34,7 @@ pub mod cli;
 pub mod client;
 mod connection;
 mod error;
+pub mod local;
 pub mod log;
 mod name;
 pub mod protocol;
