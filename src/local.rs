@@ -40,16 +40,19 @@
 //! to one of the user's groups).
 
 use crate::client::{Client, ClientConfig};
-use crate::server::{Server, ServerConfig, ServerHandle};
+use crate::server::{Server, ServerConfig, ServerHandle, Shutdown};
 use crate::Error;
 use parking_lot::Mutex;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// How often [`Options::serve_until_idle`] looks at the connection count.
+const IDLE_CHECK: Duration = Duration::from_millis(50);
 /// The file name of the socket in the default directory.
 const DEFAULT_SOCKET: &str = "local.sock";
 
@@ -188,11 +191,7 @@ impl Options {
                 })
             }
         };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        check_dir(dir, self.mode)?;
+        check_dir(parent_dir(path), self.mode)?;
         let deadline = Instant::now().checked_add(self.patience);
         let mut last_error = None;
         loop {
@@ -216,6 +215,53 @@ impl Options {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+
+    /// Serves `path` from this process until it has been idle (no
+    /// connection at all) for `idle`, then stops serving: for a helper
+    /// process that serves a path on behalf of short-lived clients (as
+    /// `lockctl run --local` starts one), so that no client's locks depend
+    /// on the life of another client.
+    ///
+    /// When idle, the server stops accepting and lets any connection that
+    /// raced in finish before it returns, so no lock is lost by stopping.
+    /// Returns false at once when another process serves `path`.
+    ///
+    /// # Errors
+    /// As [`Options::open`].
+    pub fn serve_until_idle(
+        &self,
+        path: impl AsRef<Path>,
+        idle: Duration,
+    ) -> Result<bool, LocalError> {
+        let path = path.as_ref();
+        check_dir(parent_dir(path), self.mode)?;
+        if socket_present(path, self.mode)? && UnixStream::connect(path).is_ok() {
+            return Ok(false);
+        }
+        if !self.try_serve(path)? {
+            return Ok(false);
+        }
+        let serving = {
+            let mut all = SERVING.lock();
+            match all.iter().position(|s| s.path == path) {
+                Some(i) => all.swap_remove(i),
+                // A lockd daemon serves it.
+                None => return Ok(false),
+            }
+        };
+        let server = serving.server.shutdown_handle();
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            std::thread::sleep(IDLE_CHECK);
+            if server.connections() > 0 {
+                idle_since = None;
+            } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= idle {
+                break;
+            }
+        }
+        serving.server.stop(Shutdown::Graceful);
+        Ok(true)
     }
 
     /// Serves `path` from this process if nobody does: true when the path
@@ -263,7 +309,7 @@ impl Options {
         };
         serving.push(Serving {
             path: path.to_path_buf(),
-            _server: server.spawn()?,
+            server: server.spawn()?,
             _lock: lock,
         });
         Ok(true)
@@ -273,7 +319,7 @@ impl Options {
 /// A path this process serves, until it exits.
 struct Serving {
     path: PathBuf,
-    _server: ServerHandle,
+    server: ServerHandle,
     /// The takeover lock, held for the life of the process.
     _lock: File,
 }
@@ -323,6 +369,13 @@ pub fn default_path() -> Result<PathBuf, LocalError> {
         Err(e) => return Err(io_error(format!("cannot create {}", dir.display()))(e)),
     }
     Ok(dir.join(DEFAULT_SOCKET))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 fn lock_path(socket: &Path) -> PathBuf {

@@ -291,3 +291,49 @@ fn rustix_is_root() -> bool {
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
 }
+
+#[test]
+fn a_helper_serves_while_anyone_is_connected_then_leaves() {
+    const TEST: &str = "a_helper_serves_while_anyone_is_connected_then_leaves";
+    if let Some((_, path, _)) = role() {
+        say("STARTING");
+        let served = local::Options::new()
+            .serve_until_idle(&path, Duration::from_millis(200))
+            .expect("serve");
+        assert!(served, "nobody else served the path");
+        say("IDLE");
+        return;
+    }
+    let dir = private_dir("local-helper");
+    let socket = dir.path.join("app.sock");
+    let mut helper = spawn_role(TEST, "helper", &socket, &dir.path);
+    hear(&mut helper, "STARTING");
+    let deadline = Instant::now() + WAIT;
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the helper never served");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let client = local::open(&socket).expect("connect to the helper");
+    assert!(
+        !local::serves(&socket),
+        "the helper serves, not this process"
+    );
+    let held = client.lock("job").expect("lock");
+    std::thread::sleep(Duration::from_millis(600)); // three idle periods
+    assert!(
+        helper.try_wait().expect("try_wait").is_none(),
+        "the helper left while a client was connected"
+    );
+    assert!(client.is_locked("job").expect("i"), "the lock survived");
+    assert!(
+        local::Options::new()
+            .serve_until_idle(&socket, Duration::from_millis(1))
+            .is_ok_and(|served| !served),
+        "a second helper does not serve a served path"
+    );
+    drop(held);
+    drop(client);
+    hear(&mut helper, "IDLE");
+    wait_ok(helper, "helper");
+    assert!(!socket.exists(), "the socket file is removed");
+}
