@@ -1,8 +1,16 @@
 //! `lockd`, the lock server daemon: parse flags, install the signal
-//! handlers, start the daemon (`lockd::cli::daemon::start`), stop it on
-//! SIGTERM or SIGINT. Everything else lives in the library.
+//! handlers, start the daemon ([`daemon::start`]), stop it on SIGTERM or
+//! SIGINT. The server itself lives in the library; the command line in
+//! the binary's private modules.
 
-use lockd::cli::daemon::{self, Invocation};
+mod daemon;
+#[path = "../common/flags.rs"]
+mod flags;
+mod limits;
+#[path = "../common/nofile.rs"]
+mod nofile;
+
+use daemon::Invocation;
 use lockd::log::{log, Priority};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
