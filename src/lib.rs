@@ -34,19 +34,14 @@
 //! 2. `store`: the lock semantics behind the [`store::LockStore`] seam (the in-memory table).
 //! 3. `session`: one connection's protocol state over a store; no I/O.
 //! 4. `server`: config, listeners and accept, the one connection loop, liveness, streams.
-//! 5. `client`, `systemd` and the binaries' `cli` sit on top; `transport` is shared plumbing.
+//! 5. `client`, `local` and `systemd` sit on top; `transport` is shared plumbing.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-// The binaries' own code (terminal and process-group calls), on its way to
-// private modules of the binaries; the library's code has no `unsafe`.
-#[allow(unsafe_code)]
-pub mod bench;
-#[allow(unsafe_code)]
-pub mod cli;
 pub mod client;
 mod error;
+pub mod local;
 pub mod log;
 mod name;
 pub mod protocol;
