@@ -170,30 +170,47 @@ impl Write for ConnIo<'_> {
 struct Lines<'a> {
     reader: LineReader<ConnIo<'a>>,
     conn: &'a Conn<'a>,
-    /// When the partial line now buffered began to arrive.
-    partial_since: Option<Instant>,
+    clock: LineClock,
 }
 
-impl Lines<'_> {
-    /// Bounds the next read by what is left of [`LINE_DEADLINE`] while a
+/// The [`LINE_DEADLINE`] of the partial line now buffered.
+#[derive(Default)]
+struct LineClock {
+    /// When the reader first blocked holding part of the current line.
+    since: Option<Instant>,
+    /// Whether the socket's read timeout is bounded by the deadline now.
+    bounded: bool,
+}
+
+impl LineClock {
+    /// Bounds the next read by what is left of the deadline while a
     /// partial line is buffered, and restores the usual timeout after.
-    fn bound_read(conn: &Conn<'_>, since: &mut Option<Instant>, partial: bool) -> io::Result<()> {
+    fn before_read(&mut self, conn: &Conn<'_>, partial: bool) -> io::Result<()> {
         if !partial {
-            if since.take().is_some() {
+            self.since = None;
+            if std::mem::take(&mut self.bounded) {
                 conn.socket().set_read_timeout(conn.read_timeout.get())?;
             }
             return Ok(());
         }
         let now = Instant::now();
-        let left = (*since.get_or_insert(now) + LINE_DEADLINE).saturating_duration_since(now);
+        let left = (*self.since.get_or_insert(now) + LINE_DEADLINE).saturating_duration_since(now);
         if left.is_zero() {
-            return Err(io::Error::new(
-                ErrorKind::TimedOut,
-                "no complete line within 10 s",
-            ));
+            return Err(Self::expiry());
         }
         let bound = conn.read_timeout.get().map_or(left, |t| t.min(left));
+        self.bounded = true;
         conn.socket().set_read_timeout(Some(bound))
+    }
+
+    /// Whether the deadline (rather than the idle timeout or the lease)
+    /// is what ran out.
+    fn expired(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= LINE_DEADLINE)
+    }
+
+    fn expiry() -> io::Error {
+        io::Error::new(ErrorKind::TimedOut, "no complete line within 10 s")
     }
 }
 
@@ -201,9 +218,9 @@ impl Framing for Lines<'_> {
     fn next(&mut self, out: &mut Vec<u8>) -> io::Result<Input<'_>> {
         let conn = self.conn;
         let mut fresh = false;
-        let since = &mut self.partial_since;
+        let clock = &mut self.clock;
         let line = self.reader.next_line(|partial| {
-            Lines::bound_read(conn, since, partial)?;
+            clock.before_read(conn, partial)?;
             // Idle means "nothing of a command is held in this process":
             // with TLS, rustls may hold decrypted bytes the reader has not
             // taken yet. Idle already while the replies go out, so a
@@ -215,21 +232,14 @@ impl Framing for Lines<'_> {
             conn.write_out(out)
         });
         let line = match line {
-            // The partial line's deadline, not the idle timeout or lease,
-            // ran out.
-            Err(e)
-                if e.kind() == ErrorKind::WouldBlock
-                    && self
-                        .partial_since
-                        .is_some_and(|t| t.elapsed() >= LINE_DEADLINE) =>
-            {
-                return Err(io::Error::new(
-                    ErrorKind::TimedOut,
-                    "no complete line within 10 s",
-                ))
+            Err(e) if e.kind() == ErrorKind::WouldBlock && self.clock.expired() => {
+                return Err(LineClock::expiry())
             }
             line => line?,
         };
+        // A line came out whole: whatever is buffered after it is the start
+        // of the next one, with a deadline of its own.
+        self.clock.since = None;
         Ok(match line {
             Line::Complete(line) => Input::Command { line, fresh },
             Line::TooLong => Input::TooLong,
@@ -323,7 +333,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         let mut lines = Lines {
             reader: LineReader::new(conn.io(false, None), state.config.max_line),
             conn: &conn,
-            partial_since: None,
+            clock: LineClock::default(),
         };
         (run(&conn, &mut lines, &mut session), session)
     };
