@@ -2,6 +2,7 @@
 //! callers never match on message text.
 
 use crate::name::LockName;
+#[cfg(feature = "server")]
 use crate::token::TokenError;
 use std::fmt;
 use std::io;
@@ -18,8 +19,8 @@ pub enum Phase {
     Write,
     /// Waiting for a reply (`ClientConfig::read_timeout`).
     Read,
-    /// Waiting in line for a lock on the server (`lock_wait`,
-    /// `lock_shared_limited`): the lock stayed busy. The connection is fine.
+    /// Waiting in line for a lock on the server: the lock stayed busy. The
+    /// connection is fine.
     Wait,
 }
 
@@ -68,6 +69,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// The fencing-token state could not be used.
+    #[cfg(feature = "server")]
     TokenState(TokenError),
     /// Another I/O failure, with what was being done. From a client, the
     /// connection is closed and its locks are gone.
@@ -106,6 +108,14 @@ pub enum Error {
     /// Waiting for the lock would close a cycle of waiters: the server
     /// refused at once instead of waiting forever.
     Deadlock {
+        /// The lock.
+        name: LockName,
+    },
+    /// This thread already holds the lock through the same client (or a
+    /// clone of it). Taking it again would wait for itself forever, since
+    /// a client's guards exclude each other like a `Mutex`'s; the client
+    /// refuses at once instead. Nothing was sent.
+    Reentrant {
         /// The lock.
         name: LockName,
     },
@@ -190,6 +200,12 @@ impl Error {
         matches!(self, Error::Deadlock { .. })
     }
 
+    /// True when this thread asked again for a lock it holds through the
+    /// same client ([`Error::Reentrant`]).
+    pub fn is_reentrant(&self) -> bool {
+        matches!(self, Error::Reentrant { .. })
+    }
+
     /// True when the server needs authentication or refused the secret.
     pub fn is_auth(&self) -> bool {
         matches!(self, Error::Auth(_))
@@ -235,6 +251,7 @@ impl fmt::Display for Error {
                 "{} exists and is not a socket (remove it or choose another path with --unix)",
                 path.display()
             ),
+            #[cfg(feature = "server")]
             Error::TokenState(e) => e.fmt(f),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Connect { addr, source } => {
@@ -242,7 +259,7 @@ impl fmt::Display for Error {
             }
             Error::AlreadyLocked { name } => write!(
                 f,
-                "lock {name:?} is held by another connection (wait for it with lock_wait, or try later)"
+                "lock {name:?} is held by another connection (wait for it with lock or try_lock_for, or try later)"
             ),
             Error::NotHeld { name } => write!(
                 f,
@@ -266,6 +283,10 @@ impl fmt::Display for Error {
             Error::Deadlock { name } => write!(
                 f,
                 "waiting for lock {name:?} would deadlock: its holder waits for a lock this connection holds (release yours first, or take locks in a fixed order)"
+            ),
+            Error::Reentrant { name } => write!(
+                f,
+                "this thread already holds lock {name:?} through this client; taking it again would wait for itself forever (drop the first guard first)"
             ),
             Error::Disabled { command } => write!(
                 f,
@@ -302,12 +323,14 @@ impl std::error::Error for Error {
             Error::Bind { source, .. }
             | Error::Io { source, .. }
             | Error::Connect { source, .. } => Some(source),
+            #[cfg(feature = "server")]
             Error::TokenState(e) => Some(e),
             _ => None,
         }
     }
 }
 
+#[cfg(feature = "server")]
 impl From<TokenError> for Error {
     fn from(e: TokenError) -> Error {
         Error::TokenState(e)

@@ -29,24 +29,43 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "server")]
 mod connection;
 mod error;
+#[cfg(feature = "server")]
 pub mod log;
 mod name;
+#[cfg(any(feature = "client", feature = "server"))]
+mod net;
 pub mod protocol;
 mod secret;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 mod session;
+#[cfg(feature = "server")]
 mod stats;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
 pub mod systemd;
+#[cfg(feature = "tls")]
+mod tls_common;
+#[cfg(feature = "server")]
 pub mod token;
+#[cfg(feature = "server")]
 pub mod transport;
 
-pub use client::{Client, ClientConfig, LockGuard, SharedGuard};
+#[cfg(feature = "client")]
+pub use client::{Client, ClientConfig, LockGuard, ReadGuard, SharedGuard};
 pub use error::{AuthError, Error, Phase};
 pub use name::LockName;
-pub use server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
+pub use secret::Secret;
+#[cfg(feature = "server")]
+pub use server::{Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};

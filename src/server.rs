@@ -634,7 +634,7 @@ fn bind_tcp(addr: &str, kind: fn(TcpListener) -> Listener) -> Result<Listener, E
                 .map_err(bind_error),
         };
     }
-    let addrs = transport::resolve(addr)?;
+    let addrs = crate::net::resolve(addr)?;
     TcpListener::bind(&addrs[..]).map(kind).map_err(bind_error)
 }
 

@@ -273,53 +273,6 @@ fn setsockopt(
     }
 }
 
-/// Resolves `HOST:PORT` to its addresses.
-///
-/// # Errors
-/// `BadAddress` when it does not parse or resolves to nothing.
-pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>, crate::Error> {
-    let bad = |reason: String| crate::Error::BadAddress {
-        addr: addr.to_string(),
-        reason,
-    };
-    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
-        .map_err(|e| bad(e.to_string()))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(bad("it resolves to no address".into()));
-    }
-    Ok(addrs)
-}
-
-/// Connects to each address in turn until one answers, as
-/// `TcpStream::connect` does, but with `timeout` (if any) for each try;
-/// Nagle's algorithm is turned off, since every command is a short line
-/// that waits for its reply.
-///
-/// # Errors
-/// The last address's error (`TimedOut` or `WouldBlock` for a timeout);
-/// `InvalidInput` if there is no address.
-pub(crate) fn connect_tcp(
-    addrs: impl IntoIterator<Item = SocketAddr>,
-    timeout: Option<Duration>,
-) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "it resolves to no address");
-    for addr in addrs {
-        let attempt = match timeout {
-            Some(t) => TcpStream::connect_timeout(&addr, t),
-            None => TcpStream::connect(addr),
-        };
-        match attempt {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
 /// Turns on TCP keepalive so a peer that vanished without a FIN is noticed:
 /// first probe after `idle`, then every `idle / 3` (at least 1 s), 3 probes;
 /// `TCP_USER_TIMEOUT` bounds unacknowledged data the same way.
