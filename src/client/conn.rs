@@ -274,9 +274,11 @@ impl Conn {
         error
     }
 
+    /// The reason is recorded before the socket is shut, so the watcher,
+    /// woken by the shutdown, cannot record its own first.
     fn end(&self, io: &mut Io, reason: &str) {
-        io.shut();
         self.health.end(reason);
+        io.shut();
     }
 
     /// Queues a release line (a guard's drop) and sends it now if the
@@ -333,6 +335,7 @@ impl Conn {
         if !io.out.is_empty() {
             let _ = io.send();
         }
+        self.health.end("the client disconnected");
         if let Some(stream) = io.stream.as_mut() {
             stream.close_write();
         }
@@ -381,8 +384,8 @@ impl Drop for Conn {
     fn drop(&mut self) {
         // The last handle is gone: closing wakes the watcher, and the
         // server releases every lock.
-        self.io.get_mut().shut();
         self.health.end("the client was dropped");
+        self.io.get_mut().shut();
     }
 }
 
