@@ -115,7 +115,8 @@ struct Io {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// The socket's read timeout as last set.
+    /// The socket's read timeout as last set (`None`: none, or to be set
+    /// again before the next read with a deadline).
     socket_timeout: Option<Duration>,
     /// The bytes of the call being sent (pending lines, then the command).
     out: Vec<u8>,
@@ -563,10 +564,12 @@ impl Io {
                     reason: "the connection is closed".into(),
                 });
             };
+            // With no deadline, a timer already set only wakes us to read
+            // again; changing it would cost two system calls per wait.
             let reset = match (self.socket_timeout, wanted) {
-                (None, None) => false,
+                (_, None) => false,
+                (None, Some(_)) => true,
                 (Some(set), Some(left)) => set > left.saturating_add(TIMEOUT_SLACK),
-                _ => true,
             };
             if reset {
                 stream
@@ -588,9 +591,13 @@ impl Io {
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // The socket's timer ran out; the deadline decides.
-                Err(e) if is_timeout(&e) && deadline.is_some() => {
-                    self.socket_timeout = Some(Duration::ZERO);
+                // The socket's timer ran out; the deadline decides (and
+                // the timer is set again to what is left).
+                Err(e) if is_timeout(&e) => {
+                    if deadline.is_some() {
+                        // Unknown from here: set it again.
+                        self.socket_timeout = None;
+                    }
                 }
                 Err(e) => {
                     return Err(Error::io(
