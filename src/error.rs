@@ -86,11 +86,6 @@ pub enum Error {
         /// The cause.
         source: io::Error,
     },
-    /// The exclusive lock is held by another connection.
-    AlreadyLocked {
-        /// The lock.
-        name: LockName,
-    },
     /// This connection does not hold the lock it tried to release, or whose
     /// token it asked for.
     NotHeld {
@@ -185,11 +180,6 @@ impl Error {
         }
     }
 
-    /// True when another connection holds the lock.
-    pub fn is_already_locked(&self) -> bool {
-        matches!(self, Error::AlreadyLocked { .. })
-    }
-
     /// True when this connection does not hold the lock.
     pub fn is_not_held(&self) -> bool {
         matches!(self, Error::NotHeld { .. })
@@ -257,10 +247,6 @@ impl fmt::Display for Error {
             Error::Connect { addr, source } => {
                 write!(f, "cannot connect to {addr}: {source} (is lockd running there?)")
             }
-            Error::AlreadyLocked { name } => write!(
-                f,
-                "lock {name:?} is held by another connection (wait for it with lock or try_lock_for, or try later)"
-            ),
             Error::NotHeld { name } => write!(
                 f,
                 "this connection does not hold lock {name:?} (it was never taken, already released, or taken on another connection)"

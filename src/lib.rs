@@ -18,14 +18,18 @@
 //! let addr = server.local_addr().expect("a TCP listener");
 //!
 //! let client = Client::connect(addr.to_string())?;
-//! let report = client.lock("nightly-report")?; // Err if someone holds it
+//! let report = client.lock("nightly-report")?; // waits its turn
 //! assert!(client.is_locked("nightly-report")?);
 //! drop(report); // released
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The [`client`] module has the blocking [`Client`]; [`server`] embeds the
-//! server.
+//! The [`client`] module has the blocking [`Client`]. Its mental model in
+//! five lines: a lock belongs to the connection that took it; a `Client`
+//! is one connection, shared by all its clones and threads; guards give
+//! `Mutex` semantics inside the process (a name held by one guard is not
+//! handed to a second caller, who waits); when the connection ends, the
+//! server releases every lock it held. [`server`] embeds the server.
 
 #![deny(missing_docs)]
 

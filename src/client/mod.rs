@@ -84,6 +84,11 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+/// The README's example compiles with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// Longest wait `wg`/`wr`/`wsg` can carry: the server takes at most 18
 /// digits. It stands for "no deadline".
 const MAX_WAIT_MS: u64 = 100_000_000_000_000_000;
