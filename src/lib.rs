@@ -33,15 +33,13 @@
 
 #![deny(missing_docs)]
 
-#[cfg(feature = "cli")]
-pub mod bench;
-#[cfg(feature = "cli")]
-pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
 mod connection;
 mod error;
+#[cfg(all(feature = "client", feature = "server"))]
+pub mod local;
 #[cfg(feature = "server")]
 pub mod log;
 mod name;

@@ -3,9 +3,9 @@
 //! (connecting) need, kept below both.
 
 use crate::error::Error;
-use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{SocketAddr, ToSocketAddrs};
+#[cfg(feature = "client")]
+use std::{io, net::TcpStream, time::Duration};
 
 /// Resolves `HOST:PORT` to its addresses.
 ///
@@ -35,6 +35,7 @@ pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>, Error> {
 /// # Errors
 /// The last address's error (`TimedOut` or `WouldBlock` for a timeout);
 /// `InvalidInput` if there is no address.
+#[cfg(feature = "client")]
 pub(crate) fn connect_tcp(
     addrs: impl IntoIterator<Item = SocketAddr>,
     timeout: Option<Duration>,
@@ -66,8 +67,10 @@ pub(crate) fn connect_tcp(
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::{io, time::Duration};
 
     #[test]
+    #[cfg(feature = "client")]
     fn connects_with_any_timeout_and_refuses_zero() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

@@ -5,14 +5,14 @@
 use super::{allowed_cpus, drive, per_second, Ctx, Measure};
 use crate::bench::hist::Histogram;
 use crate::bench::BenchError;
-use crate::Client;
+use lockd::Client;
 use std::time::Instant;
 
 /// A reply that makes no sense fails the check, as in the raw generator;
 /// anything else stops the benchmark.
-fn failed(ctx: &Ctx<'_>, e: crate::Error) -> BenchError {
+fn failed(ctx: &Ctx<'_>, e: lockd::Error) -> BenchError {
     match e {
-        crate::Error::Protocol { .. } => ctx.fail(e.to_string()),
+        lockd::Error::Protocol { .. } => ctx.fail(e.to_string()),
         e => BenchError::io(
             format!(
                 "{} through lockd::Client against {}",

@@ -5,9 +5,9 @@
 //! silent there, and then multi-line and unknown replies end when the
 //! line has been quiet for [`CLASSIC_QUIET`].
 
-use super::lockctl::{client_config, exit, read_secret, Global};
-use crate::client::{connect_raw, RawStream};
-use crate::protocol;
+use crate::cli::{client_config, exit, read_secret, Global};
+use lockd::client::{connect_raw, RawStream};
+use lockd::protocol;
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::time::Duration;
 
