@@ -386,6 +386,15 @@ fn server_killed_during_a_wait() {
         thread::spawn(move || waiter.lock("x"))
     };
     wait_for_waiters(&server, 1);
+    // Asking while a call holds the connection does not wait for it.
+    let (late_tx, late) = mpsc::channel();
+    {
+        let waiter = waiter.clone();
+        thread::spawn(move || late_tx.send(waiter.on_disconnect()));
+    }
+    let late = late
+        .recv_timeout(LONG)
+        .expect("on_disconnect returned at once");
     let (tx, called) = mpsc::channel();
     holder.on_disconnect_call(move || {
         let _ = tx.send("called");
@@ -395,6 +404,8 @@ fn server_killed_during_a_wait() {
     assert!(err.is_disconnected() && err.locks_lost(), "{err}");
     assert!(err.to_string().contains("every lock"), "{err}");
     signal.recv_timeout(LONG).expect("on_disconnect fired");
+    late.recv_timeout(LONG)
+        .expect("the late subscription fired");
     assert!(waiter.ping().unwrap_err().is_disconnected());
     // An idle client learns of the close too.
     assert_eq!(called.recv_timeout(LONG), Ok("called"));

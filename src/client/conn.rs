@@ -19,7 +19,7 @@ use crate::protocol::reply::{self, parse_status};
 use parking_lot::{Mutex, MutexGuard};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,7 +110,11 @@ struct Pending {
 /// The socket and its buffers; only the caller holding the connection
 /// touches it.
 struct Io {
-    stream: Option<RawStream>,
+    /// Kept (and so its descriptor) until the connection is dropped, even
+    /// once shut: the watcher may still be copying the descriptor.
+    stream: RawStream,
+    /// False once the socket is shut: never used again.
+    open: bool,
     /// Read buffer: `buf[start..end]` is received and not yet consumed.
     buf: Vec<u8>,
     start: usize,
@@ -132,6 +136,8 @@ pub(crate) struct Conn {
     pub(crate) health: Arc<Health>,
     /// Protocol 2 (`hello 2` answered) or 1.
     pub(crate) version: u32,
+    /// The socket's descriptor, for the watcher to copy.
+    fd: RawFd,
 }
 
 /// The connection, taken by one caller; given back, fairly, on drop.
@@ -162,8 +168,10 @@ impl Conn {
         timeouts: Timeouts,
         secret: Option<&[u8]>,
     ) -> Result<Conn, Error> {
+        let fd = stream.as_raw_fd();
         let mut io = Io {
-            stream: Some(stream),
+            stream,
+            open: true,
             buf: vec![0; 4096],
             start: 0,
             end: 0,
@@ -184,6 +192,7 @@ impl Conn {
             pending: Mutex::new(Pending::default()),
             health: Arc::new(Health::new()),
             version,
+            fd,
         })
     }
 
@@ -192,7 +201,7 @@ impl Conn {
             return Err(self.health.disconnected());
         }
         let io = self.io.lock();
-        if io.stream.is_none() {
+        if !io.open {
             drop(io);
             return Err(self.health.disconnected());
         }
@@ -311,7 +320,7 @@ impl Conn {
             let Some(mut io) = self.io.try_lock() else {
                 return;
             };
-            if io.stream.is_none() {
+            if !io.open {
                 return;
             }
             let result = io.call(self, |_| {}, Some(Duration::ZERO));
@@ -337,9 +346,7 @@ impl Conn {
             let _ = io.send();
         }
         self.health.end("the client disconnected");
-        if let Some(stream) = io.stream.as_mut() {
-            stream.close_write();
-        }
+        io.stream.close_write();
         let deadline = deadline_after(io.timeouts.read);
         while io.read_line(deadline).is_ok() {}
         self.end(io, "the client disconnected");
@@ -359,16 +366,17 @@ impl Conn {
             !std::mem::replace(&mut state.watching, true)
         };
         if start_watcher {
-            let handle = self.io.lock().stream.as_ref().map(RawStream::watch_handle);
+            // Not through `io`: a caller may hold it for a long wait.
             let health = Arc::clone(&self.health);
-            let started = match handle {
-                Some(Ok(fd)) => std::thread::Builder::new()
+            // SAFETY: `fd` is the stream's descriptor, which `io` keeps open
+            // until this `Conn` is dropped, and `&self` outlives the call.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
+            let started = borrowed.try_clone_to_owned().and_then(|fd| {
+                std::thread::Builder::new()
                     .name("lockd-client-watch".into())
                     .spawn(move || watch(&fd, &health))
-                    .map(drop),
-                Some(Err(e)) => Err(e),
-                None => Ok(()),
-            };
+                    .map(drop)
+            });
             if let Err(e) = started {
                 // Without a watcher an idle close would go unnoticed.
                 self.health
@@ -414,8 +422,8 @@ fn watch(fd: &OwnedFd, health: &Health) {
 
 impl Io {
     fn shut(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            stream.shutdown(Shutdown::Both);
+        if std::mem::replace(&mut self.open, false) {
+            self.stream.shutdown(Shutdown::Both);
         }
     }
 
@@ -485,11 +493,12 @@ impl Io {
                 context: format!("sending `{}` (the write timeout is zero)", self.shown()),
             });
         }
-        let Some(stream) = self.stream.as_mut() else {
+        if !self.open {
             return Err(Error::Disconnected {
                 reason: "the connection is closed".into(),
             });
-        };
+        }
+        let stream = &mut self.stream;
         let sent = stream.write_all(&self.out).and_then(|()| stream.flush());
         sent.map_err(|e| {
             if is_timeout(&e) {
@@ -559,11 +568,12 @@ impl Io {
                     Some(left)
                 }
             };
-            let Some(stream) = self.stream.as_mut() else {
+            if !self.open {
                 return Err(Error::Disconnected {
                     reason: "the connection is closed".into(),
                 });
-            };
+            }
+            let stream = &mut self.stream;
             // With no deadline, a timer already set only wakes us to read
             // again; changing it would cost two system calls per wait.
             let reset = match (self.socket_timeout, wanted) {

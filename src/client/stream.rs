@@ -6,7 +6,7 @@ use crate::error::{Error, Phase};
 use crate::net::{connect_tcp, resolve};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -73,17 +73,6 @@ impl RawStream {
             let _ = s.flush();
         }
         self.shutdown(Shutdown::Write);
-    }
-
-    /// A second descriptor of the same socket, for the thread that watches
-    /// the connection's health without reading from it.
-    pub(crate) fn watch_handle(&self) -> io::Result<OwnedFd> {
-        Ok(match self {
-            RawStream::Tcp(s) => s.try_clone()?.into(),
-            RawStream::Unix(s) => s.try_clone()?.into(),
-            #[cfg(feature = "tls")]
-            RawStream::Tls(s) => s.sock.try_clone()?.into(),
-        })
     }
 }
 
