@@ -55,6 +55,8 @@
 //!   it would otherwise wait forever for itself. (A guard moved to another
 //!   thread still counts as its taker's.)
 
+mod acquire;
+mod config;
 mod conn;
 mod guard;
 mod info;
@@ -65,6 +67,8 @@ pub mod tls;
 mod watch;
 
 pub use crate::error::{AuthError, Phase};
+pub use acquire::CLASSIC_POLL_MAX;
+pub use config::ClientConfig;
 pub use guard::{LockGuard, ReadGuard, SharedGuard};
 pub use info::{Identity, Registration, Stats};
 pub use stream::RawStream;
@@ -75,147 +79,17 @@ use crate::name::LockName;
 use crate::protocol::normalize;
 use crate::protocol::reply::{self, parse_status, push_number};
 use crate::secret::Secret;
-use conn::{Conn, Timeouts};
-use local::{Entry, Holds, Kind, Wait};
+use conn::Conn;
+use local::{Holds, Kind};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
-use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 /// The README's example compiles with the doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
-
-/// Longest wait `wg`/`wr`/`wsg` can carry: the server takes at most 18
-/// digits. It stands for "no deadline".
-const MAX_WAIT_MS: u64 = 100_000_000_000_000_000;
-
-/// Against a classic server (no waiting in line), [`Client::lock`] and
-/// the `_for` methods try again after 10 ms, 20 ms, 40 ms, ... up to this.
-pub const CLASSIC_POLL_MAX: Duration = Duration::from_secs(1);
-
-const CLASSIC_POLL_FIRST: Duration = Duration::from_millis(10);
-
-/// Read-hold replies (protocol 2, Part 2 "Reader/writer locks").
-const READ_GET_SUCCESS: &str = "Read Lock Get Success";
-const READ_GET_TIMEOUT: &str = "Read Lock Get Timeout";
-const READ_RELEASE_SUCCESS: &str = "Read Lock Release Success";
-const READ_RELEASE_FAILURE: &str = "Read Lock Release Failure";
-const SHARED_GET_DEADLOCK: &str = "Shared Lock Get Deadlock";
-
-/// How a [`Client`] connects and how long it waits. Builder style:
-///
-/// ```
-/// use std::time::Duration;
-/// let config = lockd::ClientConfig::new()
-///     .connect_timeout(Some(Duration::from_secs(1)))
-///     .read_timeout(Some(Duration::from_secs(10)));
-/// ```
-///
-/// Any `Duration` is accepted: `Duration::MAX` (or any deadline too far to
-/// represent) means no deadline, and zero means no time at all (the call
-/// fails with a timeout at once).
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    connect_timeout: Option<Duration>,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-    classic_quiet: Duration,
-    secret: Option<Secret>,
-    tls_ca: Option<PathBuf>,
-    tls_client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-impl Default for ClientConfig {
-    fn default() -> ClientConfig {
-        ClientConfig {
-            connect_timeout: Some(Duration::from_secs(5)),
-            read_timeout: Some(Duration::from_secs(30)),
-            write_timeout: Some(Duration::from_secs(30)),
-            classic_quiet: Duration::from_millis(100),
-            secret: None,
-            tls_ca: None,
-            tls_client_cert: None,
-        }
-    }
-}
-
-impl ClientConfig {
-    /// The defaults: 5 s to connect, 30 s for a reply, 30 s to send, 100 ms
-    /// of quiet ending a classic multi-line reply, no secret.
-    pub fn new() -> ClientConfig {
-        ClientConfig::default()
-    }
-
-    /// How long opening a connection may take; `None` waits as long as
-    /// the operating system does.
-    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> ClientConfig {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long the server may take to answer a call (on top of the time
-    /// a lock call asked to wait in line); `None` waits forever. When it
-    /// runs out, the connection is closed and its locks are gone: a late
-    /// reply could no longer be matched to its call.
-    pub fn read_timeout(mut self, timeout: Option<Duration>) -> ClientConfig {
-        self.read_timeout = timeout;
-        self
-    }
-
-    /// How long sending a command may block; `None` blocks forever. When it
-    /// runs out, the connection is closed.
-    pub fn write_timeout(mut self, timeout: Option<Duration>) -> ClientConfig {
-        self.write_timeout = timeout;
-        self
-    }
-
-    /// On a classic server (no protocol 2), a multi-line reply
-    /// ([`Client::holders`], [`Client::shared_holders`],
-    /// [`Client::registrations`]) has no end marker: it is taken to be
-    /// over once no line has arrived for this long, as node lockd's client
-    /// did. Such a call therefore takes at least this long.
-    pub fn classic_quiet(mut self, quiet: Duration) -> ClientConfig {
-        self.classic_quiet = quiet;
-        self
-    }
-
-    /// A secret sent with `auth` as the connection opens (for a server run
-    /// with `--auth-file`). It must not hold a newline.
-    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> ClientConfig {
-        self.secret = Some(Secret::new(secret));
-        self
-    }
-
-    /// For `tls://HOST:PORT` addresses: trust the CA certificates in this
-    /// PEM file instead of the system's CA bundle.
-    pub fn tls_ca(mut self, ca_pem: impl Into<PathBuf>) -> ClientConfig {
-        self.tls_ca = Some(ca_pem.into());
-        self
-    }
-
-    /// For `tls://HOST:PORT` addresses: present this client certificate
-    /// (PEM chain and key), for a server run with `--tls-client-ca`.
-    pub fn tls_client_cert(
-        mut self,
-        cert: impl Into<PathBuf>,
-        key: impl Into<PathBuf>,
-    ) -> ClientConfig {
-        self.tls_client_cert = Some((cert.into(), key.into()));
-        self
-    }
-
-    fn timeouts(&self) -> Timeouts {
-        Timeouts {
-            read: self.read_timeout,
-            write: self.write_timeout,
-            quiet: self.classic_quiet,
-        }
-    }
-}
 
 /// Opens a connection as a [`Client`] would (`HOST:PORT`, `tls://`,
 /// `unix:`), but speaks no protocol on it: for tools that pass lines
@@ -249,16 +123,6 @@ impl fmt::Debug for Client {
             .field("connected", &self.is_connected())
             .finish()
     }
-}
-
-/// What the server said to a request for a hold.
-enum Grant {
-    /// Granted, with the token (exclusive) or holder count.
-    Yes(u64),
-    /// Busy until the wait ran out.
-    No,
-    /// Refused: waiting would deadlock.
-    Deadlock,
 }
 
 impl Client {
@@ -786,215 +650,6 @@ impl Client {
         (self.protocol() >= 2).then_some(number)
     }
 
-    /// Takes a hold, waiting up to `wait` (`None`: as long as it takes)
-    /// first here, then on the server; `None` when it stayed busy.
-    fn hold(
-        &self,
-        name: &LockName,
-        kind: Kind,
-        limit: u32,
-        wait: Option<Duration>,
-    ) -> Result<Option<u64>, Error> {
-        let deadline = wait.and_then(|w| Instant::now().checked_add(w));
-        let local = match (wait, deadline) {
-            (None, _) | (Some(_), None) => Wait::Forever,
-            (Some(w), Some(_)) if w.is_zero() => Wait::No,
-            (Some(_), Some(d)) => Wait::Until(d),
-        };
-        match self.inner.holds.enter(name, kind, local)? {
-            Entry::Joined(n) => return Ok(Some(n)),
-            Entry::Busy => return Ok(None),
-            Entry::Take => {}
-        }
-        let left = match local {
-            Wait::Forever => None,
-            Wait::No => Some(Duration::ZERO),
-            Wait::Until(d) => Some(d.saturating_duration_since(Instant::now())),
-        };
-        let grant = match self.protocol() {
-            2.. => self.grant(name, kind, limit, left),
-            _ => self.classic_grant(name, kind, limit, left),
-        };
-        match grant {
-            Ok(Grant::Yes(n)) => {
-                self.inner.holds.granted(name, kind, n);
-                Ok(Some(n))
-            }
-            Ok(Grant::No) => {
-                self.inner.holds.refused(name, kind);
-                Ok(None)
-            }
-            Ok(Grant::Deadlock) => {
-                self.inner.holds.refused(name, kind);
-                Err(Error::Deadlock { name: name.clone() })
-            }
-            Err(e) => {
-                self.inner.holds.refused(name, kind);
-                Err(e)
-            }
-        }
-    }
-
-    /// [`Client::hold`] without a deadline: a "no" can only be the server
-    /// ending the longest wait it knows.
-    fn hold_forever(&self, name: &LockName, kind: Kind, limit: u32) -> Result<u64, Error> {
-        self.hold(name, kind, limit, None)?
-            .ok_or_else(|| Error::Timeout {
-                phase: Phase::Wait,
-                context: format!("waiting for lock {name:?}"),
-            })
-    }
-
-    /// `wg` / `wr` / `wsg`: asks the server, waiting in its line for
-    /// `wait` (`None`: no deadline).
-    fn grant(
-        &self,
-        name: &LockName,
-        kind: Kind,
-        limit: u32,
-        wait: Option<Duration>,
-    ) -> Result<Grant, Error> {
-        let ms = wait.map_or(MAX_WAIT_MS, wait_ms);
-        let verb: &[u8] = match kind {
-            Kind::Write => b"wg ",
-            Kind::Read => b"wr ",
-            Kind::Shared => b"wsg ",
-        };
-        let (success, timeout, deadlock) = match kind {
-            Kind::Write => (
-                reply::LOCK_GET_SUCCESS,
-                reply::LOCK_GET_TIMEOUT,
-                reply::LOCK_GET_DEADLOCK,
-            ),
-            Kind::Read => (READ_GET_SUCCESS, READ_GET_TIMEOUT, reply::LOCK_GET_DEADLOCK),
-            Kind::Shared => (
-                reply::SHARED_GET_SUCCESS,
-                reply::SHARED_GET_TIMEOUT,
-                SHARED_GET_DEADLOCK,
-            ),
-        };
-        self.inner.conn.call(
-            |out| {
-                out.extend_from_slice(verb);
-                push_number(out, ms);
-                out.push(b' ');
-                if kind == Kind::Shared {
-                    push_number(out, u64::from(limit));
-                    out.push(b' ');
-                }
-                out.extend_from_slice(name.as_bytes());
-            },
-            (ms < MAX_WAIT_MS).then(|| Duration::from_millis(ms)),
-            |line| {
-                let (n, text) = named(line, name)?;
-                match (n, text) {
-                    (n, t) if n >= 1 && t == success => Some(Grant::Yes(n)),
-                    (0, t) if t == timeout => Some(Grant::No),
-                    (0, t) if t == deadlock => Some(Grant::Deadlock),
-                    _ => None,
-                }
-            },
-        )
-    }
-
-    /// A classic server cannot wait in line: try, then try again after a
-    /// growing pause, until `wait` runs out.
-    fn classic_grant(
-        &self,
-        name: &LockName,
-        kind: Kind,
-        limit: u32,
-        wait: Option<Duration>,
-    ) -> Result<Grant, Error> {
-        if kind == Kind::Read {
-            return Err(Error::NotSupported { command: "wr" });
-        }
-        let deadline = wait.map(|w| Instant::now().checked_add(w));
-        let mut pause = CLASSIC_POLL_FIRST;
-        loop {
-            if let Some(n) = self.classic_try(name, kind, limit)? {
-                return Ok(Grant::Yes(n));
-            }
-            let left = match deadline {
-                Some(Some(d)) => d.saturating_duration_since(Instant::now()),
-                Some(None) | None => Duration::MAX,
-            };
-            if left.is_zero() {
-                return Ok(Grant::No);
-            }
-            thread::sleep(pause.min(left));
-            pause = pause.saturating_mul(2).min(CLASSIC_POLL_MAX);
-        }
-    }
-
-    /// One `g`, or one `sg` (stepping back out with `sr` when that makes
-    /// more than `limit` holders).
-    fn classic_try(&self, name: &LockName, kind: Kind, limit: u32) -> Result<Option<u64>, Error> {
-        if kind == Kind::Write {
-            return self.ask(b"g", name, |n, text| match (n, text) {
-                (1, reply::LOCK_GET_SUCCESS) => Some(Some(1)),
-                (0, reply::LOCK_GET_FAILURE) => Some(None),
-                _ => None,
-            });
-        }
-        let holders = self.ask(b"sg", name, |n, text| match (n, text) {
-            (n, reply::SHARED_GET_SUCCESS) if n >= 1 => Some(n),
-            _ => None,
-        })?;
-        if limit == 0 || holders <= u64::from(limit) {
-            return Ok(Some(holders));
-        }
-        self.server_release(name, Kind::Shared)?;
-        Ok(None)
-    }
-
-    /// A guard's explicit release: waits its turn and returns the answer.
-    pub(crate) fn release_now(
-        &self,
-        name: &LockName,
-        kind: Kind,
-        holder: ThreadId,
-    ) -> Result<(), Error> {
-        if !self.inner.holds.leave(name, kind, holder) {
-            return Ok(());
-        }
-        let result = if self.is_connected() {
-            self.server_release(name, kind)
-        } else {
-            Ok(())
-        };
-        self.inner.holds.released(name, kind);
-        result
-    }
-
-    /// A guard's drop: queues the release, never waits for the connection.
-    pub(crate) fn release_later(&self, name: &LockName, kind: Kind, holder: ThreadId) {
-        if self.inner.holds.leave(name, kind, holder) {
-            self.inner
-                .conn
-                .release_later(release_verb(kind), name.as_bytes());
-            self.inner.holds.released(name, kind);
-        }
-    }
-
-    fn server_release(&self, name: &LockName, kind: Kind) -> Result<(), Error> {
-        let (success, failure) = match kind {
-            Kind::Write => (reply::LOCK_RELEASE_SUCCESS, reply::LOCK_RELEASE_FAILURE),
-            Kind::Read => (READ_RELEASE_SUCCESS, READ_RELEASE_FAILURE),
-            Kind::Shared => (reply::SHARED_RELEASE_SUCCESS, reply::SHARED_RELEASE_FAILURE),
-        };
-        let released = self.ask(release_verb(kind), name, |n, text| match (n, text) {
-            (1, t) if t == success => Some(true),
-            (0, t) if t == failure => Some(false),
-            _ => None,
-        })?;
-        if released {
-            Ok(())
-        } else {
-            Err(Error::NotHeld { name: name.clone() })
-        }
-    }
-
     /// `VERB NAME`, answered by `N TEXT: NAME`; `parse` maps the number and
     /// text to a value (`None`: nonsense).
     fn ask<T>(
@@ -1083,14 +738,6 @@ fn open_conn(addr: &str, config: &ClientConfig) -> Result<Conn, Error> {
     Conn::handshake(stream, config.timeouts(), secret)
 }
 
-fn release_verb(kind: Kind) -> &'static [u8] {
-    match kind {
-        Kind::Write => b"r",
-        Kind::Read => b"rr",
-        Kind::Shared => b"sr",
-    }
-}
-
 /// The number and text of `N TEXT: NAME`, checking that NAME is the name
 /// asked about (a reply to someone else's call would not be).
 fn named<'a>(line: &'a [u8], name: &LockName) -> Option<(u64, &'a str)> {
@@ -1119,15 +766,6 @@ fn wire_name(name: &[u8]) -> Result<LockName, Error> {
     }
 }
 
-/// Whole milliseconds to wait, rounded up (so a wait of 1 µs waits, and
-/// only zero tries once), at most [`MAX_WAIT_MS`].
-fn wait_ms(wait: Duration) -> u64 {
-    let ms = wait
-        .as_millis()
-        .saturating_add(u128::from(!wait.subsec_nanos().is_multiple_of(1_000_000)));
-    u64::try_from(ms).unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1139,14 +777,5 @@ mod tests {
         assert_eq!(wire_name(b"a  b").unwrap().as_bytes(), b"a b");
         assert_eq!(wire_name(b"").unwrap().as_bytes(), b"");
         assert!(wire_name(b"a\nb").is_err());
-    }
-
-    #[test]
-    fn waits_never_overflow() {
-        assert_eq!(wait_ms(Duration::ZERO), 0);
-        assert_eq!(wait_ms(Duration::from_micros(1)), 1);
-        assert_eq!(wait_ms(Duration::from_millis(1500)), 1500);
-        assert_eq!(wait_ms(Duration::MAX), MAX_WAIT_MS);
-        assert_eq!(wait_ms(Duration::from_secs(u64::MAX / 1000)), MAX_WAIT_MS);
     }
 }
