@@ -81,7 +81,7 @@ fn a_call_allocates_at_most_twice() {
         client.ping().expect("ping");
     });
     println!(
-        "allocations per call: lock {:.2}, drop + lock {cycle:.2} per pair, try_lock + drop {try_cycle:.2} per pair, is_locked {is_locked:.2}, ping {ping:.2}",
+        "allocations: lock + drop {cycle:.2} per pair ({:.2} per call), try_lock + drop {try_cycle:.2} per pair, is_locked {is_locked:.2}, ping {ping:.2}",
         cycle / 2.0
     );
     assert!(

@@ -49,12 +49,53 @@ pub(crate) enum Wait {
 struct Hold {
     kind: Kind,
     /// The threads holding it (one for `Write`).
-    threads: Vec<ThreadId>,
+    threads: Threads,
     /// False while the first holder's command is on its way: the others
     /// wait for its answer.
     granted: bool,
     /// What the server said when it granted it (holder count or token).
     number: u64,
+}
+
+/// A set of threads, kept without allocating while it has one member
+/// (every exclusive hold, and most others).
+#[derive(Debug)]
+struct Threads {
+    first: Option<ThreadId>,
+    more: Vec<ThreadId>,
+}
+
+impl Threads {
+    fn one(thread: ThreadId) -> Threads {
+        Threads {
+            first: Some(thread),
+            more: Vec::new(),
+        }
+    }
+
+    fn contains(&self, thread: &ThreadId) -> bool {
+        self.first.as_ref() == Some(thread) || self.more.contains(thread)
+    }
+
+    fn push(&mut self, thread: ThreadId) {
+        if self.first.is_none() {
+            self.first = Some(thread);
+        } else {
+            self.more.push(thread);
+        }
+    }
+
+    fn remove(&mut self, thread: ThreadId) {
+        if self.first == Some(thread) {
+            self.first = self.more.pop();
+        } else if let Some(i) = self.more.iter().position(|&t| t == thread) {
+            self.more.swap_remove(i);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
 }
 
 #[derive(Default)]
@@ -113,7 +154,7 @@ impl Holds {
                     name.clone(),
                     Hold {
                         kind,
-                        threads: vec![me],
+                        threads: Threads::one(me),
                         granted: false,
                         number: 0,
                     },
@@ -185,9 +226,7 @@ impl Holds {
         let Some(hold) = table.space(kind).get_mut(name) else {
             return false;
         };
-        if let Some(i) = hold.threads.iter().position(|&t| t == holder) {
-            hold.threads.swap_remove(i);
-        }
+        hold.threads.remove(holder);
         if hold.threads.is_empty() {
             // Not joinable while the release is on its way.
             hold.granted = false;
