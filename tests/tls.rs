@@ -6,7 +6,8 @@
 mod common;
 
 use common::{TempDir, TestServer};
-use lockd::transport::tls::{connect_tls, TlsClientConfig, TlsClientStream, TlsConfig};
+use lockd::client::tls::{connect_tls, TlsClientConfig, TlsClientStream};
+use lockd::transport::tls::TlsConfig;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -267,8 +268,9 @@ fn the_client_library_speaks_tls() {
     let client = lockd::Client::connect_with(&addr, config.clone()).expect("connect over TLS");
     assert_eq!(client.protocol(), 2);
     let guard = client
-        .lock_wait("tls-lock", Duration::from_secs(1))
-        .expect("lock");
+        .try_lock_for("tls-lock", Duration::from_secs(1))
+        .expect("lock")
+        .expect("a free lock");
     assert!(guard.token().is_some_and(|t| t > 0));
     let other = lockd::Client::connect_with(&addr, config).expect("second client");
     assert!(other.is_locked("tls-lock").expect("i"));
