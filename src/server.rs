@@ -255,9 +255,10 @@ impl State {
     pub(crate) fn orphan(&self, id: u64) {
         let released = self.table.disconnect(id);
         let stats = &self.stats;
-        stats
-            .orphans
-            .fetch_add(released.exclusive as u64, Ordering::Relaxed);
+        stats.orphans.fetch_add(
+            (released.exclusive + released.read) as u64,
+            Ordering::Relaxed,
+        );
         stats
             .shared_orphans
             .fetch_add(released.shared as u64, Ordering::Relaxed);

@@ -20,6 +20,8 @@ pub enum Kind {
     Exclusive,
     /// `wsg`
     Shared,
+    /// `wr`
+    Read,
 }
 
 /// A wait the connection loop must carry out.
@@ -183,7 +185,7 @@ impl Session {
         let config = &state.config;
         let id = self.id;
         match command {
-            Command::Get(name) => match table.try_lock(id, &name) {
+            Command::Get(name) => match table.try_lock(id, name.as_bytes()) {
                 Some(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
                 None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
             },
@@ -245,7 +247,7 @@ impl Session {
                 }
             }
             Command::SharedGet(name) => {
-                let holders = table.lock_shared(id, &name);
+                let holders = table.lock_shared(id, name.as_bytes());
                 status(
                     out,
                     holders as u64,
@@ -335,12 +337,22 @@ impl Session {
                 limit,
                 name,
             } => return self.start_wait(Kind::Shared, name, limit, timeout_ms, out),
+            Command::WaitRead { timeout_ms, name } => {
+                return self.start_wait(Kind::Read, name, 0, timeout_ms, out)
+            }
+            Command::ReadRelease(name) => {
+                if table.release_read(id, name.as_bytes()) {
+                    status(out, 1, reply::READ_RELEASE_SUCCESS, name.as_bytes());
+                } else {
+                    status(out, 0, reply::READ_RELEASE_FAILURE, name.as_bytes());
+                }
+            }
             Command::Token(name) => match table.token(id, name.as_bytes()) {
                 Some(token) => status(out, token, reply::LOCK_TOKEN, name.as_bytes()),
                 None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
             },
             Command::ReleaseAll => {
-                reply::push_number(out, table.release_all(id) as u64);
+                reply::push_number(out, table.release_all(id).total() as u64);
                 out.extend_from_slice(b" Released\n");
             }
             Command::Ping => out.extend_from_slice(reply::PONG),
@@ -382,15 +394,20 @@ impl Session {
         let table = &self.state.table;
         let queue = timeout_ms > 0;
         let start = match kind {
-            Kind::Exclusive => table.lock_or_queue(self.id, &name, queue),
-            Kind::Shared => table.lock_shared_or_queue(self.id, &name, limit, queue),
+            Kind::Exclusive => table.lock_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Read => table.read_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
         };
         match start {
             WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),
             WaitStart::Busy => self.reply_timeout(kind, &name, out),
             WaitStart::Deadlock => {
                 bump(&self.state.stats.deadlocks);
-                status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
+                let text = match kind {
+                    Kind::Exclusive | Kind::Read => reply::LOCK_GET_DEADLOCK,
+                    Kind::Shared => reply::SHARED_GET_DEADLOCK,
+                };
+                status(out, 0, text, name.as_bytes());
             }
             WaitStart::Queued => {
                 return Step::Wait(Wait {
@@ -422,6 +439,12 @@ impl Session {
             Grant::Exclusive { token } => {
                 status(out, token, reply::LOCK_GET_SUCCESS, name.as_bytes())
             }
+            Grant::Read { readers } => status(
+                out,
+                readers as u64,
+                reply::READ_GET_SUCCESS,
+                name.as_bytes(),
+            ),
             Grant::Shared { holders } => status(
                 out,
                 holders as u64,
@@ -436,6 +459,7 @@ impl Session {
         let text = match kind {
             Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
             Kind::Shared => reply::SHARED_GET_TIMEOUT,
+            Kind::Read => reply::READ_GET_TIMEOUT,
         };
         status(out, 0, text, name.as_bytes());
     }
@@ -499,7 +523,26 @@ impl Session {
             }
             out.extend_from_slice(b"]}");
         }
-        out.extend_from_slice(b"}}\n");
+        out.push(b'}');
+        // Only when something is read-held, so a `dj` without readers
+        // stays byte for byte what clients of the first `dj` parse.
+        let readers = table.read_locks(b"");
+        if !readers.is_empty() {
+            out.extend_from_slice(b",\"readers\":{");
+            for (i, lock) in readers.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                reply::json_string(out, lock.name.as_bytes());
+                out.extend_from_slice(b":{\"holders\":");
+                reply::json_strings(out, &lock.readers);
+                out.extend_from_slice(b",\"waiters\":");
+                reply::json_strings(out, &lock.waiters);
+                out.push(b'}');
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}\n");
     }
 
     /// With `--verbose`, one log line per command; never an auth secret.

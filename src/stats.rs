@@ -92,6 +92,7 @@ impl Stats {
                 ("grants".to_string(), counts.grants),
                 ("lines_too_long".to_string(), load(&self.lines_too_long)),
                 ("max_connections".to_string(), max_connections as u64),
+                ("read_locks".to_string(), counts.read_locks as u64),
                 (
                     "rejected_connections".to_string(),
                     load(&self.rejected_connections),

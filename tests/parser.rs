@@ -27,8 +27,10 @@ const WHITESPACE: [&str; 25] = [
 
 /// Pieces that make interesting lines: verbs, numbers, separators, bytes
 /// that look like parts of whitespace but are not, invalid UTF-8.
-const PIECES: [&[u8]; 30] = [
+const PIECES: [&[u8]; 32] = [
     b"g",
+    b"wr",
+    b"rr",
     b"r",
     b"sg",
     b"wg",
@@ -166,6 +168,7 @@ fn check_parse(line: &[u8]) {
         Verb::SharedIsLocked => Some(Command::SharedIsLocked(name)),
         Verb::SharedHolders => Some(Command::SharedHolders(name)),
         Verb::Token => Some(Command::Token(name)),
+        Verb::ReadRelease => Some(Command::ReadRelease(name)),
         Verb::Iam => Some(Command::Iam(arg.clone())),
         Verb::Who => Some(Command::Who(arg.clone())),
         Verb::Auth => Some(Command::Auth(arg.clone())),
@@ -182,6 +185,10 @@ fn check_parse(line: &[u8]) {
         }
         Verb::Ttl => is_number(&arg, u64::MAX).then(|| Command::Ttl(number(&arg))),
         Verb::WaitGet => is_number(first, u64::MAX).then(|| Command::WaitGet {
+            timeout_ms: number(first),
+            name: LockName::from(after),
+        }),
+        Verb::WaitRead => is_number(first, u64::MAX).then(|| Command::WaitRead {
             timeout_ms: number(first),
             name: LockName::from(after),
         }),

@@ -59,11 +59,15 @@ pub enum Verb {
     DumpJson,
     /// `auth SECRET`.
     Auth,
+    /// `wr MS NAME`: wait in line for a read hold on an exclusive lock.
+    WaitRead,
+    /// `rr NAME`: release a read hold.
+    ReadRelease,
 }
 
 impl Verb {
     /// All verbs, in the order of their counters' indices.
-    pub const ALL: [Verb; 22] = [
+    pub const ALL: [Verb; 24] = [
         Verb::Get,
         Verb::Release,
         Verb::IsLocked,
@@ -86,6 +90,8 @@ impl Verb {
         Verb::Ttl,
         Verb::DumpJson,
         Verb::Auth,
+        Verb::WaitRead,
+        Verb::ReadRelease,
     ];
 
     /// The verb as sent on the wire.
@@ -113,6 +119,8 @@ impl Verb {
             Verb::Ttl => "ttl",
             Verb::DumpJson => "dj",
             Verb::Auth => "auth",
+            Verb::WaitRead => "wr",
+            Verb::ReadRelease => "rr",
         }
     }
 
@@ -141,6 +149,8 @@ impl Verb {
             b"ttl" => Verb::Ttl,
             b"dj" => Verb::DumpJson,
             b"auth" => Verb::Auth,
+            b"wr" => Verb::WaitRead,
+            b"rr" => Verb::ReadRelease,
             _ => return None,
         })
     }
@@ -227,6 +237,15 @@ pub enum Command {
     DumpJson,
     /// `auth SECRET` (the secret as sent, normalised).
     Auth(Vec<u8>),
+    /// `wr MS NAME`
+    WaitRead {
+        /// How long to wait, in milliseconds (0: try once).
+        timeout_ms: u64,
+        /// The lock.
+        name: LockName,
+    },
+    /// `rr NAME`
+    ReadRelease(LockName),
 }
 
 impl Command {
@@ -255,6 +274,8 @@ impl Command {
             Command::Ttl(_) => Verb::Ttl,
             Command::DumpJson => Verb::DumpJson,
             Command::Auth(_) => Verb::Auth,
+            Command::WaitRead { .. } => Verb::WaitRead,
+            Command::ReadRelease(_) => Verb::ReadRelease,
         }
     }
 }
@@ -341,14 +362,16 @@ pub fn parse_line(line: &[u8]) -> Parsed {
             Some(v) if v <= u64::from(u32::MAX) => Command::Hello(v as u32),
             _ => return Parsed::Malformed(verb, ParseError::BadVersion),
         },
-        Verb::WaitGet => {
+        Verb::WaitGet | Verb::WaitRead => {
             let (ms, name) = split_word(&arg);
             let Some(timeout_ms) = parse_number(ms) else {
                 return Parsed::Malformed(verb, timeout_error(verb));
             };
-            Command::WaitGet {
-                timeout_ms,
-                name: LockName::from(name),
+            let name = LockName::from(name);
+            if verb == Verb::WaitGet {
+                Command::WaitGet { timeout_ms, name }
+            } else {
+                Command::WaitRead { timeout_ms, name }
             }
         }
         Verb::WaitSharedGet => {
@@ -391,6 +414,7 @@ pub fn parse_line(line: &[u8]) -> Parsed {
         },
         Verb::DumpJson => Command::DumpJson,
         Verb::Auth => Command::Auth(arg.into_owned()),
+        Verb::ReadRelease => Command::ReadRelease(name()),
     };
     Parsed::Command(command)
 }
@@ -399,10 +423,10 @@ fn timeout_error(verb: Verb) -> ParseError {
     ParseError::ExpectedNumber {
         verb,
         what: "timeout in milliseconds",
-        usage: if verb == Verb::WaitGet {
-            "wg MS NAME"
-        } else {
-            "wsg MS LIMIT NAME"
+        usage: match verb {
+            Verb::WaitGet => "wg MS NAME",
+            Verb::WaitRead => "wr MS NAME",
+            _ => "wsg MS LIMIT NAME",
         },
     }
 }
@@ -621,6 +645,21 @@ mod tests {
             parse_line(b"wsg 1 -1 y"),
             Parsed::Malformed(Verb::WaitSharedGet, _)
         ));
+        assert_eq!(
+            cmd(b"wr 7  a b "),
+            Command::WaitRead {
+                timeout_ms: 7,
+                name: "a b".into()
+            }
+        );
+        assert_eq!(cmd(b"rr"), Command::ReadRelease("".into()));
+        match parse_line(b"wr x y") {
+            Parsed::Malformed(Verb::WaitRead, e) => assert_eq!(
+                e.to_string(),
+                "wr needs a timeout in milliseconds: wr MS NAME"
+            ),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             parse_line(b"ttl"),
             Parsed::Malformed(Verb::Ttl, _)

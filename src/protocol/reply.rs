@@ -11,6 +11,8 @@ pub const LOCK_GET_FAILURE: &str = "Lock Get Failure";
 pub const LOCK_GET_TIMEOUT: &str = "Lock Get Timeout";
 /// `0 Lock Get Deadlock: NAME`
 pub const LOCK_GET_DEADLOCK: &str = "Lock Get Deadlock";
+/// `0 Shared Lock Get Deadlock: NAME` (`wsg`)
+pub const SHARED_GET_DEADLOCK: &str = "Shared Lock Get Deadlock";
 /// `1 Lock Release Success: NAME`
 pub const LOCK_RELEASE_SUCCESS: &str = "Lock Release Success";
 /// `0 Lock Release Failure: NAME`
@@ -35,6 +37,15 @@ pub const SHARED_RELEASE_FAILURE: &str = "Shared Lock Release Failure";
 pub const SHARED_IS_LOCKED: &str = "Shared Lock Is Locked";
 /// `0 Shared Lock Not Locked: NAME`
 pub const SHARED_NOT_LOCKED: &str = "Shared Lock Not Locked";
+
+/// `N Read Lock Get Success: NAME` (N readers now)
+pub const READ_GET_SUCCESS: &str = "Read Lock Get Success";
+/// `0 Read Lock Get Timeout: NAME`
+pub const READ_GET_TIMEOUT: &str = "Read Lock Get Timeout";
+/// `1 Read Lock Release Success: NAME`
+pub const READ_RELEASE_SUCCESS: &str = "Read Lock Release Success";
+/// `0 Read Lock Release Failure: NAME`
+pub const READ_RELEASE_FAILURE: &str = "Read Lock Release Failure";
 
 /// `0 disabled`
 pub const DISABLED: &[u8] = b"0 disabled\n";
@@ -123,6 +134,18 @@ pub fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// Appends a JSON array of strings (see [`json_string`]).
+pub fn json_strings(out: &mut Vec<u8>, items: &[Box<[u8]>]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, item);
+    }
+    out.push(b']');
 }
 
 /// A status reply split into its parts: `N TEXT: NAME` or `N TEXT`.

@@ -5,5 +5,6 @@
 pub mod memory;
 
 pub use memory::{
-    ClientId, ClientNames, Counts, ExclusiveView, Grant, Released, SharedView, Table, WaitStart,
+    ClientId, ClientNames, Counts, ExclusiveView, Grant, ReadView, Released, SharedView, Table,
+    WaitStart,
 };
