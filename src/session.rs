@@ -5,7 +5,7 @@
 
 use crate::name::LockName;
 use crate::protocol::reply::{self, status};
-use crate::protocol::{self, Command, Parsed, Verb};
+use crate::protocol::{self, Command, Name, Parsed, Verb};
 use crate::server::State;
 use crate::stats::bump;
 use crate::store::{ClientId, Grant, WaitStart};
@@ -179,7 +179,7 @@ impl Session {
         self.run(command, out)
     }
 
-    fn run(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+    fn run(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Step {
         let state = &*self.state;
         let table = &state.table;
         let config = &state.config;
@@ -386,7 +386,7 @@ impl Session {
     fn start_wait(
         &mut self,
         kind: Kind,
-        name: LockName,
+        name: Name<'_>,
         limit: u32,
         timeout_ms: u64,
         out: &mut Vec<u8>,
@@ -399,8 +399,8 @@ impl Session {
             Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
         };
         match start {
-            WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),
-            WaitStart::Busy => self.reply_timeout(kind, &name, out),
+            WaitStart::Granted(grant) => self.reply_grant(grant, name.as_bytes(), out),
+            WaitStart::Busy => self.reply_timeout(kind, name.as_bytes(), out),
             WaitStart::Deadlock => {
                 bump(&self.state.stats.deadlocks);
                 let text = match kind {
@@ -412,7 +412,7 @@ impl Session {
             WaitStart::Queued => {
                 return Step::Wait(Wait {
                     kind,
-                    name,
+                    name: name.to_lock_name(),
                     deadline: Instant::now() + Duration::from_millis(timeout_ms),
                 })
             }
@@ -429,39 +429,29 @@ impl Session {
             None => self.grants.recv().ok(),
         };
         match grant {
-            Some(grant) => self.reply_grant(grant, &wait.name, out),
-            None => self.reply_timeout(wait.kind, &wait.name, out),
+            Some(grant) => self.reply_grant(grant, wait.name.as_bytes(), out),
+            None => self.reply_timeout(wait.kind, wait.name.as_bytes(), out),
         }
     }
 
-    fn reply_grant(&self, grant: Grant, name: &LockName, out: &mut Vec<u8>) {
+    fn reply_grant(&self, grant: Grant, name: &[u8], out: &mut Vec<u8>) {
         match grant {
-            Grant::Exclusive { token } => {
-                status(out, token, reply::LOCK_GET_SUCCESS, name.as_bytes())
+            Grant::Exclusive { token } => status(out, token, reply::LOCK_GET_SUCCESS, name),
+            Grant::Read { readers } => status(out, readers as u64, reply::READ_GET_SUCCESS, name),
+            Grant::Shared { holders } => {
+                status(out, holders as u64, reply::SHARED_GET_SUCCESS, name)
             }
-            Grant::Read { readers } => status(
-                out,
-                readers as u64,
-                reply::READ_GET_SUCCESS,
-                name.as_bytes(),
-            ),
-            Grant::Shared { holders } => status(
-                out,
-                holders as u64,
-                reply::SHARED_GET_SUCCESS,
-                name.as_bytes(),
-            ),
         }
     }
 
-    fn reply_timeout(&self, kind: Kind, name: &LockName, out: &mut Vec<u8>) {
+    fn reply_timeout(&self, kind: Kind, name: &[u8], out: &mut Vec<u8>) {
         bump(&self.state.stats.wait_timeouts);
         let text = match kind {
             Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
             Kind::Shared => reply::SHARED_GET_TIMEOUT,
             Kind::Read => reply::READ_GET_TIMEOUT,
         };
-        status(out, 0, text, name.as_bytes());
+        status(out, 0, text, name);
     }
 
     /// Protocol 2 ends every multi-line reply with an empty line.

@@ -12,8 +12,8 @@ mod common;
 use common::rng::{seeds, Rng};
 use lockd::protocol::line::{Line, LineReader};
 use lockd::protocol::reply::{self, parse_status};
-use lockd::protocol::{normalize, parse_line, trim, Command, Parsed, Verb};
-use lockd::LockName;
+use lockd::protocol::{normalize, parse_line, trim, Command, Name, Parsed, Verb};
+
 use std::io::{self, Read};
 
 const CASES: usize = 4000;
@@ -153,7 +153,7 @@ fn check_parse(line: &[u8]) {
         return;
     };
     let arg = reference_normalize(rest);
-    let name = LockName::from(arg.as_slice());
+    let name = Name::from(arg.as_slice());
     let (first, after) = match arg.iter().position(|&b| b == b' ') {
         Some(i) => (&arg[..i], &arg[i + 1..]),
         None => (&arg[..], &b""[..]),
@@ -186,11 +186,11 @@ fn check_parse(line: &[u8]) {
         Verb::Ttl => is_number(&arg, u64::MAX).then(|| Command::Ttl(number(&arg))),
         Verb::WaitGet => is_number(first, u64::MAX).then(|| Command::WaitGet {
             timeout_ms: number(first),
-            name: LockName::from(after),
+            name: Name::from(after),
         }),
         Verb::WaitRead => is_number(first, u64::MAX).then(|| Command::WaitRead {
             timeout_ms: number(first),
-            name: LockName::from(after),
+            name: Name::from(after),
         }),
         Verb::WaitSharedGet => {
             let (limit, name) = match after.iter().position(|&b| b == b' ') {
@@ -201,7 +201,7 @@ fn check_parse(line: &[u8]) {
                 Command::WaitSharedGet {
                     timeout_ms: number(first),
                     limit: number(limit) as u32,
-                    name: LockName::from(name),
+                    name: Name::from(name),
                 }
             })
         }
@@ -336,8 +336,8 @@ fn random_name(rng: &mut Rng) -> Vec<u8> {
     normalize(&random_bytes(rng, 5))
 }
 
-fn random_command(rng: &mut Rng) -> Command {
-    let name = LockName::from(random_name(rng).as_slice());
+fn random_command(rng: &mut Rng) -> Command<'static> {
+    let name = Name::from(random_name(rng));
     let ms = if rng.chance(20) {
         999_999_999_999_999_999
     } else {
