@@ -6,7 +6,7 @@
 use crate::connection;
 use crate::error::Error;
 use crate::stats::{bump, Stats};
-use crate::store::Table;
+use crate::store::{Limits, Table};
 use crate::token::TokenCounter;
 use crate::transport::tls::TlsConfig;
 use crate::transport::{self, websocket, CloseWatcher, Listener, Peer, Reaper, Stream};
@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub registry: bool,
     /// Connections past this are told `0 Too Many Connections` and closed.
     pub max_connections: usize,
+    /// Caps on locks held and waiters in line (`--max-locks`,
+    /// `--max-locks-per-connection`, `--max-waiters`).
+    pub limits: Limits,
     /// Longest accepted line in bytes, `\n` not counted.
     pub max_line: usize,
     /// Log every command to stderr.
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             dump: true,
             registry: true,
             max_connections: 10_000,
+            limits: Limits::default(),
             max_line: 4096,
             verbose: false,
             auth_secret: None,
@@ -428,10 +432,11 @@ impl Server {
                 .set_nonblocking()
                 .map_err(|e| Error::io("cannot make a listener non-blocking", e))?;
         }
+        let limits = config.limits;
         Ok(Server {
             state: Arc::new(State {
                 config,
-                table: Table::new(tokens),
+                table: Table::with_limits(tokens, limits),
                 stats: Stats::default(),
                 watcher,
                 next_id: AtomicU64::new(1),

@@ -8,7 +8,7 @@ use crate::protocol::reply::{self, status};
 use crate::protocol::{self, Command, Name, Parsed, Verb};
 use crate::server::State;
 use crate::stats::bump;
-use crate::store::{ClientId, Grant, WaitStart};
+use crate::store::{ClientId, Grant, LimitError, WaitStart};
 use crossbeam_channel::{bounded, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,9 +185,12 @@ impl Session {
         let config = &state.config;
         let id = self.id;
         match command {
-            Command::Get(name) => match table.try_lock(id, name.as_bytes()) {
-                Some(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
-                None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
+            Command::Get(name) => match table.lock_or_queue(id, name.as_bytes(), false) {
+                WaitStart::Granted(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
+                WaitStart::Limit(error) => {
+                    self.refuse(error, reply::LOCK_GET_FAILURE, name.as_bytes(), out)
+                }
+                _ => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
             },
             Command::Release(name) => {
                 if table.release(id, name.as_bytes()) {
@@ -246,15 +249,15 @@ impl Session {
                     out.extend_from_slice(b"]\n");
                 }
             }
-            Command::SharedGet(name) => {
-                let holders = table.lock_shared(id, name.as_bytes());
-                status(
+            Command::SharedGet(name) => match table.lock_shared(id, name.as_bytes()) {
+                Ok(holders) => status(
                     out,
                     holders as u64,
                     reply::SHARED_GET_SUCCESS,
                     name.as_bytes(),
-                );
-            }
+                ),
+                Err(error) => self.refuse(error, reply::SHARED_GET_FAILURE, name.as_bytes(), out),
+            },
             Command::SharedRelease(name) => {
                 if table.release_shared(id, name.as_bytes()) {
                     status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
@@ -409,6 +412,14 @@ impl Session {
                 };
                 status(out, 0, text, name.as_bytes());
             }
+            WaitStart::Limit(error) => {
+                let text = match kind {
+                    Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
+                    Kind::Shared => reply::SHARED_GET_TIMEOUT,
+                    Kind::Read => reply::READ_GET_TIMEOUT,
+                };
+                self.refuse(error, text, name.as_bytes(), out);
+            }
             WaitStart::Queued => {
                 return Step::Wait(Wait {
                     kind,
@@ -452,6 +463,16 @@ impl Session {
             Kind::Read => reply::READ_GET_TIMEOUT,
         };
         status(out, 0, text, name);
+    }
+
+    /// A request a cap refused: `0 Error: limit reached: ...` on protocol
+    /// 2, else the classic refusal `0 TEXT: NAME`.
+    fn refuse(&self, error: LimitError, text: &str, name: &[u8], out: &mut Vec<u8>) {
+        if self.version >= 2 {
+            reply::error(out, &error);
+        } else {
+            status(out, 0, text, name);
+        }
     }
 
     /// Protocol 2 ends every multi-line reply with an empty line.

@@ -583,7 +583,7 @@ impl Sim {
                 self.note(format!("c{id} lock_shared {shown:?}"));
                 let want = self.model.lock_shared(id, name);
                 let got = self.table.lock_shared(id, name);
-                self.eq(got, want, "lock_shared holders");
+                self.eq(got, Ok(want), "lock_shared holders");
             }
             59..=70 => {
                 let limit = self.rng.below(4) as u32;
@@ -699,6 +699,7 @@ impl Sim {
                 shared_locks: model.shared.len(),
                 waiting: model.waiting.len(),
                 grants: model.grants,
+                refused: Default::default(),
             },
             "counts",
         );

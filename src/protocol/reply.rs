@@ -27,6 +27,8 @@ pub const LOCK_TOKEN: &str = "Lock Token";
 pub const LOCK_NOT_HELD: &str = "Lock Not Held";
 /// `N Shared Lock Get Success: NAME`
 pub const SHARED_GET_SUCCESS: &str = "Shared Lock Get Success";
+/// `0 Shared Lock Get Failure: NAME` (`sg` past a cap)
+pub const SHARED_GET_FAILURE: &str = "Shared Lock Get Failure";
 /// `0 Shared Lock Get Timeout: NAME`
 pub const SHARED_GET_TIMEOUT: &str = "Shared Lock Get Timeout";
 /// `1 Shared Lock Release Success: NAME`

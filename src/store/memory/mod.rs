@@ -18,6 +18,7 @@ mod holders;
 mod rw;
 mod shared;
 
+use super::limits::{reached, LimitCounts, LimitError, LimitHit, LimitLog, Limits};
 use crate::name::LockName;
 use crate::token::TokenCounter;
 use crossbeam_channel::Sender;
@@ -60,6 +61,8 @@ pub enum WaitStart {
     Busy,
     /// Waiting would close a cycle of waiters: refused.
     Deadlock,
+    /// A cap of [`Limits`] refused it; nothing changed.
+    Limit(LimitError),
 }
 
 /// How many locks a client lost when it left.
@@ -144,11 +147,14 @@ pub struct Counts {
     pub waiting: usize,
     /// Exclusive grants so far (each drew a fencing token).
     pub grants: u64,
+    /// Requests refused by each cap.
+    pub refused: LimitCounts,
 }
 
 /// The lock table. See the module docs.
 pub struct Table {
     inner: RwLock<Inner>,
+    limits: LimitLog,
 }
 
 /// What a client waits for; a client waits for one lock at a time.
@@ -246,12 +252,20 @@ struct Inner {
     /// Names read-held now.
     read_held: usize,
     tokens: TokenCounter,
+    limits: Limits,
 }
 
 impl Table {
-    /// An empty table drawing fencing tokens from `tokens`.
+    /// An empty table drawing fencing tokens from `tokens`, with the
+    /// default [`Limits`].
     pub fn new(tokens: TokenCounter) -> Table {
+        Table::with_limits(tokens, Limits::default())
+    }
+
+    /// An empty table with the given caps.
+    pub fn with_limits(tokens: TokenCounter, limits: Limits) -> Table {
         Table {
+            limits: LimitLog::new(limits),
             inner: RwLock::new(Inner {
                 locks: HashMap::new(),
                 shared: HashMap::new(),
@@ -262,8 +276,22 @@ impl Table {
                 write_held: 0,
                 read_held: 0,
                 tokens,
+                limits,
             }),
         }
+    }
+
+    /// The caps this table enforces.
+    pub fn limits(&self) -> &Limits {
+        self.limits.limits()
+    }
+
+    /// Counts and logs a refusal by a cap, outside the table lock.
+    fn counted(&self, start: WaitStart) -> WaitStart {
+        if let WaitStart::Limit(error) = start {
+            self.limits.hit(error.hit);
+        }
+        start
     }
 
     /// Adds a client. Grants for its waits arrive on `notify`, which must
@@ -297,7 +325,7 @@ impl Table {
     /// (or this client already holds it, or is its only reader: the read
     /// hold becomes the write hold). Returns the grant's fencing token.
     pub fn try_lock(&self, id: ClientId, name: &[u8]) -> Option<u64> {
-        match self.inner.write().lock(id, name, false) {
+        match self.lock_or_queue(id, name, false) {
             WaitStart::Granted(Grant::Exclusive { token }) => Some(token),
             _ => None,
         }
@@ -306,7 +334,8 @@ impl Table {
     /// `wg`: takes the write lock, or queues for it when `queue` is set,
     /// unless queueing would close a cycle of waiters.
     pub fn lock_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
-        self.inner.write().lock(id, name, queue)
+        let start = self.inner.write().lock(id, name, queue);
+        self.counted(start)
     }
 
     /// `r`: releases the write lock if this client holds it, handing the
@@ -319,7 +348,8 @@ impl Table {
     /// unless queueing would close a cycle of waiters. Granted at once only
     /// when no writer holds the name and nobody waits for it.
     pub fn read_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
-        self.inner.write().read(id, name, queue)
+        let start = self.inner.write().read(id, name, queue);
+        self.counted(start)
     }
 
     /// `rr`: gives up this client's read hold, serving the line if it was
@@ -346,8 +376,16 @@ impl Table {
 
     /// `sg`: takes a place among the holders (no limit). Returns the
     /// holder count.
-    pub fn lock_shared(&self, id: ClientId, name: &[u8]) -> usize {
-        self.inner.write().add_shared_holder(id, name)
+    ///
+    /// # Errors
+    ///
+    /// A cap of [`Limits`] refused it.
+    pub fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, LimitError> {
+        let result = self.inner.write().add_shared_holder(id, name);
+        if let Err(error) = result {
+            self.limits.hit(error.hit);
+        }
+        result
     }
 
     /// `wsg`: takes a place among at most `limit` holders (0: no limit),
@@ -360,7 +398,8 @@ impl Table {
         limit: u32,
         queue: bool,
     ) -> WaitStart {
-        self.inner.write().lock_shared(id, name, limit, queue)
+        let start = self.inner.write().lock_shared(id, name, limit, queue);
+        self.counted(start)
     }
 
     /// `sr`: gives up this client's place, admitting waiters that now fit.
@@ -471,6 +510,7 @@ impl Table {
             shared_locks: inner.shared.len(),
             waiting: inner.waiting,
             grants: inner.grants,
+            refused: self.limits.counts(),
         }
     }
 }
@@ -504,6 +544,43 @@ impl Inner {
         } else {
             Box::new(map.get(filter).into_iter())
         }
+    }
+
+    /// May `id` take one more lock, and may the table hold one more name
+    /// (when `new_name`)?
+    fn may_hold(&self, id: ClientId, new_name: bool) -> Result<(), LimitError> {
+        let held = self
+            .clients
+            .get(&id)
+            .map_or(0, |c| c.exclusive.len() + c.read.len() + c.shared.len());
+        if reached(held, self.limits.max_locks_per_connection) {
+            return Err(self.limit(LimitHit::LocksPerConnection));
+        }
+        if new_name && reached(self.locks.len() + self.shared.len(), self.limits.max_locks) {
+            return Err(self.limit(LimitHit::Locks));
+        }
+        Ok(())
+    }
+
+    /// May `id` join a line of `waiters`, to take one more lock when it is
+    /// served (unless it upgrades a read hold it has)?
+    fn may_queue(&self, id: ClientId, waiters: usize, upgrade: bool) -> Result<(), LimitError> {
+        if reached(waiters, self.limits.max_waiters) {
+            return Err(self.limit(LimitHit::Waiters));
+        }
+        if upgrade {
+            return Ok(());
+        }
+        self.may_hold(id, false)
+    }
+
+    fn limit(&self, hit: LimitHit) -> LimitError {
+        let cap = match hit {
+            LimitHit::Locks => self.limits.max_locks,
+            LimitHit::LocksPerConnection => self.limits.max_locks_per_connection,
+            LimitHit::Waiters => self.limits.max_waiters,
+        };
+        LimitError { hit, cap }
     }
 
     fn set_waiting(&mut self, id: ClientId, waiting: Waiting) {

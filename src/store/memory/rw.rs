@@ -107,6 +107,9 @@ impl Inner {
                 if self.closes_cycle(id, lock.holders_except(id)) {
                     return WaitStart::Deadlock;
                 }
+                if let Err(error) = self.may_queue(id, lock.line.len(), upgrade) {
+                    return WaitStart::Limit(error);
+                }
                 let key = lock.name.clone();
                 let waiter = Waiter {
                     id,
@@ -121,6 +124,12 @@ impl Inner {
                 }
                 self.set_waiting(id, Waiting::Write(key));
                 return WaitStart::Queued;
+            }
+        }
+        let upgrade = self.locks.get(name).is_some_and(|l| l.readers.contains(id));
+        if !upgrade {
+            if let Err(error) = self.may_hold(id, !self.locks.contains_key(name)) {
+                return WaitStart::Limit(error);
             }
         }
         // Free for `id`. No token can be issued safely (the state cannot
@@ -184,6 +193,9 @@ impl Inner {
                 if lock.held_by(id) || self.closes_cycle(id, lock.holders_except(id)) {
                     return WaitStart::Deadlock;
                 }
+                if let Err(error) = self.may_queue(id, lock.line.len(), false) {
+                    return WaitStart::Limit(error);
+                }
                 let key = lock.name.clone();
                 if let Some(lock) = self.locks.get_mut(name) {
                     lock.line.push_back(Waiter {
@@ -194,6 +206,9 @@ impl Inner {
                 self.set_waiting(id, Waiting::Read(key));
                 return WaitStart::Queued;
             }
+        }
+        if let Err(error) = self.may_hold(id, !self.locks.contains_key(name)) {
+            return WaitStart::Limit(error);
         }
         let readers = self.grant_read(id, name);
         WaitStart::Granted(Grant::Read { readers })

@@ -2,7 +2,7 @@
 //! namespace from the exclusive one, with its own line of waiters, each
 //! waiting for a place among at most its own limit of holders.
 
-use super::{ClientId, Grant, Held, Holders, Inner, SharedView, WaitStart, Waiting};
+use super::{ClientId, Grant, Held, Holders, Inner, LimitError, SharedView, WaitStart, Waiting};
 use crate::name::LockName;
 use std::collections::VecDeque;
 
@@ -20,7 +20,16 @@ fn fits(holders: usize, limit: u32) -> bool {
 
 impl Inner {
     /// `sg`: joins the holders; returns how many hold it now.
-    pub(super) fn add_shared_holder(&mut self, id: ClientId, name: &[u8]) -> usize {
+    pub(super) fn add_shared_holder(
+        &mut self,
+        id: ClientId,
+        name: &[u8],
+    ) -> Result<usize, LimitError> {
+        let lock = self.shared.get(name);
+        if let Some(lock) = lock.filter(|l| l.holders.contains(id)) {
+            return Ok(lock.holders.len());
+        }
+        self.may_hold(id, lock.is_none())?;
         if !self.shared.contains_key(name) {
             let key = LockName::from(name);
             let lock = Shared {
@@ -31,14 +40,14 @@ impl Inner {
             self.shared.insert(key, lock);
         }
         let Some(lock) = self.shared.get_mut(name) else {
-            return 0;
+            return Ok(0);
         };
         if lock.holders.insert(id) {
             if let Some(client) = self.clients.get_mut(&id) {
                 client.shared.insert(Held(lock.name.clone()));
             }
         }
-        lock.holders.len()
+        Ok(lock.holders.len())
     }
 
     /// `wsg`.
@@ -61,6 +70,9 @@ impl Inner {
                 if self.closes_cycle(id, lock.holders.iter()) {
                     return WaitStart::Deadlock;
                 }
+                if let Err(error) = self.may_queue(id, lock.waiters.len(), false) {
+                    return WaitStart::Limit(error);
+                }
                 let key = lock.name.clone();
                 if let Some(lock) = self.shared.get_mut(name) {
                     lock.waiters.push_back((id, limit));
@@ -69,8 +81,10 @@ impl Inner {
                 return WaitStart::Queued;
             }
         }
-        let holders = self.add_shared_holder(id, name);
-        WaitStart::Granted(Grant::Shared { holders })
+        match self.add_shared_holder(id, name) {
+            Ok(holders) => WaitStart::Granted(Grant::Shared { holders }),
+            Err(error) => WaitStart::Limit(error),
+        }
     }
 
     /// `sr` (and orphaning).

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::limits::LimitCounts;
 use crossbeam_channel::{bounded, Receiver};
 
 fn table() -> Table {
@@ -242,4 +243,61 @@ fn cycles_through_read_holds_and_full_semaphores() {
     // 4 holds nothing anyone waits for: no cycle, it just waits.
     assert_eq!(t.lock_shared_or_queue(4, b"s", 1, true), WaitStart::Queued);
     assert_eq!(t.counts().waiting, 3);
+}
+
+#[test]
+fn caps_refuse_and_change_nothing() {
+    let t = Table::with_limits(
+        TokenCounter::in_memory(),
+        Limits {
+            max_locks: 3,
+            max_locks_per_connection: 2,
+            max_waiters: 1,
+        },
+    );
+    let _rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
+    let limit = |hit, cap| WaitStart::Limit(LimitError { hit, cap });
+    t.try_lock(1, b"a").expect("free");
+    assert_eq!(t.read_or_queue(1, b"b", false), read(1));
+    // Per connection: a third lock, a place in a line, an sg.
+    assert_eq!(
+        t.lock_or_queue(1, b"c", false),
+        limit(LimitHit::LocksPerConnection, 2)
+    );
+    assert_eq!(
+        t.try_lock(1, b"a").map(|_| ()),
+        Some(()),
+        "a re-get is no new lock"
+    );
+    assert_eq!(
+        t.lock_shared(1, b"s"),
+        Err(LimitError {
+            hit: LimitHit::LocksPerConnection,
+            cap: 2
+        })
+    );
+    // The whole table: a third name is fine, a fourth is not.
+    assert_eq!(
+        t.lock_shared_or_queue(2, b"s", 0, false),
+        WaitStart::Granted(Grant::Shared { holders: 1 })
+    );
+    assert_eq!(t.read_or_queue(2, b"d", true), limit(LimitHit::Locks, 3));
+    assert_eq!(t.read_or_queue(2, b"b", false), read(2), "an existing name");
+    // Waiters: one in line, the second refused.
+    assert_eq!(t.lock_or_queue(3, b"a", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(4, b"a", true), limit(LimitHit::Waiters, 1));
+    let c = t.counts();
+    assert_eq!(
+        (c.locks, c.read_locks, c.shared_locks, c.waiting),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(
+        c.refused,
+        LimitCounts {
+            locks: 1,
+            locks_per_connection: 2,
+            waiters: 1
+        }
+    );
+    assert!(t.exclusive_locks(b"c").is_empty() && t.read_locks(b"d").is_empty());
 }
