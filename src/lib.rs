@@ -29,11 +29,10 @@
 
 #![deny(missing_docs)]
 
-pub mod bench;
-pub mod cli;
 pub mod client;
 mod connection;
 mod error;
+pub mod local;
 pub mod log;
 mod name;
 pub mod protocol;

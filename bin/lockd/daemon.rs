@@ -3,14 +3,16 @@
 //! the pidfile, the default state directory, and [`start`], which brings
 //! the server up as the binary runs it. Signal handling is the binary's.
 
-use super::{
+use crate::flags::{
     options, parse_number, render_flags, Arity, FlagSpec, UsageError, HELP_FLAG, VERSION_FLAG,
 };
-use crate::error::Error;
-use crate::log::{log, Priority};
-use crate::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
-use crate::systemd;
-use crate::transport::tls::TlsConfig;
+use crate::limits::KernelLimits;
+use crate::nofile::raise_nofile_limit;
+use lockd::log::{log, Priority};
+use lockd::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
+use lockd::systemd;
+use lockd::transport::tls::TlsConfig;
+use lockd::Error;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
@@ -238,7 +240,7 @@ glockd's flags are accepted with glockd's meaning, so its unit files start lockd
   -port N (all interfaces; 0 turns TCP off), -unix PATH, -pidfile PATH,
   -dump=false, -registry=false, -verbose, -ws N (WebSocket on all interfaces; 0 = off)
 
-Exit status: 0 after a clean stop (SIGTERM, SIGINT), 1 on a runtime error
+Exit status: 0 after a clean stop (SIGTERM, SIGINT, SIGQUIT), 1 on a runtime error
 (address in use, pidfile held, unusable state), 2 on a bad command line.
 See lockd(8) and lockd-protocol(7).
 ",
@@ -423,7 +425,8 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     }
     config.verbose = m.opt_present("verbose");
     if let Some(path) = m.opt_str("auth-file") {
-        config.auth_secret = Some(read_secret(Path::new(&path))?);
+        config.auth_secret =
+            Some(Secret::from_file(Path::new(&path)).map_err(|e| UsageError(e.to_string()))?);
     }
     config.state_dir = match (m.opt_str("state-dir"), m.opt_present("no-state")) {
         (Some(_), true) => {
@@ -502,25 +505,6 @@ fn tls_config(m: &getopts::Matches) -> Result<Option<TlsConfig>, UsageError> {
     )
     .map(Some)
     .map_err(|e| UsageError(e.to_string()))
-}
-
-/// Reads an auth secret: the file's contents less one trailing newline.
-fn read_secret(path: &Path) -> Result<Secret, UsageError> {
-    let mut bytes = std::fs::read(path)
-        .map_err(|e| UsageError(format!("cannot read --auth-file {}: {e}", path.display())))?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-    }
-    if bytes.is_empty() {
-        return Err(UsageError(format!(
-            "--auth-file {} is empty: write the secret into it",
-            path.display()
-        )));
-    }
-    Ok(Secret::new(bytes))
 }
 
 /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `/var/lib/lockd`
@@ -714,7 +698,7 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
     }
     let mut config = options.config;
     let max_connections = config.max_connections;
-    match super::raise_nofile_limit() {
+    match raise_nofile_limit() {
         // One descriptor per connection, plus a few for listeners and files.
         Ok(limit) if limit < max_connections as u64 + 16 => log(Priority::Warning, format_args!(
             "warning: open-files limit is {limit}, below --max-connections {max_connections}: raise it (ulimit -n, LimitNOFILE=) or lower --max-connections"
@@ -722,7 +706,7 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
         Ok(_) => {}
         Err(e) => log(Priority::Warning, format_args!("warning: cannot read the open-files limit: {e}")),
     }
-    for warning in super::KernelLimits::read().capacity_warnings(max_connections) {
+    for warning in KernelLimits::read().capacity_warnings(max_connections) {
         log(Priority::Warning, format_args!("warning: {warning}"));
     }
     let tls = match &config.tls {
@@ -834,6 +818,19 @@ fn tell_systemd(sent: io::Result<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_table_is_well_formed_and_in_help() {
+        crate::flags::check_table(FLAGS);
+        let help = help();
+        for flag in FLAGS {
+            assert!(
+                help.contains(&format!("--{}", flag.long)),
+                "--{}",
+                flag.long
+            );
+        }
+    }
 
     fn run(args: &[&str]) -> DaemonOptions {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
