@@ -17,6 +17,9 @@ mod deadlock;
 mod holders;
 mod rw;
 mod shared;
+mod watch;
+
+pub use watch::{Event, HoldKind, WatchEvent, Watcher, QUEUE as WATCH_QUEUE};
 
 use super::limits::{reached, LimitCounts, LimitError, LimitHit, LimitLog, Limits};
 use crate::name::LockName;
@@ -253,6 +256,7 @@ struct Inner {
     read_held: usize,
     tokens: TokenCounter,
     limits: Limits,
+    watchers: Vec<watch::Watching>,
 }
 
 impl Table {
@@ -277,6 +281,7 @@ impl Table {
                 read_held: 0,
                 tokens,
                 limits,
+                watchers: Vec::new(),
             }),
         }
     }
@@ -315,8 +320,9 @@ impl Table {
     /// its next waiters), takes it out of any line, forgets its name.
     pub fn disconnect(&self, id: ClientId) -> Released {
         let mut inner = self.inner.write();
+        inner.unwatch(id);
         inner.stop_waiting(id);
-        let released = inner.release_all(id);
+        let released = inner.release_all(id, Event::Orphaned);
         inner.clients.remove(&id);
         released
     }
@@ -341,7 +347,7 @@ impl Table {
     /// `r`: releases the write lock if this client holds it, handing the
     /// name to the head of its line.
     pub fn release(&self, id: ClientId, name: &[u8]) -> bool {
-        self.inner.write().release_write(id, name)
+        self.inner.write().release_write(id, name, Event::Released)
     }
 
     /// `wr`: takes a read hold, or queues for one when `queue` is set,
@@ -355,7 +361,7 @@ impl Table {
     /// `rr`: gives up this client's read hold, serving the line if it was
     /// the last.
     pub fn release_read(&self, id: ClientId, name: &[u8]) -> bool {
-        self.inner.write().release_read(id, name)
+        self.inner.write().release_read(id, name, Event::Released)
     }
 
     /// `i`: is the name held by a writer or any reader?
@@ -404,7 +410,7 @@ impl Table {
 
     /// `sr`: gives up this client's place, admitting waiters that now fit.
     pub fn release_shared(&self, id: ClientId, name: &[u8]) -> bool {
-        self.inner.write().release_shared(id, name)
+        self.inner.write().release_shared(id, name, Event::Released)
     }
 
     /// `si`: how many hold the shared lock.
@@ -418,7 +424,17 @@ impl Table {
 
     /// `ra`: releases everything this client holds.
     pub fn release_all(&self, id: ClientId) -> Released {
-        self.inner.write().release_all(id)
+        self.inner.write().release_all(id, Event::Released)
+    }
+
+    /// `watch`: registers `pattern` (a name, or a prefix ending in `*`) for
+    /// client `id`. Returns the `held` snapshot of what it matches, sorted
+    /// by name, and the client's event queue if this was its first pattern.
+    /// Events after the snapshot arrive on the queue, none missed.
+    pub fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
+        let (mut held, watcher) = self.inner.write().watch(id, pattern);
+        held.sort_by(|a, b| a.name.cmp(&b.name));
+        (held, watcher)
     }
 
     /// Ends a wait that timed out. `false` when the grant won the race: the
@@ -615,7 +631,7 @@ impl Inner {
         true
     }
 
-    fn release_all(&mut self, id: ClientId) -> Released {
+    fn release_all(&mut self, id: ClientId, cause: Event) -> Released {
         let Some(client) = self.clients.get_mut(&id) else {
             return Released::default();
         };
@@ -623,13 +639,13 @@ impl Inner {
         let read = std::mem::take(&mut client.read);
         let shared = std::mem::take(&mut client.shared);
         for Held(name) in &exclusive {
-            self.release_write(id, name.as_bytes());
+            self.release_write(id, name.as_bytes(), cause);
         }
         for Held(name) in &read {
-            self.release_read(id, name.as_bytes());
+            self.release_read(id, name.as_bytes(), cause);
         }
         for Held(name) in &shared {
-            self.release_shared(id, name.as_bytes());
+            self.release_shared(id, name.as_bytes(), cause);
         }
         Released {
             exclusive: exclusive.len(),

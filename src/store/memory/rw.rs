@@ -7,6 +7,7 @@
 //! starve. A reader asking to write (an upgrade) goes to the head of the
 //! line and is granted once it is the only reader left.
 
+use super::watch::{Event, HoldKind};
 use super::{ClientId, ExclusiveView, Grant, Held, Holders, Inner, ReadView, WaitStart, Waiting};
 use crate::name::LockName;
 use std::collections::VecDeque;
@@ -149,11 +150,15 @@ impl Inner {
         let lock = self.lock_entry(name);
         lock.writer = Some(Writer { id, token });
         let upgraded = lock.readers.remove(id);
-        let now_unread = upgraded && lock.readers.is_empty();
+        let readers = lock.readers.len() as u64;
         let held = Held(lock.name.clone());
-        if now_unread {
+        if upgraded && readers == 0 {
             self.read_held -= 1;
         }
+        if upgraded {
+            self.emit(Event::Released, HoldKind::Read, readers, id, &held.0);
+        }
+        self.emit(Event::Locked, HoldKind::Exclusive, token, id, &held.0);
         if let Some(client) = self.clients.get_mut(&id) {
             if upgraded {
                 client.read.remove(&held);
@@ -172,6 +177,7 @@ impl Inner {
         if first {
             self.read_held += 1;
         }
+        self.emit(Event::Locked, HoldKind::Read, readers as u64, id, &held.0);
         if let Some(client) = self.clients.get_mut(&id) {
             client.read.insert(held);
         }
@@ -215,16 +221,17 @@ impl Inner {
     }
 
     /// `r` (and orphaning): releases the write lock if `id` holds it.
-    pub(super) fn release_write(&mut self, id: ClientId, name: &[u8]) -> bool {
+    pub(super) fn release_write(&mut self, id: ClientId, name: &[u8], cause: Event) -> bool {
         let Some(lock) = self.locks.get_mut(name) else {
             return false;
         };
-        if lock.writer.is_none_or(|w| w.id != id) {
+        let Some(writer) = lock.writer.filter(|w| w.id == id) else {
             return false;
-        }
+        };
         lock.writer = None;
         let held = Held(lock.name.clone());
         self.write_held -= 1;
+        self.emit(cause, HoldKind::Exclusive, writer.token, id, &held.0);
         if let Some(client) = self.clients.get_mut(&id) {
             client.exclusive.remove(&held);
         }
@@ -233,7 +240,7 @@ impl Inner {
     }
 
     /// `rr` (and orphaning): gives up `id`'s read hold.
-    pub(super) fn release_read(&mut self, id: ClientId, name: &[u8]) -> bool {
+    pub(super) fn release_read(&mut self, id: ClientId, name: &[u8], cause: Event) -> bool {
         let Some(lock) = self.locks.get_mut(name) else {
             return false;
         };
@@ -241,9 +248,11 @@ impl Inner {
             return false;
         }
         let held = Held(lock.name.clone());
-        if lock.readers.is_empty() {
+        let readers = lock.readers.len() as u64;
+        if readers == 0 {
             self.read_held -= 1;
         }
+        self.emit(cause, HoldKind::Read, readers, id, &held.0);
         if let Some(client) = self.clients.get_mut(&id) {
             client.read.remove(&held);
         }

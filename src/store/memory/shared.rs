@@ -2,6 +2,7 @@
 //! namespace from the exclusive one, with its own line of waiters, each
 //! waiting for a place among at most its own limit of holders.
 
+use super::watch::{Event, HoldKind};
 use super::{ClientId, Grant, Held, Holders, Inner, LimitError, SharedView, WaitStart, Waiting};
 use crate::name::LockName;
 use std::collections::VecDeque;
@@ -42,12 +43,22 @@ impl Inner {
         let Some(lock) = self.shared.get_mut(name) else {
             return Ok(0);
         };
-        if lock.holders.insert(id) {
-            if let Some(client) = self.clients.get_mut(&id) {
-                client.shared.insert(Held(lock.name.clone()));
-            }
+        let holders = lock.holders.len();
+        if !lock.holders.insert(id) {
+            return Ok(holders);
         }
-        Ok(lock.holders.len())
+        let held = Held(lock.name.clone());
+        self.emit(
+            Event::Locked,
+            HoldKind::Shared,
+            holders as u64 + 1,
+            id,
+            &held.0,
+        );
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.shared.insert(held);
+        }
+        Ok(holders + 1)
     }
 
     /// `wsg`.
@@ -88,7 +99,7 @@ impl Inner {
     }
 
     /// `sr` (and orphaning).
-    pub(super) fn release_shared(&mut self, id: ClientId, name: &[u8]) -> bool {
+    pub(super) fn release_shared(&mut self, id: ClientId, name: &[u8], cause: Event) -> bool {
         let Some(lock) = self.shared.get_mut(name) else {
             return false;
         };
@@ -96,6 +107,8 @@ impl Inner {
             return false;
         }
         let held = Held(lock.name.clone());
+        let holders = lock.holders.len() as u64;
+        self.emit(cause, HoldKind::Shared, holders, id, &held.0);
         if let Some(client) = self.clients.get_mut(&id) {
             client.shared.remove(&held);
         }
@@ -118,6 +131,8 @@ impl Inner {
         let Some(lock) = self.shared.get_mut(name) else {
             return;
         };
+        let key = lock.name.clone();
+        let mut admitted = Vec::new();
         while let Some(&(next, limit)) = lock.waiters.front() {
             if !fits(lock.holders.len(), limit) {
                 break;
@@ -130,12 +145,16 @@ impl Inner {
             if client.waiting.take().is_some() {
                 self.waiting -= 1;
             }
-            client.shared.insert(Held(lock.name.clone()));
+            client.shared.insert(Held(key.clone()));
             let holders = lock.holders.len();
             let _ = client.notify.try_send(Grant::Shared { holders });
+            admitted.push((next, holders as u64));
         }
         if lock.holders.is_empty() && lock.waiters.is_empty() {
             self.shared.remove(name);
+        }
+        for (id, holders) in admitted {
+            self.emit(Event::Locked, HoldKind::Shared, holders, id, &key);
         }
     }
 

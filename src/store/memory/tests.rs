@@ -301,3 +301,92 @@ fn caps_refuse_and_change_nothing() {
     );
     assert!(t.exclusive_locks(b"c").is_empty() && t.read_locks(b"d").is_empty());
 }
+
+fn line(e: &WatchEvent) -> String {
+    let event = format!("{:?}", e.event).to_lowercase();
+    let kind = match e.kind {
+        HoldKind::Exclusive => "x",
+        HoldKind::Shared => "s",
+        HoldKind::Read => "rd",
+    };
+    let holder = String::from_utf8_lossy(&e.holder);
+    format!("{event} {kind} {} {holder} {}", e.n, e.name)
+}
+
+#[test]
+fn watch_snapshot_then_events_in_order() {
+    let t = table();
+    let _rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
+    let token = t.try_lock(1, b"a1").expect("free");
+    assert_eq!(t.read_or_queue(2, b"a2", false), read(1));
+    assert_eq!(t.read_or_queue(3, b"a2", false), read(2));
+    t.lock_shared(2, b"a3").expect("no cap");
+    t.try_lock(2, b"b").expect("free");
+    let (held, watcher) = t.watch(4, b"a*");
+    let held: Vec<String> = held.iter().map(line).collect();
+    assert_eq!(
+        held,
+        [
+            format!("held x {token} c1 a1"),
+            "held rd 1 c2 a2".into(),
+            "held rd 2 c3 a2".into(),
+            "held s 1 c2 a3".into(),
+        ]
+    );
+    let watcher = watcher.expect("first pattern");
+    let (more, again) = t.watch(4, b"b");
+    assert_eq!(more.len(), 1);
+    assert!(again.is_none(), "one queue per client");
+    assert!(t.release(1, b"a1"));
+    assert_eq!(t.lock_or_queue(1, b"a2", true), WaitStart::Queued);
+    assert_eq!(t.release_all(3).total(), 1);
+    t.disconnect(2);
+    t.lock_shared(1, b"zzz").expect("no cap");
+    let got: Vec<String> = watcher.events.try_iter().map(|e| line(&e)).collect();
+    // b drew the second token, so c1's write grant on a2 the third.
+    let t2 = token + 2;
+    assert_eq!(
+        got[..2],
+        [
+            format!("released x {token} c1 a1"),
+            "released rd 1 c3 a2".to_string()
+        ]
+    );
+    // c2 leaves: its read hold goes, which lets c1 write; the rest of its
+    // locks go in the table's order.
+    let rest = &got[2..];
+    assert!(
+        rest.contains(&"orphaned rd 0 c2 a2".to_string()),
+        "{rest:?}"
+    );
+    assert!(rest.contains(&format!("locked x {t2} c1 a2")), "{rest:?}");
+    assert!(rest.contains(&"orphaned s 0 c2 a3".to_string()), "{rest:?}");
+    assert!(rest
+        .iter()
+        .any(|l| l.starts_with("orphaned x ") && l.ends_with(" c2 b")));
+    let orphaned = rest.iter().position(|l| l == "orphaned rd 0 c2 a2");
+    let locked = rest
+        .iter()
+        .position(|l| *l == format!("locked x {t2} c1 a2"));
+    assert!(orphaned < locked, "{rest:?}");
+    assert_eq!(rest.len(), 4, "nothing for zzz: {rest:?}");
+    assert!(!watcher.overflowed());
+}
+
+#[test]
+fn a_watcher_that_falls_behind_is_dropped_and_the_table_goes_on() {
+    let t = table();
+    let _rx: Vec<_> = (1..=2).map(|id| join(&t, id)).collect();
+    let (_, watcher) = t.watch(2, b"*");
+    let watcher = watcher.expect("queue");
+    for _ in 0..WATCH_QUEUE / 2 {
+        t.try_lock(1, b"x").expect("free");
+        assert!(t.release(1, b"x"));
+    }
+    assert!(!watcher.overflowed());
+    t.try_lock(1, b"x").expect("free");
+    assert!(watcher.overflowed());
+    assert_eq!(watcher.events.len(), WATCH_QUEUE);
+    assert!(t.release(1, b"x"));
+    assert!(t.inner.read().watchers.is_empty());
+}
