@@ -9,7 +9,8 @@ use crate::protocol::{self, Command, Name, Parsed, Verb};
 use crate::secret::Secret;
 use crate::stats::{bump, Stats};
 use crate::store::{
-    ClientId, ExclusiveView, Grant, LimitError, LockStore, ReadView, SharedView, WaitStart,
+    ClientId, Event, ExclusiveView, Grant, HoldKind, LimitError, LockStore, ReadView, SharedView,
+    WaitStart, WatchEvent, Watcher,
 };
 use crossbeam_channel::{bounded, Receiver};
 use std::sync::atomic::Ordering;
@@ -102,6 +103,8 @@ pub struct Session {
     lease: Option<Duration>,
     lease_changed: bool,
     grants: Receiver<Grant>,
+    /// Set by the first `watch`: the connection is an event stream now.
+    watcher: Option<Watcher>,
 }
 
 impl Session {
@@ -118,6 +121,7 @@ impl Session {
             lease: None,
             lease_changed: false,
             grants,
+            watcher: None,
         }
     }
 
@@ -215,7 +219,42 @@ impl Session {
             self.end_block(verb, out);
             return Step::Done;
         }
+        if self.watcher.is_some() && verb != Verb::Watch {
+            if self.version >= 2 {
+                reply::error(out, &reply::WATCHING);
+            }
+            return Step::Done;
+        }
         self.run(command, out)
+    }
+
+    /// The event queue once this connection watches locks: the connection
+    /// loop streams it (see [`Session::write_event`]).
+    pub fn watcher(&self) -> Option<&Watcher> {
+        self.watcher.as_ref()
+    }
+
+    /// Appends one event line of `watch`.
+    pub fn write_event(&self, event: &WatchEvent, out: &mut Vec<u8>) {
+        let what = match event.event {
+            Event::Held => "held",
+            Event::Locked => "locked",
+            Event::Released => "released",
+            Event::Orphaned => "orphaned",
+        };
+        let kind = match event.kind {
+            HoldKind::Exclusive => "x",
+            HoldKind::Shared => "s",
+            HoldKind::Read => "rd",
+        };
+        reply::watch_event(
+            out,
+            what,
+            kind,
+            event.n,
+            &event.holder,
+            event.name.as_bytes(),
+        );
     }
 
     fn run(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Step {
@@ -389,6 +428,21 @@ impl Session {
                         shared.iter().map(shared_entry),
                         readers.iter().map(read_entry),
                     );
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+            }
+            Command::Watch(pattern) => {
+                if config.dump {
+                    let (held, watcher) = table.watch(id, pattern.as_bytes());
+                    if watcher.is_some() {
+                        self.watcher = watcher;
+                    }
+                    reply::watching(out, pattern.as_bytes());
+                    for event in &held {
+                        self.write_event(event, out);
+                    }
+                    out.extend_from_slice(reply::SYNCED);
                 } else {
                     out.extend_from_slice(reply::DISABLED);
                 }

@@ -169,6 +169,7 @@ fn check_parse(line: &[u8]) {
         Verb::SharedHolders => Some(Command::SharedHolders(name)),
         Verb::Token => Some(Command::Token(name)),
         Verb::ReadRelease => Some(Command::ReadRelease(name)),
+        Verb::Watch => Some(Command::Watch(Name::from(arg.as_slice()))),
         Verb::Iam => Some(Command::Iam(arg.clone())),
         Verb::Who => Some(Command::Who(arg.clone())),
         Verb::Auth => Some(Command::Auth(arg.clone())),

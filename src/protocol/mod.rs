@@ -63,11 +63,13 @@ pub enum Verb {
     WaitRead,
     /// `rr NAME`: release a read hold.
     ReadRelease,
+    /// `watch PATTERN`: turn the connection into an event stream.
+    Watch,
 }
 
 impl Verb {
     /// All verbs, in the order of their counters' indices.
-    pub const ALL: [Verb; 24] = [
+    pub const ALL: [Verb; 25] = [
         Verb::Get,
         Verb::Release,
         Verb::IsLocked,
@@ -92,6 +94,7 @@ impl Verb {
         Verb::Auth,
         Verb::WaitRead,
         Verb::ReadRelease,
+        Verb::Watch,
     ];
 
     /// The verb as sent on the wire.
@@ -121,6 +124,7 @@ impl Verb {
             Verb::Auth => "auth",
             Verb::WaitRead => "wr",
             Verb::ReadRelease => "rr",
+            Verb::Watch => "watch",
         }
     }
 
@@ -151,6 +155,7 @@ impl Verb {
             b"auth" => Verb::Auth,
             b"wr" => Verb::WaitRead,
             b"rr" => Verb::ReadRelease,
+            b"watch" => Verb::Watch,
             _ => return None,
         })
     }
@@ -305,6 +310,8 @@ pub enum Command<'a> {
     },
     /// `rr NAME`
     ReadRelease(Name<'a>),
+    /// `watch PATTERN`: a lock name, or a prefix ending in `*`.
+    Watch(Name<'a>),
 }
 
 impl Command<'_> {
@@ -335,6 +342,7 @@ impl Command<'_> {
             Command::Auth(_) => Verb::Auth,
             Command::WaitRead { .. } => Verb::WaitRead,
             Command::ReadRelease(_) => Verb::ReadRelease,
+            Command::Watch(_) => Verb::Watch,
         }
     }
 }
@@ -475,6 +483,7 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
         Verb::DumpJson => Command::DumpJson,
         Verb::Auth => Command::Auth(arg.into_owned()),
         Verb::ReadRelease => Command::ReadRelease(Name(arg)),
+        Verb::Watch => Command::Watch(Name(arg)),
     };
     Parsed::Command(command)
 }

@@ -67,6 +67,36 @@ pub const TOO_MANY_CONNECTIONS: &[u8] = b"0 Too Many Connections\n";
 pub const TOO_MANY_CONNECTIONS_HTTP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Content-Type: text/plain\r\nContent-Length: 23\r\nConnection: close\r\n\r\n\
 0 Too Many Connections\n";
+/// `synced`: a watcher's snapshot is complete; events follow.
+pub const SYNCED: &[u8] = b"synced\n";
+/// Text of the protocol-2 error for any verb but `watch` on a watching
+/// connection.
+pub const WATCHING: &str = "watching";
+/// Sent to a watcher that fell too far behind, before it is closed.
+pub const WATCHER_TOO_SLOW: &[u8] = b"0 Error: watcher too slow\n";
+
+/// Appends `1 Watching: PATTERN\n`.
+pub fn watching(out: &mut Vec<u8>, pattern: &[u8]) {
+    out.extend_from_slice(b"1 Watching: ");
+    out.extend_from_slice(pattern);
+    out.push(b'\n');
+}
+
+/// Appends a watcher's event line, `EVENT KIND N HOLDER NAME\n` (`held x 7
+/// 127.0.0.1:5 a b`): the name last, as it may hold spaces.
+pub fn watch_event(out: &mut Vec<u8>, event: &str, kind: &str, n: u64, holder: &[u8], name: &[u8]) {
+    out.extend_from_slice(event.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b' ');
+    push_number(out, n);
+    out.push(b' ');
+    out.extend_from_slice(holder);
+    out.push(b' ');
+    out.extend_from_slice(name);
+    out.push(b'\n');
+}
+
 /// Text of the protocol-2 error for an over-long line.
 pub const LINE_TOO_LONG: &str = "line too long";
 

@@ -15,8 +15,8 @@ pub mod memory;
 pub use limits::{LimitCounts, LimitError, LimitHit, Limits};
 
 pub use memory::{
-    ClientId, ClientNames, Counts, ExclusiveView, Grant, ReadView, Released, SharedView, Table,
-    WaitStart,
+    ClientId, ClientNames, Counts, Event, ExclusiveView, Grant, HoldKind, ReadView, Released,
+    SharedView, Table, WaitStart, WatchEvent, Watcher, WATCH_QUEUE,
 };
 
 use crossbeam_channel::Sender;
@@ -71,6 +71,9 @@ pub trait LockStore: Send + Sync {
     fn read_locks(&self, filter: &[u8]) -> Vec<ReadView>;
     /// Gauges for `q`.
     fn counts(&self) -> Counts;
+    /// `watch`: the snapshot of what `pattern` matches, and the event
+    /// queue on the client's first pattern.
+    fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>);
 }
 
 impl LockStore for Table {
@@ -142,5 +145,8 @@ impl LockStore for Table {
     }
     fn counts(&self) -> Counts {
         Table::counts(self)
+    }
+    fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
+        Table::watch(self, id, pattern)
     }
 }
