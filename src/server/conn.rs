@@ -378,7 +378,13 @@ fn watch(
         }
         if framing.has_input() {
             match framing.next(out)? {
-                Input::Command { line, .. } => {
+                Input::Command { line, fresh } => {
+                    if fresh {
+                        // As in the main loop: peers that hung up lose
+                        // their locks before a snapshot can show them.
+                        let state = conn.state;
+                        state.liveness.settle(conn.presence, &|p| state.reap(p));
+                    }
                     // A watching session never waits in line.
                     let _ = session.execute(line, out);
                 }
@@ -396,15 +402,18 @@ fn watch(
             return Ok(());
         }
         select! {
-            recv(events) -> event => {
-                // Disconnected: cut off (overflowed, seen above next
-                // time) or orphaned (the wait below ends false).
-                if let Ok(event) = event {
+            recv(events) -> event => match event {
+                Ok(event) => {
                     session.write_event(&event, out);
                     for event in events.try_iter().take(WATCH_BATCH) {
                         session.write_event(&event, out);
                     }
                 }
+                // The store let go of the queue: it cut the watcher off
+                // (said above, next time round) or forgot the connection
+                // (orphaned: its peer is gone).
+                Err(_) if watcher.overflowed() => {}
+                Err(_) => return Ok(()),
             },
             recv(conn.presence.woken()) -> _ => return Ok(()),
             default(WATCH_TICK) => {}

@@ -94,42 +94,43 @@ impl Inner {
 
     /// `g` and `wg`.
     pub(super) fn lock(&mut self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
-        if let Some(lock) = self.locks.get(name) {
-            if let Some(writer) = lock.writer.filter(|w| w.id == id) {
-                return WaitStart::Granted(Grant::Exclusive {
-                    token: writer.token,
-                });
-            }
-            let upgrade = lock.readers.contains(id);
-            if !lock.writable_by(id, upgrade) {
-                if !queue {
-                    return WaitStart::Busy;
-                }
-                if self.closes_cycle(id, lock.holders_except(id)) {
-                    return WaitStart::Deadlock;
-                }
-                if let Err(error) = self.may_queue(id, lock.line.len(), upgrade) {
-                    return WaitStart::Limit(error);
-                }
-                let key = lock.name.clone();
-                let waiter = Waiter {
-                    id,
-                    mode: Mode::Write,
-                };
-                if let Some(lock) = self.locks.get_mut(name) {
-                    if upgrade {
-                        lock.line.push_front(waiter);
-                    } else {
-                        lock.line.push_back(waiter);
-                    }
-                }
-                self.set_waiting(id, Waiting::Write(key));
-                return WaitStart::Queued;
-            }
+        let Some(lock) = self.locks.get(name) else {
+            return self.lock_free_name(id, name);
+        };
+        if let Some(writer) = lock.writer.filter(|w| w.id == id) {
+            return WaitStart::Granted(Grant::Exclusive {
+                token: writer.token,
+            });
         }
-        let upgrade = self.locks.get(name).is_some_and(|l| l.readers.contains(id));
+        let upgrade = lock.readers.contains(id);
+        if !lock.writable_by(id, upgrade) {
+            if !queue {
+                return WaitStart::Busy;
+            }
+            if self.closes_cycle(id, lock.holders_except(id)) {
+                return WaitStart::Deadlock;
+            }
+            if let Err(error) = self.may_queue(id, lock.line.len(), upgrade) {
+                return WaitStart::Limit(error);
+            }
+            let key = lock.name.clone();
+            let waiter = Waiter {
+                id,
+                mode: Mode::Write,
+            };
+            if let Some(lock) = self.locks.get_mut(name) {
+                if upgrade {
+                    lock.line.push_front(waiter);
+                } else {
+                    lock.line.push_back(waiter);
+                }
+            }
+            self.set_waiting(id, Waiting::Write(key));
+            return WaitStart::Queued;
+        }
+        let upgrade = lock.readers.contains(id);
         if !upgrade {
-            if let Err(error) = self.may_hold(id, !self.locks.contains_key(name)) {
+            if let Err(error) = self.may_hold(id, false) {
                 return WaitStart::Limit(error);
             }
         }
@@ -139,6 +140,29 @@ impl Inner {
             return WaitStart::Busy;
         };
         self.grant_write(id, name, token);
+        WaitStart::Granted(Grant::Exclusive { token })
+    }
+
+    /// `g`/`wg` of a name nobody holds or waits for, the common case: one
+    /// lookup (already done) and one insert, which makes the name's only
+    /// copy.
+    fn lock_free_name(&mut self, id: ClientId, name: &[u8]) -> WaitStart {
+        if let Err(error) = self.may_hold(id, true) {
+            return WaitStart::Limit(error);
+        }
+        let Some(token) = self.tokens.draw() else {
+            return WaitStart::Busy;
+        };
+        let key = LockName::from(name);
+        let mut lock = Lock::new(key.clone());
+        lock.writer = Some(Writer { id, token });
+        self.locks.insert(key.clone(), lock);
+        self.grants += 1;
+        self.write_held += 1;
+        self.emit(Event::Locked, HoldKind::Exclusive, token, id, &key);
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.exclusive.insert(Held(key));
+        }
         WaitStart::Granted(Grant::Exclusive { token })
     }
 
@@ -230,8 +254,17 @@ impl Inner {
         };
         lock.writer = None;
         let held = Held(lock.name.clone());
+        let free = lock.readers.is_empty() && lock.line.is_empty();
         self.write_held -= 1;
         self.emit(cause, HoldKind::Exclusive, writer.token, id, &held.0);
+        if free {
+            // Nobody to serve: drop the entry with no further lookup.
+            self.locks.remove(name);
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.exclusive.remove(&held);
+            }
+            return true;
+        }
         if let Some(client) = self.clients.get_mut(&id) {
             client.exclusive.remove(&held);
         }
