@@ -59,7 +59,7 @@ pub fn stderr_is_journal() -> bool {
     })
 }
 
-/// The `log` crate's records as [`log`] lines: the library's diagnostics
+/// The `log` crate's records as [`log`](fn@log) lines: the library's diagnostics
 /// (refused connections, token-state errors, `--verbose` command lines)
 /// go through the `log` facade, so a program that embeds the server sends
 /// them wherever it likes; the `lockd` daemon installs this logger.

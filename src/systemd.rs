@@ -214,3 +214,52 @@ fn adopt(fd: RawFd) -> Result<Listener, Error> {
         remove_on_exit: false,
     })
 }
+
+/// Threads besides the connections' own: accept loops, liveness, signals.
+const BASE_THREADS: u64 = 16;
+
+/// The task limit of our cgroup (`TasksMax=` of a systemd unit, the
+/// cgroup v2 `pids.max`), if there is one: `None` when unlimited or
+/// unknown.
+pub fn tasks_max() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    // cgroup v2: the one line `0::/PATH`.
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup{}/pids.max", path.trim())).ok()?;
+    limit.trim().parse().ok()
+}
+
+/// A start-up warning when `TasksMax=` (the cgroup's `pids.max`) leaves no
+/// room for `max_connections` connections, a thread each.
+pub fn tasks_max_warning(max_connections: usize) -> Option<String> {
+    tasks_warning(tasks_max(), max_connections)
+}
+
+fn tasks_warning(limit: Option<u64>, max_connections: usize) -> Option<String> {
+    let limit = limit?;
+    let needed = (max_connections as u64).saturating_add(BASE_THREADS);
+    (limit < needed).then(|| {
+        format!(
+            "the task limit (TasksMax=, cgroup pids.max) is {limit}, below --max-connections \
+             {max_connections} (a thread each): raise TasksMax= to {needed} or more, or lower \
+             --max-connections"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_max_must_fit_a_thread_per_connection() {
+        assert_eq!(tasks_warning(None, 10_000), None);
+        assert_eq!(tasks_warning(Some(11_000), 10_000), None);
+        let warning = tasks_warning(Some(4_915), 10_000).expect("a warning");
+        assert!(
+            warning.contains("is 4915, below --max-connections 10000"),
+            "{warning}"
+        );
+        assert!(warning.contains("TasksMax= to 10016"), "{warning}");
+    }
+}

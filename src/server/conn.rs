@@ -23,6 +23,12 @@ use std::time::{Duration, Instant};
 /// Line replies are written early once this much is buffered.
 const FLUSH_AT: usize = 64 * 1024;
 
+/// Longest a line may take to arrive once its first byte has: a client
+/// that trickles a line (slowloris), or sends bytes that never make one (a
+/// TLS ClientHello on a plain port), is closed after this. A connection
+/// with nothing buffered may stay silent as long as its timeouts allow.
+const LINE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// What a framing read from the peer.
 pub(crate) enum Input<'a> {
     /// One command, and whether the framing read the socket for it (fresh
@@ -61,12 +67,21 @@ pub(crate) struct Conn<'a> {
     pub(crate) presence: &'a Presence,
     /// Set when a read won input from a connection already orphaned.
     rejoined: Cell<bool>,
+    /// The socket's read timeout outside a partial line: the idle
+    /// timeout or the `ttl` lease.
+    read_timeout: Cell<Option<Duration>>,
 }
 
 impl Conn<'_> {
     /// The socket under the stream.
     pub(crate) fn socket(&self) -> &Socket {
         self.presence.socket()
+    }
+
+    /// Sets the read timeout used outside a partial line.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.set(timeout);
+        self.socket().set_read_timeout(timeout)
     }
 
     /// Writes `out` as one block (one `write`, or one run of TLS records)
@@ -164,13 +179,57 @@ impl Write for ConnIo<'_> {
 struct Lines<'a> {
     reader: LineReader<ConnIo<'a>>,
     conn: &'a Conn<'a>,
+    clock: LineClock,
+}
+
+/// The [`LINE_DEADLINE`] of the partial line now buffered.
+#[derive(Default)]
+struct LineClock {
+    /// When the reader first blocked holding part of the current line.
+    since: Option<Instant>,
+    /// Whether the socket's read timeout is bounded by the deadline now.
+    bounded: bool,
+}
+
+impl LineClock {
+    /// Bounds the next read by what is left of the deadline while a
+    /// partial line is buffered, and restores the usual timeout after.
+    fn before_read(&mut self, conn: &Conn<'_>, partial: bool) -> io::Result<()> {
+        if !partial {
+            self.since = None;
+            if std::mem::take(&mut self.bounded) {
+                conn.socket().set_read_timeout(conn.read_timeout.get())?;
+            }
+            return Ok(());
+        }
+        let now = Instant::now();
+        let left = (*self.since.get_or_insert(now) + LINE_DEADLINE).saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(Self::expiry());
+        }
+        let bound = conn.read_timeout.get().map_or(left, |t| t.min(left));
+        self.bounded = true;
+        conn.socket().set_read_timeout(Some(bound))
+    }
+
+    /// Whether the deadline (rather than the idle timeout or the lease)
+    /// is what ran out.
+    fn expired(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= LINE_DEADLINE)
+    }
+
+    fn expiry() -> io::Error {
+        io::Error::new(ErrorKind::TimedOut, "no complete line within 10 s")
+    }
 }
 
 impl Framing for Lines<'_> {
     fn next(&mut self, out: &mut Vec<u8>) -> io::Result<Input<'_>> {
         let conn = self.conn;
         let mut fresh = false;
+        let clock = &mut self.clock;
         let line = self.reader.next_line(|partial| {
+            clock.before_read(conn, partial)?;
             // Idle means "nothing of a command is held in this process":
             // with TLS, rustls may hold decrypted bytes the reader has not
             // taken yet. Idle already while the replies go out, so a
@@ -180,7 +239,16 @@ impl Framing for Lines<'_> {
             }
             fresh = true;
             conn.write_out(out)
-        })?;
+        });
+        let line = match line {
+            Err(e) if e.kind() == ErrorKind::WouldBlock && self.clock.expired() => {
+                return Err(LineClock::expiry())
+            }
+            line => line?,
+        };
+        // A line came out whole: whatever is buffered after it is the start
+        // of the next one, with a deadline of its own.
+        self.clock.since = None;
         Ok(match line {
             Line::Complete(line) => Input::Command { line, fresh },
             Line::TooLong => Input::TooLong,
@@ -267,6 +335,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         io: &io,
         presence,
         rejoined: Cell::new(false),
+        read_timeout: Cell::new(None),
     };
     let (result, session) = if websocket {
         let Some(mut messages) = websocket::accept(&conn, &name) else {
@@ -279,6 +348,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         let mut lines = Lines {
             reader: LineReader::new(conn.io(false, None), state.config.max_line),
             conn: &conn,
+            clock: LineClock::default(),
         };
         (run(&conn, &mut lines, &mut session), session)
     };
@@ -299,7 +369,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
 fn start_session(conn: &Conn<'_>, name: String) -> Session {
     let config = &conn.state.config;
     let _ = conn.socket().set_write_timeout(Some(config.write_timeout));
-    let _ = conn.socket().set_read_timeout(config.idle_timeout);
+    let _ = conn.set_read_timeout(config.idle_timeout);
     conn.presence.serving();
     let host = Arc::clone(&conn.state.host);
     Session::new(host, conn.presence.id(), name)
@@ -333,14 +403,26 @@ pub(crate) fn run(
             }
             Input::End => break,
         };
-        if let Step::Wait(wait) = step {
-            framing.flush(&mut out)?;
-            if !wait_in_line(conn, session, wait, &mut out) {
-                return Ok(());
+        match step {
+            Step::Done => {}
+            Step::Wait(wait) => {
+                framing.flush(&mut out)?;
+                if !wait_in_line(conn, session, wait, &mut out) {
+                    return Ok(());
+                }
+            }
+            Step::Pause(pause) => std::thread::sleep(pause),
+            Step::Close => {
+                framing.reply(&mut out)?;
+                framing.flush(&mut out)?;
+                return Err(io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    "too many failed auth attempts",
+                ));
             }
         }
         if let Some(timeout) = session.take_read_timeout_change() {
-            conn.socket().set_read_timeout(timeout)?;
+            conn.set_read_timeout(timeout)?;
         }
         framing.reply(&mut out)?;
         if session.watcher().is_some() {
