@@ -30,13 +30,21 @@
 //! `Mutex` semantics inside the process (a name held by one guard is not
 //! handed to a second caller, who waits); when the connection ends, the
 //! server releases every lock it held. [`server`] embeds the server.
+//!
+//! ## Layers
+//!
+//! Each layer uses only those below it (`grep -rn "use crate::" src/`):
+//! 1. `protocol`: pure parsing of lines into commands and encoding of every reply.
+//! 2. `store`: the lock semantics behind the [`store::LockStore`] seam (the in-memory table).
+//! 3. `session`: one connection's protocol state over a store; no I/O.
+//! 4. `server`: config, listeners and accept, the one connection loop, liveness, streams.
+//! 5. `client`, `local` and `systemd` sit on top; `transport` is shared plumbing.
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 #[cfg(feature = "client")]
 pub mod client;
-#[cfg(feature = "server")]
-mod connection;
 mod error;
 #[cfg(all(feature = "client", feature = "server"))]
 pub mod local;
