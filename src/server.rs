@@ -5,6 +5,8 @@
 
 use crate::connection;
 use crate::error::Error;
+use crate::http::{HttpListener, HttpServer, Observe, Parts};
+use crate::metrics::{Metrics, Transport};
 use crate::stats::{bump, Stats};
 use crate::store::Table;
 use crate::token::TokenCounter;
@@ -72,6 +74,12 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// A write that cannot complete for this long drops the connection.
     pub write_timeout: Duration,
+    /// Serve `/metrics`, `/locks.json` and the status page on this
+    /// `HOST:PORT` (see [`crate::http`]).
+    pub http: Option<String>,
+    /// Per-lock histograms for names matching these patterns (a name, or
+    /// a prefix ending in `*`), capped at [`crate::metrics::MAX_LOCK_SERIES`].
+    pub metrics_locks: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +100,8 @@ impl Default for ServerConfig {
             tcp_keepalive: Some(Duration::from_secs(60)),
             idle_timeout: None,
             write_timeout: Duration::from_secs(60),
+            http: None,
+            metrics_locks: Vec::new(),
         }
     }
 }
@@ -110,6 +120,7 @@ pub(crate) struct State {
     pub(crate) config: ServerConfig,
     pub(crate) table: Table,
     pub(crate) stats: Stats,
+    pub(crate) metrics: Metrics,
     pub(crate) watcher: CloseWatcher,
     next_id: AtomicU64,
     unix_peers: AtomicU64,
@@ -152,6 +163,7 @@ impl LiveSet {
 /// What the server knows of a live connection's socket and thread.
 struct LiveConnection {
     fd: RawFd,
+    transport: Transport,
     presence: Arc<Presence>,
     /// Orphaned by another thread (see [`State::reap_closed`]) or ending:
     /// no longer counted in `connections`.
@@ -240,6 +252,7 @@ impl State {
         if let Some(conn) = self.live.conns.lock().get_mut(&id) {
             if !std::mem::replace(&mut conn.reaped, true) {
                 self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.disconnected(conn.transport);
             }
         }
     }
@@ -323,6 +336,7 @@ impl State {
         conn.reaped = true;
         self.reaper.remove(conn.fd);
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.disconnected(conn.transport);
         drop(live);
         self.orphan(id);
         true
@@ -374,9 +388,22 @@ impl State {
     }
 }
 
+impl Observe for State {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            table: &self.table,
+            stats: &self.stats,
+            metrics: &self.metrics,
+            max_connections: self.config.max_connections,
+            dump: self.config.dump,
+        }
+    }
+}
+
 /// A bound server, not yet running.
 pub struct Server {
     state: Arc<State>,
+    http: Option<HttpListener>,
 }
 
 impl Server {
@@ -422,6 +449,11 @@ impl Server {
             CloseWatcher::start().map_err(|e| Error::io("cannot start the close watcher", e))?;
         let reaper = Reaper::new().map_err(|e| Error::io("cannot create an epoll set", e))?;
         let wake = WakePipe::new().map_err(|e| Error::io("cannot create a pipe", e))?;
+        let http = match &config.http {
+            Some(addr) => Some(HttpListener::bind(addr, config.auth_secret.clone())?),
+            None => None,
+        };
+        let metrics = Metrics::new(&config.metrics_locks);
         for listener in &listeners {
             listener
                 .set_nonblocking()
@@ -432,6 +464,7 @@ impl Server {
                 config,
                 table: Table::new(tokens),
                 stats: Stats::default(),
+                metrics,
                 watcher,
                 next_id: AtomicU64::new(1),
                 unix_peers: AtomicU64::new(0),
@@ -443,7 +476,13 @@ impl Server {
                 reaper,
                 last_reject_log: Mutex::new(None),
             }),
+            http,
         })
+    }
+
+    /// The address of the `--http` listener, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpListener::local_addr)
     }
 
     /// The first TCP address, with the real port when bound to port 0.
@@ -495,9 +534,14 @@ impl Server {
                 .map_err(|e| Error::io("cannot start an accept thread", e))?;
             accept_threads.push(thread);
         }
+        let http = match self.http {
+            Some(http) => Some(http.spawn(Arc::clone(&self.state) as Arc<dyn Observe>)?),
+            None => None,
+        };
         Ok(ServerHandle {
             state: self.state,
             accept_threads,
+            http,
         })
     }
 
@@ -517,9 +561,15 @@ impl Server {
 pub struct ServerHandle {
     state: Arc<State>,
     accept_threads: Vec<JoinHandle<()>>,
+    http: Option<HttpServer>,
 }
 
 impl ServerHandle {
+    /// The address of the `--http` listener, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpServer::local_addr)
+    }
+
     /// The first TCP address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addrs().into_iter().next()
@@ -564,6 +614,7 @@ impl ServerHandle {
         for thread in self.accept_threads.drain(..) {
             let _ = thread.join();
         }
+        drop(self.http.take());
         let mut live = self.state.live.conns.lock();
         while !live.is_empty() {
             self.state.live.drained.wait(&mut live);
@@ -734,10 +785,18 @@ fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let presence = Arc::new(Presence::default());
     let fd = stream.as_raw_fd();
+    let transport = match peer {
+        Peer::Tcp(_) if state.config.tls.is_some() => Transport::Tls,
+        Peer::Tcp(_) => Transport::Tcp,
+        Peer::WebSocket(_) => Transport::WebSocket,
+        Peer::Unix => Transport::Unix,
+    };
+    state.metrics.connected(transport);
     live.insert(
         id,
         LiveConnection {
             fd,
+            transport,
             presence: Arc::clone(&presence),
             reaped: false,
         },

@@ -3,6 +3,7 @@
 //! back to the connection loop. Dropping a session releases everything the
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
+use crate::metrics::{Holds, LockKind, Outcome};
 use crate::name::LockName;
 use crate::protocol::reply::{self, status};
 use crate::protocol::{self, Command, Parsed, Verb};
@@ -31,6 +32,8 @@ pub struct Wait {
     pub name: LockName,
     /// When to give up.
     pub deadline: Instant,
+    /// When it began.
+    pub started: Instant,
 }
 
 /// What to do after a command.
@@ -52,6 +55,7 @@ pub struct Session {
     lease: Option<Duration>,
     lease_changed: bool,
     grants: Receiver<Grant>,
+    holds: Holds,
 }
 
 impl Session {
@@ -69,6 +73,7 @@ impl Session {
             lease: None,
             lease_changed: false,
             grants,
+            holds: Holds::default(),
         }
     }
 
@@ -184,11 +189,17 @@ impl Session {
         let id = self.id;
         match command {
             Command::Get(name) => match table.try_lock(id, &name) {
-                Some(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
+                Some(_) => {
+                    self.holds
+                        .granted(&state.metrics, LockKind::Exclusive, &name);
+                    status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes())
+                }
                 None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
             },
             Command::Release(name) => {
                 if table.release(id, name.as_bytes()) {
+                    let kind = LockKind::Exclusive;
+                    self.holds.released(&state.metrics, kind, name.as_bytes());
                     status(out, 1, reply::LOCK_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::LOCK_RELEASE_FAILURE, name.as_bytes());
@@ -246,6 +257,7 @@ impl Session {
             }
             Command::SharedGet(name) => {
                 let holders = table.lock_shared(id, &name);
+                self.holds.granted(&state.metrics, LockKind::Shared, &name);
                 status(
                     out,
                     holders as u64,
@@ -255,6 +267,8 @@ impl Session {
             }
             Command::SharedRelease(name) => {
                 if table.release_shared(id, name.as_bytes()) {
+                    let kind = LockKind::Shared;
+                    self.holds.released(&state.metrics, kind, name.as_bytes());
                     status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::SHARED_RELEASE_FAILURE, name.as_bytes());
@@ -340,6 +354,7 @@ impl Session {
                 None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
             },
             Command::ReleaseAll => {
+                self.holds.release_all(&state.metrics);
                 reply::push_number(out, table.release_all(id) as u64);
                 out.extend_from_slice(b" Released\n");
             }
@@ -385,9 +400,16 @@ impl Session {
             Kind::Exclusive => table.lock_or_queue(self.id, &name, queue),
             Kind::Shared => table.lock_shared_or_queue(self.id, &name, limit, queue),
         };
+        let metrics = &self.state.metrics;
         match start {
-            WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),
-            WaitStart::Busy => self.reply_timeout(kind, &name, out),
+            WaitStart::Granted(grant) => {
+                metrics.observe_wait(kind.into(), &name, Outcome::Granted, Duration::ZERO);
+                self.reply_grant(grant, &name, out);
+            }
+            WaitStart::Busy => {
+                metrics.observe_wait(kind.into(), &name, Outcome::Timeout, Duration::ZERO);
+                self.reply_timeout(kind, &name, out);
+            }
             WaitStart::Deadlock => {
                 bump(&self.state.stats.deadlocks);
                 status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
@@ -397,6 +419,7 @@ impl Session {
                     kind,
                     name,
                     deadline: Instant::now() + Duration::from_millis(timeout_ms),
+                    started: Instant::now(),
                 })
             }
         }
@@ -411,13 +434,24 @@ impl Session {
             None if self.state.table.cancel_wait(self.id) => None,
             None => self.grants.recv().ok(),
         };
+        let outcome = match grant {
+            Some(_) => Outcome::Granted,
+            None => Outcome::Timeout,
+        };
+        let waited = wait.started.elapsed();
+        (self.state.metrics).observe_wait(wait.kind.into(), &wait.name, outcome, waited);
         match grant {
             Some(grant) => self.reply_grant(grant, &wait.name, out),
             None => self.reply_timeout(wait.kind, &wait.name, out),
         }
     }
 
-    fn reply_grant(&self, grant: Grant, name: &LockName, out: &mut Vec<u8>) {
+    fn reply_grant(&mut self, grant: Grant, name: &LockName, out: &mut Vec<u8>) {
+        let kind = match grant {
+            Grant::Exclusive { .. } => LockKind::Exclusive,
+            Grant::Shared { .. } => LockKind::Shared,
+        };
+        self.holds.granted(&self.state.metrics, kind, name);
         match grant {
             Grant::Exclusive { token } => {
                 status(out, token, reply::LOCK_GET_SUCCESS, name.as_bytes())
@@ -517,8 +551,18 @@ impl Session {
     }
 }
 
+impl From<Kind> for LockKind {
+    fn from(kind: Kind) -> LockKind {
+        match kind {
+            Kind::Exclusive => LockKind::Exclusive,
+            Kind::Shared => LockKind::Shared,
+        }
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         self.state.orphan(self.id);
+        self.holds.release_all(&self.state.metrics);
     }
 }

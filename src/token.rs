@@ -151,6 +151,13 @@ impl TokenCounter {
         })
     }
 
+    /// The next token to issue and the high-water mark saved on disk
+    /// (`None` for a counter in memory only): every token issued is below
+    /// the first, every token ever issued below the second.
+    pub fn marks(&self) -> (u64, Option<u64>) {
+        (self.next, self.store.as_ref().map(|_| self.reserved))
+    }
+
     /// The next token, or `None` when none can be issued safely: every
     /// token must stay below the mark on disk, or a restart could repeat
     /// it. The next block is reserved (one fsync'd write) when half of the

@@ -140,6 +140,20 @@ pub const FLAGS: &[FlagSpec] = &[
         help: "close connections silent for SECS (default: never)",
     },
     FlagSpec {
+        short: "",
+        long: "http",
+        value: "ADDR:PORT",
+        arity: Arity::Value,
+        help: "serve /metrics, /locks.json, /healthz and the status page on ADDR:PORT (e.g. 127.0.0.1:9980; off by default)",
+    },
+    FlagSpec {
+        short: "",
+        long: "metrics-locks",
+        value: "PATTERN",
+        arity: Arity::Repeated,
+        help: "per-lock wait and hold histograms for lock names matching PATTERN (a name, or a prefix ending in *; at most 100 names; repeatable)",
+    },
+    FlagSpec {
         short: "v",
         long: "verbose",
         value: "",
@@ -389,6 +403,11 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
     }
     config.verbose = m.opt_present("verbose");
+    if let Some(addr) = m.opt_str("http") {
+        check_listen_addr("--http", &addr)?;
+        config.http = Some(addr);
+    }
+    config.metrics_locks = m.opt_strs("metrics-locks");
     if let Some(path) = m.opt_str("auth-file") {
         config.auth_secret = Some(read_secret(Path::new(&path))?);
     }
@@ -729,6 +748,9 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
             .iter()
             .map(|p| format!("unix:{}", p.display())),
     );
+    if let Some(addr) = server.http_addr() {
+        listening.push(format!("http://{addr}"));
+    }
     let socket_files = server.socket_files();
     let pidfile = match options.pidfile.as_deref().map(Pidfile::create).transpose() {
         Ok(pidfile) => pidfile,

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::time::Instant;
 
 /// Identifies one client (one connection) for the life of the table.
 pub type ClientId = u64;
@@ -78,6 +79,8 @@ pub struct ExclusiveView {
     pub holder: ClientNames,
     /// The fencing token of the current grant.
     pub token: u64,
+    /// When the current holder got it.
+    pub since: Instant,
     /// Default names of the waiters, first in line first.
     pub waiters: Vec<Box<[u8]>>,
 }
@@ -89,6 +92,8 @@ pub struct SharedView {
     pub name: LockName,
     /// Holders in the order they got it.
     pub holders: Vec<ClientNames>,
+    /// When each of `holders` got it.
+    pub since: Vec<Instant>,
     /// Default names and limits of the waiters, first in line first.
     pub waiters: Vec<(Box<[u8]>, u32)>,
 }
@@ -114,11 +119,14 @@ pub struct Table {
 struct Exclusive {
     holder: ClientId,
     token: u64,
+    since: Instant,
     waiters: VecDeque<ClientId>,
 }
 
 struct Shared {
     holders: Vec<ClientId>,
+    /// When each holder got it, in step with `holders`.
+    since: Vec<Instant>,
     waiters: VecDeque<(ClientId, u32)>,
 }
 
@@ -389,6 +397,7 @@ impl Table {
             name: name.clone(),
             holder: inner.client_names(lock.holder),
             token: lock.token,
+            since: lock.since,
             waiters: lock
                 .waiters
                 .iter()
@@ -419,6 +428,7 @@ impl Table {
                 .iter()
                 .map(|h| inner.client_names(*h))
                 .collect(),
+            since: lock.since.clone(),
             waiters: lock
                 .waiters
                 .iter()
@@ -437,6 +447,12 @@ impl Table {
         };
         locks.sort_by(|a, b| a.name.cmp(&b.name));
         locks
+    }
+
+    /// The fencing-token counter's (next token, mark on disk); no mark
+    /// when tokens are kept in memory only.
+    pub fn token_marks(&self) -> (u64, Option<u64>) {
+        self.inner.read().tokens.marks()
     }
 
     /// Gauges for `q`.
@@ -482,6 +498,7 @@ impl Inner {
                 free.insert(Exclusive {
                     holder: id,
                     token,
+                    since: Instant::now(),
                     waiters: VecDeque::new(),
                 });
                 if let Some(client) = self.clients.get_mut(&id) {
@@ -583,6 +600,7 @@ impl Inner {
             self.grants += 1;
             lock.holder = next;
             lock.token = token;
+            lock.since = Instant::now();
             client.waiting = None;
             self.waiting -= 1;
             client.exclusive.insert(Held(key.clone()));
@@ -600,12 +618,14 @@ impl Inner {
                 free.key().clone(),
                 free.insert(Shared {
                     holders: Vec::new(),
+                    since: Vec::new(),
                     waiters: VecDeque::new(),
                 }),
             ),
         };
         if !lock.holders.contains(&id) {
             lock.holders.push(id);
+            lock.since.push(Instant::now());
             if let Some(client) = self.clients.get_mut(&id) {
                 client.shared.insert(Held(key));
             }
@@ -623,6 +643,7 @@ impl Inner {
         let key = key.clone();
         if let Some(lock) = self.shared.get_mut(name) {
             lock.holders.remove(pos);
+            lock.since.remove(pos);
         }
         if let Some(client) = self.clients.get_mut(&id) {
             client.shared.remove(&Held(key));
@@ -649,6 +670,7 @@ impl Inner {
                 continue;
             };
             lock.holders.push(next);
+            lock.since.push(Instant::now());
             client.waiting = None;
             self.waiting -= 1;
             client.shared.insert(Held(key.clone()));

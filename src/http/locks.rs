@@ -1,0 +1,244 @@
+//! `/locks.json`: the object `dj` prints, with hold times added, and
+//! filtering and paging for a table of ten thousand locks.
+//!
+//! Each exclusive lock has `dj`'s `holder`, `name`, `token` and `waiters`,
+//! plus `held_ms`; each shared lock has `holders` and `waiters`, plus
+//! `holder_names` (registered names, `null` for none) and `held_ms`, in
+//! the order of `holders`. `counts` says how many locks there are and how
+//! many matched; `server` has a few gauges for the page's header.
+
+use super::Parts;
+use crate::protocol::reply::json_string;
+use crate::store::{ExclusiveView, SharedView};
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// The query string's options.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Only locks whose name contains these bytes.
+    pub filter: Vec<u8>,
+    /// The order before paging.
+    pub sort: Sort,
+    /// Locks of each kind to skip.
+    pub offset: usize,
+    /// Most locks of each kind to list.
+    pub limit: Option<usize>,
+}
+
+/// How `/locks.json?sort=` orders the locks before paging.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// By name, bytewise.
+    #[default]
+    Name,
+    /// Held longest first.
+    Held,
+    /// Most waiters first.
+    Waiters,
+}
+
+impl Query {
+    /// Parses `match=TEXT&sort=name|held|waiters&offset=N&limit=N`;
+    /// anything else is ignored.
+    pub fn parse(query: &str) -> Query {
+        let mut parsed = Query::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value);
+            match key {
+                "match" => parsed.filter = value,
+                "sort" => {
+                    parsed.sort = match &value[..] {
+                        b"held" => Sort::Held,
+                        b"waiters" => Sort::Waiters,
+                        _ => Sort::Name,
+                    }
+                }
+                "offset" => parsed.offset = number(&value).unwrap_or(0),
+                "limit" => parsed.limit = number(&value),
+                _ => {}
+            }
+        }
+        parsed
+    }
+
+    fn wants(&self, name: &[u8]) -> bool {
+        self.filter.is_empty() || name.windows(self.filter.len()).any(|w| w == self.filter)
+    }
+
+    fn page<T>(&self, mut locks: Vec<T>, key: impl Fn(&T) -> (u128, usize)) -> Vec<T> {
+        match self.sort {
+            Sort::Name => {}
+            Sort::Held => locks.sort_by_key(|l| std::cmp::Reverse(key(l).0)),
+            Sort::Waiters => locks.sort_by_key(|l| std::cmp::Reverse(key(l).1)),
+        }
+        let limit = self.limit.unwrap_or(usize::MAX);
+        locks.into_iter().skip(self.offset).take(limit).collect()
+    }
+}
+
+fn number(bytes: &[u8]) -> Option<usize> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// `+` is a space and `%XX` a byte; a bad escape stays as it is.
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The reply body.
+pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
+    let now = Instant::now();
+    let exclusive = parts.table.exclusive_locks(b"");
+    let shared = parts.table.shared_locks(b"");
+    let (exclusive_total, shared_total) = (exclusive.len(), shared.len());
+    let exclusive: Vec<ExclusiveView> = exclusive
+        .into_iter()
+        .filter(|l| query.wants(l.name.as_bytes()))
+        .collect();
+    let shared: Vec<SharedView> = shared
+        .into_iter()
+        .filter(|l| query.wants(l.name.as_bytes()))
+        .collect();
+    let (exclusive_matched, shared_matched) = (exclusive.len(), shared.len());
+    let held = |since: Instant| now.saturating_duration_since(since).as_millis();
+    let exclusive = query.page(exclusive, |l| (held(l.since), l.waiters.len()));
+    let shared = query.page(shared, |l| {
+        let longest = l.since.iter().map(|s| held(*s)).max().unwrap_or(0);
+        (longest, l.waiters.len())
+    });
+
+    let mut out = Vec::with_capacity(256 + 128 * (exclusive.len() + shared.len()));
+    out.extend_from_slice(b"{\"exclusive\":{");
+    for (i, lock) in exclusive.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(&mut out, lock.name.as_bytes());
+        out.extend_from_slice(b":{\"holder\":");
+        json_string(&mut out, &lock.holder.default);
+        out.extend_from_slice(b",\"name\":");
+        optional_string(&mut out, lock.holder.registered.as_deref());
+        let _ = write!(Bytes(&mut out), ",\"token\":{},\"waiters\":", lock.token);
+        string_list(&mut out, lock.waiters.iter().map(|w| &w[..]));
+        let _ = write!(Bytes(&mut out), ",\"held_ms\":{}}}", held(lock.since));
+    }
+    out.extend_from_slice(b"},\"shared\":{");
+    for (i, lock) in shared.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(&mut out, lock.name.as_bytes());
+        out.extend_from_slice(b":{\"holders\":");
+        string_list(&mut out, lock.holders.iter().map(|h| &h.default[..]));
+        out.extend_from_slice(b",\"waiters\":[");
+        for (j, (waiter, limit)) in lock.waiters.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"client\":");
+            json_string(&mut out, waiter);
+            let _ = write!(Bytes(&mut out), ",\"limit\":{limit}}}");
+        }
+        out.extend_from_slice(b"],\"holder_names\":[");
+        for (j, holder) in lock.holders.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            optional_string(&mut out, holder.registered.as_deref());
+        }
+        out.extend_from_slice(b"],\"held_ms\":[");
+        for (j, since) in lock.since.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            let _ = write!(Bytes(&mut out), "{}", held(*since));
+        }
+        out.extend_from_slice(b"]}");
+    }
+    let counts = parts.table.counts();
+    let stats = parts.stats.report(counts, parts.max_connections, true);
+    let stat = |key: &str| {
+        stats
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(0, |(_, value)| *value)
+    };
+    let _ = write!(
+        Bytes(&mut out),
+        "}},\"counts\":{{\"exclusive\":{exclusive_total},\"shared\":{shared_total},\
+         \"exclusive_matched\":{exclusive_matched},\"shared_matched\":{shared_matched}}},\
+         \"server\":{{\"version\":\"{}\",\"connections\":{},\"max_connections\":{},\
+         \"waiting\":{},\"grants\":{},\"uptime_seconds\":{}}}}}",
+        env!("CARGO_PKG_VERSION"),
+        stat("connections"),
+        parts.max_connections,
+        counts.waiting,
+        counts.grants,
+        stat("uptime_seconds"),
+    );
+    out.push(b'\n');
+    out
+}
+
+fn optional_string(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(value) => json_string(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn string_list<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, item);
+    }
+    out.push(b']');
+}
+
+/// `write!` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_options_and_percent_decoding() {
+        let q = Query::parse("match=a%20b+c%3C%zz%4&sort=held&offset=20&limit=10&x=1");
+        assert_eq!(q.filter, b"a b c<%zz%4");
+        assert_eq!((q.sort, q.offset, q.limit), (Sort::Held, 20, Some(10)));
+        assert_eq!(Query::parse(""), Query::default());
+        assert_eq!(Query::parse("limit=x&sort=?").limit, None);
+        assert!(q.wants(b"xa b c<%zz%4y") && !q.wants(b"a b"));
+    }
+}
