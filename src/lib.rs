@@ -35,6 +35,7 @@ pub mod client;
 mod connection;
 mod error;
 pub mod http;
+pub mod local;
 pub mod log;
 pub mod metrics;
 mod name;
