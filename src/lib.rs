@@ -32,7 +32,6 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
-mod connection;
 mod error;
 pub mod http;
 pub mod local;

@@ -1,13 +1,7 @@
 //! Transports: TCP, Unix-socket and WebSocket listeners and streams as enums
 //! (no trait objects), TLS for TCP, and the socket options the server sets.
 
-mod reap;
 pub mod tls;
-mod watch;
-pub(crate) mod websocket;
-
-pub use reap::{unread_bytes, Reaper};
-pub use watch::{CloseWatcher, Watch};
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -12,7 +12,7 @@
 //! tungstenite does the handshake, framing, ping/pong and close frames over
 //! the blocking socket; the session logic is the same as on TCP.
 
-use crate::connection::{wait_in_line, HangUp, Live};
+use super::conn::{wait_in_line, HangUp, Live};
 use crate::server::{Presence, State};
 use crate::session::{Session, Step};
 use std::cell::Cell;

@@ -3,7 +3,14 @@
 //! with [`Server::bind`] and [`Server::spawn`]; the `lockd` daemon is a thin
 //! shell over the same calls.
 
-use crate::connection;
+mod conn;
+mod liveness;
+mod watch;
+mod websocket;
+
+use conn as connection;
+use liveness::Reaper;
+use watch::CloseWatcher;
 use crate::error::Error;
 use crate::http::{HttpListener, HttpServer, Observe, Parts};
 use crate::metrics::{Metrics, Transport};
@@ -11,7 +18,7 @@ use crate::stats::{bump, Stats};
 use crate::store::Table;
 use crate::token::TokenCounter;
 use crate::transport::tls::TlsConfig;
-use crate::transport::{self, websocket, CloseWatcher, Listener, Peer, Reaper, Stream};
+use crate::transport::{self, Listener, Peer, Stream};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::io::Write;
@@ -330,7 +337,7 @@ impl State {
             return true;
         }
         // Unread input means the owner still has commands to answer.
-        if transport::unread_bytes(conn.fd) > 0 || !conn.presence.reap() {
+        if liveness::unread_bytes(conn.fd) > 0 || !conn.presence.reap() {
             return false;
         }
         conn.reaped = true;
