@@ -296,11 +296,16 @@ impl Metrics {
         }
     }
 
+    /// Does a `--metrics-locks` pattern select `name`?
+    pub fn selects(&self, name: &[u8]) -> bool {
+        self.patterns.iter().any(|p| p.matches(name))
+    }
+
     /// The histograms of `name`, made on first use, when a pattern selects
     /// it and the cap allows.
     fn lock_series(&self, name: &LockName) -> Option<Arc<LockHistograms>> {
         let bytes = name.as_bytes();
-        if !self.patterns.iter().any(|p| p.matches(bytes)) {
+        if !self.selects(bytes) {
             return None;
         }
         if let Some(lock) = self.per_lock.read().get(bytes) {

@@ -218,6 +218,16 @@ fn metrics_parse_and_count_what_happened() {
     let series: Vec<&String> = samples.iter().filter(|l| l.starts_with(per_lock)).collect();
     assert_eq!(series.len(), lockd::metrics::MAX_LOCK_SERIES, "{series:#?}");
     assert_eq!(s("lockd_lock_series_dropped_total"), 6.0);
+    // Held now: b holds jobs/a and jobs/b; the gauges see them at once.
+    assert!(s("lockd_oldest_hold_seconds{kind=\"exclusive\"}") > 0.0);
+    assert!(s("lockd_lock_held_seconds{kind=\"exclusive\",lock=\"jobs/b\"}") > 0.0);
+    assert_eq!(
+        s("lockd_lock_waiters{kind=\"exclusive\",lock=\"jobs/a\"}"),
+        0.0
+    );
+    assert!(!samples
+        .iter()
+        .any(|l| l.contains("lock=\"jobs/n000\"") && l.starts_with("lockd_lock_held")));
     assert!(s("lockd_token_high_water_mark") > s("lockd_token_next"));
     assert!(s("process_resident_memory_bytes") > 0.0);
     assert!(s("process_open_fds") > 0.0);

@@ -16,6 +16,10 @@
 //!   `--metrics-locks` selects, at most
 //!   [`MAX_LOCK_SERIES`] of them;
 //!   `lockd_lock_series_dropped_total` counts observations left out.
+//! - `lockd_oldest_hold_seconds{kind}`: the longest current hold; and for
+//!   selected locks held now, `lockd_lock_held_seconds{lock,kind}` and
+//!   `lockd_lock_waiters{lock,kind}` (at most
+//!   [`MAX_LOCK_SERIES`] each).
 //! - `lockd_token_next`, and `lockd_token_high_water_mark` when tokens are
 //!   persisted.
 //! - `process_*` from `/proc/self`: resident and virtual memory, open and
@@ -26,6 +30,7 @@ use crate::metrics::{
     LockHistograms, LockKind, Outcome, Snapshot, Transport, BUCKETS, MAX_LOCK_SERIES,
 };
 use std::fmt::Write;
+use std::time::Instant;
 
 /// `q` keys that are gauges; every other non-command key is a counter.
 const GAUGES: &[&str] = &[
@@ -122,6 +127,8 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
         metrics.lock_series_dropped()
     );
 
+    held_now(&mut out, parts);
+
     let (next, mark) = parts.table.token_marks();
     family(
         &mut out,
@@ -152,6 +159,89 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
     );
     process(&mut out);
     out
+}
+
+/// Gauges of what is held now, from a copy of the table: the longest
+/// current hold of each kind (a histogram only learns of a hold when it
+/// ends), and for the locks `--metrics-locks` selects that are held now
+/// (the first [`MAX_LOCK_SERIES`] by name) their hold age and waiters.
+fn held_now(out: &mut String, parts: &Parts<'_>) {
+    let now = Instant::now();
+    let age = |since: Instant| now.saturating_duration_since(since).as_secs_f64();
+    let exclusive = parts.table.exclusive_locks(b"");
+    let shared = parts.table.shared_locks(b"");
+    let oldest = [
+        exclusive.iter().map(|l| age(l.since)).fold(0.0, f64::max),
+        shared
+            .iter()
+            .flat_map(|l| l.since.iter().map(|s| age(*s)))
+            .fold(0.0, f64::max),
+    ];
+    family(
+        out,
+        "lockd_oldest_hold_seconds",
+        "gauge",
+        "How long the longest-held lock of each kind has been held now (0 when none is).",
+    );
+    for (kind, oldest) in LockKind::ALL.iter().zip(oldest) {
+        let _ = writeln!(
+            out,
+            "lockd_oldest_hold_seconds{{kind=\"{}\"}} {oldest}",
+            kind.as_str()
+        );
+    }
+    let metrics = parts.metrics;
+    let mut selected: Vec<(String, LockKind, f64, usize)> = Vec::new();
+    for lock in &exclusive {
+        if metrics.selects(lock.name.as_bytes()) {
+            let held = age(lock.since);
+            selected.push((
+                label(lock.name.as_bytes()),
+                LockKind::Exclusive,
+                held,
+                lock.waiters.len(),
+            ));
+        }
+    }
+    for lock in &shared {
+        if metrics.selects(lock.name.as_bytes()) {
+            let held = lock.since.iter().map(|s| age(*s)).fold(0.0, f64::max);
+            selected.push((
+                label(lock.name.as_bytes()),
+                LockKind::Shared,
+                held,
+                lock.waiters.len(),
+            ));
+        }
+    }
+    selected.sort_by(|a, b| a.0.cmp(&b.0));
+    selected.truncate(MAX_LOCK_SERIES);
+    family(
+        out,
+        "lockd_lock_held_seconds",
+        "gauge",
+        "How long a lock --metrics-locks selects has been held now (its longest holder); absent when free.",
+    );
+    for (name, kind, held, _) in &selected {
+        let kind = kind.as_str();
+        let _ = writeln!(
+            out,
+            "lockd_lock_held_seconds{{lock=\"{name}\",kind=\"{kind}\"}} {held}"
+        );
+    }
+    family(
+        out,
+        "lockd_lock_waiters",
+        "gauge",
+        "Clients in line for a lock --metrics-locks selects and that is held now.",
+    );
+    for (name, kind, _, waiters) in &selected {
+        let kind = kind.as_str();
+        let _ = writeln!(
+            out,
+            "lockd_lock_waiters{{lock=\"{name}\",kind=\"{kind}\"}} {waiters}"
+        );
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
