@@ -29,8 +29,6 @@
 
 #![deny(missing_docs)]
 
-pub mod bench;
-pub mod cli;
 pub mod client;
 mod error;
 pub mod http;
