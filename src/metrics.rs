@@ -218,6 +218,20 @@ impl Transport {
     }
 }
 
+/// A connection counted under its transport; see [`Metrics::connection`].
+#[must_use = "the connection is uncounted when the guard is dropped"]
+#[derive(Debug)]
+pub struct Connected<'a> {
+    metrics: &'a Metrics,
+    transport: Transport,
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.metrics.transports[self.transport as usize].fetch_sub(1, Relaxed);
+    }
+}
+
 /// A `--metrics-locks` pattern: a lock name, or a prefix ending in `*`
 /// (`*` alone selects every lock, up to [`MAX_LOCK_SERIES`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -348,17 +362,17 @@ impl Metrics {
         self.grants[kind as usize].load(Relaxed)
     }
 
-    /// A connection of `transport` was admitted.
-    pub fn connected(&self, transport: Transport) {
+    /// Counts a connection of `transport` until the guard is dropped
+    /// (when its thread ends).
+    pub fn connection(&self, transport: Transport) -> Connected<'_> {
         self.transports[transport as usize].fetch_add(1, Relaxed);
+        Connected {
+            metrics: self,
+            transport,
+        }
     }
 
-    /// A connection of `transport` stopped counting.
-    pub fn disconnected(&self, transport: Transport) {
-        self.transports[transport as usize].fetch_sub(1, Relaxed);
-    }
-
-    /// Live connections of `transport`.
+    /// Connections of `transport` whose threads run now.
     pub fn connections(&self, transport: Transport) -> u64 {
         self.transports[transport as usize].load(Relaxed)
     }

@@ -3,14 +3,15 @@
 //! back to the connection loop. Dropping a session releases everything the
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
-use crate::metrics::{Holds, LockKind, Outcome};
+use crate::metrics::{Holds, LockKind, Metrics, Outcome};
 use crate::name::LockName;
-use crate::protocol::reply::{self, status};
+use crate::protocol::reply::{self, status, ExclusiveEntry, SharedEntry};
 use crate::protocol::{self, Command, Parsed, Verb};
-use crate::server::State;
-use crate::stats::bump;
-use crate::store::{ClientId, Grant, WaitStart};
+use crate::secret::Secret;
+use crate::stats::{bump, Stats};
+use crate::store::{ClientId, ExclusiveView, Grant, LockStore, SharedView, WaitStart};
 use crossbeam_channel::{bounded, Receiver};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,9 +46,55 @@ pub enum Step {
     Wait(Wait),
 }
 
+/// The settings a session obeys, taken from the server's configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// Serve `d`, `sd`, `dump`, `dj`.
+    pub(crate) dump: bool,
+    /// Serve `iam` and `who`.
+    pub(crate) registry: bool,
+    /// Log every command.
+    pub(crate) verbose: bool,
+    /// Every verb but `hello` and `auth` needs `auth` first.
+    pub(crate) auth_secret: Option<Secret>,
+    /// Connections silent for this long are closed.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Shown by `q` as `max_connections`.
+    pub(crate) max_connections: usize,
+}
+
+/// What a session needs of the server it runs in: the store below the
+/// seam, the counters, the settings, and a hook before `q` answers.
+pub(crate) trait Host: Send + Sync {
+    /// The lock store.
+    fn store(&self) -> &dyn LockStore;
+    /// The counters behind `q`.
+    fn stats(&self) -> &Stats;
+    /// The histograms and gauges behind `/metrics`.
+    fn metrics(&self) -> &Metrics;
+    /// The settings.
+    fn settings(&self) -> &Settings;
+    /// Called before `q` counts connections, so that it counts every
+    /// client whose connect completed.
+    fn before_stats(&self);
+}
+
+/// Releases everything client `id` held and forgets it; counts orphans.
+/// Idempotent: a second call for the same client finds nothing.
+pub(crate) fn orphan(host: &dyn Host, id: ClientId) {
+    let released = host.store().disconnect(id);
+    let stats = host.stats();
+    stats
+        .orphans
+        .fetch_add(released.exclusive as u64, Ordering::Relaxed);
+    stats
+        .shared_orphans
+        .fetch_add(released.shared as u64, Ordering::Relaxed);
+}
+
 /// One connection's state. See the module docs.
 pub struct Session {
-    state: Arc<State>,
+    host: Arc<dyn Host>,
     id: ClientId,
     name: String,
     version: u32,
@@ -59,14 +106,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(state: Arc<State>, id: ClientId, name: String) -> Session {
+    pub(crate) fn new(host: Arc<dyn Host>, id: ClientId, name: String) -> Session {
         let (notify, grants) = bounded(1);
-        state
-            .table
+        host.store()
             .connect(id, name.clone().into_bytes().into_boxed_slice(), notify);
         Session {
-            authenticated: state.config.auth_secret.is_none(),
-            state,
+            authenticated: host.settings().auth_secret.is_none(),
+            host,
             id,
             name,
             version: 1,
@@ -85,12 +131,7 @@ impl Session {
         let (notify, grants) = bounded(1);
         self.grants = grants;
         let name = self.name.clone().into_bytes().into_boxed_slice();
-        self.state.table.connect(self.id, name, notify);
-    }
-
-    /// The client's id in the table.
-    pub fn id(&self) -> ClientId {
-        self.id
+        self.host.store().connect(self.id, name, notify);
     }
 
     /// `IP:PORT` or `unix:N`.
@@ -110,7 +151,7 @@ impl Session {
         if !std::mem::take(&mut self.lease_changed) {
             return None;
         }
-        Some(match (self.lease, self.state.config.idle_timeout) {
+        Some(match (self.lease, self.host.settings().idle_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
@@ -120,25 +161,22 @@ impl Session {
     /// what ran out (it is set and no longer than the idle timeout), else
     /// idleness.
     pub fn lease_expired(&self) {
-        let lease_first = match (self.lease, self.state.config.idle_timeout) {
+        let lease_first = match (self.lease, self.host.settings().idle_timeout) {
             (Some(lease), Some(idle)) => lease <= idle,
             (lease, _) => lease.is_some(),
         };
         if lease_first {
-            bump(&self.state.stats.ttl_expirations);
+            bump(&self.host.stats().ttl_expirations);
         }
-        if self.state.config.verbose {
-            eprintln!(
-                "lockd: {}: closed: lease or idle timeout ran out",
-                self.name
-            );
+        if self.host.settings().verbose {
+            ::log::info!("{}: closed: lease or idle timeout ran out", self.name);
         }
     }
 
     /// Handles a line longer than the limit.
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) {
-        bump(&self.state.stats.invalid_commands);
-        bump(&self.state.stats.lines_too_long);
+        bump(&self.host.stats().invalid_commands);
+        bump(&self.host.stats().lines_too_long);
         if self.version >= 2 {
             reply::error(out, &reply::LINE_TOO_LONG);
         }
@@ -150,7 +188,7 @@ impl Session {
             Parsed::Empty => return Step::Done,
             Parsed::Command(command) => command,
             Parsed::Unknown => {
-                bump(&self.state.stats.invalid_commands);
+                bump(&self.host.stats().invalid_commands);
                 self.log_line(line, None);
                 if self.version >= 2 {
                     reply::error(out, &protocol::UNKNOWN_VERB);
@@ -158,7 +196,7 @@ impl Session {
                 return Step::Done;
             }
             Parsed::Malformed(verb, error) => {
-                bump(&self.state.stats.invalid_commands);
+                bump(&self.host.stats().invalid_commands);
                 self.log_line(line, Some(verb));
                 if self.version >= 2 {
                     reply::error(out, &error);
@@ -169,11 +207,11 @@ impl Session {
         let verb = command.verb();
         self.log_line(line, Some(verb));
         if verb != Verb::Stats {
-            self.state.stats.count_command(verb);
+            self.host.stats().count_command(verb);
         }
         if !self.authenticated && !matches!(verb, Verb::Hello | Verb::Auth) {
             if verb == Verb::Stats {
-                self.state.stats.count_command(verb);
+                self.host.stats().count_command(verb);
             }
             out.extend_from_slice(reply::AUTH_REQUIRED);
             self.end_block(verb, out);
@@ -183,15 +221,15 @@ impl Session {
     }
 
     fn run(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
-        let state = &*self.state;
-        let table = &state.table;
-        let config = &state.config;
+        let host = &*self.host;
+        let table = host.store();
+        let config = host.settings();
         let id = self.id;
         match command {
             Command::Get(name) => match table.try_lock(id, &name) {
                 Some(_) => {
                     self.holds
-                        .granted(&state.metrics, LockKind::Exclusive, &name);
+                        .granted(host.metrics(), LockKind::Exclusive, &name);
                     status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes())
                 }
                 None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
@@ -199,7 +237,7 @@ impl Session {
             Command::Release(name) => {
                 if table.release(id, name.as_bytes()) {
                     let kind = LockKind::Exclusive;
-                    self.holds.released(&state.metrics, kind, name.as_bytes());
+                    self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::LOCK_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::LOCK_RELEASE_FAILURE, name.as_bytes());
@@ -226,38 +264,16 @@ impl Session {
                 if !config.dump {
                     out.extend_from_slice(reply::DISABLED);
                 } else if shared {
-                    out.extend_from_slice(b"map[");
-                    for (i, lock) in table.shared_locks(b"").iter().enumerate() {
-                        if i > 0 {
-                            out.push(b' ');
-                        }
-                        out.extend_from_slice(lock.name.as_bytes());
-                        out.extend_from_slice(b":[");
-                        for (j, holder) in lock.holders.iter().enumerate() {
-                            if j > 0 {
-                                out.push(b' ');
-                            }
-                            out.extend_from_slice(&holder.default);
-                        }
-                        out.push(b']');
-                    }
-                    out.extend_from_slice(b"]\n");
+                    let locks = table.shared_locks(b"");
+                    reply::dump_shared(out, locks.iter().map(shared_entry));
                 } else {
-                    out.extend_from_slice(b"map[");
-                    for (i, lock) in table.exclusive_locks(b"").iter().enumerate() {
-                        if i > 0 {
-                            out.push(b' ');
-                        }
-                        out.extend_from_slice(lock.name.as_bytes());
-                        out.push(b':');
-                        out.extend_from_slice(&lock.holder.default);
-                    }
-                    out.extend_from_slice(b"]\n");
+                    let locks = table.exclusive_locks(b"");
+                    reply::dump_exclusive(out, locks.iter().map(exclusive_entry));
                 }
             }
             Command::SharedGet(name) => {
                 let holders = table.lock_shared(id, &name);
-                self.holds.granted(&state.metrics, LockKind::Shared, &name);
+                self.holds.granted(host.metrics(), LockKind::Shared, &name);
                 status(
                     out,
                     holders as u64,
@@ -268,7 +284,7 @@ impl Session {
             Command::SharedRelease(name) => {
                 if table.release_shared(id, name.as_bytes()) {
                     let kind = LockKind::Shared;
-                    self.holds.released(&state.metrics, kind, name.as_bytes());
+                    self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::SHARED_RELEASE_FAILURE, name.as_bytes());
@@ -319,19 +335,14 @@ impl Session {
                 self.end_block(Verb::Who, out);
             }
             Command::Stats => {
-                self.state.accept_pending();
+                host.before_stats();
                 let counts = table.counts();
-                let report = state
-                    .stats
+                let report = host
+                    .stats()
                     .report(counts, config.max_connections, self.version >= 2);
-                for (key, value) in report {
-                    out.extend_from_slice(key.as_bytes());
-                    out.extend_from_slice(b": ");
-                    reply::push_number(out, value);
-                    out.push(b'\n');
-                }
+                reply::stats(out, report.iter().map(|(k, v)| (k.as_str(), *v)));
                 // A `q` reply does not count that `q` itself.
-                state.stats.count_command(Verb::Stats);
+                host.stats().count_command(Verb::Stats);
                 self.end_block(Verb::Stats, out);
             }
             Command::Hello(version) => {
@@ -354,7 +365,7 @@ impl Session {
                 None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
             },
             Command::ReleaseAll => {
-                self.holds.release_all(&state.metrics);
+                self.holds.release_all(host.metrics());
                 reply::push_number(out, table.release_all(id) as u64);
                 out.extend_from_slice(b" Released\n");
             }
@@ -368,7 +379,13 @@ impl Session {
             }
             Command::DumpJson => {
                 if config.dump {
-                    self.dump_json(out);
+                    let exclusive = table.exclusive_locks(b"");
+                    let shared = table.shared_locks(b"");
+                    reply::dump_json(
+                        out,
+                        exclusive.iter().map(exclusive_entry),
+                        shared.iter().map(shared_entry),
+                    );
                 } else {
                     out.extend_from_slice(reply::DISABLED);
                 }
@@ -394,13 +411,13 @@ impl Session {
         timeout_ms: u64,
         out: &mut Vec<u8>,
     ) -> Step {
-        let table = &self.state.table;
+        let table = self.host.store();
         let queue = timeout_ms > 0;
         let start = match kind {
             Kind::Exclusive => table.lock_or_queue(self.id, &name, queue),
             Kind::Shared => table.lock_shared_or_queue(self.id, &name, limit, queue),
         };
-        let metrics = &self.state.metrics;
+        let metrics = self.host.metrics();
         match start {
             WaitStart::Granted(grant) => {
                 metrics.observe_wait(kind.into(), &name, Outcome::Granted, Duration::ZERO);
@@ -411,7 +428,7 @@ impl Session {
                 self.reply_timeout(kind, &name, out);
             }
             WaitStart::Deadlock => {
-                bump(&self.state.stats.deadlocks);
+                bump(&self.host.stats().deadlocks);
                 status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
             }
             WaitStart::Queued => {
@@ -431,7 +448,7 @@ impl Session {
     pub fn finish_wait(&mut self, wait: Wait, grant: Option<Grant>, out: &mut Vec<u8>) {
         let grant = match grant {
             Some(grant) => Some(grant),
-            None if self.state.table.cancel_wait(self.id) => None,
+            None if self.host.store().cancel_wait(self.id) => None,
             None => self.grants.recv().ok(),
         };
         let outcome = match grant {
@@ -439,7 +456,7 @@ impl Session {
             None => Outcome::Timeout,
         };
         let waited = wait.started.elapsed();
-        (self.state.metrics).observe_wait(wait.kind.into(), &wait.name, outcome, waited);
+        (self.host.metrics()).observe_wait(wait.kind.into(), &wait.name, outcome, waited);
         match grant {
             Some(grant) => self.reply_grant(grant, &wait.name, out),
             None => self.reply_timeout(wait.kind, &wait.name, out),
@@ -451,7 +468,7 @@ impl Session {
             Grant::Exclusive { .. } => LockKind::Exclusive,
             Grant::Shared { .. } => LockKind::Shared,
         };
-        self.holds.granted(&self.state.metrics, kind, name);
+        self.holds.granted(self.host.metrics(), kind, name);
         match grant {
             Grant::Exclusive { token } => {
                 status(out, token, reply::LOCK_GET_SUCCESS, name.as_bytes())
@@ -466,7 +483,7 @@ impl Session {
     }
 
     fn reply_timeout(&self, kind: Kind, name: &LockName, out: &mut Vec<u8>) {
-        bump(&self.state.stats.wait_timeouts);
+        bump(&self.host.stats().wait_timeouts);
         let text = match kind {
             Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
             Kind::Shared => reply::SHARED_GET_TIMEOUT,
@@ -481,72 +498,17 @@ impl Session {
         }
     }
 
-    fn dump_json(&self, out: &mut Vec<u8>) {
-        let table = &self.state.table;
-        out.extend_from_slice(b"{\"exclusive\":{");
-        for (i, lock) in table.exclusive_locks(b"").iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            reply::json_string(out, lock.name.as_bytes());
-            out.extend_from_slice(b":{\"holder\":");
-            reply::json_string(out, &lock.holder.default);
-            out.extend_from_slice(b",\"name\":");
-            match &lock.holder.registered {
-                Some(name) => reply::json_string(out, name),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.extend_from_slice(b",\"token\":");
-            reply::push_number(out, lock.token);
-            out.extend_from_slice(b",\"waiters\":[");
-            for (j, waiter) in lock.waiters.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                reply::json_string(out, waiter);
-            }
-            out.extend_from_slice(b"]}");
-        }
-        out.extend_from_slice(b"},\"shared\":{");
-        for (i, lock) in table.shared_locks(b"").iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            reply::json_string(out, lock.name.as_bytes());
-            out.extend_from_slice(b":{\"holders\":[");
-            for (j, holder) in lock.holders.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                reply::json_string(out, &holder.default);
-            }
-            out.extend_from_slice(b"],\"waiters\":[");
-            for (j, (waiter, limit)) in lock.waiters.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(b"{\"client\":");
-                reply::json_string(out, waiter);
-                out.extend_from_slice(b",\"limit\":");
-                reply::push_number(out, u64::from(*limit));
-                out.push(b'}');
-            }
-            out.extend_from_slice(b"]}");
-        }
-        out.extend_from_slice(b"}}\n");
-    }
-
     /// With `--verbose`, one log line per command; never an auth secret.
     fn log_line(&self, line: &[u8], verb: Option<Verb>) {
-        if !self.state.config.verbose {
+        if !self.host.settings().verbose {
             return;
         }
         let line = protocol::trim(line);
         // `auth<TAB>secret` is an unknown verb, but still a secret.
         if verb == Some(Verb::Auth) || line.starts_with(b"auth") {
-            eprintln!("lockd: {}: auth <secret redacted>", self.name);
+            ::log::info!("{}: auth <secret redacted>", self.name);
         } else {
-            eprintln!("lockd: {}: {}", self.name, line.escape_ascii());
+            ::log::info!("{}: {}", self.name, line.escape_ascii());
         }
     }
 }
@@ -562,7 +524,25 @@ impl From<Kind> for LockKind {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.state.orphan(self.id);
-        self.holds.release_all(&self.state.metrics);
+        orphan(&*self.host, self.id);
+        self.holds.release_all(self.host.metrics());
+    }
+}
+
+fn exclusive_entry(lock: &ExclusiveView) -> ExclusiveEntry<'_> {
+    ExclusiveEntry {
+        name: lock.name.as_bytes(),
+        holder: &lock.holder.default,
+        registered: lock.holder.registered.as_deref(),
+        token: lock.token,
+        waiters: lock.waiters.iter().map(|w| &w[..]).collect(),
+    }
+}
+
+fn shared_entry(lock: &SharedView) -> SharedEntry<'_> {
+    SharedEntry {
+        name: lock.name.as_bytes(),
+        holders: lock.holders.iter().map(|h| &h.default[..]).collect(),
+        waiters: lock.waiters.iter().map(|(w, l)| (&w[..], *l)).collect(),
     }
 }

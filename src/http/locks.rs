@@ -108,8 +108,8 @@ fn percent_decode(text: &str) -> Vec<u8> {
 /// The reply body.
 pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
     let now = Instant::now();
-    let exclusive = parts.table.exclusive_locks(b"");
-    let shared = parts.table.shared_locks(b"");
+    let exclusive = parts.store.exclusive_locks(b"");
+    let shared = parts.store.shared_locks(b"");
     let (exclusive_total, shared_total) = (exclusive.len(), shared.len());
     let exclusive: Vec<ExclusiveView> = exclusive
         .into_iter()
@@ -175,7 +175,7 @@ pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
         }
         out.extend_from_slice(b"]}");
     }
-    let counts = parts.table.counts();
+    let counts = parts.store.counts();
     let stats = parts.stats.report(counts, parts.max_connections, true);
     let stat = |key: &str| {
         stats

@@ -46,7 +46,7 @@ const GAUGES: &[&str] = &[
 /// The whole scrape.
 pub(crate) fn render(parts: &Parts<'_>) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let counts = parts.table.counts();
+    let counts = parts.store.counts();
     let report = parts.stats.report(counts, parts.max_connections, true);
 
     family(
@@ -129,7 +129,7 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
 
     held_now(&mut out, parts);
 
-    let (next, mark) = parts.table.token_marks();
+    let (next, mark) = parts.store.token_marks();
     family(
         &mut out,
         "lockd_token_next",
@@ -168,8 +168,8 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
 fn held_now(out: &mut String, parts: &Parts<'_>) {
     let now = Instant::now();
     let age = |since: Instant| now.saturating_duration_since(since).as_secs_f64();
-    let exclusive = parts.table.exclusive_locks(b"");
-    let shared = parts.table.shared_locks(b"");
+    let exclusive = parts.store.exclusive_locks(b"");
+    let shared = parts.store.shared_locks(b"");
     let oldest = [
         exclusive.iter().map(|l| age(l.since)).fold(0.0, f64::max),
         shared
@@ -334,13 +334,8 @@ pub fn label(name: &[u8]) -> String {
 
 /// `process_*` from `/proc/self`; what cannot be read is left out.
 fn process(out: &mut String) {
-    // SAFETY: sysconf reads a constant of the system.
-    let (ticks, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
+    let ticks = rustix::param::clock_ticks_per_second();
+    let page = rustix::param::page_size();
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold
     // spaces: state is field 3, so index i here is field i + 3.

@@ -21,11 +21,10 @@ mod locks;
 pub mod metrics;
 
 use crate::error::Error;
-use crate::log::{log, Priority};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::stats::Stats;
-use crate::store::Table;
+use crate::store::LockStore;
 use history::History;
 use parking_lot::Mutex;
 use std::io;
@@ -46,7 +45,7 @@ const PAGE_CSS: &str = include_str!("page.css");
 /// Everything the HTTP side reads, borrowed from the server for one
 /// request.
 pub(crate) struct Parts<'a> {
-    pub table: &'a Table,
+    pub store: &'a dyn LockStore,
     pub stats: &'a Stats,
     pub metrics: &'a Metrics,
     pub max_connections: usize,
@@ -215,17 +214,11 @@ impl Shared {
         if !Arc::ptr_eq(&current, failed) {
             return;
         }
-        log(
-            Priority::Warning,
-            format_args!("warning: HTTP accept failed: {error}; restarting in 100 ms"),
-        );
+        ::log::warn!("HTTP accept failed: {error}; restarting in 100 ms");
         thread::sleep(Duration::from_millis(100));
         match tiny_server(&self.listener) {
             Ok(server) => *current = Arc::new(server),
-            Err(e) => log(
-                Priority::Error,
-                format_args!("error: cannot restart the HTTP server: {e}"),
-            ),
+            Err(e) => ::log::error!("cannot restart the HTTP server: {e}"),
         }
         for _ in 0..WORKERS {
             failed.unblock();

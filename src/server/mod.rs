@@ -1,134 +1,109 @@
 //! The server: binds listeners, runs an accept loop per listener on its own
-//! thread, and a thread per connection over one shared lock table. Embed it
+//! thread, and a thread per connection over one shared lock store. Embed it
 //! with [`Server::bind`] and [`Server::spawn`]; the `lockd` daemon is a thin
 //! shell over the same calls.
+//!
+//! Inside: [`config`](ServerConfig) says how it is set up; `listen` binds
+//! and accepts; `stream` is the one stream type (TCP, Unix, TLS); `conn`
+//! is the one connection loop, over the framings of lines and `websocket`
+//! messages; `liveness` notices closed peers.
 
+mod config;
 mod conn;
+mod listen;
 mod liveness;
-mod watch;
+mod stream;
 mod websocket;
 
-use conn as connection;
-use liveness::Reaper;
-use watch::CloseWatcher;
+pub use crate::secret::Secret;
+pub use config::{ServerConfig, Shutdown};
+pub use listen::Listener;
+
 use crate::error::Error;
 use crate::http::{HttpListener, HttpServer, Observe, Parts};
-use crate::metrics::{Metrics, Transport};
+use crate::metrics::Metrics;
+use crate::session::{self, Host, Settings};
 use crate::stats::{bump, Stats};
-use crate::store::Table;
+use crate::store::{LockStore, Table};
 use crate::token::TokenCounter;
-use crate::transport::tls::TlsConfig;
-use crate::transport::{self, Listener, Peer, Stream};
-use parking_lot::{Condvar, Mutex};
-use std::collections::HashMap;
+use listen::{bind_tcp, bind_unix, Peer};
+use liveness::{Liveness, Presence, Signal};
+use parking_lot::Mutex;
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use stream::Socket;
 
 /// Stack size of a connection thread: small, so that ten thousand idle
 /// connections cost little memory (only touched pages are resident).
 const CONNECTION_STACK: usize = 128 * 1024;
 
-/// How long a thread serving a command waits for a hung-up peer's thread
-/// to finish answering and release its locks (see [`State::reap_closed`]).
-const REAP_WAIT: Duration = Duration::from_millis(100);
+/// Stack size of the liveness thread.
+const LIVENESS_STACK: usize = 128 * 1024;
 
 /// Most connections a `q` accepts on its own (see [`State::accept_pending`]).
 const ACCEPT_PENDING_MAX: usize = 64;
 
-pub use crate::secret::Secret;
-
-/// How the server is set up. Start from `ServerConfig::default()` and set
-/// fields.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// TCP addresses, `HOST:PORT` (port 0 picks a free port; `:PORT` means
-    /// every interface, IPv6 and IPv4). Default `127.0.0.1:9999`.
-    pub listen: Vec<String>,
-    /// Unix socket paths.
-    pub unix: Vec<PathBuf>,
-    /// WebSocket addresses, `HOST:PORT` or `:PORT` as for `listen`. Default
-    /// none.
-    pub websocket: Vec<String>,
-    /// TLS for every TCP listener of `listen` (not WebSocket, not Unix).
-    pub tls: Option<TlsConfig>,
-    /// Permission bits for the Unix socket files (e.g. `0o660`).
-    pub unix_mode: Option<u32>,
-    /// Serve `d`, `sd`, `dump`, `dj` (else they answer `0 disabled`).
-    pub dump: bool,
-    /// Serve `iam` and `who` (else they answer `0 disabled`).
-    pub registry: bool,
-    /// Connections past this are told `0 Too Many Connections` and closed.
-    pub max_connections: usize,
-    /// Longest accepted line in bytes, `\n` not counted.
-    pub max_line: usize,
-    /// Log every command to stderr.
-    pub verbose: bool,
-    /// When set, every verb but `hello` and `auth` needs `auth` first.
-    pub auth_secret: Option<Secret>,
-    /// Where the fencing-token high-water mark lives; `None` keeps tokens
-    /// in memory only (they restart at 1).
-    pub state_dir: Option<PathBuf>,
-    /// TCP keepalive idle time; `None` turns keepalive off.
-    pub tcp_keepalive: Option<Duration>,
-    /// Close connections silent for this long (waiting ones excepted).
-    pub idle_timeout: Option<Duration>,
-    /// A write that cannot complete for this long drops the connection.
-    pub write_timeout: Duration,
-    /// Serve `/metrics`, `/locks.json` and the status page on this
-    /// `HOST:PORT` (see [`crate::http`]).
-    pub http: Option<String>,
-    /// Per-lock histograms for names matching these patterns (a name, or
-    /// a prefix ending in `*`), capped at [`crate::metrics::MAX_LOCK_SERIES`].
-    pub metrics_locks: Vec<String>,
+/// What the sessions of one server share: the store below the seam, the
+/// counters, the settings. The session layer sees it as a [`Host`].
+struct Core {
+    store: Box<dyn LockStore>,
+    stats: Stats,
+    metrics: Metrics,
+    settings: Settings,
+    /// To accept queued connections before `q` counts them.
+    server: Weak<State>,
 }
 
-impl Default for ServerConfig {
-    fn default() -> ServerConfig {
-        ServerConfig {
-            listen: vec!["127.0.0.1:9999".to_string()],
-            unix: Vec::new(),
-            websocket: Vec::new(),
-            tls: None,
-            unix_mode: None,
-            dump: true,
-            registry: true,
-            max_connections: 10_000,
-            max_line: 4096,
-            verbose: false,
-            auth_secret: None,
-            state_dir: None,
-            tcp_keepalive: Some(Duration::from_secs(60)),
-            idle_timeout: None,
-            write_timeout: Duration::from_secs(60),
-            http: None,
-            metrics_locks: Vec::new(),
+impl Host for Core {
+    fn store(&self) -> &dyn LockStore {
+        &*self.store
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn before_stats(&self) {
+        if let Some(state) = self.server.upgrade() {
+            state.accept_pending();
         }
     }
 }
 
-/// How to stop a running server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shutdown {
-    /// Stop accepting; let connected clients finish and leave.
-    Graceful,
-    /// Stop accepting and disconnect everyone now (their locks released).
-    Immediate,
+impl Observe for Core {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            store: &*self.store,
+            stats: &self.stats,
+            metrics: &self.metrics,
+            max_connections: self.settings.max_connections,
+            dump: self.settings.dump,
+        }
+    }
 }
 
 /// What every thread of one server shares.
 pub(crate) struct State {
     pub(crate) config: ServerConfig,
-    pub(crate) table: Table,
-    pub(crate) stats: Stats,
-    pub(crate) metrics: Metrics,
-    pub(crate) watcher: CloseWatcher,
+    host: Arc<Core>,
+    /// Its own `Arc`, so a connection thread can let go of the state
+    /// before it leaves the set.
+    pub(crate) liveness: Arc<Liveness>,
     next_id: AtomicU64,
     unix_peers: AtomicU64,
     stopping: AtomicBool,
@@ -137,227 +112,35 @@ pub(crate) struct State {
     /// about to be disconnected too.
     pub(crate) closing_all: AtomicBool,
     listeners: Vec<Arc<Listener>>,
-    /// Wakes the accept loops out of `poll` at shutdown.
-    wake: WakePipe,
-    /// Live connections, so an immediate shutdown can close them and a
-    /// hang-up can be reaped. Its own `Arc`, so a connection thread can let
-    /// go of the state before it signals that it has ended.
-    pub(crate) live: Arc<LiveSet>,
-    reaper: Reaper,
+    /// Raised at shutdown, so the accept loops leave `poll`.
+    wake: Signal,
     last_reject_log: Mutex<Option<Instant>>,
 }
 
-/// The live connections, and a signal for when none is left.
-#[derive(Default)]
-pub(crate) struct LiveSet {
-    conns: Mutex<HashMap<u64, LiveConnection>>,
-    drained: Condvar,
-}
-
-impl LiveSet {
-    /// Called as a connection ends, after it has dropped its `Arc<State>`
-    /// and before its socket closes: once the set is empty, nothing but
-    /// the handle holds the state (its listeners, its state-dir lock).
-    pub(crate) fn forget(&self, id: u64) {
-        let mut conns = self.conns.lock();
-        conns.remove(&id);
-        if conns.is_empty() {
-            self.drained.notify_all();
-        }
-    }
-}
-
-/// What the server knows of a live connection's socket and thread.
-struct LiveConnection {
-    fd: RawFd,
-    transport: Transport,
-    presence: Arc<Presence>,
-    /// Orphaned by another thread (see [`State::reap_closed`]) or ending:
-    /// no longer counted in `connections`.
-    reaped: bool,
-}
-
-/// Where a connection's thread is, for reaping: `IDLE` (about to block, or
-/// blocked, with no partial line buffered), `BUSY`, or `REAPED` (orphaned by
-/// another thread: the owner then only closes, unless its read brought the
-/// peer's last commands, which it answers after [`Presence::rejoin`]).
-#[derive(Debug, Default)]
-pub(crate) struct Presence(AtomicU8);
-
-impl Presence {
-    const BUSY: u8 = 0;
-    const IDLE: u8 = 1;
-    const REAPED: u8 = 2;
-
-    /// The owner is about to block with no partial line buffered.
-    pub(crate) fn idle(&self) {
-        self.0.store(Self::IDLE, Ordering::SeqCst);
-    }
-
-    /// The owner woke up; `false` if it was reaped meanwhile.
-    pub(crate) fn busy(&self) -> bool {
-        self.0
-            .compare_exchange(Self::IDLE, Self::BUSY, Ordering::SeqCst, Ordering::SeqCst)
-            .map_or_else(|current| current != Self::REAPED, |_| true)
-    }
-
-    /// The owner read input just as another thread reaped it (the peer's
-    /// last commands, sent before its hang-up): it serves them after all.
-    pub(crate) fn rejoin(&self) {
-        self.0.store(Self::BUSY, Ordering::SeqCst);
-    }
-
-    fn reap(&self) -> bool {
-        self.0
-            .compare_exchange(Self::IDLE, Self::REAPED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    }
-}
-
-/// A self-pipe: written once at shutdown so `poll` in the accept loops
-/// returns.
-struct WakePipe {
-    read: RawFd,
-    write: RawFd,
-}
-
-impl WakePipe {
-    fn new() -> std::io::Result<WakePipe> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two descriptors into the array given.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(WakePipe {
-            read: fds[0],
-            write: fds[1],
-        })
-    }
-
-    fn wake(&self) {
-        // SAFETY: writes one byte from a live buffer to our own pipe.
-        unsafe {
-            libc::write(self.write, [1u8].as_ptr().cast(), 1);
-        }
-    }
-}
-
-impl Drop for WakePipe {
-    fn drop(&mut self) {
-        // SAFETY: closes the two descriptors this struct owns, once.
-        unsafe {
-            libc::close(self.read);
-            libc::close(self.write);
-        }
-    }
-}
-
 impl State {
-    /// Stops counting a connection that is ending (unless a reaper
-    /// already did).
-    pub(crate) fn uncount_connection(&self, id: u64) {
-        if let Some(conn) = self.live.conns.lock().get_mut(&id) {
-            if !std::mem::replace(&mut conn.reaped, true) {
-                self.stats.connections.fetch_sub(1, Ordering::Relaxed);
-                self.metrics.disconnected(conn.transport);
-            }
+    /// Stops counting a connection in `connections` (once).
+    pub(crate) fn uncount(&self, presence: &Presence) {
+        if presence.uncount() {
+            self.host.stats.connections.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    /// Called for a connection whose thread never started.
-    fn forget_connection(&self, id: u64) {
-        self.uncount_connection(id);
-        self.live.forget(id);
-    }
-
-    /// Releases everything a client held and forgets it; counts orphans.
-    /// Idempotent: a second call for the same client finds nothing.
-    pub(crate) fn orphan(&self, id: u64) {
-        let released = self.table.disconnect(id);
-        let stats = &self.stats;
-        stats
-            .orphans
-            .fetch_add(released.exclusive as u64, Ordering::Relaxed);
-        stats
-            .shared_orphans
-            .fetch_add(released.shared as u64, Ordering::Relaxed);
-    }
-
-    /// Orphans, on their owners' behalf, connections whose peer hung up
-    /// while their threads sat idle, so that no command served after a
-    /// client's close can see its locks. Cheap when nobody hung up: one
-    /// non-blocking `epoll_wait`.
-    ///
-    /// A hung-up connection whose thread is still answering what its peer
-    /// sent before closing is about to end by itself: wait for it, briefly.
-    /// One that does not end within [`REAP_WAIT`] (say its thread is stuck
-    /// writing to a peer that reads nothing) is left to its thread and
-    /// never waited for again, so no client can slow the others down.
-    pub(crate) fn reap_closed(&self, caller: u64) {
-        let mut finishing: Vec<u64> = Vec::new();
-        self.reaper.poll(|id| {
-            // The caller's own peer may have hung up too: it is busy
-            // answering, and ends by itself.
-            if id != caller && !self.try_reap(id) {
-                finishing.push(id);
-            }
-        });
-        if finishing.is_empty() {
-            return;
-        }
-        finishing.sort_unstable();
-        finishing.dedup();
-        let deadline = Instant::now() + REAP_WAIT;
-        loop {
-            finishing.retain(|id| !self.try_reap(*id));
-            if finishing.is_empty() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            thread::sleep(Duration::from_micros(50));
-        }
-        let mut live = self.live.conns.lock();
-        for id in finishing {
-            if let Some(conn) = live.get_mut(&id) {
-                self.reaper.remove(conn.fd);
-            }
-        }
-    }
-
-    /// Orphans connection `id` if its peer is gone and its thread idle.
-    /// `true` once the connection is orphaned (now or before) or gone.
-    fn try_reap(&self, id: u64) -> bool {
-        let mut live = self.live.conns.lock();
-        let Some(conn) = live.get_mut(&id) else {
-            return true;
-        };
-        if conn.reaped {
-            return true;
-        }
-        // Unread input means the owner still has commands to answer.
-        if liveness::unread_bytes(conn.fd) > 0 || !conn.presence.reap() {
-            return false;
-        }
-        conn.reaped = true;
-        self.reaper.remove(conn.fd);
-        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.disconnected(conn.transport);
-        drop(live);
-        self.orphan(id);
-        true
+    /// Orphans a connection on its thread's behalf: its peer hung up while
+    /// the thread was idle or waiting.
+    pub(crate) fn reap(&self, presence: &Presence) {
+        self.uncount(presence);
+        session::orphan(&*self.host, presence.id());
     }
 
     /// Accepts, without blocking, connections already queued on the
     /// listeners, so that `q` counts every client whose connect completed.
     /// At most [`ACCEPT_PENDING_MAX`] per listener: during a flood the accept
     /// loops carry on, and `q` stays quick.
-    pub(crate) fn accept_pending(self: &Arc<State>) {
+    fn accept_pending(self: &Arc<State>) {
         for listener in &self.listeners {
             for _ in 0..ACCEPT_PENDING_MAX {
                 match listener.accept() {
-                    Ok((stream, peer)) => admit(self, stream, peer),
+                    Ok((socket, peer)) => admit(self, socket, peer),
                     Err(_) => break,
                 }
             }
@@ -376,33 +159,14 @@ impl State {
     }
 
     fn shutdown(&self, mode: Shutdown) {
-        // Only the wake pipe: a listener inherited from systemd must stay
+        // Only the wake signal: a listener inherited from systemd must stay
         // usable for the next start, so it is never shut down.
         if !self.stopping.swap(true, Ordering::SeqCst) {
-            self.wake.wake();
+            self.wake.raise();
         }
         if mode == Shutdown::Immediate {
             self.closing_all.store(true, Ordering::SeqCst);
-            for conn in self.live.conns.lock().values() {
-                // SAFETY: the fd stays open while it is in `live` (a
-                // connection leaves `live` before closing its socket), and
-                // shutdown(2) touches no memory.
-                unsafe {
-                    libc::shutdown(conn.fd, libc::SHUT_RDWR);
-                }
-            }
-        }
-    }
-}
-
-impl Observe for State {
-    fn parts(&self) -> Parts<'_> {
-        Parts {
-            table: &self.table,
-            stats: &self.stats,
-            metrics: &self.metrics,
-            max_connections: self.config.max_connections,
-            dump: self.config.dump,
+            self.liveness.shutdown_all();
         }
     }
 }
@@ -452,10 +216,9 @@ impl Server {
             Some(dir) => TokenCounter::open(dir)?,
             None => TokenCounter::in_memory(),
         };
-        let watcher =
-            CloseWatcher::start().map_err(|e| Error::io("cannot start the close watcher", e))?;
-        let reaper = Reaper::new().map_err(|e| Error::io("cannot create an epoll set", e))?;
-        let wake = WakePipe::new().map_err(|e| Error::io("cannot create a pipe", e))?;
+        let liveness =
+            Arc::new(Liveness::new().map_err(|e| Error::io("cannot create an epoll set", e))?);
+        let wake = Signal::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
         let http = match &config.http {
             Some(addr) => Some(HttpListener::bind(addr, config.auth_secret.clone())?),
             None => None,
@@ -466,25 +229,33 @@ impl Server {
                 .set_nonblocking()
                 .map_err(|e| Error::io("cannot make a listener non-blocking", e))?;
         }
-        Ok(Server {
-            state: Arc::new(State {
-                config,
-                table: Table::new(tokens),
+        let settings = Settings {
+            dump: config.dump,
+            registry: config.registry,
+            verbose: config.verbose,
+            auth_secret: config.auth_secret.clone(),
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+        };
+        let state = Arc::new_cyclic(|weak: &Weak<State>| State {
+            config,
+            host: Arc::new(Core {
+                store: Box::new(Table::new(tokens)),
                 stats: Stats::default(),
                 metrics,
-                watcher,
-                next_id: AtomicU64::new(1),
-                unix_peers: AtomicU64::new(0),
-                stopping: AtomicBool::new(false),
-                closing_all: AtomicBool::new(false),
-                listeners: listeners.into_iter().map(Arc::new).collect(),
-                wake,
-                live: Arc::default(),
-                reaper,
-                last_reject_log: Mutex::new(None),
+                settings,
+                server: weak.clone(),
             }),
-            http,
-        })
+            liveness,
+            next_id: AtomicU64::new(1),
+            unix_peers: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            closing_all: AtomicBool::new(false),
+            listeners: listeners.into_iter().map(Arc::new).collect(),
+            wake,
+            last_reject_log: Mutex::new(None),
+        });
+        Ok(Server { state, http })
     }
 
     /// The address of the `--http` listener, if there is one.
@@ -531,6 +302,21 @@ impl Server {
     /// # Errors
     /// A thread could not be started.
     pub fn spawn(self) -> Result<ServerHandle, Error> {
+        let liveness = Arc::clone(&self.state.liveness);
+        let server = Arc::downgrade(&self.state);
+        let liveness_thread = thread::Builder::new()
+            .name("lockd-liveness".into())
+            .stack_size(LIVENESS_STACK)
+            .spawn(move || {
+                liveness.run(|| match server.upgrade() {
+                    Some(state) => {
+                        state.liveness.sweep(&|p| state.reap(p));
+                        true
+                    }
+                    None => false,
+                });
+            })
+            .map_err(|e| Error::io("cannot start the liveness thread", e))?;
         let mut accept_threads = Vec::new();
         for listener in &self.state.listeners {
             let state = Arc::clone(&self.state);
@@ -542,12 +328,13 @@ impl Server {
             accept_threads.push(thread);
         }
         let http = match self.http {
-            Some(http) => Some(http.spawn(Arc::clone(&self.state) as Arc<dyn Observe>)?),
+            Some(http) => Some(http.spawn(Arc::clone(&self.state.host) as Arc<dyn Observe>)?),
             None => None,
         };
         Ok(ServerHandle {
             state: self.state,
             accept_threads,
+            liveness_thread: Some(liveness_thread),
             http,
         })
     }
@@ -568,6 +355,8 @@ impl Server {
 pub struct ServerHandle {
     state: Arc<State>,
     accept_threads: Vec<JoinHandle<()>>,
+    /// Joined last: while it sweeps, it holds the state.
+    liveness_thread: Option<JoinHandle<()>>,
     http: Option<HttpServer>,
 }
 
@@ -622,11 +411,11 @@ impl ServerHandle {
             let _ = thread.join();
         }
         drop(self.http.take());
-        let mut live = self.state.live.conns.lock();
-        while !live.is_empty() {
-            self.state.live.drained.wait(&mut live);
+        self.state.liveness.wait_drained();
+        self.state.liveness.stop();
+        if let Some(thread) = self.liveness_thread.take() {
+            let _ = thread.join();
         }
-        drop(live);
         for listener in &self.state.listeners {
             if let Some(path) = listener.owned_socket_file() {
                 let _ = std::fs::remove_file(path);
@@ -637,7 +426,7 @@ impl ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        if !self.accept_threads.is_empty() {
+        if self.liveness_thread.is_some() {
             self.state.shutdown(Shutdown::Immediate);
             self.join();
         }
@@ -659,95 +448,36 @@ impl ShutdownHandle {
     /// Live connections now (as `q` counts them: a reaped connection whose
     /// thread is still finishing is gone already).
     pub fn connections(&self) -> usize {
-        self.state.stats.connections.load(Ordering::Relaxed) as usize
+        self.state.host.stats.connections.load(Ordering::Relaxed) as usize
     }
 }
 
-/// Binds a TCP socket for a listener of the kind `kind` makes of it.
-fn bind_tcp(addr: &str, kind: fn(TcpListener) -> Listener) -> Result<Listener, Error> {
-    let bind_error = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::AddrInUse {
-            Error::AddressInUse {
-                addr: addr.to_string(),
-            }
-        } else {
-            Error::Bind {
-                addr: addr.to_string(),
-                source,
-            }
-        }
-    };
-    // `:PORT`, as Go and node spell "every interface": IPv6 dual-stack when
-    // the host has IPv6, else IPv4.
-    if let Some(port) = addr.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| Error::BadAddress {
-            addr: addr.to_string(),
-            reason: "the port must be a number from 0 to 65535".into(),
-        })?;
-        return match TcpListener::bind(("::", port)) {
-            Ok(l) => Ok(kind(l)),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(bind_error(e)),
-            Err(_) => TcpListener::bind(("0.0.0.0", port))
-                .map(kind)
-                .map_err(bind_error),
-        };
-    }
-    let addrs = transport::resolve(addr)?;
-    TcpListener::bind(&addrs[..]).map(kind).map_err(bind_error)
-}
-
-fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, Error> {
-    transport::bind_unix(path, mode).map_err(|source| match source.kind() {
-        std::io::ErrorKind::AddrInUse => Error::SocketInUse {
-            path: path.to_path_buf(),
-        },
-        std::io::ErrorKind::AlreadyExists => Error::NotASocket {
-            path: path.to_path_buf(),
-        },
-        _ => Error::Bind {
-            addr: path.display().to_string(),
-            source,
-        },
-    })
-}
-
-/// Blocks in `poll` on the listener and the wake pipe, then accepts every
-/// queued connection.
+/// Blocks in `poll` on the listener and the wake signal, then accepts
+/// every queued connection.
 fn accept_loop(state: &Arc<State>, listener: &Listener) {
     loop {
         if state.stopping.load(Ordering::SeqCst) {
             return;
         }
         let mut fds = [
-            libc::pollfd {
-                fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: state.wake.read,
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(listener, PollFlags::IN),
+            PollFd::new(&state.wake, PollFlags::IN),
         ];
-        // SAFETY: the array outlives the call and its length is passed.
-        unsafe {
-            libc::poll(fds.as_mut_ptr(), 2, -1);
-        }
+        let _ = poll(&mut fds, None);
         if state.stopping.load(Ordering::SeqCst) {
             return;
         }
         match listener.accept() {
-            Ok((stream, peer)) => admit(state, stream, peer),
+            Ok((socket, peer)) => admit(state, socket, peer),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            Err(e) => match Errno::from_io_error(&e) {
+                Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
                     // Out of descriptors or memory: never quit the loop;
                     // pause so the flood can drain, then go on.
                     log_rejection(state, &format!("cannot accept: {e}; pausing 100 ms"));
                     thread::sleep(Duration::from_millis(100));
                 }
-                Some(libc::EINVAL | libc::EBADF) => return,
+                Some(Errno::INVAL | Errno::BADF) => return,
                 _ => {}
             },
         }
@@ -759,21 +489,18 @@ fn log_rejection(state: &State, message: &str) {
     let mut last = state.last_reject_log.lock();
     if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
         *last = Some(Instant::now());
-        crate::log::log(crate::log::Priority::Warning, message);
+        ::log::warn!("{message}");
     }
 }
 
-fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
-    let limit = state.config.max_connections;
-    let mut live = state.live.conns.lock();
+fn admit(state: &Arc<State>, socket: Socket, peer: Peer) {
     if state.stopping.load(Ordering::SeqCst) {
-        // Shutting down: an immediate shutdown has walked `live` already
-        // and would never close this one.
         return;
     }
-    if state.stats.connections.load(Ordering::Relaxed) >= limit as u64 {
-        drop(live);
-        bump(&state.stats.rejected_connections);
+    let limit = state.config.max_connections;
+    let stats = &state.host.stats;
+    if stats.connections.load(Ordering::Relaxed) >= limit as u64 {
+        bump(&stats.rejected_connections);
         log_rejection(
             state,
             &format!("connection refused: --max-connections {limit} reached"),
@@ -784,71 +511,56 @@ fn admit(state: &Arc<State>, mut stream: Stream, peer: Peer) {
             Peer::WebSocket(_) => crate::protocol::reply::TOO_MANY_CONNECTIONS_HTTP,
             _ => crate::protocol::reply::TOO_MANY_CONNECTIONS,
         };
-        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = stream.write_all(refusal);
-        stream.drain_input();
+        let _ = socket.set_write_timeout(Some(Duration::from_millis(100)));
+        let _ = (&socket).write_all(refusal);
+        socket.drain_input();
         return;
     }
+    if let (Socket::Tcp(tcp), Peer::Tcp(_) | Peer::WebSocket(_)) = (&socket, &peer) {
+        let _ = tcp.set_nodelay(true);
+        if let Some(idle) = state.config.tcp_keepalive {
+            let _ = listen::set_keepalive(tcp, idle);
+        }
+    }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let presence = Arc::new(Presence::default());
-    let fd = stream.as_raw_fd();
-    let transport = match peer {
-        Peer::Tcp(_) if state.config.tls.is_some() => Transport::Tls,
-        Peer::Tcp(_) => Transport::Tcp,
-        Peer::WebSocket(_) => Transport::WebSocket,
-        Peer::Unix => Transport::Unix,
+    let presence = match state.liveness.add(id, Arc::new(socket)) {
+        Ok(presence) => presence,
+        Err(e) => {
+            // Closing (an immediate shutdown has begun), or out of memory.
+            if !state.stopping.load(Ordering::SeqCst) {
+                log_rejection(state, &format!("cannot watch a connection: {e}"));
+            }
+            return;
+        }
     };
-    state.metrics.connected(transport);
-    live.insert(
-        id,
-        LiveConnection {
-            fd,
-            transport,
-            presence: Arc::clone(&presence),
-            reaped: false,
-        },
-    );
-    state.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let _ = state.reaper.add(fd, id);
-    drop(live);
-
+    stats.connections.fetch_add(1, Ordering::Relaxed);
     let websocket = matches!(peer, Peer::WebSocket(_));
     let name = match peer {
-        Peer::Tcp(addr) | Peer::WebSocket(addr) => {
-            if let Stream::Tcp(tcp) = &stream {
-                let _ = tcp.set_nodelay(true);
-                if let Some(idle) = state.config.tcp_keepalive {
-                    let _ = transport::set_keepalive(tcp, idle);
-                }
-            }
-            transport::peer_name(addr)
-        }
+        Peer::Tcp(addr) | Peer::WebSocket(addr) => listen::peer_name(addr),
         Peer::Unix => format!(
             "unix:{}",
             state.unix_peers.fetch_add(1, Ordering::Relaxed) + 1
         ),
     };
     let thread_state = Arc::clone(state);
+    let thread_presence = Arc::clone(&presence);
     let spawned = thread::Builder::new()
         .name(format!("lockd-conn-{id}"))
         .stack_size(CONNECTION_STACK)
-        .spawn(move || match stream {
-            Stream::Tcp(tcp) if websocket => {
-                websocket::serve(thread_state, tcp, id, name, &presence);
-            }
-            stream => connection::serve(thread_state, stream, id, name, &presence),
-        });
+        .spawn(move || conn::serve(thread_state, thread_presence, websocket, name));
     if let Err(e) = spawned {
-        // The closure (and so the stream) is dropped: the socket closes.
+        // The closure (and its `Arc`s) is dropped; the socket closes once
+        // the liveness module forgets it.
         log_rejection(state, &format!("cannot start a connection thread: {e}"));
-        state.forget_connection(id);
+        state.uncount(&presence);
+        state.liveness.forget(id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Write};
     use std::net::TcpStream;
 
     fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -859,16 +571,18 @@ mod tests {
         }
     }
 
-    /// Connections that waited keep their socket in the close watcher until
-    /// they end, and no longer (issue 8): nothing is left behind.
+    /// Connections that waited, hung up while waiting, or held locks and
+    /// closed with half a command sent all leave the liveness module, and
+    /// every lock they held is released (issues 8 and 17).
     #[test]
-    fn the_close_watcher_forgets_every_connection_that_ends() {
+    fn every_connection_that_ends_is_forgotten_and_its_locks_released() {
         let config = ServerConfig {
             listen: vec!["127.0.0.1:0".into()],
             ..ServerConfig::default()
         };
         let handle = Server::bind(config).expect("bind").spawn().expect("spawn");
         let state = Arc::clone(&handle.state);
+        let store = || state.host.store.counts();
         let addr = handle.local_addr().expect("addr");
         let connect = || {
             let stream = TcpStream::connect(addr).expect("connect");
@@ -889,15 +603,13 @@ mod tests {
         // One at a time, so the line is in this order.
         for (i, waiter) in waiters.iter_mut().enumerate() {
             waiter.get_mut().write_all(b"wg 30000 L\n").expect("send");
-            poll_until("a waiter", || state.table.counts().waiting == i + 1);
+            poll_until("a waiter", || store().waiting == i + 1);
         }
-        // Each waiter is queued in the table before it watches its socket.
-        poll_until("40 watched waiters", || state.watcher.watched() == 40);
         // Half hang up while waiting, the rest are granted in turn and
         // then close while idle.
         let leaving: Vec<_> = waiters.drain(20..).collect();
         drop(leaving);
-        poll_until("20 waiters", || state.table.counts().waiting == 20);
+        poll_until("20 waiters", || store().waiting == 20);
         assert_eq!(call(&mut holder, "r L\n"), "1 Lock Release Success: L\n");
         for waiter in &mut waiters {
             let mut granted = String::new();
@@ -906,11 +618,19 @@ mod tests {
             assert_eq!(call(waiter, "r L\n"), "1 Lock Release Success: L\n");
         }
         drop(waiters);
+        // Holders that close with part of a line sent, all at once.
+        let mut holders: Vec<_> = (0..200).map(|_| connect()).collect();
+        for (i, conn) in holders.iter_mut().enumerate() {
+            let reply = call(conn, &format!("g h{i}\n"));
+            assert_eq!(reply, format!("1 Lock Get Success: h{i}\n"));
+            conn.get_mut().write_all(b"i h").expect("send");
+        }
+        assert_eq!(store().locks, 200);
+        drop(holders);
         drop(holder);
-        poll_until("every connection to end", || {
-            state.live.conns.lock().is_empty()
-        });
-        assert_eq!(state.watcher.watched(), 0);
+        poll_until("every connection to end", || state.liveness.len() == 0);
+        assert_eq!(store().locks, 0);
+        assert_eq!(store().waiting, 0);
         handle.stop(Shutdown::Immediate);
     }
 }
