@@ -41,6 +41,7 @@
 
 pub mod client;
 mod error;
+mod events;
 pub mod http;
 pub mod local;
 pub mod log;

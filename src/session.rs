@@ -3,6 +3,7 @@
 //! back to the connection loop. Dropping a session releases everything the
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
+use crate::events;
 use crate::metrics::{Holds, LockKind, Metrics, Outcome};
 use crate::name::LockName;
 use crate::protocol::reply::{self, status, ExclusiveEntry, SharedEntry};
@@ -72,6 +73,9 @@ pub(crate) trait Host: Send + Sync {
     fn stats(&self) -> &Stats;
     /// The histograms and gauges behind `/metrics`.
     fn metrics(&self) -> &Metrics;
+    /// The server is disconnecting everyone (an immediate shutdown): its
+    /// orphans are not events worth a log line each.
+    fn closing(&self) -> bool;
     /// The settings.
     fn settings(&self) -> &Settings;
     /// Called before `q` counts connections, so that it counts every
@@ -103,6 +107,7 @@ pub struct Session {
     lease_changed: bool,
     grants: Receiver<Grant>,
     holds: Holds,
+    registered: Option<Box<[u8]>>,
 }
 
 impl Session {
@@ -120,6 +125,7 @@ impl Session {
             lease_changed: false,
             grants,
             holds: Holds::default(),
+            registered: None,
         }
     }
 
@@ -319,6 +325,9 @@ impl Session {
             Command::Iam(name) => {
                 if config.registry {
                     table.register(id, &name);
+                    // For the orphan log line: a hang-up may be reaped, and
+                    // the store forget the name, before this session ends.
+                    self.registered = (!name.is_empty()).then(|| name.into());
                     out.extend_from_slice(reply::OK);
                 } else {
                     out.extend_from_slice(reply::DISABLED);
@@ -429,6 +438,17 @@ impl Session {
             }
             WaitStart::Deadlock => {
                 bump(&self.host.stats().deadlocks);
+                let holder = match kind {
+                    Kind::Exclusive => table.exclusive_locks(name.as_bytes()).pop(),
+                    Kind::Shared => None,
+                };
+                let holder = holder.map(|lock| lock.holder.default);
+                events::deadlock_refused(
+                    &self.name,
+                    kind.into(),
+                    name.as_bytes(),
+                    holder.as_deref(),
+                );
                 status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
             }
             WaitStart::Queued => {
@@ -525,7 +545,10 @@ impl From<Kind> for LockKind {
 impl Drop for Session {
     fn drop(&mut self) {
         orphan(&*self.host, self.id);
-        self.holds.release_all(self.host.metrics());
+        let lost = self.holds.release_all(self.host.metrics());
+        if !lost.is_empty() && !self.host.closing() {
+            events::orphaned(&self.name, self.registered.as_deref(), &lost);
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::flags::{
 };
 use crate::limits::KernelLimits;
 use crate::nofile::raise_nofile_limit;
-use lockd::log::{log, Priority};
+use lockd::log::{log, Format, Priority};
 use lockd::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
 use lockd::systemd;
 use lockd::transport::tls::TlsConfig;
@@ -156,6 +156,13 @@ pub const FLAGS: &[FlagSpec] = &[
         help: "per-lock wait and hold histograms for lock names matching PATTERN (a name, or a prefix ending in *; at most 100 names; repeatable)",
     },
     FlagSpec {
+        short: "",
+        long: "log-format",
+        value: "FORMAT",
+        arity: Arity::Value,
+        help: "text (default: lockd: MESSAGE, for the journal) or json (one object per line, with a timestamp)",
+    },
+    FlagSpec {
         short: "v",
         long: "verbose",
         value: "",
@@ -218,6 +225,8 @@ pub struct DaemonOptions {
     pub pidfile: Option<PathBuf>,
     /// Warnings to log at start (ignored compatibility flags).
     pub warnings: Vec<String>,
+    /// `--log-format`.
+    pub log_format: Format,
 }
 
 /// The text of `lockd --help`.
@@ -410,6 +419,15 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         config.http = Some(addr);
     }
     config.metrics_locks = m.opt_strs("metrics-locks");
+    let log_format = match m.opt_str("log-format").as_deref() {
+        None | Some("text") => Format::Text,
+        Some("json") => Format::Json,
+        Some(other) => {
+            return Err(UsageError(format!(
+                "invalid value {other:?} for --log-format: expected text or json"
+            )))
+        }
+    };
     if let Some(path) = m.opt_str("auth-file") {
         config.auth_secret =
             Some(Secret::from_file(Path::new(&path)).map_err(|e| UsageError(e.to_string()))?);
@@ -433,6 +451,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         listen_given,
         pidfile,
         warnings: glockd.warnings,
+        log_format,
     })))
 }
 

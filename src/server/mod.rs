@@ -74,6 +74,10 @@ impl Host for Core {
         &self.metrics
     }
 
+    fn closing(&self) -> bool {
+        (self.server.upgrade()).is_none_or(|state| state.closing_all.load(Ordering::SeqCst))
+    }
+
     fn settings(&self) -> &Settings {
         &self.settings
     }
