@@ -8,7 +8,7 @@
 //! process, so a client cannot grow the scrape without bound.
 
 use crate::name::LockName;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -269,6 +269,8 @@ pub struct Metrics {
     dropped: AtomicU64,
     grants: [AtomicU64; 2],
     transports: [AtomicU64; Transport::ALL.len()],
+    /// Every connection's hold record, by default name.
+    clients: Mutex<HashMap<Box<[u8]>, Arc<HoldTimes>>>,
 }
 
 impl Metrics {
@@ -352,6 +354,36 @@ impl Metrics {
             .collect()
     }
 
+    /// A hold record for a new connection named `client` (`IP:PORT`,
+    /// `unix:N`), registered until [`Metrics::leave`].
+    pub fn holds(&self, client: &[u8]) -> Holds {
+        let times = Arc::new(HoldTimes::default());
+        (self.clients.lock()).insert(client.into(), Arc::clone(&times));
+        Holds {
+            client: client.into(),
+            times,
+        }
+    }
+
+    /// The connection of `holds` ended.
+    pub fn leave(&self, holds: &Holds) {
+        let mut clients = self.clients.lock();
+        // A newer connection may have the same name by now: keep it.
+        if clients
+            .get(&holds.client)
+            .is_some_and(|t| Arc::ptr_eq(t, &holds.times))
+        {
+            clients.remove(&holds.client);
+        }
+    }
+
+    /// Every connection's hold record, for looking up hold times.
+    pub fn hold_clock(&self) -> HoldClock {
+        HoldClock {
+            clients: self.clients.lock().clone(),
+        }
+    }
+
     /// Observations of selected locks left out because of the cap.
     pub fn lock_series_dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
@@ -379,12 +411,19 @@ impl Metrics {
 }
 
 /// What one connection holds and since when: its hold times are observed
-/// when it lets go, and what it still holds when it ends is its orphans.
-/// One per connection, so recording a grant touches no shared lock.
-#[derive(Debug, Default)]
+/// when it lets go, what it still holds when it ends is its orphans, and
+/// the status page reads how long each hold has lasted (see
+/// [`Metrics::hold_clock`]). Recording a grant locks only this
+/// connection's own record.
+#[derive(Debug)]
 pub struct Holds {
-    held: [HashMap<LockName, Instant>; 2],
+    client: Box<[u8]>,
+    times: Arc<HoldTimes>,
 }
+
+/// When each of one connection's holds began, by kind.
+#[derive(Debug, Default)]
+struct HoldTimes(Mutex<[HashMap<LockName, Instant>; 2]>);
 
 /// A lock a connection held when it let go of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -401,7 +440,8 @@ impl Holds {
     /// The connection got `name` (a second grant of a lock it holds
     /// already is no new hold).
     pub fn granted(&mut self, metrics: &Metrics, kind: LockKind, name: &LockName) {
-        let held = &mut self.held[kind as usize];
+        let mut times = self.times.0.lock();
+        let held = &mut times[kind as usize];
         if !held.contains_key(name.as_bytes()) {
             held.insert(name.clone(), Instant::now());
             metrics.observe_grant(kind);
@@ -410,7 +450,8 @@ impl Holds {
 
     /// The connection released `name`.
     pub fn released(&mut self, metrics: &Metrics, kind: LockKind, name: &[u8]) {
-        if let Some((name, since)) = self.held[kind as usize].remove_entry(name) {
+        let removed = self.times.0.lock()[kind as usize].remove_entry(name);
+        if let Some((name, since)) = removed {
             metrics.observe_hold(kind, &name, since.elapsed());
         }
     }
@@ -418,9 +459,10 @@ impl Holds {
     /// The connection let go of everything (`ra`, or its end): each lock
     /// with how long it was held, longest first.
     pub fn release_all(&mut self, metrics: &Metrics) -> Vec<Let> {
+        let taken = std::mem::take(&mut *self.times.0.lock());
         let mut all: Vec<Let> = Vec::new();
-        for kind in LockKind::ALL {
-            for (name, since) in self.held[kind as usize].drain() {
+        for (kind, held) in LockKind::ALL.into_iter().zip(taken) {
+            for (name, since) in held {
                 let held = since.elapsed();
                 metrics.observe_hold(kind, &name, held);
                 all.push(Let { kind, name, held });
@@ -428,6 +470,21 @@ impl Holds {
         }
         all.sort_by_key(|l| std::cmp::Reverse(l.held));
         all
+    }
+}
+
+/// The hold records of every connection, by default name, at one moment:
+/// when a holder got a lock, for the status page and the held-now gauges.
+pub struct HoldClock {
+    clients: HashMap<Box<[u8]>, Arc<HoldTimes>>,
+}
+
+impl HoldClock {
+    /// When `client` (a default name) got `name`, if it holds it.
+    pub fn since(&self, client: &[u8], kind: LockKind, name: &[u8]) -> Option<Instant> {
+        let times = self.clients.get(client)?;
+        let since = times.0.lock()[kind as usize].get(name).copied();
+        since
     }
 }
 
@@ -487,7 +544,7 @@ mod tests {
     #[test]
     fn holds_count_each_grant_once_and_observe_at_release() {
         let m = Metrics::new(&[]);
-        let mut holds = Holds::default();
+        let mut holds = m.holds(b"127.0.0.1:1");
         let x = LockName::from("x");
         holds.granted(&m, LockKind::Exclusive, &x);
         holds.granted(&m, LockKind::Exclusive, &x);
@@ -500,5 +557,18 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!((left[0].kind, &left[0].name), (LockKind::Shared, &x));
         assert!(holds.release_all(&m).is_empty());
+        holds.granted(&m, LockKind::Exclusive, &x);
+        let clock = m.hold_clock();
+        assert!(clock
+            .since(b"127.0.0.1:1", LockKind::Exclusive, b"x")
+            .is_some());
+        assert!(clock
+            .since(b"127.0.0.1:1", LockKind::Shared, b"x")
+            .is_none());
+        m.leave(&holds);
+        assert!(m
+            .hold_clock()
+            .since(b"127.0.0.1:1", LockKind::Exclusive, b"x")
+            .is_none());
     }
 }

@@ -115,6 +115,7 @@ impl Session {
         let (notify, grants) = bounded(1);
         host.store()
             .connect(id, name.clone().into_bytes().into_boxed_slice(), notify);
+        let holds = host.metrics().holds(name.as_bytes());
         Session {
             authenticated: host.settings().auth_secret.is_none(),
             host,
@@ -124,7 +125,7 @@ impl Session {
             lease: None,
             lease_changed: false,
             grants,
-            holds: Holds::default(),
+            holds,
             registered: None,
         }
     }
@@ -546,6 +547,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         orphan(&*self.host, self.id);
         let lost = self.holds.release_all(self.host.metrics());
+        self.host.metrics().leave(&self.holds);
         if !lost.is_empty() && !self.host.closing() {
             events::orphaned(&self.name, self.registered.as_deref(), &lost);
         }

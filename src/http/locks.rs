@@ -8,6 +8,8 @@
 //! many matched; `server` has a few gauges for the page's header.
 
 use super::Parts;
+use crate::metrics::LockKind;
+use crate::name::LockName;
 use crate::protocol::reply::json_string;
 use crate::store::{ExclusiveView, SharedView};
 use std::fmt::Write as _;
@@ -120,10 +122,23 @@ pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
         .filter(|l| query.wants(l.name.as_bytes()))
         .collect();
     let (exclusive_matched, shared_matched) = (exclusive.len(), shared.len());
-    let held = |since: Instant| now.saturating_duration_since(since).as_millis();
-    let exclusive = query.page(exclusive, |l| (held(l.since), l.waiters.len()));
+    let clock = parts.metrics.hold_clock();
+    // How long `holder` has held the lock, in ms (0 if unknown: it just
+    // got it, or has just gone).
+    let held = |holder: &[u8], kind: LockKind, name: &LockName| {
+        clock
+            .since(holder, kind, name.as_bytes())
+            .map_or(0, |since| now.saturating_duration_since(since).as_millis())
+    };
+    let exclusive_held = |l: &ExclusiveView| held(&l.holder.default, LockKind::Exclusive, &l.name);
+    let shared_held = |l: &SharedView| -> Vec<u128> {
+        (l.holders.iter())
+            .map(|h| held(&h.default, LockKind::Shared, &l.name))
+            .collect()
+    };
+    let exclusive = query.page(exclusive, |l| (exclusive_held(l), l.waiters.len()));
     let shared = query.page(shared, |l| {
-        let longest = l.since.iter().map(|s| held(*s)).max().unwrap_or(0);
+        let longest = shared_held(l).into_iter().max().unwrap_or(0);
         (longest, l.waiters.len())
     });
 
@@ -140,7 +155,7 @@ pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
         optional_string(&mut out, lock.holder.registered.as_deref());
         let _ = write!(Bytes(&mut out), ",\"token\":{},\"waiters\":", lock.token);
         string_list(&mut out, lock.waiters.iter().map(|w| &w[..]));
-        let _ = write!(Bytes(&mut out), ",\"held_ms\":{}}}", held(lock.since));
+        let _ = write!(Bytes(&mut out), ",\"held_ms\":{}}}", exclusive_held(lock));
     }
     out.extend_from_slice(b"},\"shared\":{");
     for (i, lock) in shared.iter().enumerate() {
@@ -167,11 +182,11 @@ pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
             optional_string(&mut out, holder.registered.as_deref());
         }
         out.extend_from_slice(b"],\"held_ms\":[");
-        for (j, since) in lock.since.iter().enumerate() {
+        for (j, ms) in shared_held(lock).into_iter().enumerate() {
             if j > 0 {
                 out.push(b',');
             }
-            let _ = write!(Bytes(&mut out), "{}", held(*since));
+            let _ = write!(Bytes(&mut out), "{ms}");
         }
         out.extend_from_slice(b"]}");
     }

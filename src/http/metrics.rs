@@ -29,6 +29,7 @@ use super::Parts;
 use crate::metrics::{
     LockHistograms, LockKind, Outcome, Snapshot, Transport, BUCKETS, MAX_LOCK_SERIES,
 };
+use crate::store::{ExclusiveView, SharedView};
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -167,15 +168,24 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
 /// (the first [`MAX_LOCK_SERIES`] by name) their hold age and waiters.
 fn held_now(out: &mut String, parts: &Parts<'_>) {
     let now = Instant::now();
-    let age = |since: Instant| now.saturating_duration_since(since).as_secs_f64();
+    let clock = parts.metrics.hold_clock();
+    let age = |holder: &[u8], kind: LockKind, name: &[u8]| {
+        (clock.since(holder, kind, name)).map_or(0.0, |since| {
+            now.saturating_duration_since(since).as_secs_f64()
+        })
+    };
     let exclusive = parts.store.exclusive_locks(b"");
     let shared = parts.store.shared_locks(b"");
+    let exclusive_age =
+        |l: &ExclusiveView| age(&l.holder.default, LockKind::Exclusive, l.name.as_bytes());
+    let shared_age = |l: &SharedView| {
+        (l.holders.iter())
+            .map(|h| age(&h.default, LockKind::Shared, l.name.as_bytes()))
+            .fold(0.0, f64::max)
+    };
     let oldest = [
-        exclusive.iter().map(|l| age(l.since)).fold(0.0, f64::max),
-        shared
-            .iter()
-            .flat_map(|l| l.since.iter().map(|s| age(*s)))
-            .fold(0.0, f64::max),
+        exclusive.iter().map(exclusive_age).fold(0.0, f64::max),
+        shared.iter().map(shared_age).fold(0.0, f64::max),
     ];
     family(
         out,
@@ -194,7 +204,7 @@ fn held_now(out: &mut String, parts: &Parts<'_>) {
     let mut selected: Vec<(String, LockKind, f64, usize)> = Vec::new();
     for lock in &exclusive {
         if metrics.selects(lock.name.as_bytes()) {
-            let held = age(lock.since);
+            let held = exclusive_age(lock);
             selected.push((
                 label(lock.name.as_bytes()),
                 LockKind::Exclusive,
@@ -205,7 +215,7 @@ fn held_now(out: &mut String, parts: &Parts<'_>) {
     }
     for lock in &shared {
         if metrics.selects(lock.name.as_bytes()) {
-            let held = lock.since.iter().map(|s| age(*s)).fold(0.0, f64::max);
+            let held = shared_age(lock);
             selected.push((
                 label(lock.name.as_bytes()),
                 LockKind::Shared,

@@ -12,7 +12,6 @@ use parking_lot::RwLock;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::time::Instant;
 
 /// Identifies one client (one connection) for the life of the table.
 pub type ClientId = u64;
@@ -79,8 +78,6 @@ pub struct ExclusiveView {
     pub holder: ClientNames,
     /// The fencing token of the current grant.
     pub token: u64,
-    /// When the current holder got it.
-    pub since: Instant,
     /// Default names of the waiters, first in line first.
     pub waiters: Vec<Box<[u8]>>,
 }
@@ -92,8 +89,6 @@ pub struct SharedView {
     pub name: LockName,
     /// Holders in the order they got it.
     pub holders: Vec<ClientNames>,
-    /// When each of `holders` got it.
-    pub since: Vec<Instant>,
     /// Default names and limits of the waiters, first in line first.
     pub waiters: Vec<(Box<[u8]>, u32)>,
 }
@@ -119,14 +114,11 @@ pub struct Table {
 struct Exclusive {
     holder: ClientId,
     token: u64,
-    since: Instant,
     waiters: VecDeque<ClientId>,
 }
 
 struct Shared {
     holders: Vec<ClientId>,
-    /// When each holder got it, in step with `holders`.
-    since: Vec<Instant>,
     waiters: VecDeque<(ClientId, u32)>,
 }
 
@@ -397,7 +389,6 @@ impl Table {
             name: name.clone(),
             holder: inner.client_names(lock.holder),
             token: lock.token,
-            since: lock.since,
             waiters: lock
                 .waiters
                 .iter()
@@ -428,7 +419,6 @@ impl Table {
                 .iter()
                 .map(|h| inner.client_names(*h))
                 .collect(),
-            since: lock.since.clone(),
             waiters: lock
                 .waiters
                 .iter()
@@ -498,7 +488,6 @@ impl Inner {
                 free.insert(Exclusive {
                     holder: id,
                     token,
-                    since: Instant::now(),
                     waiters: VecDeque::new(),
                 });
                 if let Some(client) = self.clients.get_mut(&id) {
@@ -600,7 +589,6 @@ impl Inner {
             self.grants += 1;
             lock.holder = next;
             lock.token = token;
-            lock.since = Instant::now();
             client.waiting = None;
             self.waiting -= 1;
             client.exclusive.insert(Held(key.clone()));
@@ -618,14 +606,12 @@ impl Inner {
                 free.key().clone(),
                 free.insert(Shared {
                     holders: Vec::new(),
-                    since: Vec::new(),
                     waiters: VecDeque::new(),
                 }),
             ),
         };
         if !lock.holders.contains(&id) {
             lock.holders.push(id);
-            lock.since.push(Instant::now());
             if let Some(client) = self.clients.get_mut(&id) {
                 client.shared.insert(Held(key));
             }
@@ -643,7 +629,6 @@ impl Inner {
         let key = key.clone();
         if let Some(lock) = self.shared.get_mut(name) {
             lock.holders.remove(pos);
-            lock.since.remove(pos);
         }
         if let Some(client) = self.clients.get_mut(&id) {
             client.shared.remove(&Held(key));
@@ -670,7 +655,6 @@ impl Inner {
                 continue;
             };
             lock.holders.push(next);
-            lock.since.push(Instant::now());
             client.waiting = None;
             self.waiting -= 1;
             client.shared.insert(Held(key.clone()));
