@@ -6,8 +6,8 @@
 //!   `uptime_seconds`) as `lockd_KEY`, every other key as the counter
 //!   `lockd_KEY_total` (so `grants`, `deadlocks`, `wait_timeouts`,
 //!   `orphans`...).
-//! - `lockd_transport_connections{transport}`: live connections by
-//!   transport (`tcp`, `tls`, `unix`, `websocket`).
+//! - `lockd_transport_connections{transport}`: connections by
+//!   transport (`tcp`, `tls`, `unix`, `websocket`), while their threads run.
 //! - `lockd_lock_grants_total{kind}`: grants of exclusive and shared locks.
 //! - Histograms (seconds): `lockd_wait_seconds{kind,outcome}` and
 //!   `lockd_hold_seconds{kind}` over all locks, and
@@ -81,7 +81,7 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
         &mut out,
         "lockd_transport_connections",
         "gauge",
-        "Live connections by transport.",
+        "Connections by transport, counted while their threads run.",
     );
     for transport in Transport::ALL {
         let _ = writeln!(
