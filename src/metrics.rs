@@ -9,6 +9,7 @@
 
 use crate::name::LockName;
 use parking_lot::{Mutex, RwLock};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -441,9 +442,8 @@ impl Holds {
     /// already is no new hold).
     pub fn granted(&mut self, metrics: &Metrics, kind: LockKind, name: &LockName) {
         let mut times = self.times.0.lock();
-        let held = &mut times[kind as usize];
-        if !held.contains_key(name.as_bytes()) {
-            held.insert(name.clone(), Instant::now());
+        if let Entry::Vacant(free) = times[kind as usize].entry(name.clone()) {
+            free.insert(Instant::now());
             metrics.observe_grant(kind);
         }
     }
