@@ -74,6 +74,9 @@ pub trait LockStore: Send + Sync {
     /// `watch`: the snapshot of what `pattern` matches, and the event
     /// queue on the client's first pattern.
     fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>);
+    /// The fencing-token counter's next token and saved mark (none when
+    /// tokens live in memory only), for `/metrics`.
+    fn token_marks(&self) -> (u64, Option<u64>);
 }
 
 impl LockStore for Table {
@@ -148,5 +151,8 @@ impl LockStore for Table {
     }
     fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
         Table::watch(self, id, pattern)
+    }
+    fn token_marks(&self) -> (u64, Option<u64>) {
+        Table::token_marks(self)
     }
 }
