@@ -524,11 +524,11 @@ mod tests {
     fn per_lock_series_only_for_matching_names_and_capped() {
         let m = Metrics::new(&["jobs/*".into(), "exact".into()]);
         let held = Duration::from_millis(1);
-        m.observe_hold(LockKind::Exclusive, &"other".into(), held);
-        m.observe_hold(LockKind::Exclusive, &"exactly".into(), held);
-        m.observe_hold(LockKind::Exclusive, &"exact".into(), held);
+        m.observe_hold(LockKind::Exclusive, b"other", held);
+        m.observe_hold(LockKind::Exclusive, b"exactly", held);
+        m.observe_hold(LockKind::Exclusive, b"exact", held);
         for i in 0..MAX_LOCK_SERIES + 5 {
-            m.observe_hold(LockKind::Shared, &format!("jobs/{i}").as_str().into(), held);
+            m.observe_hold(LockKind::Shared, format!("jobs/{i}").as_bytes(), held);
         }
         assert_eq!(m.overall().hold(LockKind::Exclusive).snapshot().count, 3);
         let per_lock = m.per_lock();
@@ -543,9 +543,9 @@ mod tests {
         let m = Metrics::new(&[]);
         let mut holds = m.holds(b"127.0.0.1:1");
         let x = LockName::from("x");
-        holds.granted(&m, LockKind::Exclusive, &x);
-        holds.granted(&m, LockKind::Exclusive, &x);
-        holds.granted(&m, LockKind::Shared, &x);
+        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
+        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
+        holds.granted(&m, LockKind::Shared, x.as_bytes());
         assert_eq!(m.grants(LockKind::Exclusive), 1);
         holds.released(&m, LockKind::Exclusive, b"x");
         holds.released(&m, LockKind::Exclusive, b"x");
@@ -554,7 +554,7 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!((left[0].kind, &left[0].name), (LockKind::Shared, &x));
         assert!(holds.release_all(&m).is_empty());
-        holds.granted(&m, LockKind::Exclusive, &x);
+        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
         let clock = m.hold_clock();
         assert!(clock
             .since(b"127.0.0.1:1", LockKind::Exclusive, b"x")
