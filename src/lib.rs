@@ -43,16 +43,19 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-// The client's connection watcher polls its socket through libc; the rest
-// of the crate has no `unsafe` but systemd's socket adoption.
-#[allow(unsafe_code)]
 #[cfg(feature = "client")]
 pub mod client;
 mod error;
+#[cfg(feature = "server")]
+mod events;
+#[cfg(feature = "server")]
+pub mod http;
 #[cfg(all(feature = "client", feature = "server"))]
 pub mod local;
 #[cfg(feature = "server")]
 pub mod log;
+#[cfg(feature = "server")]
+pub mod metrics;
 mod name;
 #[cfg(any(feature = "client", feature = "server"))]
 mod net;

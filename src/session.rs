@@ -3,12 +3,17 @@
 //! back to the connection loop. Dropping a session releases everything the
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
+use crate::events;
+use crate::metrics::{Holds, LockKind, Metrics, Outcome};
 use crate::name::LockName;
-use crate::protocol::reply::{self, status, ExclusiveEntry, SharedEntry};
-use crate::protocol::{self, Command, Parsed, Verb};
+use crate::protocol::reply::{self, status, ExclusiveEntry, ReadEntry, SharedEntry};
+use crate::protocol::{self, Command, Name, Parsed, Verb};
 use crate::secret::Secret;
 use crate::stats::{bump, Stats};
-use crate::store::{ClientId, ExclusiveView, Grant, LockStore, SharedView, WaitStart};
+use crate::store::{
+    ClientId, Event, ExclusiveView, Grant, HoldKind, LimitError, LockStore, ReadView, SharedView,
+    WaitStart, WatchEvent, Watcher,
+};
 use crossbeam_channel::{bounded, Receiver};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,6 +26,8 @@ pub enum Kind {
     Exclusive,
     /// `wsg`
     Shared,
+    /// `wr`
+    Read,
 }
 
 /// A wait the connection loop must carry out.
@@ -32,6 +39,8 @@ pub struct Wait {
     pub name: LockName,
     /// When to give up.
     pub deadline: Instant,
+    /// When it began.
+    pub started: Instant,
 }
 
 /// What to do after a command.
@@ -79,6 +88,11 @@ pub(crate) trait Host: Send + Sync {
     fn store(&self) -> &dyn LockStore;
     /// The counters behind `q`.
     fn stats(&self) -> &Stats;
+    /// The histograms and gauges behind `/metrics`.
+    fn metrics(&self) -> &Metrics;
+    /// The server is disconnecting everyone (an immediate shutdown): its
+    /// orphans are not events worth a log line each.
+    fn closing(&self) -> bool;
     /// The settings.
     fn settings(&self) -> &Settings;
     /// Called before `q` counts connections, so that it counts every
@@ -91,9 +105,10 @@ pub(crate) trait Host: Send + Sync {
 pub(crate) fn orphan(host: &dyn Host, id: ClientId) {
     let released = host.store().disconnect(id);
     let stats = host.stats();
-    stats
-        .orphans
-        .fetch_add(released.exclusive as u64, Ordering::Relaxed);
+    stats.orphans.fetch_add(
+        (released.exclusive + released.read) as u64,
+        Ordering::Relaxed,
+    );
     stats
         .shared_orphans
         .fetch_add(released.shared as u64, Ordering::Relaxed);
@@ -111,6 +126,10 @@ pub struct Session {
     lease: Option<Duration>,
     lease_changed: bool,
     grants: Receiver<Grant>,
+    /// Set by the first `watch`: the connection is an event stream now.
+    watcher: Option<Watcher>,
+    holds: Holds,
+    registered: Option<Box<[u8]>>,
 }
 
 impl Session {
@@ -118,6 +137,7 @@ impl Session {
         let (notify, grants) = bounded(1);
         host.store()
             .connect(id, name.clone().into_bytes().into_boxed_slice(), notify);
+        let holds = host.metrics().holds(name.as_bytes());
         Session {
             authenticated: host.settings().auth_secret.is_none(),
             auth_failures: 0,
@@ -128,6 +148,9 @@ impl Session {
             lease: None,
             lease_changed: false,
             grants,
+            watcher: None,
+            holds,
+            registered: None,
         }
     }
 
@@ -225,21 +248,66 @@ impl Session {
             self.end_block(verb, out);
             return Step::Done;
         }
+        if self.watcher.is_some() && verb != Verb::Watch {
+            if self.version >= 2 {
+                reply::error(out, &reply::WATCHING);
+            }
+            return Step::Done;
+        }
         self.run(command, out)
     }
 
-    fn run(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+    /// The event queue once this connection watches locks: the connection
+    /// loop streams it (see [`Session::write_event`]).
+    pub fn watcher(&self) -> Option<&Watcher> {
+        self.watcher.as_ref()
+    }
+
+    /// Appends one event line of `watch`.
+    pub fn write_event(&self, event: &WatchEvent, out: &mut Vec<u8>) {
+        let what = match event.event {
+            Event::Held => "held",
+            Event::Locked => "locked",
+            Event::Released => "released",
+            Event::Orphaned => "orphaned",
+        };
+        let kind = match event.kind {
+            HoldKind::Exclusive => "x",
+            HoldKind::Shared => "s",
+            HoldKind::Read => "rd",
+        };
+        reply::watch_event(
+            out,
+            what,
+            kind,
+            event.n,
+            &event.holder,
+            event.name.as_bytes(),
+        );
+    }
+
+    fn run(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Step {
         let host = &*self.host;
         let table = host.store();
         let config = host.settings();
         let id = self.id;
         match command {
-            Command::Get(name) => match table.try_lock(id, &name) {
-                Some(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
-                None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
+            Command::Get(name) => match table.lock_or_queue(id, name.as_bytes(), false) {
+                WaitStart::Granted(_) => {
+                    // An upgrade: the read hold became the write hold.
+                    (self.holds).released(host.metrics(), LockKind::Read, name.as_bytes());
+                    (self.holds).granted(host.metrics(), LockKind::Exclusive, name.as_bytes());
+                    status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes())
+                }
+                WaitStart::Limit(error) => {
+                    self.refuse(error, reply::LOCK_GET_FAILURE, name.as_bytes(), out)
+                }
+                _ => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
             },
             Command::Release(name) => {
                 if table.release(id, name.as_bytes()) {
+                    let kind = LockKind::Exclusive;
+                    self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::LOCK_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::LOCK_RELEASE_FAILURE, name.as_bytes());
@@ -273,17 +341,22 @@ impl Session {
                     reply::dump_exclusive(out, locks.iter().map(exclusive_entry));
                 }
             }
-            Command::SharedGet(name) => {
-                let holders = table.lock_shared(id, &name);
-                status(
-                    out,
-                    holders as u64,
-                    reply::SHARED_GET_SUCCESS,
-                    name.as_bytes(),
-                );
-            }
+            Command::SharedGet(name) => match table.lock_shared(id, name.as_bytes()) {
+                Ok(holders) => {
+                    (self.holds).granted(host.metrics(), LockKind::Shared, name.as_bytes());
+                    status(
+                        out,
+                        holders as u64,
+                        reply::SHARED_GET_SUCCESS,
+                        name.as_bytes(),
+                    )
+                }
+                Err(error) => self.refuse(error, reply::SHARED_GET_FAILURE, name.as_bytes(), out),
+            },
             Command::SharedRelease(name) => {
                 if table.release_shared(id, name.as_bytes()) {
+                    let kind = LockKind::Shared;
+                    self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::SHARED_RELEASE_FAILURE, name.as_bytes());
@@ -318,6 +391,9 @@ impl Session {
             Command::Iam(name) => {
                 if config.registry {
                     table.register(id, &name);
+                    // For the orphan log line: a hang-up may be reaped, and
+                    // the store forget the name, before this session ends.
+                    self.registered = (!name.is_empty()).then(|| name.into());
                     out.extend_from_slice(reply::OK);
                 } else {
                     out.extend_from_slice(reply::DISABLED);
@@ -359,12 +435,25 @@ impl Session {
                 limit,
                 name,
             } => return self.start_wait(Kind::Shared, name, limit, timeout_ms, out),
+            Command::WaitRead { timeout_ms, name } => {
+                return self.start_wait(Kind::Read, name, 0, timeout_ms, out)
+            }
+            Command::ReadRelease(name) => {
+                if table.release_read(id, name.as_bytes()) {
+                    let kind = LockKind::Read;
+                    self.holds.released(host.metrics(), kind, name.as_bytes());
+                    status(out, 1, reply::READ_RELEASE_SUCCESS, name.as_bytes());
+                } else {
+                    status(out, 0, reply::READ_RELEASE_FAILURE, name.as_bytes());
+                }
+            }
             Command::Token(name) => match table.token(id, name.as_bytes()) {
                 Some(token) => status(out, token, reply::LOCK_TOKEN, name.as_bytes()),
                 None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
             },
             Command::ReleaseAll => {
-                reply::push_number(out, table.release_all(id) as u64);
+                self.holds.release_all(host.metrics());
+                reply::push_number(out, table.release_all(id).total() as u64);
                 out.extend_from_slice(b" Released\n");
             }
             Command::Ping => out.extend_from_slice(reply::PONG),
@@ -379,11 +468,28 @@ impl Session {
                 if config.dump {
                     let exclusive = table.exclusive_locks(b"");
                     let shared = table.shared_locks(b"");
+                    let readers = table.read_locks(b"");
                     reply::dump_json(
                         out,
                         exclusive.iter().map(exclusive_entry),
                         shared.iter().map(shared_entry),
+                        readers.iter().map(read_entry),
                     );
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+            }
+            Command::Watch(pattern) => {
+                if config.dump {
+                    let (held, watcher) = table.watch(id, pattern.as_bytes());
+                    if watcher.is_some() {
+                        self.watcher = watcher;
+                    }
+                    reply::watching(out, pattern.as_bytes());
+                    for event in &held {
+                        self.write_event(event, out);
+                    }
+                    out.extend_from_slice(reply::SYNCED);
                 } else {
                     out.extend_from_slice(reply::DISABLED);
                 }
@@ -426,7 +532,7 @@ impl Session {
     fn start_wait(
         &mut self,
         kind: Kind,
-        name: LockName,
+        name: Name<'_>,
         limit: u32,
         timeout_ms: u64,
         out: &mut Vec<u8>,
@@ -434,21 +540,55 @@ impl Session {
         let table = self.host.store();
         let queue = timeout_ms > 0;
         let start = match kind {
-            Kind::Exclusive => table.lock_or_queue(self.id, &name, queue),
-            Kind::Shared => table.lock_shared_or_queue(self.id, &name, limit, queue),
+            Kind::Exclusive => table.lock_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Read => table.read_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
         };
+        let metrics = self.host.metrics();
         match start {
-            WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),
-            WaitStart::Busy => self.reply_timeout(kind, &name, out),
+            WaitStart::Granted(grant) => {
+                let name = name.as_bytes();
+                metrics.observe_wait(kind.into(), name, Outcome::Granted, Duration::ZERO);
+                self.reply_grant(grant, name, out);
+            }
+            WaitStart::Busy => {
+                let name = name.as_bytes();
+                metrics.observe_wait(kind.into(), name, Outcome::Timeout, Duration::ZERO);
+                self.reply_timeout(kind, name, out);
+            }
             WaitStart::Deadlock => {
                 bump(&self.host.stats().deadlocks);
-                status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
+                let holder = match kind {
+                    Kind::Exclusive => table.exclusive_locks(name.as_bytes()).pop(),
+                    Kind::Read | Kind::Shared => None,
+                };
+                let holder = holder.map(|lock| lock.holder.default);
+                events::deadlock_refused(
+                    &self.name,
+                    kind.into(),
+                    name.as_bytes(),
+                    holder.as_deref(),
+                );
+                let text = match kind {
+                    Kind::Exclusive | Kind::Read => reply::LOCK_GET_DEADLOCK,
+                    Kind::Shared => reply::SHARED_GET_DEADLOCK,
+                };
+                status(out, 0, text, name.as_bytes());
+            }
+            WaitStart::Limit(error) => {
+                let text = match kind {
+                    Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
+                    Kind::Shared => reply::SHARED_GET_TIMEOUT,
+                    Kind::Read => reply::READ_GET_TIMEOUT,
+                };
+                self.refuse(error, text, name.as_bytes(), out);
             }
             WaitStart::Queued => {
                 return Step::Wait(Wait {
                     kind,
-                    name,
+                    name: name.to_lock_name(),
                     deadline: Instant::now() + Duration::from_millis(timeout_ms),
+                    started: Instant::now(),
                 })
             }
         }
@@ -463,33 +603,56 @@ impl Session {
             None if self.host.store().cancel_wait(self.id) => None,
             None => self.grants.recv().ok(),
         };
+        let outcome = match grant {
+            Some(_) => Outcome::Granted,
+            None => Outcome::Timeout,
+        };
+        let waited = wait.started.elapsed();
+        (self.host.metrics()).observe_wait(wait.kind.into(), wait.name.as_bytes(), outcome, waited);
         match grant {
-            Some(grant) => self.reply_grant(grant, &wait.name, out),
-            None => self.reply_timeout(wait.kind, &wait.name, out),
+            Some(grant) => self.reply_grant(grant, wait.name.as_bytes(), out),
+            None => self.reply_timeout(wait.kind, wait.name.as_bytes(), out),
         }
     }
 
-    fn reply_grant(&self, grant: Grant, name: &LockName, out: &mut Vec<u8>) {
+    fn reply_grant(&mut self, grant: Grant, name: &[u8], out: &mut Vec<u8>) {
+        let kind = match grant {
+            Grant::Exclusive { .. } => LockKind::Exclusive,
+            Grant::Read { .. } => LockKind::Read,
+            Grant::Shared { .. } => LockKind::Shared,
+        };
+        if kind == LockKind::Exclusive {
+            // An upgrade: the read hold became the write hold.
+            (self.holds).released(self.host.metrics(), LockKind::Read, name);
+        }
+        self.holds.granted(self.host.metrics(), kind, name);
         match grant {
-            Grant::Exclusive { token } => {
-                status(out, token, reply::LOCK_GET_SUCCESS, name.as_bytes())
+            Grant::Exclusive { token } => status(out, token, reply::LOCK_GET_SUCCESS, name),
+            Grant::Read { readers } => status(out, readers as u64, reply::READ_GET_SUCCESS, name),
+            Grant::Shared { holders } => {
+                status(out, holders as u64, reply::SHARED_GET_SUCCESS, name)
             }
-            Grant::Shared { holders } => status(
-                out,
-                holders as u64,
-                reply::SHARED_GET_SUCCESS,
-                name.as_bytes(),
-            ),
         }
     }
 
-    fn reply_timeout(&self, kind: Kind, name: &LockName, out: &mut Vec<u8>) {
+    fn reply_timeout(&self, kind: Kind, name: &[u8], out: &mut Vec<u8>) {
         bump(&self.host.stats().wait_timeouts);
         let text = match kind {
             Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
             Kind::Shared => reply::SHARED_GET_TIMEOUT,
+            Kind::Read => reply::READ_GET_TIMEOUT,
         };
-        status(out, 0, text, name.as_bytes());
+        status(out, 0, text, name);
+    }
+
+    /// A request a cap refused: `0 Error: limit reached: ...` on protocol
+    /// 2, else the classic refusal `0 TEXT: NAME`.
+    fn refuse(&self, error: LimitError, text: &str, name: &[u8], out: &mut Vec<u8>) {
+        if self.version >= 2 {
+            reply::error(out, &error);
+        } else {
+            status(out, 0, text, name);
+        }
     }
 
     /// Protocol 2 ends every multi-line reply with an empty line.
@@ -521,9 +684,24 @@ impl Session {
     }
 }
 
+impl From<Kind> for LockKind {
+    fn from(kind: Kind) -> LockKind {
+        match kind {
+            Kind::Exclusive => LockKind::Exclusive,
+            Kind::Read => LockKind::Read,
+            Kind::Shared => LockKind::Shared,
+        }
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         orphan(&*self.host, self.id);
+        let lost = self.holds.release_all(self.host.metrics());
+        self.host.metrics().leave(&self.holds);
+        if !lost.is_empty() && !self.host.closing() {
+            events::orphaned(&self.name, self.registered.as_deref(), &lost);
+        }
     }
 }
 
@@ -542,5 +720,13 @@ fn shared_entry(lock: &SharedView) -> SharedEntry<'_> {
         name: lock.name.as_bytes(),
         holders: lock.holders.iter().map(|h| &h.default[..]).collect(),
         waiters: lock.waiters.iter().map(|(w, l)| (&w[..], *l)).collect(),
+    }
+}
+
+fn read_entry(lock: &ReadView) -> ReadEntry<'_> {
+    ReadEntry {
+        name: lock.name.as_bytes(),
+        readers: lock.readers.iter().map(|r| &r[..]).collect(),
+        waiters: lock.waiters.iter().map(|w| &w[..]).collect(),
     }
 }

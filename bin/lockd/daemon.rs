@@ -8,7 +8,7 @@ use crate::flags::{
 };
 use crate::limits::KernelLimits;
 use crate::nofile::raise_nofile_limit;
-use lockd::log::{log, Priority};
+use lockd::log::{log, Format, Priority};
 use lockd::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
 use lockd::systemd;
 use lockd::transport::tls::TlsConfig;
@@ -101,6 +101,27 @@ pub const FLAGS: &[FlagSpec] = &[
     },
     FlagSpec {
         short: "",
+        long: "max-locks",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse a new lock while N lock names are held (default 2000000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
+        long: "max-locks-per-connection",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse a connection's lock past N it holds (default 100000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
+        long: "max-waiters",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse to queue past N waiters on one lock (default 100000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
         long: "max-line",
         value: "BYTES",
         arity: Arity::Value,
@@ -154,6 +175,27 @@ pub const FLAGS: &[FlagSpec] = &[
         value: "N",
         arity: Arity::Value,
         help: "connections the kernel queues before accept (default 4096)",
+    },
+    FlagSpec {
+        short: "",
+        long: "http",
+        value: "ADDR:PORT",
+        arity: Arity::Value,
+        help: "serve /metrics, /locks.json, /healthz and the status page on ADDR:PORT (e.g. 127.0.0.1:9980; off by default)",
+    },
+    FlagSpec {
+        short: "",
+        long: "metrics-locks",
+        value: "PATTERN",
+        arity: Arity::Repeated,
+        help: "per-lock wait and hold histograms for lock names matching PATTERN (a name, or a prefix ending in *; at most 100 names; repeatable)",
+    },
+    FlagSpec {
+        short: "",
+        long: "log-format",
+        value: "FORMAT",
+        arity: Arity::Value,
+        help: "text (default: lockd: MESSAGE, for the journal) or json (one object per line, with a timestamp)",
     },
     FlagSpec {
         short: "v",
@@ -218,6 +260,8 @@ pub struct DaemonOptions {
     pub pidfile: Option<PathBuf>,
     /// Warnings to log at start (ignored compatibility flags).
     pub warnings: Vec<String>,
+    /// `--log-format`.
+    pub log_format: Format,
 }
 
 /// The text of `lockd --help`.
@@ -390,6 +434,18 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     if let Some(n) = m.opt_str("max-connections") {
         config.max_connections = parse_number("--max-connections", &n, "a number of connections")?;
     }
+    for (flag, cap) in [
+        ("max-locks", &mut config.limits.max_locks),
+        (
+            "max-locks-per-connection",
+            &mut config.limits.max_locks_per_connection,
+        ),
+        ("max-waiters", &mut config.limits.max_waiters),
+    ] {
+        if let Some(n) = m.opt_str(flag) {
+            *cap = parse_number(&format!("--{flag}"), &n, "a number (0 for no cap)")?;
+        }
+    }
     if let Some(n) = m.opt_str("max-line") {
         config.max_line = parse_number("--max-line", &n, "a number of bytes")?;
         if config.max_line == 0 {
@@ -418,6 +474,20 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         }
     }
     config.verbose = m.opt_present("verbose");
+    if let Some(addr) = m.opt_str("http") {
+        check_listen_addr("--http", &addr)?;
+        config.http = Some(addr);
+    }
+    config.metrics_locks = m.opt_strs("metrics-locks");
+    let log_format = match m.opt_str("log-format").as_deref() {
+        None | Some("text") => Format::Text,
+        Some("json") => Format::Json,
+        Some(other) => {
+            return Err(UsageError(format!(
+                "invalid value {other:?} for --log-format: expected text or json"
+            )))
+        }
+    };
     if let Some(path) = m.opt_str("auth-file") {
         config.auth_secret =
             Some(Secret::from_file(Path::new(&path)).map_err(|e| UsageError(e.to_string()))?);
@@ -441,6 +511,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         listen_given,
         pidfile,
         warnings: glockd.warnings,
+        log_format,
     })))
 }
 
@@ -743,6 +814,9 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
             .iter()
             .map(|p| format!("unix:{}", p.display())),
     );
+    if let Some(addr) = server.http_addr() {
+        listening.push(format!("http://{addr}"));
+    }
     let socket_files = server.socket_files();
     let pidfile = match options.pidfile.as_deref().map(Pidfile::create).transpose() {
         Ok(pidfile) => pidfile,

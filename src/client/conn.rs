@@ -17,9 +17,10 @@ use super::stream::RawStream;
 use crate::error::{AuthError, Error, Phase};
 use crate::protocol::reply::{self, parse_status};
 use parking_lot::{Mutex, MutexGuard};
+use rustix::event::{PollFd, PollFlags};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,8 +137,10 @@ pub(crate) struct Conn {
     pub(crate) health: Arc<Health>,
     /// Protocol 2 (`hello 2` answered) or 1.
     pub(crate) version: u32,
-    /// The socket's descriptor, for the watcher to copy.
-    fd: RawFd,
+    /// A copy of the socket's descriptor, for the watcher to poll while a
+    /// caller holds the stream (the socket stays open while either lives;
+    /// `Io::shut` shuts it down for both).
+    fd: OwnedFd,
 }
 
 /// The connection, taken by one caller; given back, fairly, on drop.
@@ -168,7 +171,10 @@ impl Conn {
         timeouts: Timeouts,
         secret: Option<&[u8]>,
     ) -> Result<Conn, Error> {
-        let fd = stream.as_raw_fd();
+        let fd = stream
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("cannot copy the connection's descriptor", e))?;
         let mut io = Io {
             stream,
             open: true,
@@ -368,10 +374,7 @@ impl Conn {
         if start_watcher {
             // Not through `io`: a caller may hold it for a long wait.
             let health = Arc::clone(&self.health);
-            // SAFETY: `fd` is the stream's descriptor, which `io` keeps open
-            // until this `Conn` is dropped, and `&self` outlives the call.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
-            let started = borrowed.try_clone_to_owned().and_then(|fd| {
+            let started = self.fd.try_clone().and_then(|fd| {
                 std::thread::Builder::new()
                     .name("lockd-client-watch".into())
                     .spawn(move || watch(&fd, &health))
@@ -401,20 +404,12 @@ impl Drop for Conn {
 /// The watcher: waits for the peer's close (or our own shutdown) without
 /// reading, so it never takes a reply from a caller.
 fn watch(fd: &OwnedFd, health: &Health) {
-    let mut poll = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
     loop {
-        // SAFETY: one pollfd, alive for the call, and its count.
-        let ready = unsafe { libc::poll(&mut poll, 1, -1) };
-        if ready > 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if ready < 0 && e.kind() != ErrorKind::Interrupted {
-            break;
+        let mut poll = [PollFd::new(fd, PollFlags::RDHUP)];
+        match rustix::event::poll(&mut poll, None) {
+            Ok(n) if n > 0 => break,
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
         }
     }
     health.end("the server closed the connection");

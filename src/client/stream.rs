@@ -6,7 +6,7 @@ use crate::error::{Error, Phase};
 use crate::net::{connect_tcp, resolve};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -76,13 +76,13 @@ impl RawStream {
     }
 }
 
-impl AsRawFd for RawStream {
-    fn as_raw_fd(&self) -> RawFd {
+impl AsFd for RawStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            RawStream::Tcp(s) => s.as_raw_fd(),
-            RawStream::Unix(s) => s.as_raw_fd(),
+            RawStream::Tcp(s) => s.as_fd(),
+            RawStream::Unix(s) => s.as_fd(),
             #[cfg(feature = "tls")]
-            RawStream::Tls(s) => s.sock.as_raw_fd(),
+            RawStream::Tls(s) => s.sock.as_fd(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! How a server is set up and how it stops.
 
 use crate::secret::Secret;
+use crate::store::Limits;
 use crate::transport::tls::TlsConfig;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub struct ServerConfig {
     pub registry: bool,
     /// Connections past this are told `0 Too Many Connections` and closed.
     pub max_connections: usize,
+    /// Caps on locks held and waiters in line (`--max-locks`,
+    /// `--max-locks-per-connection`, `--max-waiters`).
+    pub limits: Limits,
     /// Longest accepted line in bytes, `\n` not counted.
     pub max_line: usize,
     /// Log every command to stderr.
@@ -49,6 +53,12 @@ pub struct ServerConfig {
     /// `net.core.somaxconn`), so a burst of connects is not refused or left
     /// hanging. Default 4096.
     pub listen_backlog: u32,
+    /// Serve `/metrics`, `/locks.json` and the status page on this
+    /// `HOST:PORT` (see [`crate::http`]).
+    pub http: Option<String>,
+    /// Per-lock histograms for names matching these patterns (a name, or
+    /// a prefix ending in `*`), capped at [`crate::metrics::MAX_LOCK_SERIES`].
+    pub metrics_locks: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +72,7 @@ impl Default for ServerConfig {
             dump: true,
             registry: true,
             max_connections: 10_000,
+            limits: Limits::default(),
             max_line: 4096,
             verbose: false,
             auth_secret: None,
@@ -70,6 +81,8 @@ impl Default for ServerConfig {
             idle_timeout: None,
             write_timeout: Duration::from_secs(60),
             listen_backlog: 4096,
+            http: None,
+            metrics_locks: Vec::new(),
         }
     }
 }

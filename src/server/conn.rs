@@ -10,7 +10,9 @@
 use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
 use super::{websocket, State};
+use crate::metrics::Transport;
 use crate::protocol::line::{Line, LineReader};
+use crate::protocol::reply;
 use crate::session::{Session, Step, Wait};
 use crossbeam_channel::select;
 use std::cell::{Cell, RefCell};
@@ -53,6 +55,9 @@ pub(crate) trait Framing {
     fn reply(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
     /// Sends what `out` holds now (before a wait, or at the end).
     fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
+    /// Whether a command may be read without waiting for the peer: one is
+    /// buffered, or the socket holds unread bytes (a watcher polls this).
+    fn has_input(&mut self) -> bool;
 }
 
 /// What a connection's framing and loop share: the server, the stream and
@@ -120,6 +125,11 @@ pub(crate) struct ConnIo<'a> {
 }
 
 impl ConnIo<'_> {
+    /// Bytes the peer sent that nobody has read yet.
+    pub(crate) fn unread_bytes(&self) -> u64 {
+        self.conn.socket().unread_bytes()
+    }
+
     /// Reads from now on are bounded by the socket's own timeouts only.
     pub(crate) fn clear_deadline(&mut self) {
         self.deadline = None;
@@ -257,6 +267,12 @@ impl Framing for Lines<'_> {
     fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         self.conn.write_out(out)
     }
+
+    fn has_input(&mut self) -> bool {
+        self.reader.has_line()
+            || self.conn.socket().unread_bytes() > 0
+            || self.conn.io.borrow_mut().has_pending_input()
+    }
 }
 
 /// Owns the thread's `Arc<State>` and, when the thread ends, drops it and
@@ -297,6 +313,13 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         (Some(tls), Socket::Tcp(_)) if !websocket => Some(tls),
         _ => None,
     };
+    let transport = match (&*socket, tls) {
+        (Socket::Unix(_), _) => Transport::Unix,
+        (Socket::Tcp(_), _) if websocket => Transport::WebSocket,
+        (Socket::Tcp(_), Some(_)) => Transport::Tls,
+        (Socket::Tcp(_), None) => Transport::Tcp,
+    };
+    let _counted = state.host.metrics.connection(transport);
     let stream = match tls {
         None => Stream::Plain(Shared(socket)),
         Some(tls) => {
@@ -413,8 +436,86 @@ pub(crate) fn run(
             conn.set_read_timeout(timeout)?;
         }
         framing.reply(&mut out)?;
+        if session.watcher().is_some() {
+            return watch(conn, framing, session, &mut out);
+        }
     }
     framing.flush(&mut out)
+}
+
+/// How often a watcher looks for a command from its peer between events.
+const WATCH_TICK: Duration = Duration::from_millis(50);
+
+/// At most this many queued events go out in one write.
+const WATCH_BATCH: usize = 256;
+
+/// Streams a watcher's events as they come, serving any further commands
+/// its peer sends (another `watch` adds a pattern), until the peer leaves
+/// or falls so far behind that the store cut it off. The connection waits
+/// as a waiter does, so the liveness module orphans it on a hang-up.
+fn watch(
+    conn: &Conn<'_>,
+    framing: &mut impl Framing,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    loop {
+        framing.flush(out)?;
+        let Some(watcher) = session.watcher() else {
+            return Ok(());
+        };
+        if watcher.overflowed() {
+            out.extend_from_slice(reply::WATCHER_TOO_SLOW);
+            framing.reply(out)?;
+            return framing.flush(out);
+        }
+        if framing.has_input() {
+            match framing.next(out)? {
+                Input::Command { line, fresh } => {
+                    if fresh {
+                        // As in the main loop: peers that hung up lose
+                        // their locks before a snapshot can show them.
+                        let state = conn.state;
+                        state.liveness.settle(conn.presence, &|p| state.reap(p));
+                    }
+                    // A watching session never waits in line.
+                    let _ = session.execute(line, out);
+                }
+                Input::TooLong => session.line_too_long(out),
+                Input::End => return Ok(()),
+            }
+            if conn.rejoined.take() {
+                session.rejoin();
+            }
+            framing.reply(out)?;
+            continue;
+        }
+        let events = watcher.events.clone();
+        if !conn.presence.wait_starts() {
+            return Ok(());
+        }
+        select! {
+            recv(events) -> event => match event {
+                Ok(event) => {
+                    session.write_event(&event, out);
+                    for event in events.try_iter().take(WATCH_BATCH) {
+                        session.write_event(&event, out);
+                    }
+                }
+                // The store let go of the queue: it cut the watcher off
+                // (said above, next time round) or forgot the connection
+                // (orphaned: its peer is gone).
+                Err(_) if watcher.overflowed() => {}
+                Err(_) => return Ok(()),
+            },
+            recv(conn.presence.woken()) -> _ => return Ok(()),
+            default(WATCH_TICK) => {}
+        }
+        if !conn.presence.wait_ends() {
+            return Ok(());
+        }
+        framing.reply(out)?;
+    }
 }
 
 /// Blocks until the grant, the deadline or the peer's hang-up. `false`

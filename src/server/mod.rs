@@ -20,6 +20,8 @@ pub use config::{ServerConfig, Shutdown};
 pub use listen::Listener;
 
 use crate::error::Error;
+use crate::http::{HttpListener, HttpServer, Observe, Parts};
+use crate::metrics::Metrics;
 use crate::session::{self, Host, Settings};
 use crate::stats::{bump, Stats};
 use crate::store::{LockStore, Table};
@@ -53,6 +55,7 @@ const ACCEPT_PENDING_MAX: usize = 64;
 struct Core {
     store: Box<dyn LockStore>,
     stats: Stats,
+    metrics: Metrics,
     settings: Settings,
     /// To accept queued connections before `q` counts them.
     server: Weak<State>,
@@ -67,6 +70,14 @@ impl Host for Core {
         &self.stats
     }
 
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn closing(&self) -> bool {
+        (self.server.upgrade()).is_none_or(|state| state.closing_all.load(Ordering::SeqCst))
+    }
+
     fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -74,6 +85,18 @@ impl Host for Core {
     fn before_stats(&self) {
         if let Some(state) = self.server.upgrade() {
             state.accept_pending();
+        }
+    }
+}
+
+impl Observe for Core {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            store: &*self.store,
+            stats: &self.stats,
+            metrics: &self.metrics,
+            max_connections: self.settings.max_connections,
+            dump: self.settings.dump,
         }
     }
 }
@@ -155,6 +178,7 @@ impl State {
 /// A bound server, not yet running.
 pub struct Server {
     state: Arc<State>,
+    http: Option<HttpListener>,
 }
 
 impl Server {
@@ -199,11 +223,17 @@ impl Server {
         let liveness =
             Arc::new(Liveness::new().map_err(|e| Error::io("cannot create an epoll set", e))?);
         let wake = Signal::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
+        let http = match &config.http {
+            Some(addr) => Some(HttpListener::bind(addr, config.auth_secret.clone())?),
+            None => None,
+        };
+        let metrics = Metrics::new(&config.metrics_locks);
         for listener in &listeners {
             listener
                 .set_nonblocking()
                 .map_err(|e| Error::io("cannot make a listener non-blocking", e))?;
         }
+        let limits = config.limits;
         let settings = Settings {
             dump: config.dump,
             registry: config.registry,
@@ -215,8 +245,9 @@ impl Server {
         let state = Arc::new_cyclic(|weak: &Weak<State>| State {
             config,
             host: Arc::new(Core {
-                store: Box::new(Table::new(tokens)),
+                store: Box::new(Table::with_limits(tokens, limits)),
                 stats: Stats::default(),
+                metrics,
                 settings,
                 server: weak.clone(),
             }),
@@ -229,7 +260,12 @@ impl Server {
             wake,
             last_reject_log: Mutex::new(None),
         });
-        Ok(Server { state })
+        Ok(Server { state, http })
+    }
+
+    /// The address of the `--http` listener, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpListener::local_addr)
     }
 
     /// The first TCP address, with the real port when bound to port 0.
@@ -296,10 +332,15 @@ impl Server {
                 .map_err(|e| Error::io("cannot start an accept thread", e))?;
             accept_threads.push(thread);
         }
+        let http = match self.http {
+            Some(http) => Some(http.spawn(Arc::clone(&self.state.host) as Arc<dyn Observe>)?),
+            None => None,
+        };
         Ok(ServerHandle {
             state: self.state,
             accept_threads,
             liveness_thread: Some(liveness_thread),
+            http,
         })
     }
 
@@ -321,9 +362,15 @@ pub struct ServerHandle {
     accept_threads: Vec<JoinHandle<()>>,
     /// Joined last: while it sweeps, it holds the state.
     liveness_thread: Option<JoinHandle<()>>,
+    http: Option<HttpServer>,
 }
 
 impl ServerHandle {
+    /// The address of the `--http` listener, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpServer::local_addr)
+    }
+
     /// The first TCP address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addrs().into_iter().next()
@@ -368,6 +415,7 @@ impl ServerHandle {
         for thread in self.accept_threads.drain(..) {
             let _ = thread.join();
         }
+        drop(self.http.take());
         self.state.liveness.wait_drained();
         self.state.liveness.stop();
         if let Some(thread) = self.liveness_thread.take() {

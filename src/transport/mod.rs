@@ -1,5 +1,5 @@
-//! The server's TLS settings ([`tls::TlsConfig`]), kept at this path for
-//! the daemon and embedders. The server's listeners, streams and the rest
-//! of its plumbing live in [`server`](crate::server).
+//! The server's TLS settings ([`tls::TlsConfig`]). The server's listeners
+//! and streams live in `server`; the client's connect and streams in
+//! `client` and `net`.
 
 pub mod tls;

@@ -5,8 +5,8 @@
 //! files, and optionally a CA whose signature every client certificate must
 //! carry. [`ServerConfig::tls`](crate::ServerConfig::tls) set to one makes
 //! every TCP listener speak TLS; the handshake runs on the connection's own
-//! thread, bounded by a 10 s deadline in total, never in the accept loop. The
-//! client side is `lockd::client::tls`.
+//! thread, bounded by a 10 s deadline in total, never in the accept loop.
+//! The client side is `lockd::client::tls`.
 
 use crate::error::Error;
 use crate::tls_common::{invalid, load_certs, load_key, load_roots, provider};
