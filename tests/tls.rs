@@ -312,7 +312,7 @@ fn lockctl_speaks_tls() {
     let ca = pki.path("ca.pem");
     let lockctl = || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"));
-        command.args(["-s", &addr, "--tls-ca"]).arg(&ca);
+        command.args(["-S", &addr, "--tls-ca"]).arg(&ca);
         command
     };
     let run = lockctl()
@@ -355,7 +355,7 @@ fn lockctl_speaks_tls() {
     );
     // Without the CA option the server is not trusted: exit 69.
     let untrusted = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"))
-        .args(["-s", &addr, "ping"])
+        .args(["-S", &addr, "ping"])
         .output()
         .expect("lockctl ping");
     assert_eq!(untrusted.status.code(), Some(69), "{untrusted:?}");
