@@ -32,6 +32,7 @@
 pub mod client;
 mod connection;
 mod error;
+pub mod local;
 pub mod log;
 mod name;
 pub mod protocol;

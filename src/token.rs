@@ -2,19 +2,33 @@
 //!
 //! The state file holds a high-water mark reserved ahead of use: at start
 //! the server reserves a block above the stored mark and hands out tokens
-//! from the old mark up, writing (and fsyncing) a new mark only when a block
-//! runs out. So a grant costs no disk write, and after a restart, even one
-//! after `kill -9`, every token is above every token handed out before.
+//! from the old mark up. A background thread writes (and fsyncs) the next
+//! mark when half of the current block is used, so a grant never waits for
+//! the disk, and after a restart, even one after `kill -9`, every token is
+//! above every token handed out before.
+//!
+//! No token is ever handed out at or above the mark on disk: when the mark
+//! cannot be saved (a full disk), grants stop once the block runs out, and
+//! the reserver keeps retrying, so they resume by themselves once the disk
+//! can be written again.
 
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Tokens reserved per write of the state file.
 const BLOCK: u64 = 1 << 20;
-/// Grants between two tries to save the mark after a failure.
-const RETRY_EVERY: u64 = 1024;
+/// How long the reserver waits between two tries after a failed save.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How often a failure that keeps happening is logged again.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 /// The state file inside the state directory.
 const FILE_NAME: &str = "fencing-token";
 
@@ -73,21 +87,32 @@ impl std::error::Error for TokenError {
 }
 
 /// Hands out fencing tokens. See the module docs.
+///
+/// [`draw`](TokenCounter::draw) is called under the lock table's write
+/// lock: it reads an atomic and, once per half block, wakes the reserver
+/// thread; it never touches the disk.
 #[derive(Debug)]
 pub struct TokenCounter {
     next: u64,
-    /// The mark on disk: no token at or above it is ever handed out.
-    reserved: u64,
-    /// When to try writing the next mark again after a failure.
-    retry_at: u64,
-    store: Option<Store>,
+    /// The mark on disk: no token at or above it is ever handed out. Raised
+    /// by the reserver thread once a higher mark is durable.
+    reserved: Arc<AtomicU64>,
+    reserver: Option<Reserver>,
+}
+
+/// The thread that saves marks ahead of need, and the state directory's
+/// lock, which it must outlive (see `Drop for TokenCounter`).
+#[derive(Debug)]
+struct Reserver {
+    wake: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    /// Held open and locked so two servers never share one counter.
+    _lock: File,
 }
 
 #[derive(Debug)]
 struct Store {
     path: PathBuf,
-    /// Held open and locked so two servers never share one counter.
-    _lock: File,
 }
 
 impl TokenCounter {
@@ -96,13 +121,13 @@ impl TokenCounter {
     pub fn in_memory() -> TokenCounter {
         TokenCounter {
             next: 1,
-            reserved: u64::MAX,
-            retry_at: 0,
-            store: None,
+            reserved: Arc::new(AtomicU64::new(u64::MAX)),
+            reserver: None,
         }
     }
 
-    /// Opens (or creates) the state in `dir` and reserves the first block.
+    /// Opens (or creates) the state in `dir`, reserves the first block, and
+    /// starts the reserver thread.
     ///
     /// # Errors
     /// The directory cannot be created or locked, or the file cannot be read
@@ -114,11 +139,16 @@ impl TokenCounter {
         };
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        // Read-only once it exists: flock(2) needs no write access, so a
+        // group-shared directory works whoever created the file.
+        let lock = File::open(&lock_path)
+            .or_else(|_| {
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+            })
             .map_err(io_error(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -140,56 +170,160 @@ impl TokenCounter {
             Err(e) if e.kind() == io::ErrorKind::NotFound => 1,
             Err(e) => return Err(io_error(&path)(e)),
         };
-        let store = Store { path, _lock: lock };
-        let reserved = stored + BLOCK;
-        store.persist(reserved).map_err(io_error(&store.path))?;
+        let store = Store { path };
+        let first_mark = stored + BLOCK;
+        store.persist(first_mark).map_err(io_error(&store.path))?;
+        let reserved = Arc::new(AtomicU64::new(first_mark));
+        let (wake, woken) = bounded(1);
+        let thread = {
+            let reserved = Arc::clone(&reserved);
+            std::thread::Builder::new()
+                .name("lockd-tokens".into())
+                .spawn(move || store.reserve_ahead(&reserved, &woken))
+                .map_err(io_error(dir))?
+        };
         Ok(TokenCounter {
             next: stored,
             reserved,
-            retry_at: 0,
-            store: Some(store),
+            reserver: Some(Reserver {
+                wake: Some(wake),
+                thread: Some(thread),
+                _lock: lock,
+            }),
         })
     }
 
     /// The next token, or `None` when none can be issued safely: every
     /// token must stay below the mark on disk, or a restart could repeat
-    /// it. The next block is reserved (one fsync'd write) when half of the
-    /// current one is left, so a failing write is retried (every
-    /// 1024 grants, logged) long before grants have to stop.
+    /// it. When half of the block is used, the reserver is asked to save
+    /// the next mark; a failing save is retried in the background, long
+    /// before grants have to stop, and grants resume once it succeeds.
     pub fn draw(&mut self) -> Option<u64> {
-        if let Some(store) = &self.store {
-            if self.reserved - self.next <= BLOCK / 2 && self.next >= self.retry_at {
-                let mark = self.reserved.saturating_add(BLOCK);
-                match store.persist(mark) {
-                    Ok(()) => self.reserved = mark,
-                    Err(e) => {
-                        self.retry_at = self.next + RETRY_EVERY;
-                        crate::log::log(
-                            crate::log::Priority::Error,
-                            format_args!(
-                                "error: cannot save the fencing-token mark to {}: {e}; {} more grants, then none until it can be saved",
-                                store.path.display(),
-                                self.reserved - self.next
-                            ),
-                        );
-                    }
-                }
+        let reserved = self.reserved.load(Ordering::Acquire);
+        if reserved - self.next <= BLOCK / 2 {
+            if let Some(wake) = self.reserver.as_ref().and_then(|r| r.wake.as_ref()) {
+                // Full means a wake-up is already pending: nothing to add.
+                let _ = wake.try_send(());
             }
         }
-        if self.next >= self.reserved {
+        if self.next >= reserved {
             return None;
         }
         let token = self.next;
         self.next += 1;
         Some(token)
     }
+
+    /// The high-water mark: every token issued so far, and every token a
+    /// restart could issue first, is below it.
+    pub fn high_water_mark(&self) -> u64 {
+        self.reserved.load(Ordering::Acquire)
+    }
+
+    /// The token the next grant gets.
+    pub fn next_token(&self) -> u64 {
+        self.next
+    }
+}
+
+impl Drop for TokenCounter {
+    /// Stops the reserver and waits for a save in flight, so the state
+    /// directory's lock is released only once nothing writes there: a
+    /// server opened right after this one never races a stale write.
+    fn drop(&mut self) {
+        if let Some(reserver) = &mut self.reserver {
+            reserver.wake = None;
+            if let Some(thread) = reserver.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Sleeps for `period`, swallowing wake-ups (grants keep asking while a
+/// save fails: the retry pace stays the same). True when the counter was
+/// dropped meanwhile.
+fn pause(woken: &Receiver<()>, period: Duration) -> bool {
+    let until = Instant::now() + period;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match woken.recv_timeout(left) {
+            Ok(()) if !left.is_zero() => continue,
+            Ok(()) | Err(RecvTimeoutError::Timeout) => return false,
+            Err(RecvTimeoutError::Disconnected) => return true,
+        }
+    }
 }
 
 impl Store {
+    /// The reserver thread: on each wake-up, saves marks until the mark is
+    /// a full block ahead of need; after a failure, retries every
+    /// [`RETRY_AFTER`] until it succeeds. Failures are logged when they
+    /// start, at most once per [`LOG_EVERY`] while they go on (with a
+    /// count), and once when saving works again. Ends when the counter is
+    /// dropped.
+    fn reserve_ahead(&self, reserved: &AtomicU64, woken: &Receiver<()>) {
+        let mut failing = false;
+        let mut failures = 0u64;
+        let mut last_log: Option<Instant> = None;
+        loop {
+            let stopped = if failing {
+                pause(woken, RETRY_AFTER)
+            } else {
+                woken.recv().is_err()
+            };
+            if stopped {
+                return;
+            }
+            let mark = reserved.load(Ordering::Acquire).saturating_add(BLOCK);
+            match self.persist(mark) {
+                Ok(()) => {
+                    reserved.store(mark, Ordering::Release);
+                    if failing {
+                        crate::log::log(
+                            crate::log::Priority::Notice,
+                            format_args!(
+                                "the fencing-token mark was saved to {} again after {failures} failed tries; grants go on",
+                                self.path.display()
+                            ),
+                        );
+                    }
+                    failing = false;
+                    failures = 0;
+                    last_log = None;
+                }
+                Err(e) => {
+                    failing = true;
+                    failures += 1;
+                    if last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                        last_log = Some(Instant::now());
+                        crate::log::log(
+                            crate::log::Priority::Error,
+                            format_args!(
+                                "error: cannot save the fencing-token mark to {}: {e} ({failures} failed tries so far); grants of exclusive locks stop when the tokens below the saved mark run out, and resume by themselves once it can be saved (free space or fix permissions)",
+                                self.path.display()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Writes the mark durably: temp file, fsync, rename, fsync directory.
+    /// The file gets the read and write bits of its directory (`0600` in a
+    /// `0700` directory, `0660` in a group's `0770` one, `0644` in `0755`).
     fn persist(&self, mark: u64) -> io::Result<()> {
         let tmp = self.path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mode = fs::metadata(dir)?.permissions().mode() & 0o666;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         writeln!(file, "{mark}")?;
         file.sync_all()?;
         fs::rename(&tmp, &self.path)?;
@@ -248,6 +382,64 @@ mod tests {
         }
         assert_eq!(last, mark - 1, "every token below the mark was usable");
         assert_eq!(counter.draw(), None, "and stays refused");
+    }
+
+    #[test]
+    fn grants_resume_by_themselves_once_the_mark_can_be_saved_again() {
+        let dir = temp_dir("recover");
+        let mut counter = TokenCounter::open(&dir).expect("open");
+        fs::remove_dir_all(&dir).expect("remove");
+        let mut last = 0;
+        while let Some(token) = counter.draw() {
+            last = token;
+        }
+        assert_eq!(
+            counter.draw(),
+            None,
+            "out of tokens while the mark cannot be saved"
+        );
+        let stuck_mark = counter.high_water_mark();
+        fs::create_dir_all(&dir).expect("the disk can be written again");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let token = loop {
+            if let Some(token) = counter.draw() {
+                break token;
+            }
+            assert!(Instant::now() < deadline, "grants never resumed");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(token, last + 1, "no token skipped or repeated");
+        let saved: u64 = fs::read_to_string(dir.join(FILE_NAME))
+            .expect("the new mark is on disk")
+            .trim()
+            .parse()
+            .expect("number");
+        assert!(saved > stuck_mark && saved > token, "saved {saved}");
+        drop(counter);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_reserver_keeps_the_mark_ahead_of_grants() {
+        let dir = temp_dir("ahead");
+        let mut counter = TokenCounter::open(&dir).expect("open");
+        let first_mark = counter.high_water_mark();
+        for _ in 0..=BLOCK / 2 {
+            counter.draw().expect("a token");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while counter.high_water_mark() == first_mark {
+            assert!(Instant::now() < deadline, "the next mark was never saved");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let on_disk: u64 = fs::read_to_string(dir.join(FILE_NAME))
+            .expect("mark")
+            .trim()
+            .parse()
+            .expect("number");
+        assert!(on_disk >= counter.high_water_mark());
+        drop(counter);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -359,6 +359,80 @@ fn sigint_closes_clients_and_exits_0() {
 }
 
 #[test]
+fn sigquit_stops_cleanly_like_sigterm() {
+    signal_stops_cleanly(libc::SIGQUIT);
+}
+
+/// Issue 14: SIGHUP, SIGUSR1 and SIGUSR2 killed the daemon and left its
+/// pidfile and socket file behind.
+#[test]
+fn sighup_and_sigusr_are_logged_and_ignored() {
+    let dir = TempDir::new("cli-sighup");
+    let pidfile = dir.path.join("lockd.pid");
+    let mut daemon = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state",
+            "--pidfile",
+            path_str(&pidfile),
+        ],
+        1,
+    );
+    let mut holder = Conn::tcp(daemon.tcp_addr());
+    assert_eq!(holder.cmd("g kept"), "1 Lock Get Success: kept\n");
+    for signal in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        daemon.signal(signal);
+        daemon.wait_line(|l| l.contains(&format!("signal {signal} ignored")));
+    }
+    assert_eq!(holder.cmd("i kept"), "1 Lock Is Locked: kept\n");
+    assert!(pidfile.exists());
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0), "{:?}", daemon.log);
+    assert!(!pidfile.exists(), "pidfile left behind");
+}
+
+/// Issue 14: a fatal signal leaves the pidfile, but its lock died with the
+/// process, so the next start takes the file over.
+#[test]
+fn a_pidfile_left_by_a_killed_daemon_does_not_block_the_next_start() {
+    let dir = TempDir::new("cli-pid-stale");
+    let pidfile = dir.path.join("lockd.pid");
+    let sock = dir.path.join("lockd.sock");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--no-state",
+        "--pidfile",
+        path_str(&pidfile),
+        "--unix",
+        path_str(&sock),
+    ];
+    for signal in [libc::SIGKILL, libc::SIGABRT] {
+        let mut daemon = Daemon::start(&args, 2);
+        daemon.signal(signal);
+        let status = daemon.wait_exit();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(signal),
+            "{:?}",
+            daemon.log
+        );
+        assert!(
+            pidfile.exists() && sock.exists(),
+            "left behind by signal {signal}"
+        );
+    }
+    let mut next = Daemon::start(&args, 2);
+    let written = std::fs::read_to_string(&pidfile).expect("pidfile");
+    assert_eq!(written, format!("{}\n", next.child.id()));
+    let mut conn = Conn::unix(&sock);
+    assert_eq!(conn.cmd("ping"), "1 pong\n");
+    next.signal(libc::SIGTERM);
+    assert_eq!(next.wait_exit().code(), Some(0), "{:?}", next.log);
+}
+
+#[test]
 fn two_quick_signals_end_the_process() {
     let daemon_dir = TempDir::new("cli-signal2");
     let sock = daemon_dir.path.join("lockd.sock");

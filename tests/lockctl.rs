@@ -671,3 +671,45 @@ fn run_hands_the_terminal_to_an_interactive_command() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("got:hello"), "{:?}", out.stdout);
 }
+
+/// Issue 14: a secret with doubled, leading, trailing or TAB whitespace
+/// used to be stored raw and compared with the normalised `auth`
+/// argument, so no client could ever authenticate.
+#[test]
+fn an_auth_file_with_odd_whitespace_works_for_lockd_and_lockctl() {
+    let dir = TempDir::new("lockctl-auth-space");
+    let file = dir.path.join("secret");
+    std::fs::write(&file, " two  odd\tspaces \n").expect("write secret");
+    let daemon = common::Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state",
+            "--auth-file",
+            path_str(&file),
+        ],
+        1,
+    );
+    let addr = daemon.tcp_addr().to_string();
+    let out = finish(spawn(&addr, &["--auth-file", path_str(&file), "ping"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut conn = common::Conn::tcp(daemon.tcp_addr());
+    assert_eq!(conn.cmd("auth two   odd spaces"), "1 Auth Ok\n");
+    let mut wrong = common::Conn::tcp(daemon.tcp_addr());
+    assert_eq!(wrong.cmd("auth two odd"), "0 Auth Failure\n");
+}
+
+#[test]
+fn an_auth_file_of_only_whitespace_is_refused_at_start() {
+    let dir = TempDir::new("lockd-auth-blank");
+    let file = dir.path.join("secret");
+    std::fs::write(&file, " \t\n").expect("write secret");
+    let out = Command::new(env!("CARGO_BIN_EXE_lockd"))
+        .args(["--listen", "127.0.0.1:0", "--no-state", "--auth-file"])
+        .arg(&file)
+        .output()
+        .expect("run lockd");
+    assert_eq!(out.status.code(), Some(2), "usage error: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--auth-file"), "{stderr}");
+}

@@ -10,7 +10,7 @@ use crate::hold::{LockOptions, Mode, Wait};
 use crate::run::RunOptions;
 use crate::{completions, hold, inspect, run, watch};
 use crossbeam_channel::Receiver;
-use lockd::{AuthError, Client, ClientConfig, Error};
+use lockd::{AuthError, Client, ClientConfig, Error, Secret};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -876,23 +876,15 @@ pub fn execute(global: Global, command: Command, signals: Receiver<i32>) -> u8 {
     }
 }
 
-/// Reads an auth secret: the file's contents less one trailing newline.
+/// Reads an auth secret as lockd does ([`Secret::from_file`]), for the
+/// client to send.
 ///
 /// # Errors
-/// An unreadable or empty file, as a message.
+/// An unreadable file, or one of only whitespace, as a message.
 pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
-    let mut bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read --auth-file {}: {e}", path.display()))?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-    }
-    if bytes.is_empty() {
-        return Err(format!("--auth-file {} is empty", path.display()));
-    }
-    Ok(bytes)
+    Secret::from_file(path)
+        .map(|secret| secret.expose().to_vec())
+        .map_err(|e| e.to_string())
 }
 
 /// The client settings of the global options (timeouts, TLS), without the

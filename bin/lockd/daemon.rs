@@ -219,7 +219,7 @@ glockd's flags are accepted with glockd's meaning, so its unit files start lockd
   -port N (all interfaces; 0 turns TCP off), -unix PATH, -pidfile PATH,
   -dump=false, -registry=false, -verbose, -ws N (WebSocket on all interfaces; 0 = off)
 
-Exit status: 0 after a clean stop (SIGTERM, SIGINT), 1 on a runtime error
+Exit status: 0 after a clean stop (SIGTERM, SIGINT, SIGQUIT), 1 on a runtime error
 (address in use, pidfile held, unusable state), 2 on a bad command line.
 See lockd(8) and lockd-protocol(7).
 ",
@@ -392,7 +392,8 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     }
     config.verbose = m.opt_present("verbose");
     if let Some(path) = m.opt_str("auth-file") {
-        config.auth_secret = Some(read_secret(Path::new(&path))?);
+        config.auth_secret =
+            Some(Secret::from_file(Path::new(&path)).map_err(|e| UsageError(e.to_string()))?);
     }
     config.state_dir = match (m.opt_str("state-dir"), m.opt_present("no-state")) {
         (Some(_), true) => {
@@ -471,25 +472,6 @@ fn tls_config(m: &getopts::Matches) -> Result<Option<TlsConfig>, UsageError> {
     )
     .map(Some)
     .map_err(|e| UsageError(e.to_string()))
-}
-
-/// Reads an auth secret: the file's contents less one trailing newline.
-fn read_secret(path: &Path) -> Result<Secret, UsageError> {
-    let mut bytes = std::fs::read(path)
-        .map_err(|e| UsageError(format!("cannot read --auth-file {}: {e}", path.display())))?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-    }
-    if bytes.is_empty() {
-        return Err(UsageError(format!(
-            "--auth-file {} is empty: write the secret into it",
-            path.display()
-        )));
-    }
-    Ok(Secret::new(bytes))
 }
 
 /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `/var/lib/lockd`

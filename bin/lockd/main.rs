@@ -1,7 +1,8 @@
 //! `lockd`, the lock server daemon: parse flags, install the signal
-//! handlers, start the daemon ([`daemon::start`]), stop it on SIGTERM or
-//! SIGINT. The server itself lives in the library; the command line in
-//! the binary's private modules.
+//! handlers, start the daemon ([`daemon::start`]), stop it on SIGTERM,
+//! SIGINT or SIGQUIT; log and ignore SIGHUP, SIGUSR1 and SIGUSR2. The
+//! server itself lives in the library; the command line in the binary's
+//! private modules.
 
 mod daemon;
 #[path = "../common/flags.rs"]
@@ -12,7 +13,7 @@ mod nofile;
 
 use daemon::Invocation;
 use lockd::log::{log, Priority};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use std::process::ExitCode;
 
@@ -55,16 +56,26 @@ fn main() -> ExitCode {
 fn run(options: daemon::DaemonOptions) -> Result<(), Box<dyn std::error::Error>> {
     // Installed before starting: a signal that comes during start-up waits
     // in `signals` until the daemon can stop cleanly.
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
     let daemon = daemon::start(options)?;
     let stopper = daemon.stopper();
     std::thread::Builder::new()
         .name("lockd-signals".into())
         .spawn(move || {
-            let mut seen = 0;
+            let mut stops = 0;
             for signal in signals.forever() {
-                seen += 1;
-                if seen > 1 {
+                if matches!(signal, SIGHUP | SIGUSR1 | SIGUSR2) {
+                    // Their default action kills the process, which left the
+                    // pidfile and socket files behind; lockd has nothing to
+                    // reopen or reload, so they are logged and ignored.
+                    log(
+                        Priority::Notice,
+                        format_args!("signal {signal} ignored (SIGTERM stops lockd)"),
+                    );
+                    continue;
+                }
+                stops += 1;
+                if stops > 1 {
                     log(
                         Priority::Warning,
                         format_args!("second signal {signal}: exiting at once"),
