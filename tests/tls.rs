@@ -360,3 +360,36 @@ fn lockctl_speaks_tls() {
         .expect("lockctl ping");
     assert_eq!(untrusted.status.code(), Some(69), "{untrusted:?}");
 }
+
+/// `lockctl` speaking plain text to the TLS port, or TLS to a plain port,
+/// says which address to use instead (issue 11).
+#[test]
+fn lockctl_names_the_address_when_tls_does_not_match() {
+    let pki = Pki::new();
+    let server = tls_server(&pki, false);
+    let port = server.addr.port();
+    let lockctl = |addr: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"))
+            .args(["-S", addr, "--io-timeout", "2s", "--tls-ca"])
+            .arg(pki.path("ca.pem"))
+            .arg("ping")
+            .env_remove("LOCKD_SERVER")
+            .output()
+            .expect("lockctl ping")
+    };
+    let plain = lockctl(&format!("127.0.0.1:{port}"));
+    assert_eq!(plain.status.code(), Some(69), "{plain:?}");
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        said.contains(&format!("this port speaks TLS: use tls://127.0.0.1:{port}")),
+        "{said}"
+    );
+    let plain_server = TestServer::start();
+    let tls = lockctl(&format!("tls://localhost:{}", plain_server.addr.port()));
+    assert_eq!(tls.status.code(), Some(69), "{tls:?}");
+    let said = String::from_utf8_lossy(&tls.stderr);
+    assert!(
+        said.contains(&format!("use localhost:{}", plain_server.addr.port())),
+        "{said}"
+    );
+}
