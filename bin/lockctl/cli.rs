@@ -358,6 +358,9 @@ pub const BENCH_FLAGS: &[FlagSpec] = &[
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A bound on one reply longer than this is a mistake (and would
+/// overflow a deadline).
+const MAX_IO_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 
 /// Every flag table with the commands that take it, for `--help` and the
@@ -532,10 +535,11 @@ fn usage(message: String) -> UsageError {
 
 /// A one-line hint for flags whose meaning changed when lockctl learnt
 /// flock's: `-s` was the server and `--timeout` the limit per reply.
-fn hint(args: &[String]) -> &'static str {
-    if args.iter().any(|a| a == "-s" || a.starts_with("-s")) {
+/// `error` is what getopts said, or empty for a hint by itself.
+fn hint(error: &str) -> &'static str {
+    if error.is_empty() || error.contains("'s'") {
         "; -s is now flock's --shared (a read hold): give the server with -S/--server or LOCKD_SERVER"
-    } else if args.iter().any(|a| a.starts_with("--timeout")) {
+    } else if error.contains("'timeout'") {
         "; --timeout is now run's and hold's wait (flock's -w): the limit for connecting and each reply is --io-timeout"
     } else {
         ""
@@ -547,7 +551,7 @@ fn matches(flags: &[&[FlagSpec]], args: &[String]) -> Result<getopts::Matches, U
     let mut opts = options(&all);
     opts.parsing_style(getopts::ParsingStyle::StopAtFirstFree);
     opts.parse(args)
-        .map_err(|e| usage(format!("{e}{}", hint(args))))
+        .map_err(|e| usage(format!("{e}{}", hint(&e.to_string()))))
 }
 
 /// Parses `lockctl`'s arguments (without the program name). `cmd` is
@@ -633,8 +637,11 @@ fn global(top: &getopts::Matches, sub: Option<&getopts::Matches>) -> Result<Glob
         Some(t) => parse_duration("--io-timeout", &t)?,
         None => DEFAULT_TIMEOUT,
     };
-    if timeout.is_zero() {
-        return Err(usage("--io-timeout must be more than 0".into()));
+    if timeout.is_zero() || timeout > MAX_IO_TIMEOUT {
+        return Err(usage(
+            "--io-timeout must be more than 0 and at most 24h (it bounds one reply, not a wait)"
+                .into(),
+        ));
     }
     let tls_client_cert = match (get("tls-cert"), get("tls-key")) {
         (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
@@ -764,7 +771,7 @@ fn run_options(m: &getopts::Matches, cmd: Vec<OsString>) -> Result<RunOptions, U
         return Err(usage(format!(
             "run: {name:?} looks like a server, and {:?} like a lock{}",
             rest[0],
-            hint(&["-s".to_string()])
+            hint("")
         )));
     }
     // flock's `flock FILE -c STRING`: -c after NAME.
@@ -1189,6 +1196,8 @@ mod tests {
             &["watch"],
             &["completions", "tcsh"],
             &["hold"],
+            &["--io-timeout", "10000000000000000000s", "ping"],
+            &["--io-timeout", "0", "ping"],
         ] {
             assert!(parse_args(bad).is_err(), "{bad:?}");
         }
@@ -1205,6 +1214,8 @@ mod tests {
         }
         let e = parse_args(&["--timeout", "1s", "ping"]).unwrap_err();
         assert!(e.0.contains("--io-timeout"), "{e}");
+        let e = parse_args(&["run", "--bogus", "-s", "x", "--", "true"]).unwrap_err();
+        assert!(!e.0.contains("-S/--server"), "{e}");
         // A lock named like an address is fine when nothing else is odd.
         assert_eq!(
             run_of(&["run", "-s", "db:5432", "--", "true"]).lock.name,

@@ -8,10 +8,10 @@
 //! silent there, and then multi-line and unknown replies end when the
 //! line has been quiet for [`CLASSIC_QUIET`].
 
-use crate::cli::{client_config, exit, read_secret, Global};
+use crate::cli::{exit, Global};
+use crate::wire::Wire;
 use lockd::protocol;
-use lockd::transport::Stream;
-use std::io::{self, BufRead, BufReader, ErrorKind, Write};
+use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
 /// On a classic server, a reply of unknown length is over after this
@@ -25,63 +25,20 @@ const CLASSIC_LINE_VERBS: &[&[u8]] = &[
     b"g", b"r", b"i", b"sg", b"sr", b"si", b"me", b"iam", b"dump",
 ];
 
-struct Conn<'a> {
-    reader: BufReader<&'a Stream>,
-    stream: &'a Stream,
-    /// A line read only in part before a quiet period ended.
-    partial: Vec<u8>,
-}
-
-impl Conn<'_> {
-    fn send(&mut self, line: &[u8]) -> io::Result<()> {
-        let mut out = Vec::with_capacity(line.len() + 1);
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        (&mut &*self.stream).write_all(&out)
-    }
-
-    /// One line, `\n` included; `None` when `quiet` passes with no line.
-    /// EOF is an error.
-    fn line(&mut self, quiet: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
-        self.stream.set_read_timeout(quiet)?;
-        let mut line = std::mem::take(&mut self.partial);
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(_) if line.last() == Some(&b'\n') => Ok(Some(line)),
-            Ok(_) => Err(io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            )),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                self.partial = line;
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
 /// Runs the shell; returns lockctl's exit status.
 pub fn shell(global: &Global) -> u8 {
-    let secret = match global.auth_file.as_deref().map(read_secret).transpose() {
-        Ok(secret) => secret,
+    let mut wire = match Wire::connect(global) {
+        Ok(wire) => wire,
         Err(e) => {
-            eprintln!("lockctl: {e}");
-            return exit::USAGE;
+            eprintln!("lockctl: {}", e.message);
+            return if e.usage {
+                exit::USAGE
+            } else {
+                exit::UNAVAILABLE
+            };
         }
     };
-    let stream = match lockd::client::open(&global.server, &client_config(global)) {
-        Ok(stream) => stream,
-        Err(e) => {
-            eprintln!("lockctl: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    let mut conn = Conn {
-        reader: BufReader::new(&stream),
-        stream: &stream,
-        partial: Vec::new(),
-    };
-    match session(&mut conn, global, secret.as_deref()) {
+    match session(&mut wire, global) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("lockctl: {e}");
@@ -90,41 +47,16 @@ pub fn shell(global: &Global) -> u8 {
     }
 }
 
-fn session(conn: &mut Conn<'_>, global: &Global, secret: Option<&[u8]>) -> io::Result<()> {
-    // `me` is answered by every server: if the first line back is not the
-    // answer to `hello 2`, the server is classic.
-    conn.send(b"hello 2")?;
-    conn.send(b"me")?;
-    let timeout = Some(global.timeout);
-    let first = conn.line(timeout)?.ok_or_else(no_answer)?;
-    let v2 = first.starts_with(b"2 ");
-    if v2 {
-        conn.line(timeout)?.ok_or_else(no_answer)?;
-    }
-    if let Some(secret) = secret {
-        if v2 {
-            let mut line = b"auth ".to_vec();
-            line.extend_from_slice(secret);
-            conn.send(&line)?;
-            let reply = conn.line(timeout)?.ok_or_else(no_answer)?;
-            if reply.trim_ascii_end() != b"1 Auth Ok" {
-                return Err(io::Error::other(
-                    "the server refused the secret (check --auth-file)",
-                ));
-            }
-        } else {
-            eprintln!("lockctl: warning: a classic server has no auth; --auth-file ignored");
-        }
-    }
+fn session(conn: &mut Wire, global: &Global) -> io::Result<()> {
+    let v2 = conn.v2;
     // SAFETY: isatty only inspects the descriptor.
     let tty = unsafe { libc::isatty(0) } == 1;
     let mut input = if tty {
-        let version = String::from_utf8_lossy(first.trim_ascii_end()).into_owned();
         eprintln!(
             "connected to {} ({}); one command per line, help for the verbs, quit or Ctrl-D to leave",
             global.server,
             if v2 {
-                version.trim_start_matches("2 ")
+                conn.version.trim_start_matches("2 ")
             } else {
                 "classic server"
             }
@@ -158,23 +90,23 @@ fn session(conn: &mut Conn<'_>, global: &Global, secret: Option<&[u8]>) -> io::R
             // The connection is now an event stream: print it as it comes,
             // until the server ends it or lockctl is interrupted.
             loop {
-                let line = conn.line(None)?.ok_or_else(no_answer)?;
+                let line = conn.line(None)?;
                 out.write_all(&line)?;
                 out.flush()?;
             }
         }
         if v2 && BLOCK_VERBS.contains(&verb) {
             loop {
-                let line = conn.line(None)?.ok_or_else(no_answer)?;
+                let line = conn.line(None)?;
                 reply.extend_from_slice(&line);
                 if line == b"\n" {
                     break;
                 }
             }
         } else if v2 || CLASSIC_LINE_VERBS.contains(&verb) {
-            reply = conn.line(None)?.ok_or_else(no_answer)?;
+            reply = conn.line(None)?;
         } else {
-            while let Some(line) = conn.line(Some(CLASSIC_QUIET))? {
+            while let Some(line) = conn.quiet_line(CLASSIC_QUIET)? {
                 reply.extend_from_slice(&line);
             }
         }
@@ -229,7 +161,3 @@ This connection:    me, iam NAME, ra (release all), ttl SECONDS, ping, auth SECR
 Events:             watch PATTERN (the connection then only streams events)
 See lockd-protocol(7).
 ";
-
-fn no_answer() -> io::Error {
-    io::Error::new(ErrorKind::TimedOut, "the server did not answer in time")
-}

@@ -1,6 +1,6 @@
-//! A raw protocol connection for what `lockd::Client` does not offer yet:
-//! read holds (`wr`/`rr`, PROTOCOL.md Part 2) for `run -s` and `hold -s`,
-//! and the event stream of `watch`. It opens the stream the client would
+//! A raw protocol connection, for `lockctl shell` and for what
+//! `lockd::Client` does not offer yet: read holds (`wr`/`rr`, PROTOCOL.md
+//! Part 2) for `run -s` and `hold -s`, and the event stream of `watch`. It opens the stream the client would
 //! (`lockd::client::open`: TCP, Unix or TLS, with the client's timeouts),
 //! says `hello 2`, authenticates, then sends lines and reads replies.
 //!
@@ -30,6 +30,8 @@ impl Read for Shared {
 pub struct Wire {
     stream: Arc<Stream>,
     reader: BufReader<Shared>,
+    /// A line read only in part before a quiet period ended.
+    partial: Vec<u8>,
     /// The server answered `hello 2`.
     pub v2: bool,
     /// What it answered (`2 lockd VERSION`), or empty for a classic server.
@@ -67,6 +69,7 @@ impl Wire {
             .map_err(|e| failed(crate::cli::explain(&global.server, &e)))?;
         let mut wire = Wire {
             reader: BufReader::new(Shared(Arc::clone(&stream))),
+            partial: Vec::new(),
             stream,
             v2: false,
             version: String::new(),
@@ -93,10 +96,9 @@ impl Wire {
             wire.send(&line).map_err(said)?;
             let reply = wire.line(Some(global.timeout)).map_err(said)?;
             if reply.trim_ascii_end() != b"1 Auth Ok" {
-                return Err(WireError {
-                    message: "the server refused the secret: check --auth-file".into(),
-                    usage: true,
-                });
+                return Err(failed(
+                    "the server refused the secret: check the file given to --auth-file".into(),
+                ));
             }
         }
         Ok(wire)
@@ -118,17 +120,30 @@ impl Wire {
     /// Reads one line, `\n` included, waiting at most `timeout` (`None`:
     /// forever). EOF and a quiet `timeout` are errors.
     pub fn line(&mut self, timeout: Option<Duration>) -> io::Result<Vec<u8>> {
+        self.read_line(timeout)?
+            .ok_or_else(|| io::Error::new(ErrorKind::TimedOut, "the server did not answer in time"))
+    }
+
+    /// One line, `\n` included, or `None` when `quiet` passes without one
+    /// (a classic server's way of ending a reply of unknown length); a
+    /// line begun is kept for the next read. EOF is an error.
+    pub fn quiet_line(&mut self, quiet: Duration) -> io::Result<Option<Vec<u8>>> {
+        self.read_line(Some(quiet))
+    }
+
+    fn read_line(&mut self, timeout: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
         self.stream.set_read_timeout(timeout)?;
-        let mut line = Vec::new();
+        let mut line = std::mem::take(&mut self.partial);
         match self.reader.read_until(b'\n', &mut line) {
-            Ok(_) if line.last() == Some(&b'\n') => Ok(line),
+            Ok(_) if line.last() == Some(&b'\n') => Ok(Some(line)),
             Ok(_) => Err(io::Error::new(
                 ErrorKind::UnexpectedEof,
                 "the server closed the connection",
             )),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
-                io::Error::new(ErrorKind::TimedOut, "the server did not answer in time"),
-            ),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                self.partial = line;
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
