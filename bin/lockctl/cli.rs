@@ -103,7 +103,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "bench",
-        "[BENCH OPTIONS]",
+        "[BENCH OPTIONS] [--json]",
         "measure the server (ops/s, latency) and check it is correct",
     ),
 ];
@@ -263,7 +263,7 @@ pub const JSON_FLAGS: &[FlagSpec] = &[FlagSpec {
     long: "json",
     value: "",
     arity: Arity::Flag,
-    help: "print JSON: one document, or for watch one object per line",
+    help: "print JSON: one document, or for watch one object per line (bench: progress to stderr)",
 }];
 
 /// Options of `lockctl bench`.
@@ -370,9 +370,9 @@ pub const TABLES: &[(&str, &[&str], &[FlagSpec])] = &[
     ("Options of run and hold", &["run", "hold"], LOCK_FLAGS),
     ("Options of run", &["run"], RUN_FLAGS),
     (
-        "Options of status, locks, watch, clients, stats, ping and hold",
+        "Options of status, locks, watch, clients, stats, ping, hold and bench",
         &[
-            "status", "locks", "watch", "clients", "stats", "ping", "hold",
+            "status", "locks", "watch", "clients", "stats", "ping", "hold", "bench",
         ],
         JSON_FLAGS,
     ),
@@ -481,6 +481,8 @@ pub struct BenchCommand {
     pub in_process: bool,
     /// `--tsv`.
     pub tsv: Option<PathBuf>,
+    /// `--json`: the report as JSON on stdout, the progress on stderr.
+    pub json: bool,
 }
 
 /// The text of `lockctl --help`.
@@ -691,6 +693,7 @@ fn bench_options(m: &getopts::Matches) -> Result<BenchCommand, UsageError> {
         options,
         in_process: m.opt_present("in-process"),
         tsv: m.opt_str("tsv").map(PathBuf::from),
+        json: m.opt_present("json"),
     })
 }
 
@@ -1000,7 +1003,12 @@ fn bench(global: &Global, command: BenchCommand) -> u8 {
     if !command.in_process {
         options.server = Some(global.server.clone());
     }
-    let report = match bench::run(&options, &mut std::io::stdout()) {
+    let progress: &mut dyn std::io::Write = if command.json {
+        &mut std::io::stderr()
+    } else {
+        &mut std::io::stdout()
+    };
+    let report = match bench::run(&options, progress) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("lockctl: bench: {e}");
@@ -1017,6 +1025,9 @@ fn bench(global: &Global, command: BenchCommand) -> u8 {
             eprintln!("lockctl: bench: cannot write {}: {e}", path.display());
             return exit::UNAVAILABLE;
         }
+    }
+    if command.json {
+        println!("{}", report.to_json());
     }
     0
 }
