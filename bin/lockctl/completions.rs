@@ -2,8 +2,8 @@
 //! the same tables as `--help` ([`TABLES`], [`COMMANDS`]), so a new flag
 //! completes as soon as it exists.
 
-use crate::cli::{COMMANDS, TABLES};
 use crate::flags::{Arity, FlagSpec};
+use crate::spec::{COMMANDS, TABLES};
 use std::fmt::Write;
 use std::str::FromStr;
 

@@ -13,7 +13,7 @@
 //! * a place in a counted semaphore (`--semaphore`, `--limit N`): `wsg`,
 //!   or `sg` polled on a classic server.
 
-use crate::cli::{connect, exit, Global};
+use crate::connect::{connect, exit, Global};
 use crate::wire::{Wire, FOREVER_MS};
 use crossbeam_channel::{bounded, select, Receiver};
 use lockd::transport::Stream;

@@ -2,7 +2,7 @@
 //! `stats`, `ping`; each prints columns for people or, with `--json`, one
 //! JSON document built with serde_json.
 
-use crate::cli::exit;
+use crate::connect::exit;
 use lockd::protocol::normalize;
 use lockd::{Client, Error};
 use serde_json::{json, Map, Value};
@@ -375,7 +375,7 @@ pub fn ping(client: &Client, server: &str, as_json: bool) -> Result<u8, Error> {
 
 /// The exit status for an error of these commands.
 pub fn failed(e: &Error, server: &str) -> u8 {
-    eprintln!("lockctl: {}", crate::cli::explain(server, e));
+    eprintln!("lockctl: {}", crate::connect::explain(server, e));
     exit::UNAVAILABLE
 }
 

@@ -8,6 +8,7 @@
 mod bench;
 mod cli;
 mod completions;
+mod connect;
 #[path = "../common/flags.rs"]
 mod flags;
 mod hold;
@@ -16,10 +17,11 @@ mod inspect;
 mod nofile;
 mod run;
 mod shell;
+mod spec;
 mod watch;
 mod wire;
 
-use cli::exit;
+use connect::exit;
 use crossbeam_channel::Receiver;
 use signal_hook::iterator::Signals;
 use std::process::ExitCode;

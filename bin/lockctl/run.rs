@@ -16,7 +16,7 @@
 //! Signals are process-global, so this module installs no handler: the
 //! `lockctl` binary does, and hands over the signal numbers on a channel.
 
-use crate::cli::{exit, Global};
+use crate::connect::{exit, Global};
 use crate::hold::{take, LockOptions};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError};
 use parking_lot::Mutex;

@@ -8,7 +8,7 @@
 //! silent there, and then multi-line and unknown replies end when the
 //! line has been quiet for [`CLASSIC_QUIET`].
 
-use crate::cli::{exit, Global};
+use crate::connect::{exit, Global};
 use crate::wire::Wire;
 use lockd::protocol;
 use std::io::{self, BufRead, Write};

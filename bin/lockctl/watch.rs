@@ -3,7 +3,7 @@
 //! event as it happens, as columns or (`--json`) one object per line,
 //! until interrupted or the server ends the stream.
 
-use crate::cli::{exit, Global};
+use crate::connect::{exit, Global};
 use crate::wire::Wire;
 use serde_json::json;
 use std::io::{self, Write};
@@ -151,7 +151,7 @@ pub fn watch(global: &Global, pattern: &str, as_json: bool) -> u8 {
         Err(e) => {
             eprintln!(
                 "lockctl: watch: {}",
-                crate::cli::explain_io(&global.server, &e)
+                crate::connect::explain_io(&global.server, &e)
             );
             return exit::UNAVAILABLE;
         }

@@ -7,7 +7,7 @@
 //! When the client library gains `Client::read` and `Client::watch`, the
 //! read hold of `run` and `hold` becomes that one call (see `hold::take`).
 
-use crate::cli::{client_config, read_secret, Global};
+use crate::connect::{client_config, read_secret, Global};
 use lockd::transport::Stream;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::sync::Arc;
@@ -66,7 +66,7 @@ impl Wire {
             })?;
         let stream = lockd::client::open(&global.server, &client_config(global))
             .map(Arc::new)
-            .map_err(|e| failed(crate::cli::explain(&global.server, &e)))?;
+            .map_err(|e| failed(crate::connect::explain(&global.server, &e)))?;
         let mut wire = Wire {
             reader: BufReader::new(Shared(Arc::clone(&stream))),
             partial: Vec::new(),
@@ -75,7 +75,7 @@ impl Wire {
             version: String::new(),
             timeout: global.timeout,
         };
-        let said = |e: io::Error| failed(crate::cli::explain_io(&global.server, &e));
+        let said = |e: io::Error| failed(crate::connect::explain_io(&global.server, &e));
         // `me` is answered by every server: if the first line back is not
         // the answer to `hello 2`, the server is classic.
         wire.send(b"hello 2").map_err(said)?;
