@@ -244,6 +244,7 @@ pub fn status(client: &Client, name: &str, as_json: bool) -> Result<u8, Error> {
                 println!("  waiters: {}", list(&v.waiters));
             }
         }
+        None if read.is_some() => println!("exclusive: no writer (read-held)"),
         None => println!("exclusive: free"),
     }
     if let Some(v) = read {
