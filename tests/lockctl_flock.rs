@@ -141,6 +141,11 @@ fn shared_is_a_read_hold() {
             .contains("\"readers\":{\"books\":{\"holders\":[\"")
             && probe.cmd("i books").starts_with("1 ")
     });
+    let out = lockctl(&server, &["status", "--json", "books"]);
+    assert_eq!(out.code, 0, "read-held is held: {}", out.stderr);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).expect(&out.stdout);
+    assert_eq!(status["read"]["holders"].as_array().map(Vec::len), Some(2));
+    assert_eq!(status["exclusive"], serde_json::Value::Null);
     let writer = spawn(
         &server.addr.to_string(),
         &["run", "-n", "books", "--", "true"],
