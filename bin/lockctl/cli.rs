@@ -9,6 +9,7 @@ use crate::run::RunOptions;
 use crate::spec::{tables_of, COMMANDS, DEFAULT_SERVER, EXIT_CODES, GLOBAL_FLAGS, TABLES};
 use crate::{completions, hold, inspect, run, watch};
 use crossbeam_channel::Receiver;
+use lockd::{Client, Error};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -484,21 +485,19 @@ pub fn execute(global: Global, command: Command, signals: Receiver<i32>) -> u8 {
         Command::Run(options) => run::run(&global, &options, signals),
         Command::Hold { lock, json } => hold::hold(&global, &lock, json),
         Command::Watch { pattern, json } => watch::watch(&global, &pattern, json),
-        command => {
-            let client = match connect(&global) {
-                Ok(client) => client,
-                Err(code) => return code,
-            };
-            let result = match command {
-                Command::Status { name, json } => inspect::status(&client, &name, json),
-                Command::Locks { json } => inspect::locks(&client, json),
-                Command::Clients { json } => inspect::clients(&client, json),
-                Command::Stats { json } => inspect::stats(&client, json),
-                Command::Ping { json } => inspect::ping(&client, &global.server, json),
-                _ => Ok(exit::USAGE),
-            };
-            result.unwrap_or_else(|e| inspect::failed(&e, &global.server))
-        }
+        Command::Status { name, json } => with_client(&global, |c| inspect::status(c, &name, json)),
+        Command::Locks { json } => with_client(&global, |c| inspect::locks(c, json)),
+        Command::Clients { json } => with_client(&global, |c| inspect::clients(c, json)),
+        Command::Stats { json } => with_client(&global, |c| inspect::stats(c, json)),
+        Command::Ping { json } => with_client(&global, |c| inspect::ping(c, &global.server, json)),
+    }
+}
+
+/// Connects and runs one of the commands that look at a server.
+fn with_client(global: &Global, command: impl FnOnce(&Client) -> Result<u8, Error>) -> u8 {
+    match connect(global) {
+        Ok(client) => command(&client).unwrap_or_else(|e| inspect::failed(&e, &global.server)),
+        Err(code) => code,
     }
 }
 

@@ -92,7 +92,7 @@ pub(crate) fn connect(global: &Global) -> Result<Client, u8> {
 pub(crate) fn explain(server: &str, e: &Error) -> String {
     let text = e.to_string();
     if let Some(advice) = tls_mismatch(server, &text) {
-        return format!("{text}: {advice}");
+        return advice;
     }
     match e {
         Error::Auth(AuthError::Required) => {
@@ -108,46 +108,25 @@ pub(crate) fn explain(server: &str, e: &Error) -> String {
 /// [`explain`] for an I/O error on a raw connection.
 pub(crate) fn explain_io(server: &str, e: &std::io::Error) -> String {
     let text = e.to_string();
-    match tls_mismatch(server, &text) {
-        Some(advice) => format!("{text}: {advice}"),
-        None => text,
-    }
+    tls_mismatch(server, &text).unwrap_or(text)
 }
 
-/// Plain text to a TLS port ends in a closed connection or a TLS alert
-/// record as the "reply"; TLS to a plain port fails its handshake.
+/// A TLS server answers a plain-text line with an alert record, which is
+/// no line, and closes: "in the middle of a line". TLS to a plain port
+/// gets no handshake back (the server waits for a line that never ends).
 fn tls_mismatch(server: &str, text: &str) -> Option<String> {
-    let lower = text.to_ascii_lowercase();
     if let Some(host_port) = server.strip_prefix("tls://") {
-        let plain = [
-            "handshake",
-            "corrupt message",
-            "invalidcontenttype",
-            "invalid content type",
-            "received fatal alert",
-            "peer is incompatible",
-            "timed out",
-        ];
-        if plain.iter().any(|p| lower.contains(p)) && !lower.contains("certificate") {
-            return Some(format!(
-                "this port may not speak TLS: if it is plain text, use {host_port}"
-            ));
-        }
-        return None;
+        let lower = text.to_ascii_lowercase();
+        let no_tls = ["handshake", "corrupt message", "invalid content type"];
+        return (no_tls.iter().any(|p| lower.contains(p)) && !lower.contains("certificate")).then(
+            || format!("{text}: this port may not speak TLS; if it is plain text, use {host_port}"),
+        );
     }
     if server.starts_with("unix:") || server.starts_with('/') || server.starts_with('.') {
         return None;
     }
-    let tls = [
-        "in the middle of a line",
-        "\\u{15}\\u{3}",
-        "\\x15\\x03",
-        "\u{15}\u{3}",
-        "closed the connection",
-    ];
-    tls.iter()
-        .any(|p| text.contains(p))
-        .then(|| format!("this port speaks TLS: use tls://{server}"))
+    text.contains("in the middle of a line")
+        .then(|| format!("{server}: this port speaks TLS: use tls://{server}"))
 }
 
 #[cfg(test)]
@@ -162,8 +141,9 @@ mod tests {
         );
         assert_eq!(
             plain_to_tls.as_deref(),
-            Some("this port speaks TLS: use tls://h:7000")
+            Some("h:7000: this port speaks TLS: use tls://h:7000")
         );
+        assert!(tls_mismatch("h:7000", "the server closed the connection").is_none());
         assert!(tls_mismatch("tls://h:7000", "TLS handshake: received corrupt message").is_some());
         assert!(tls_mismatch("unix:/x", "closed the connection").is_none());
     }
