@@ -440,3 +440,40 @@ fn shell_on_a_terminal() {
         out.stdout
     );
 }
+
+/// Closing the descriptor releases the lock before the script ends, as
+/// `flock -u` would; the server comes from `LOCKD_SERVER`.
+#[test]
+fn hold_releases_when_the_descriptor_is_closed() {
+    if !has_bash() {
+        eprintln!("skipped: no bash");
+        return;
+    }
+    let server = TestServer::start();
+    let script = format!(
+        r#"exec {{fd}}< <("{LOCKCTL}" hold early)
+read -r line <&$fd
+echo "$line"
+exec {{fd}}<&-
+for i in $(seq 100); do
+    "{LOCKCTL}" status early > /dev/null || {{ echo released; exit 0; }}
+    sleep 0.1
+done
+echo "still held"
+"#
+    );
+    let out = finish(
+        Command::new("bash")
+            .args(["-c", &script])
+            .env("LOCKD_SERVER", server.addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bash"),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("held x "), "{}", out.stdout);
+    assert_eq!(lines[1], "released", "{}", out.stdout);
+}
