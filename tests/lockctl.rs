@@ -522,6 +522,18 @@ fn classic_server_no_wait_and_polled_wait() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "[unset]\n", "no token from a classic server");
     assert_eq!(gets.load(Ordering::SeqCst), 4);
+    // No wr on a classic server: -s takes the exclusive lock, and says so.
+    let out = finish(spawn(
+        &addr,
+        &["run", "-s", "-w", "5s", "job", "--", "true"],
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a classic server has no read holds"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(gets.load(Ordering::SeqCst), 5);
 }
 
 // --- --help against the man page -----------------------------------------
