@@ -435,6 +435,10 @@ fn auth_file_is_sent() {
     let out = lockctl(&server, &["ping"]);
     assert_eq!(out.code, 69);
     assert!(out.stderr.contains("--auth-file"), "{}", out.stderr);
+    let out = lockctl(&server, &["run", "-n", "job", "--", "true"]);
+    assert_eq!(out.code, 69);
+    assert!(out.stderr.contains("--auth-file"), "{}", out.stderr);
+    assert!(!out.stderr.contains("ClientConfig"), "{}", out.stderr);
     let out = lockctl(&server, &["--auth-file", path_str(&file), "ping"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }

@@ -91,9 +91,12 @@ pub(crate) fn connect(global: &Global) -> Result<Client, u8> {
 /// use instead.
 pub(crate) fn explain(server: &str, e: &Error) -> String {
     let text = e.to_string();
-    if let Some(advice) = tls_mismatch(server, &text) {
-        return advice;
-    }
+    tls_mismatch(server, &text).unwrap_or_else(|| in_cli_terms(e))
+}
+
+/// An error of an established connection, with the flag to fix where
+/// there is one.
+pub(crate) fn in_cli_terms(e: &Error) -> String {
     match e {
         Error::Auth(AuthError::Required) => {
             "the server requires authentication: give its secret with --auth-file PATH".into()
@@ -101,7 +104,7 @@ pub(crate) fn explain(server: &str, e: &Error) -> String {
         Error::Auth(AuthError::Failure) => {
             "the server refused the secret: check the file given to --auth-file".into()
         }
-        _ => text,
+        _ => e.to_string(),
     }
 }
 

@@ -13,7 +13,7 @@
 //! * a place in a counted semaphore (`--semaphore`, `--limit N`): `wsg`,
 //!   or `sg` polled on a classic server.
 
-use crate::connect::{connect, exit, Global};
+use crate::connect::{connect, exit, in_cli_terms, Global};
 use crate::wire::{Wire, FOREVER_MS};
 use crossbeam_channel::{bounded, select, Receiver};
 use lockd::transport::Stream;
@@ -211,7 +211,7 @@ impl From<Error> for NotHeld {
         if (e.is_timeout() && !e.locks_lost()) || e.is_already_locked() {
             NotHeld::Busy
         } else {
-            NotHeld::Failed(e.to_string())
+            NotHeld::Failed(in_cli_terms(&e))
         }
     }
 }
