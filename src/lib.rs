@@ -18,34 +18,64 @@
 //! let addr = server.local_addr().expect("a TCP listener");
 //!
 //! let client = Client::connect(addr.to_string())?;
-//! let report = client.lock("nightly-report")?; // Err if someone holds it
+//! let report = client.lock("nightly-report")?; // waits its turn
 //! assert!(client.is_locked("nightly-report")?);
 //! drop(report); // released
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The [`client`] module has the blocking [`Client`]; [`server`] embeds the
-//! server.
+//! The [`client`] module has the blocking [`Client`]. Its mental model in
+//! five lines: a lock belongs to the connection that took it; a `Client`
+//! is one connection, shared by all its clones and threads; guards give
+//! `Mutex` semantics inside the process (a name held by one guard is not
+//! handed to a second caller, who waits); when the connection ends, the
+//! server releases every lock it held. [`server`] embeds the server.
+//!
+//! ## Layers
+//!
+//! Each layer uses only those below it (`grep -rn "use crate::" src/`):
+//! 1. `protocol`: pure parsing of lines into commands and encoding of every reply.
+//! 2. `store`: the lock semantics behind the [`store::LockStore`] seam (the in-memory table).
+//! 3. `session`: one connection's protocol state over a store; no I/O.
+//! 4. `server`: config, listeners and accept, the one connection loop, liveness, streams.
+//! 5. `client`, `local` and `systemd` sit on top; `transport` is shared plumbing.
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
+#[cfg(feature = "client")]
 pub mod client;
-mod connection;
 mod error;
+#[cfg(all(feature = "client", feature = "server"))]
 pub mod local;
+#[cfg(feature = "server")]
 pub mod log;
 mod name;
+#[cfg(any(feature = "client", feature = "server"))]
+mod net;
 pub mod protocol;
 mod secret;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 mod session;
+#[cfg(feature = "server")]
 mod stats;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
 pub mod systemd;
+#[cfg(feature = "tls")]
+mod tls_common;
+#[cfg(feature = "server")]
 pub mod token;
+#[cfg(feature = "server")]
 pub mod transport;
 
-pub use client::{Client, ClientConfig, LockGuard, SharedGuard};
+#[cfg(feature = "client")]
+pub use client::{Client, ClientConfig, LockGuard, ReadGuard, SharedGuard};
 pub use error::{AuthError, Error, Phase};
 pub use name::LockName;
-pub use server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
+pub use secret::Secret;
+#[cfg(feature = "server")]
+pub use server::{Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};

@@ -4,12 +4,16 @@
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
 use crate::name::LockName;
-use crate::protocol::reply::{self, status};
-use crate::protocol::{self, Command, Parsed, Verb};
-use crate::server::State;
-use crate::stats::bump;
-use crate::store::{ClientId, Grant, WaitStart};
+use crate::protocol::reply::{self, status, ExclusiveEntry, ReadEntry, SharedEntry};
+use crate::protocol::{self, Command, Name, Parsed, Verb};
+use crate::secret::Secret;
+use crate::stats::{bump, Stats};
+use crate::store::{
+    ClientId, Event, ExclusiveView, Grant, HoldKind, LimitError, LockStore, ReadView, SharedView,
+    WaitStart, WatchEvent, Watcher,
+};
 use crossbeam_channel::{bounded, Receiver};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,8 @@ pub enum Kind {
     Exclusive,
     /// `wsg`
     Shared,
+    /// `wr`
+    Read,
 }
 
 /// A wait the connection loop must carry out.
@@ -40,35 +46,97 @@ pub enum Step {
     Done,
     /// Wait for a grant, then call [`Session::finish_wait`].
     Wait(Wait),
+    /// A failed `auth`: pause this long before reading on, so guessing
+    /// is slow (the reply is in the buffer).
+    Pause(Duration),
+    /// Send the reply, then close the connection (too many failed `auth`).
+    Close,
+}
+
+/// The pause after the first failed `auth` on a connection; it doubles
+/// with each further failure.
+const AUTH_PAUSE: Duration = Duration::from_millis(100);
+
+/// Failed `auth` attempts after which the connection is closed.
+pub(crate) const MAX_AUTH_FAILURES: u32 = 5;
+
+/// The settings a session obeys, taken from the server's configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// Serve `d`, `sd`, `dump`, `dj`.
+    pub(crate) dump: bool,
+    /// Serve `iam` and `who`.
+    pub(crate) registry: bool,
+    /// Log every command.
+    pub(crate) verbose: bool,
+    /// Every verb but `hello` and `auth` needs `auth` first.
+    pub(crate) auth_secret: Option<Secret>,
+    /// Connections silent for this long are closed.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Shown by `q` as `max_connections`.
+    pub(crate) max_connections: usize,
+}
+
+/// What a session needs of the server it runs in: the store below the
+/// seam, the counters, the settings, and a hook before `q` answers.
+pub(crate) trait Host: Send + Sync {
+    /// The lock store.
+    fn store(&self) -> &dyn LockStore;
+    /// The counters behind `q`.
+    fn stats(&self) -> &Stats;
+    /// The settings.
+    fn settings(&self) -> &Settings;
+    /// Called before `q` counts connections, so that it counts every
+    /// client whose connect completed.
+    fn before_stats(&self);
+}
+
+/// Releases everything client `id` held and forgets it; counts orphans.
+/// Idempotent: a second call for the same client finds nothing.
+pub(crate) fn orphan(host: &dyn Host, id: ClientId) {
+    let released = host.store().disconnect(id);
+    let stats = host.stats();
+    stats.orphans.fetch_add(
+        (released.exclusive + released.read) as u64,
+        Ordering::Relaxed,
+    );
+    stats
+        .shared_orphans
+        .fetch_add(released.shared as u64, Ordering::Relaxed);
 }
 
 /// One connection's state. See the module docs.
 pub struct Session {
-    state: Arc<State>,
+    host: Arc<dyn Host>,
     id: ClientId,
     name: String,
     version: u32,
     authenticated: bool,
+    /// Failed `auth` attempts on this connection.
+    auth_failures: u32,
     lease: Option<Duration>,
     lease_changed: bool,
     grants: Receiver<Grant>,
+    /// Set by the first `watch`: the connection is an event stream now.
+    watcher: Option<Watcher>,
 }
 
 impl Session {
-    pub(crate) fn new(state: Arc<State>, id: ClientId, name: String) -> Session {
+    pub(crate) fn new(host: Arc<dyn Host>, id: ClientId, name: String) -> Session {
         let (notify, grants) = bounded(1);
-        state
-            .table
+        host.store()
             .connect(id, name.clone().into_bytes().into_boxed_slice(), notify);
         Session {
-            authenticated: state.config.auth_secret.is_none(),
-            state,
+            authenticated: host.settings().auth_secret.is_none(),
+            auth_failures: 0,
+            host,
             id,
             name,
             version: 1,
             lease: None,
             lease_changed: false,
             grants,
+            watcher: None,
         }
     }
 
@@ -80,12 +148,7 @@ impl Session {
         let (notify, grants) = bounded(1);
         self.grants = grants;
         let name = self.name.clone().into_bytes().into_boxed_slice();
-        self.state.table.connect(self.id, name, notify);
-    }
-
-    /// The client's id in the table.
-    pub fn id(&self) -> ClientId {
-        self.id
+        self.host.store().connect(self.id, name, notify);
     }
 
     /// `IP:PORT` or `unix:N`.
@@ -105,7 +168,7 @@ impl Session {
         if !std::mem::take(&mut self.lease_changed) {
             return None;
         }
-        Some(match (self.lease, self.state.config.idle_timeout) {
+        Some(match (self.lease, self.host.settings().idle_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
@@ -115,25 +178,22 @@ impl Session {
     /// what ran out (it is set and no longer than the idle timeout), else
     /// idleness.
     pub fn lease_expired(&self) {
-        let lease_first = match (self.lease, self.state.config.idle_timeout) {
+        let lease_first = match (self.lease, self.host.settings().idle_timeout) {
             (Some(lease), Some(idle)) => lease <= idle,
             (lease, _) => lease.is_some(),
         };
         if lease_first {
-            bump(&self.state.stats.ttl_expirations);
+            bump(&self.host.stats().ttl_expirations);
         }
-        if self.state.config.verbose {
-            eprintln!(
-                "lockd: {}: closed: lease or idle timeout ran out",
-                self.name
-            );
+        if self.host.settings().verbose {
+            ::log::info!("{}: closed: lease or idle timeout ran out", self.name);
         }
     }
 
     /// Handles a line longer than the limit.
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) {
-        bump(&self.state.stats.invalid_commands);
-        bump(&self.state.stats.lines_too_long);
+        bump(&self.host.stats().invalid_commands);
+        bump(&self.host.stats().lines_too_long);
         if self.version >= 2 {
             reply::error(out, &reply::LINE_TOO_LONG);
         }
@@ -145,7 +205,7 @@ impl Session {
             Parsed::Empty => return Step::Done,
             Parsed::Command(command) => command,
             Parsed::Unknown => {
-                bump(&self.state.stats.invalid_commands);
+                bump(&self.host.stats().invalid_commands);
                 self.log_line(line, None);
                 if self.version >= 2 {
                     reply::error(out, &protocol::UNKNOWN_VERB);
@@ -153,7 +213,7 @@ impl Session {
                 return Step::Done;
             }
             Parsed::Malformed(verb, error) => {
-                bump(&self.state.stats.invalid_commands);
+                bump(&self.host.stats().invalid_commands);
                 self.log_line(line, Some(verb));
                 if self.version >= 2 {
                     reply::error(out, &error);
@@ -164,28 +224,66 @@ impl Session {
         let verb = command.verb();
         self.log_line(line, Some(verb));
         if verb != Verb::Stats {
-            self.state.stats.count_command(verb);
+            self.host.stats().count_command(verb);
         }
         if !self.authenticated && !matches!(verb, Verb::Hello | Verb::Auth) {
             if verb == Verb::Stats {
-                self.state.stats.count_command(verb);
+                self.host.stats().count_command(verb);
             }
             out.extend_from_slice(reply::AUTH_REQUIRED);
             self.end_block(verb, out);
             return Step::Done;
         }
+        if self.watcher.is_some() && verb != Verb::Watch {
+            if self.version >= 2 {
+                reply::error(out, &reply::WATCHING);
+            }
+            return Step::Done;
+        }
         self.run(command, out)
     }
 
-    fn run(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
-        let state = &*self.state;
-        let table = &state.table;
-        let config = &state.config;
+    /// The event queue once this connection watches locks: the connection
+    /// loop streams it (see [`Session::write_event`]).
+    pub fn watcher(&self) -> Option<&Watcher> {
+        self.watcher.as_ref()
+    }
+
+    /// Appends one event line of `watch`.
+    pub fn write_event(&self, event: &WatchEvent, out: &mut Vec<u8>) {
+        let what = match event.event {
+            Event::Held => "held",
+            Event::Locked => "locked",
+            Event::Released => "released",
+            Event::Orphaned => "orphaned",
+        };
+        let kind = match event.kind {
+            HoldKind::Exclusive => "x",
+            HoldKind::Shared => "s",
+            HoldKind::Read => "rd",
+        };
+        reply::watch_event(
+            out,
+            what,
+            kind,
+            event.n,
+            &event.holder,
+            event.name.as_bytes(),
+        );
+    }
+
+    fn run(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Step {
+        let host = &*self.host;
+        let table = host.store();
+        let config = host.settings();
         let id = self.id;
         match command {
-            Command::Get(name) => match table.try_lock(id, &name) {
-                Some(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
-                None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
+            Command::Get(name) => match table.lock_or_queue(id, name.as_bytes(), false) {
+                WaitStart::Granted(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
+                WaitStart::Limit(error) => {
+                    self.refuse(error, reply::LOCK_GET_FAILURE, name.as_bytes(), out)
+                }
+                _ => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
             },
             Command::Release(name) => {
                 if table.release(id, name.as_bytes()) {
@@ -215,44 +313,22 @@ impl Session {
                 if !config.dump {
                     out.extend_from_slice(reply::DISABLED);
                 } else if shared {
-                    out.extend_from_slice(b"map[");
-                    for (i, lock) in table.shared_locks(b"").iter().enumerate() {
-                        if i > 0 {
-                            out.push(b' ');
-                        }
-                        out.extend_from_slice(lock.name.as_bytes());
-                        out.extend_from_slice(b":[");
-                        for (j, holder) in lock.holders.iter().enumerate() {
-                            if j > 0 {
-                                out.push(b' ');
-                            }
-                            out.extend_from_slice(&holder.default);
-                        }
-                        out.push(b']');
-                    }
-                    out.extend_from_slice(b"]\n");
+                    let locks = table.shared_locks(b"");
+                    reply::dump_shared(out, locks.iter().map(shared_entry));
                 } else {
-                    out.extend_from_slice(b"map[");
-                    for (i, lock) in table.exclusive_locks(b"").iter().enumerate() {
-                        if i > 0 {
-                            out.push(b' ');
-                        }
-                        out.extend_from_slice(lock.name.as_bytes());
-                        out.push(b':');
-                        out.extend_from_slice(&lock.holder.default);
-                    }
-                    out.extend_from_slice(b"]\n");
+                    let locks = table.exclusive_locks(b"");
+                    reply::dump_exclusive(out, locks.iter().map(exclusive_entry));
                 }
             }
-            Command::SharedGet(name) => {
-                let holders = table.lock_shared(id, &name);
-                status(
+            Command::SharedGet(name) => match table.lock_shared(id, name.as_bytes()) {
+                Ok(holders) => status(
                     out,
                     holders as u64,
                     reply::SHARED_GET_SUCCESS,
                     name.as_bytes(),
-                );
-            }
+                ),
+                Err(error) => self.refuse(error, reply::SHARED_GET_FAILURE, name.as_bytes(), out),
+            },
             Command::SharedRelease(name) => {
                 if table.release_shared(id, name.as_bytes()) {
                     status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
@@ -305,19 +381,14 @@ impl Session {
                 self.end_block(Verb::Who, out);
             }
             Command::Stats => {
-                self.state.accept_pending();
+                host.before_stats();
                 let counts = table.counts();
-                let report = state
-                    .stats
+                let report = host
+                    .stats()
                     .report(counts, config.max_connections, self.version >= 2);
-                for (key, value) in report {
-                    out.extend_from_slice(key.as_bytes());
-                    out.extend_from_slice(b": ");
-                    reply::push_number(out, value);
-                    out.push(b'\n');
-                }
+                reply::stats(out, report.iter().map(|(k, v)| (k.as_str(), *v)));
                 // A `q` reply does not count that `q` itself.
-                state.stats.count_command(Verb::Stats);
+                host.stats().count_command(Verb::Stats);
                 self.end_block(Verb::Stats, out);
             }
             Command::Hello(version) => {
@@ -335,12 +406,22 @@ impl Session {
                 limit,
                 name,
             } => return self.start_wait(Kind::Shared, name, limit, timeout_ms, out),
+            Command::WaitRead { timeout_ms, name } => {
+                return self.start_wait(Kind::Read, name, 0, timeout_ms, out)
+            }
+            Command::ReadRelease(name) => {
+                if table.release_read(id, name.as_bytes()) {
+                    status(out, 1, reply::READ_RELEASE_SUCCESS, name.as_bytes());
+                } else {
+                    status(out, 0, reply::READ_RELEASE_FAILURE, name.as_bytes());
+                }
+            }
             Command::Token(name) => match table.token(id, name.as_bytes()) {
                 Some(token) => status(out, token, reply::LOCK_TOKEN, name.as_bytes()),
                 None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
             },
             Command::ReleaseAll => {
-                reply::push_number(out, table.release_all(id) as u64);
+                reply::push_number(out, table.release_all(id).total() as u64);
                 out.extend_from_slice(b" Released\n");
             }
             Command::Ping => out.extend_from_slice(reply::PONG),
@@ -353,7 +434,30 @@ impl Session {
             }
             Command::DumpJson => {
                 if config.dump {
-                    self.dump_json(out);
+                    let exclusive = table.exclusive_locks(b"");
+                    let shared = table.shared_locks(b"");
+                    let readers = table.read_locks(b"");
+                    reply::dump_json(
+                        out,
+                        exclusive.iter().map(exclusive_entry),
+                        shared.iter().map(shared_entry),
+                        readers.iter().map(read_entry),
+                    );
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+            }
+            Command::Watch(pattern) => {
+                if config.dump {
+                    let (held, watcher) = table.watch(id, pattern.as_bytes());
+                    if watcher.is_some() {
+                        self.watcher = watcher;
+                    }
+                    reply::watching(out, pattern.as_bytes());
+                    for event in &held {
+                        self.write_event(event, out);
+                    }
+                    out.extend_from_slice(reply::SYNCED);
                 } else {
                     out.extend_from_slice(reply::DISABLED);
                 }
@@ -361,6 +465,7 @@ impl Session {
             Command::Auth(guess) => match &config.auth_secret {
                 Some(secret) if !secret.matches(&guess) => {
                     out.extend_from_slice(reply::AUTH_FAILURE);
+                    return self.auth_failed();
                 }
                 _ => {
                     self.authenticated = true;
@@ -371,31 +476,65 @@ impl Session {
         Step::Done
     }
 
+    /// Counts and logs a failed `auth` (at most one line a second for the
+    /// whole server); the connection pauses, longer each time, and closes
+    /// after [`MAX_AUTH_FAILURES`].
+    fn auth_failed(&mut self) -> Step {
+        self.auth_failures += 1;
+        let stats = self.host.stats();
+        bump(&stats.auth_failures);
+        if stats.log_allowed(&stats.auth_failure_logged) {
+            ::log::warn!(
+                "{}: failed auth ({} on this connection, {} in all)",
+                self.name,
+                self.auth_failures,
+                stats.auth_failures.load(Ordering::Relaxed)
+            );
+        }
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            return Step::Close;
+        }
+        Step::Pause(AUTH_PAUSE * (1 << (self.auth_failures - 1)))
+    }
+
     fn start_wait(
         &mut self,
         kind: Kind,
-        name: LockName,
+        name: Name<'_>,
         limit: u32,
         timeout_ms: u64,
         out: &mut Vec<u8>,
     ) -> Step {
-        let table = &self.state.table;
+        let table = self.host.store();
         let queue = timeout_ms > 0;
         let start = match kind {
-            Kind::Exclusive => table.lock_or_queue(self.id, &name, queue),
-            Kind::Shared => table.lock_shared_or_queue(self.id, &name, limit, queue),
+            Kind::Exclusive => table.lock_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Read => table.read_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
         };
         match start {
-            WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),
-            WaitStart::Busy => self.reply_timeout(kind, &name, out),
+            WaitStart::Granted(grant) => self.reply_grant(grant, name.as_bytes(), out),
+            WaitStart::Busy => self.reply_timeout(kind, name.as_bytes(), out),
             WaitStart::Deadlock => {
-                bump(&self.state.stats.deadlocks);
-                status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
+                bump(&self.host.stats().deadlocks);
+                let text = match kind {
+                    Kind::Exclusive | Kind::Read => reply::LOCK_GET_DEADLOCK,
+                    Kind::Shared => reply::SHARED_GET_DEADLOCK,
+                };
+                status(out, 0, text, name.as_bytes());
+            }
+            WaitStart::Limit(error) => {
+                let text = match kind {
+                    Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
+                    Kind::Shared => reply::SHARED_GET_TIMEOUT,
+                    Kind::Read => reply::READ_GET_TIMEOUT,
+                };
+                self.refuse(error, text, name.as_bytes(), out);
             }
             WaitStart::Queued => {
                 return Step::Wait(Wait {
                     kind,
-                    name,
+                    name: name.to_lock_name(),
                     deadline: Instant::now() + Duration::from_millis(timeout_ms),
                 })
             }
@@ -408,36 +547,43 @@ impl Session {
     pub fn finish_wait(&mut self, wait: Wait, grant: Option<Grant>, out: &mut Vec<u8>) {
         let grant = match grant {
             Some(grant) => Some(grant),
-            None if self.state.table.cancel_wait(self.id) => None,
+            None if self.host.store().cancel_wait(self.id) => None,
             None => self.grants.recv().ok(),
         };
         match grant {
-            Some(grant) => self.reply_grant(grant, &wait.name, out),
-            None => self.reply_timeout(wait.kind, &wait.name, out),
+            Some(grant) => self.reply_grant(grant, wait.name.as_bytes(), out),
+            None => self.reply_timeout(wait.kind, wait.name.as_bytes(), out),
         }
     }
 
-    fn reply_grant(&self, grant: Grant, name: &LockName, out: &mut Vec<u8>) {
+    fn reply_grant(&self, grant: Grant, name: &[u8], out: &mut Vec<u8>) {
         match grant {
-            Grant::Exclusive { token } => {
-                status(out, token, reply::LOCK_GET_SUCCESS, name.as_bytes())
+            Grant::Exclusive { token } => status(out, token, reply::LOCK_GET_SUCCESS, name),
+            Grant::Read { readers } => status(out, readers as u64, reply::READ_GET_SUCCESS, name),
+            Grant::Shared { holders } => {
+                status(out, holders as u64, reply::SHARED_GET_SUCCESS, name)
             }
-            Grant::Shared { holders } => status(
-                out,
-                holders as u64,
-                reply::SHARED_GET_SUCCESS,
-                name.as_bytes(),
-            ),
         }
     }
 
-    fn reply_timeout(&self, kind: Kind, name: &LockName, out: &mut Vec<u8>) {
-        bump(&self.state.stats.wait_timeouts);
+    fn reply_timeout(&self, kind: Kind, name: &[u8], out: &mut Vec<u8>) {
+        bump(&self.host.stats().wait_timeouts);
         let text = match kind {
             Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
             Kind::Shared => reply::SHARED_GET_TIMEOUT,
+            Kind::Read => reply::READ_GET_TIMEOUT,
         };
-        status(out, 0, text, name.as_bytes());
+        status(out, 0, text, name);
+    }
+
+    /// A request a cap refused: `0 Error: limit reached: ...` on protocol
+    /// 2, else the classic refusal `0 TEXT: NAME`.
+    fn refuse(&self, error: LimitError, text: &str, name: &[u8], out: &mut Vec<u8>) {
+        if self.version >= 2 {
+            reply::error(out, &error);
+        } else {
+            status(out, 0, text, name);
+        }
     }
 
     /// Protocol 2 ends every multi-line reply with an empty line.
@@ -447,78 +593,56 @@ impl Session {
         }
     }
 
-    fn dump_json(&self, out: &mut Vec<u8>) {
-        let table = &self.state.table;
-        out.extend_from_slice(b"{\"exclusive\":{");
-        for (i, lock) in table.exclusive_locks(b"").iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            reply::json_string(out, lock.name.as_bytes());
-            out.extend_from_slice(b":{\"holder\":");
-            reply::json_string(out, &lock.holder.default);
-            out.extend_from_slice(b",\"name\":");
-            match &lock.holder.registered {
-                Some(name) => reply::json_string(out, name),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.extend_from_slice(b",\"token\":");
-            reply::push_number(out, lock.token);
-            out.extend_from_slice(b",\"waiters\":[");
-            for (j, waiter) in lock.waiters.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                reply::json_string(out, waiter);
-            }
-            out.extend_from_slice(b"]}");
-        }
-        out.extend_from_slice(b"},\"shared\":{");
-        for (i, lock) in table.shared_locks(b"").iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            reply::json_string(out, lock.name.as_bytes());
-            out.extend_from_slice(b":{\"holders\":[");
-            for (j, holder) in lock.holders.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                reply::json_string(out, &holder.default);
-            }
-            out.extend_from_slice(b"],\"waiters\":[");
-            for (j, (waiter, limit)) in lock.waiters.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(b"{\"client\":");
-                reply::json_string(out, waiter);
-                out.extend_from_slice(b",\"limit\":");
-                reply::push_number(out, u64::from(*limit));
-                out.push(b'}');
-            }
-            out.extend_from_slice(b"]}");
-        }
-        out.extend_from_slice(b"}}\n");
-    }
-
-    /// With `--verbose`, one log line per command; never an auth secret.
+    /// With `--verbose`, one log line per command, never a secret: the
+    /// argument of any line whose verb is `auth` in any case (`auth<TAB>x`
+    /// included), every unknown verb (a bare secret is one), and every line
+    /// after a failed `auth` until one succeeds are logged by length only.
     fn log_line(&self, line: &[u8], verb: Option<Verb>) {
-        if !self.state.config.verbose {
+        if !self.host.settings().verbose {
             return;
         }
         let line = protocol::trim(line);
-        // `auth<TAB>secret` is an unknown verb, but still a secret.
-        if verb == Some(Verb::Auth) || line.starts_with(b"auth") {
-            eprintln!("lockd: {}: auth <secret redacted>", self.name);
+        let auth = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"auth");
+        if verb == Some(Verb::Auth) || auth {
+            ::log::info!("{}: auth <secret redacted>", self.name);
+        } else if verb.is_none() {
+            ::log::info!("{}: unknown command of {} bytes", self.name, line.len());
+        } else if self.auth_failures > 0 && !self.authenticated {
+            ::log::info!("{}: a line of {} bytes", self.name, line.len());
         } else {
-            eprintln!("lockd: {}: {}", self.name, line.escape_ascii());
+            ::log::info!("{}: {}", self.name, line.escape_ascii());
         }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.state.orphan(self.id);
+        orphan(&*self.host, self.id);
+    }
+}
+
+fn exclusive_entry(lock: &ExclusiveView) -> ExclusiveEntry<'_> {
+    ExclusiveEntry {
+        name: lock.name.as_bytes(),
+        holder: &lock.holder.default,
+        registered: lock.holder.registered.as_deref(),
+        token: lock.token,
+        waiters: lock.waiters.iter().map(|w| &w[..]).collect(),
+    }
+}
+
+fn shared_entry(lock: &SharedView) -> SharedEntry<'_> {
+    SharedEntry {
+        name: lock.name.as_bytes(),
+        holders: lock.holders.iter().map(|h| &h.default[..]).collect(),
+        waiters: lock.waiters.iter().map(|(w, l)| (&w[..], *l)).collect(),
+    }
+}
+
+fn read_entry(lock: &ReadView) -> ReadEntry<'_> {
+    ReadEntry {
+        name: lock.name.as_bytes(),
+        readers: lock.readers.iter().map(|r| &r[..]).collect(),
+        waiters: lock.waiters.iter().map(|w| &w[..]).collect(),
     }
 }

@@ -113,7 +113,7 @@ fn run_takes_c_o_and_verbose() {
 }
 
 /// `-s` is a read hold: two readers at once, and a writer waits for both.
-/// A server without `wr` gives the exclusive lock instead and says so.
+/// (tests/lockctl.rs checks the fallback of a classic server.)
 #[test]
 fn shared_is_a_read_hold() {
     let server = TestServer::start();
@@ -127,12 +127,10 @@ fn shared_is_a_read_hold() {
         ));
     }
     if !has_wr {
-        let outs: Vec<Out> = readers.into_iter().map(finish).collect();
-        assert!(
-            outs.iter()
-                .any(|o| o.stderr.contains("taking the exclusive lock")),
-            "no fallback said"
-        );
+        for reader in readers {
+            let _ = finish(reader);
+        }
+        eprintln!("skipped: this server has no wr yet");
         return;
     }
     wait_until("two readers", || {
@@ -249,25 +247,28 @@ fn fake_watch_server() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     std::thread::spawn(move || {
+        // A thread per connection: the client's own connection stays
+        // open while its watch runs on a second one.
         for stream in listener.incoming().flatten() {
-            let mut writer = stream.try_clone().expect("clone");
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                let reply: &[u8] = match line.as_str() {
-                    "hello 2" => b"2 lockd fake\n",
-                    "me" => b"127.0.0.1:1\n",
-                    "watch *" => {
-                        b"1 Watching: *\nheld x 3 127.0.0.1:2 a lock\nsynced\nreleased rd 1 unix:4 b\n"
-                    }
-                    _ => b"0 Error: unknown command\n",
+            std::thread::spawn(move || {
+                let Ok(mut writer) = stream.try_clone() else {
+                    return;
                 };
-                if writer.write_all(reply).is_err() {
-                    break;
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let reply: &[u8] = match line.as_str() {
+                        "hello 2" => b"2 lockd fake\n",
+                        "me" => b"1 127.0.0.1:1 127.0.0.1:1\n",
+                        "watch *" => {
+                            b"1 Watching: *\nheld x 3 127.0.0.1:2 a lock\nsynced\nreleased rd 1 unix:4 b\n"
+                        }
+                        _ => b"0 Error: unknown command\n",
+                    };
+                    if writer.write_all(reply).is_err() || line.starts_with("watch") {
+                        break;
+                    }
                 }
-                if line.starts_with("watch") {
-                    break;
-                }
-            }
+            });
         }
     });
     addr

@@ -81,9 +81,30 @@ pub(crate) fn connect(global: &Global) -> Result<Client, u8> {
         }
     }
     Client::connect_with(&global.server, config).map_err(|e| {
-        eprintln!("lockctl: {}", explain(&global.server, &e));
+        if e.is_disconnected() && speaks_tls(global) {
+            eprintln!("lockctl: {}", use_tls(&global.server));
+        } else {
+            eprintln!("lockctl: {}", explain(&global.server, &e));
+        }
         exit::UNAVAILABLE
     })
+}
+
+/// Whether a plain address that hung up on `hello 2` is a TLS port: a TLS
+/// server answers a line that is no ClientHello with an alert record,
+/// whose first byte is 0x15 (a lockd never sends that byte first).
+pub(crate) fn speaks_tls(global: &Global) -> bool {
+    use std::io::{Read, Write};
+    if global.server.starts_with("tls://") || global.server.starts_with("unix:") {
+        return false;
+    }
+    let Ok(mut stream) = lockd::client::connect_raw(&global.server, &client_config(global)) else {
+        return false;
+    };
+    let mut first = [0u8; 1];
+    stream.write_all(b"hello 2\n").is_ok()
+        && matches!(stream.read(&mut first), Ok(1))
+        && first[0] == 0x15
 }
 
 /// An error said in lockctl's terms: which flag to fix, and for a TLS
@@ -114,22 +135,21 @@ pub(crate) fn explain_io(server: &str, e: &std::io::Error) -> String {
     tls_mismatch(server, &text).unwrap_or(text)
 }
 
-/// A TLS server answers a plain-text line with an alert record, which is
-/// no line, and closes: "in the middle of a line". TLS to a plain port
-/// gets no handshake back (the server waits for a line that never ends).
+/// What to say when a plain address turns out to be a TLS port.
+pub(crate) fn use_tls(server: &str) -> String {
+    format!("{server}: this port speaks TLS: use tls://{server}")
+}
+
+/// TLS to a plain port gets no handshake back (the server waits for a
+/// line that never ends). (Plain text to a TLS port is told by
+/// [`speaks_tls`].)
 fn tls_mismatch(server: &str, text: &str) -> Option<String> {
-    if let Some(host_port) = server.strip_prefix("tls://") {
-        let lower = text.to_ascii_lowercase();
-        let no_tls = ["handshake", "corrupt message", "invalid content type"];
-        return (no_tls.iter().any(|p| lower.contains(p)) && !lower.contains("certificate")).then(
-            || format!("{text}: this port may not speak TLS; if it is plain text, use {host_port}"),
-        );
-    }
-    if server.starts_with("unix:") || server.starts_with('/') || server.starts_with('.') {
-        return None;
-    }
-    text.contains("in the middle of a line")
-        .then(|| format!("{server}: this port speaks TLS: use tls://{server}"))
+    let host_port = server.strip_prefix("tls://")?;
+    let lower = text.to_ascii_lowercase();
+    let no_tls = ["handshake", "corrupt message", "invalid content type"];
+    (no_tls.iter().any(|p| lower.contains(p)) && !lower.contains("certificate")).then(|| {
+        format!("{text}: this port may not speak TLS; if it is plain text, use {host_port}")
+    })
 }
 
 #[cfg(test)]
@@ -138,16 +158,11 @@ mod tests {
 
     #[test]
     fn tls_mismatches_are_named() {
-        let plain_to_tls = tls_mismatch(
-            "h:7000",
-            "the server closed the connection in the middle of a line",
-        );
-        assert_eq!(
-            plain_to_tls.as_deref(),
-            Some("h:7000: this port speaks TLS: use tls://h:7000")
-        );
-        assert!(tls_mismatch("h:7000", "the server closed the connection").is_none());
         assert!(tls_mismatch("tls://h:7000", "TLS handshake: received corrupt message").is_some());
-        assert!(tls_mismatch("unix:/x", "closed the connection").is_none());
+        assert!(tls_mismatch("h:7000", "TLS handshake: received corrupt message").is_none());
+        assert_eq!(
+            use_tls("h:7000"),
+            "h:7000: this port speaks TLS: use tls://h:7000"
+        );
     }
 }

@@ -4,22 +4,18 @@
 //! Three kinds of hold, as the command line asks:
 //!
 //! * exclusive (`-x`, the default): `wg`, or `g` polled with backoff on a
-//!   classic server;
+//!   classic server (by `lockd::Client`);
 //! * read (`-s`, flock's shared): `wr`, PROTOCOL.md Part 2, many readers or
-//!   one writer of the same name. `lockd::Client` has no read holds yet, so
-//!   they go over a raw connection ([`Wire`]); a server without `wr` (a
-//!   classic one, or an older lockd) gets the exclusive lock instead, which
-//!   excludes more but never less, and lockctl says so;
+//!   one writer of the same name; a classic server, which has no `wr`, gets
+//!   the exclusive lock instead, which excludes more but never less, and
+//!   lockctl says so;
 //! * a place in a counted semaphore (`--semaphore`, `--limit N`): `wsg`,
 //!   or `sg` polled on a classic server.
 
 use crate::connect::{connect, exit, in_cli_terms, Global};
-use crate::wire::{Wire, FOREVER_MS};
 use crossbeam_channel::{bounded, select, Receiver};
-use lockd::transport::Stream;
-use lockd::{Client, Error, LockGuard, SharedGuard};
+use lockd::{Client, Error, LockGuard, ReadGuard, SharedGuard};
 use std::io::{self, Write};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -86,19 +82,6 @@ impl LockOptions {
     }
 }
 
-/// The longest a classic server is polled between tries.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
-/// A read hold taken over a [`Wire`]: a thread reads the connection, so
-/// its end is noticed at once.
-pub struct ReadHold {
-    stream: Arc<Stream>,
-    replies: Receiver<Vec<u8>>,
-    name: String,
-    readers: u64,
-    timeout: Duration,
-}
-
 /// A lock held.
 pub enum Held {
     /// `-x`.
@@ -106,7 +89,7 @@ pub enum Held {
     /// `--semaphore`.
     Shared(SharedGuard),
     /// `-s`.
-    Read(ReadHold),
+    Read(ReadGuard),
 }
 
 impl Held {
@@ -124,7 +107,7 @@ impl Held {
         match self {
             Held::Exclusive(g) => ("x", g.token().unwrap_or(0)),
             Held::Shared(g) => ("s", g.holders()),
-            Held::Read(r) => ("rd", r.readers),
+            Held::Read(r) => ("rd", r.readers()),
         }
     }
 
@@ -142,7 +125,11 @@ impl Held {
                 lossy(g.name().as_bytes()),
                 g.holders()
             ),
-            Held::Read(r) => format!("a read hold on {:?} ({} readers)", r.name, r.readers),
+            Held::Read(r) => format!(
+                "a read hold on {:?} ({} readers)",
+                lossy(r.name().as_bytes()),
+                r.readers()
+            ),
         }
     }
 
@@ -150,31 +137,15 @@ impl Held {
     pub fn release(self, verbose: bool) {
         let shown = self.shown();
         let released = match self {
-            Held::Exclusive(g) => g.release().map_err(|e| e.to_string()),
-            Held::Shared(g) => g.release().map_err(|e| e.to_string()),
+            Held::Exclusive(g) => g.release(),
+            Held::Shared(g) => g.release(),
             Held::Read(r) => r.release(),
         };
         if verbose {
             match released {
                 Ok(()) => eprintln!("lockctl: released {shown}"),
-                Err(e) => eprintln!("lockctl: releasing {shown}: {e}"),
+                Err(e) => eprintln!("lockctl: releasing {shown}: {}", in_cli_terms(&e)),
             }
-        }
-    }
-}
-
-impl ReadHold {
-    fn release(self) -> Result<(), String> {
-        let mut line = b"rr ".to_vec();
-        line.extend_from_slice(self.name.as_bytes());
-        line.push(b'\n');
-        (&*self.stream)
-            .write_all(&line)
-            .map_err(|e| e.to_string())?;
-        match self.replies.recv_timeout(self.timeout) {
-            Ok(reply) if reply.starts_with(b"1 ") => Ok(()),
-            Ok(reply) => Err(lossy(reply.trim_ascii_end())),
-            Err(_) => Err("the server did not answer rr".into()),
         }
     }
 }
@@ -186,16 +157,16 @@ pub struct Taken {
     /// Ready once the connection has ended: the server has then given
     /// the lock to someone else.
     pub lost: Receiver<()>,
-    client: Option<Client>,
+    client: Client,
 }
 
 impl Taken {
     /// Why the connection ended, as well as it can be told.
     pub fn why_lost(&self) -> String {
         self.client
-            .as_ref()
-            .and_then(|c| c.name().err())
-            .map(|e| e.to_string())
+            .identity()
+            .err()
+            .map(|e| in_cli_terms(&e))
             .unwrap_or_else(|| "the connection to the server ended".into())
     }
 }
@@ -208,7 +179,7 @@ enum NotHeld {
 
 impl From<Error> for NotHeld {
     fn from(e: Error) -> NotHeld {
-        if (e.is_timeout() && !e.locks_lost()) || e.is_already_locked() {
+        if e.is_timeout() && !e.locks_lost() {
             NotHeld::Busy
         } else {
             NotHeld::Failed(in_cli_terms(&e))
@@ -221,14 +192,7 @@ impl From<Error> for NotHeld {
 pub fn take(global: &Global, options: &LockOptions) -> Result<Taken, u8> {
     let me = format!("lockctl[{}]", std::process::id());
     let started = Instant::now();
-    let result = if options.mode == Mode::Read {
-        match take_read(global, options, &me)? {
-            Some(result) => result,
-            None => take_with_client(global, options, Mode::Exclusive, &me)?,
-        }
-    } else {
-        take_with_client(global, options, options.mode, &me)?
-    };
+    let result = take_with_client(global, options, &me)?;
     match result {
         Ok(taken) => {
             options.say(format_args!(
@@ -251,16 +215,19 @@ pub fn take(global: &Global, options: &LockOptions) -> Result<Taken, u8> {
 
 type Attempt = Result<Taken, NotHeld>;
 
-fn take_with_client(
-    global: &Global,
-    options: &LockOptions,
-    mode: Mode,
-    me: &str,
-) -> Result<Attempt, u8> {
+fn take_with_client(global: &Global, options: &LockOptions, me: &str) -> Result<Attempt, u8> {
     let client = connect(global)?;
     // Registering a name lets `d` and `lockctl status` show who holds it;
     // a server with the registry off just says so.
-    let _ = client.set_name(me);
+    let _ = client.register(me);
+    let mut mode = options.mode;
+    if mode == Mode::Read && client.protocol() < 2 {
+        eprintln!(
+            "lockctl: a classic server has no read holds: taking the exclusive lock {:?} instead",
+            options.name
+        );
+        mode = Mode::Exclusive;
+    }
     let mut result = Err(NotHeld::Busy);
     if options.verbose && options.wait != Wait::No {
         result = acquire(&client, &options.name, mode, Duration::ZERO);
@@ -275,166 +242,26 @@ fn take_with_client(
     if matches!(result, Err(NotHeld::Busy)) {
         result = acquire(&client, &options.name, mode, options.timeout());
     }
-    Ok(result.map(|held| Taken {
-        held,
-        lost: client.on_disconnect(),
-        client: Some(client),
-    }))
-}
-
-/// Takes the lock on `client`. On a classic server (no `wg`, `wsg`),
-/// waiting is polling with backoff.
-fn acquire(client: &Client, name: &str, mode: Mode, timeout: Duration) -> Result<Held, NotHeld> {
-    let v2 = client.protocol() >= 2;
-    match mode {
-        Mode::Exclusive | Mode::Read if v2 => Ok(Held::Exclusive(client.lock_wait(name, timeout)?)),
-        Mode::Exclusive | Mode::Read => {
-            poll(timeout, || Ok(client.try_lock(name)?.map(Held::Exclusive)))
-        }
-        Mode::Semaphore(None) => Ok(Held::Shared(client.lock_shared(name)?)),
-        Mode::Semaphore(Some(limit)) if v2 => Ok(Held::Shared(
-            client.lock_shared_limited(name, limit, timeout)?,
-        )),
-        Mode::Semaphore(Some(limit)) => poll(timeout, || {
-            // `sg` counts us in: if that makes too many, step back out.
-            let guard = client.lock_shared(name)?;
-            if guard.holders() <= u64::from(limit) {
-                Ok(Some(Held::Shared(guard)))
-            } else {
-                guard.release()?;
-                Ok(None)
-            }
-        }),
-    }
-}
-
-/// Tries until `attempt` succeeds or `timeout` passes, sleeping 10 ms,
-/// 20 ms, ... up to 1 s between tries.
-fn poll(
-    timeout: Duration,
-    mut attempt: impl FnMut() -> Result<Option<Held>, Error>,
-) -> Result<Held, NotHeld> {
-    let deadline = Instant::now().checked_add(timeout);
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        if let Some(held) = attempt()? {
-            return Ok(held);
-        }
-        let left = match deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            None => Duration::MAX,
-        };
-        if left.is_zero() {
-            return Err(NotHeld::Busy);
-        }
-        thread::sleep(backoff.min(left));
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// A read hold with `wr`. `Ok(None)`: the server has no `wr`, so the
-/// caller takes the exclusive lock instead.
-fn take_read(global: &Global, options: &LockOptions, me: &str) -> Result<Option<Attempt>, u8> {
-    let mut wire = match Wire::connect(global) {
-        Ok(wire) => wire,
-        Err(e) => {
-            eprintln!("lockctl: {}", e.message);
-            return Err(if e.usage {
-                exit::USAGE
-            } else {
-                exit::UNAVAILABLE
-            });
-        }
-    };
-    let io_timeout = wire.timeout();
-    let failed = |e: io::Error| Ok(Some(Err(NotHeld::Failed(e.to_string()))));
-    if !wire.v2 {
-        eprintln!(
-            "lockctl: a classic server has no read holds: taking the exclusive lock {:?} instead",
-            options.name
-        );
-        return Ok(None);
-    }
-    let mut iam = b"iam ".to_vec();
-    iam.extend_from_slice(me.as_bytes());
-    if let Err(e) = wire.call(&iam, Some(io_timeout)) {
-        return failed(e);
-    }
-    let mut tries = vec![options.timeout()];
-    if options.verbose && options.wait != Wait::No {
-        tries.insert(0, Duration::ZERO);
-    }
-    for (i, wait) in tries.iter().enumerate() {
-        if i > 0 {
-            options.say(format_args!(
-                "waiting for a read hold on {:?}",
-                options.name
-            ));
-        }
-        let ms = u64::try_from(wait.as_millis()).map_or(FOREVER_MS, |ms| ms.min(FOREVER_MS));
-        let mut line = format!("wr {ms} ").into_bytes();
-        line.extend_from_slice(options.name.as_bytes());
-        let reply_within = wait.checked_add(io_timeout).filter(|_| ms < FOREVER_MS);
-        let reply = match wire.call(&line, reply_within) {
-            Ok(reply) => reply,
-            Err(e) => return failed(e),
-        };
-        let reply = reply.trim_ascii_end();
-        let text = lossy(reply);
-        if text.contains(" Read Lock Get Success: ") {
-            let readers = text
-                .split(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1);
-            return Ok(Some(Ok(read_hold(wire, options, readers))));
-        }
-        if text.starts_with("0 Read Lock Get Timeout") {
-            continue;
-        }
-        if text.starts_with("0 Error") {
-            eprintln!(
-                "lockctl: this server has no read holds ({text}): taking the exclusive lock {:?} instead",
-                options.name
-            );
-            return Ok(None);
-        }
-        return Ok(Some(Err(NotHeld::Failed(text))));
-    }
-    Ok(Some(Err(NotHeld::Busy)))
-}
-
-/// Hands the connection to a thread that reads it: the reply to `rr`
-/// goes to the release, and the connection's end makes `lost` ready.
-fn read_hold(wire: Wire, options: &LockOptions, readers: u64) -> Taken {
-    let timeout = wire.timeout();
-    let (stream, mut read) = wire.split();
-    let (replies_tx, replies) = bounded(1);
+    // The client tells a callback when the connection ends; run and hold
+    // `select!` on a channel.
     let (lost_tx, lost) = bounded(1);
-    // Should the thread not start, the senders are dropped with it and
-    // `lost` is ready at once: the lock then counts as lost, so nothing
-    // runs unguarded.
-    let _ = thread::Builder::new()
-        .name("lockctl-read-hold".into())
-        .spawn(move || {
-            while let Ok(line) = read() {
-                if replies_tx.try_send(line).is_err() {
-                    break;
-                }
-            }
-            let _ = lost_tx.send(());
-        });
-    Taken {
-        held: Held::Read(ReadHold {
-            stream,
-            replies,
-            name: options.name.clone(),
-            readers,
-            timeout,
-        }),
-        lost,
-        client: None,
-    }
+    client.on_disconnect_call(move || {
+        let _ = lost_tx.try_send(());
+    });
+    Ok(result.map(|held| Taken { held, lost, client }))
+}
+
+/// Takes the lock on `client`, waiting at most `timeout` (the client polls
+/// a classic server with backoff).
+fn acquire(client: &Client, name: &str, mode: Mode, timeout: Duration) -> Result<Held, NotHeld> {
+    let held = match mode {
+        Mode::Exclusive => client.try_lock_for(name, timeout)?.map(Held::Exclusive),
+        Mode::Read => client.try_read_for(name, timeout)?.map(Held::Read),
+        Mode::Semaphore(limit) => client
+            .try_lock_shared_for(name, limit.unwrap_or(0), timeout)?
+            .map(Held::Shared),
+    };
+    held.ok_or(NotHeld::Busy)
 }
 
 fn lossy(bytes: &[u8]) -> String {

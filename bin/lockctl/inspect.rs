@@ -146,7 +146,7 @@ fn lock_views(client: &Client) -> Result<Vec<LockView>, Error> {
             views.push(LockView {
                 kind: "exclusive",
                 name: lossy(name.as_bytes()),
-                holders: vec![lossy(&holder)],
+                holders: vec![lossy(holder.as_bytes())],
                 ..LockView::default()
             });
         }
@@ -154,7 +154,7 @@ fn lock_views(client: &Client) -> Result<Vec<LockView>, Error> {
             views.push(LockView {
                 kind: "shared",
                 name: lossy(name.as_bytes()),
-                holders: holders.iter().map(|h| lossy(h)).collect(),
+                holders: holders.iter().map(|h| lossy(h.as_bytes())).collect(),
                 ..LockView::default()
             });
         }
@@ -314,18 +314,20 @@ pub fn locks(client: &Client, as_json: bool) -> Result<u8, Error> {
 
 /// `clients`: connections with a registered name.
 pub fn clients(client: &Client, as_json: bool) -> Result<u8, Error> {
-    let registered = client.clients()?;
+    let registered = client.registrations()?;
     if as_json {
         let list: Vec<Value> = registered
             .iter()
-            .map(|r| json!({"connection": lossy(&r.default), "name": lossy(&r.name)}))
+            .map(|r| {
+                json!({"connection": lossy(r.default.as_bytes()), "name": lossy(r.name.as_bytes())})
+            })
             .collect();
         print_json(&Value::Array(list));
         return Ok(0);
     }
     let mut rows = vec![vec!["CONNECTION".to_string(), "NAME".into()]];
     for r in registered {
-        rows.push(vec![lossy(&r.default), lossy(&r.name)]);
+        rows.push(vec![lossy(r.default.as_bytes()), lossy(r.name.as_bytes())]);
     }
     print_table(&rows);
     Ok(0)
@@ -336,16 +338,14 @@ pub fn stats(client: &Client, as_json: bool) -> Result<u8, Error> {
     let stats = client.stats()?;
     if as_json {
         let object: Map<String, Value> = stats
-            .all
             .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
+            .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
         print_json(&Value::Object(object));
     } else {
         let rows: Vec<Vec<String>> = stats
-            .all
             .iter()
-            .map(|(k, v)| vec![k.clone(), v.to_string()])
+            .map(|(k, v)| vec![k.to_string(), v.to_string()])
             .collect();
         print_table(&rows);
     }
@@ -359,7 +359,7 @@ pub fn ping(client: &Client, server: &str, as_json: bool) -> Result<u8, Error> {
     } else {
         // A classic server has no ping; `me` is as cheap.
         let start = std::time::Instant::now();
-        client.name()?;
+        client.identity()?;
         start.elapsed()
     };
     let ms = rtt.as_secs_f64() * 1000.0;

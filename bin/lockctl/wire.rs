@@ -1,42 +1,23 @@
-//! A raw protocol connection, for `lockctl shell` and for what
-//! `lockd::Client` does not offer yet: read holds (`wr`/`rr`, PROTOCOL.md
-//! Part 2) for `run -s` and `hold -s`, and the event stream of `watch`. It opens the stream the client would
-//! (`lockd::client::open`: TCP, Unix or TLS, with the client's timeouts),
-//! says `hello 2`, authenticates, then sends lines and reads replies.
-//!
-//! When the client library gains `Client::read` and `Client::watch`, the
-//! read hold of `run` and `hold` becomes that one call (see `hold::take`).
+//! A raw protocol connection for `lockctl shell`, which passes lines
+//! through: it opens the stream a client would
+//! (`lockd::client::connect_raw`: TCP, Unix or TLS, with the client's
+//! timeouts), says `hello 2`, authenticates, then sends lines and reads
+//! replies.
 
 use crate::connect::{client_config, read_secret, Global};
-use lockd::transport::Stream;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::sync::Arc;
+use lockd::client::RawStream;
+use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::time::Duration;
-
-/// The longest `MS` sent with `wr`: about 3 million years, "forever".
-pub const FOREVER_MS: u64 = 100_000_000_000_000_000;
-
-/// Reads through a shared stream, so that a reader thread and a writer
-/// can use one connection.
-struct Shared(Arc<Stream>);
-
-impl Read for Shared {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
 
 /// One protocol connection.
 pub struct Wire {
-    stream: Arc<Stream>,
-    reader: BufReader<Shared>,
+    reader: BufReader<RawStream>,
     /// A line read only in part before a quiet period ended.
     partial: Vec<u8>,
     /// The server answered `hello 2`.
     pub v2: bool,
     /// What it answered (`2 lockd VERSION`), or empty for a classic server.
     pub version: String,
-    timeout: Duration,
 }
 
 /// Why a [`Wire`] could not be set up: the message to print and whether
@@ -64,18 +45,21 @@ impl Wire {
                 message,
                 usage: true,
             })?;
-        let stream = lockd::client::open(&global.server, &client_config(global))
-            .map(Arc::new)
+        let stream = lockd::client::connect_raw(&global.server, &client_config(global))
             .map_err(|e| failed(crate::connect::explain(&global.server, &e)))?;
         let mut wire = Wire {
-            reader: BufReader::new(Shared(Arc::clone(&stream))),
+            reader: BufReader::new(stream),
             partial: Vec::new(),
-            stream,
             v2: false,
             version: String::new(),
-            timeout: global.timeout,
         };
-        let said = |e: io::Error| failed(crate::connect::explain_io(&global.server, &e));
+        let said = |e: io::Error| {
+            failed(if crate::connect::speaks_tls(global) {
+                crate::connect::use_tls(&global.server)
+            } else {
+                crate::connect::explain_io(&global.server, &e)
+            })
+        };
         // `me` is answered by every server: if the first line back is not
         // the answer to `hello 2`, the server is classic.
         wire.send(b"hello 2").map_err(said)?;
@@ -104,17 +88,14 @@ impl Wire {
         Ok(wire)
     }
 
-    /// The `--io-timeout` this connection was opened with.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Sends one line (`\n` added).
-    pub fn send(&self, line: &[u8]) -> io::Result<()> {
+    pub fn send(&mut self, line: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(line.len() + 1);
         out.extend_from_slice(line);
         out.push(b'\n');
-        (&*self.stream).write_all(&out)
+        let stream = self.reader.get_mut();
+        stream.write_all(&out)?;
+        stream.flush()
     }
 
     /// Reads one line, `\n` included, waiting at most `timeout` (`None`:
@@ -132,7 +113,7 @@ impl Wire {
     }
 
     fn read_line(&mut self, timeout: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
-        self.stream.set_read_timeout(timeout)?;
+        self.reader.get_ref().set_read_timeout(timeout)?;
         let mut line = std::mem::take(&mut self.partial);
         match self.reader.read_until(b'\n', &mut line) {
             Ok(_) if line.last() == Some(&b'\n') => Ok(Some(line)),
@@ -146,32 +127,5 @@ impl Wire {
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// Sends `line` and reads the one-line reply, waiting at most
-    /// `timeout` for it.
-    pub fn call(&mut self, line: &[u8], timeout: Option<Duration>) -> io::Result<Vec<u8>> {
-        self.send(line)?;
-        self.line(timeout)
-    }
-
-    /// Splits the connection: a writer for later lines, and the reader
-    /// for a thread that waits for the server's next line or its close.
-    pub fn split(self) -> (Arc<Stream>, impl FnMut() -> io::Result<Vec<u8>>) {
-        // The reader waits as long as the connection lasts.
-        let _ = self.stream.set_read_timeout(None);
-        let mut reader = self.reader;
-        let read = move || {
-            let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(_) if line.last() == Some(&b'\n') => Ok(line),
-                Ok(_) => Err(io::Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                )),
-                Err(e) => Err(e),
-            }
-        };
-        (self.stream, read)
     }
 }

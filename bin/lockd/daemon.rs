@@ -101,6 +101,27 @@ pub const FLAGS: &[FlagSpec] = &[
     },
     FlagSpec {
         short: "",
+        long: "max-locks",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse a new lock while N lock names are held (default 2000000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
+        long: "max-locks-per-connection",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse a connection's lock past N it holds (default 100000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
+        long: "max-waiters",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse to queue past N waiters on one lock (default 100000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
         long: "max-line",
         value: "BYTES",
         arity: Arity::Value,
@@ -140,6 +161,20 @@ pub const FLAGS: &[FlagSpec] = &[
         value: "SECS",
         arity: Arity::Value,
         help: "close connections silent for SECS (default: never)",
+    },
+    FlagSpec {
+        short: "",
+        long: "write-timeout",
+        value: "SECS",
+        arity: Arity::Value,
+        help: "close a client that has not read its replies for SECS (default 60)",
+    },
+    FlagSpec {
+        short: "",
+        long: "listen-backlog",
+        value: "N",
+        arity: Arity::Value,
+        help: "connections the kernel queues before accept (default 4096)",
     },
     FlagSpec {
         short: "v",
@@ -376,6 +411,18 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     if let Some(n) = m.opt_str("max-connections") {
         config.max_connections = parse_number("--max-connections", &n, "a number of connections")?;
     }
+    for (flag, cap) in [
+        ("max-locks", &mut config.limits.max_locks),
+        (
+            "max-locks-per-connection",
+            &mut config.limits.max_locks_per_connection,
+        ),
+        ("max-waiters", &mut config.limits.max_waiters),
+    ] {
+        if let Some(n) = m.opt_str(flag) {
+            *cap = parse_number(&format!("--{flag}"), &n, "a number (0 for no cap)")?;
+        }
+    }
     if let Some(n) = m.opt_str("max-line") {
         config.max_line = parse_number("--max-line", &n, "a number of bytes")?;
         if config.max_line == 0 {
@@ -389,6 +436,19 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     if let Some(secs) = m.opt_str("idle-timeout") {
         let secs: u64 = parse_number("--idle-timeout", &secs, "a number of seconds")?;
         config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+    }
+    if let Some(secs) = m.opt_str("write-timeout") {
+        let secs: u64 = parse_number("--write-timeout", &secs, "a number of seconds")?;
+        if secs == 0 {
+            return Err(UsageError("--write-timeout must be at least 1".into()));
+        }
+        config.write_timeout = Duration::from_secs(secs);
+    }
+    if let Some(n) = m.opt_str("listen-backlog") {
+        config.listen_backlog = parse_number("--listen-backlog", &n, "a number of connections")?;
+        if config.listen_backlog == 0 {
+            return Err(UsageError("--listen-backlog must be at least 1".into()));
+        }
     }
     config.verbose = m.opt_present("verbose");
     if let Some(path) = m.opt_str("auth-file") {
@@ -674,6 +734,9 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
         Err(e) => log(Priority::Warning, format_args!("warning: cannot read the open-files limit: {e}")),
     }
     for warning in KernelLimits::read().capacity_warnings(max_connections) {
+        log(Priority::Warning, format_args!("warning: {warning}"));
+    }
+    if let Some(warning) = systemd::tasks_max_warning(max_connections) {
         log(Priority::Warning, format_args!("warning: {warning}"));
     }
     let tls = match &config.tls {
