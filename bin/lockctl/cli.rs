@@ -16,6 +16,7 @@ use std::time::Duration;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE: Duration = Duration::from_secs(1);
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -69,6 +70,11 @@ pub enum Command {
     Completions(completions::Shell),
     /// `bench`.
     Bench(Box<BenchCommand>),
+    /// `serve --local PATH`.
+    Serve {
+        /// `--idle`.
+        idle: Duration,
+    },
     /// `--help`.
     Help,
     /// `--version`.
@@ -189,8 +195,27 @@ pub fn parse(args: Vec<String>, cmd: Vec<OsString>) -> Result<(Global, Command),
     if !COMMANDS.iter().any(|(c, _, _)| c == name) {
         return Err(usage(format!("unknown command {name:?}")));
     }
-    let sub = matches(&tables_of(name), rest)?;
-    let global = global(&top, Some(&sub))?;
+    let mut sub = matches(&tables_of(name), rest)?;
+    let mut global = global(&top, Some(&sub))?;
+    if top.opt_present("local") || sub.opt_present("local") {
+        let path = match local_path(name, &mut sub.free) {
+            Some(path) => PathBuf::from(path),
+            None => lockd::local::default_path().map_err(|e| usage(e.to_string()))?,
+        };
+        global.server = match path.to_str() {
+            Some(p) => format!("unix:{p}"),
+            None => return Err(usage(format!("--local {path:?}: the path must be UTF-8"))),
+        };
+        global.local = Some(path);
+    } else if name == "serve" {
+        return Err(usage("serve needs --local [PATH]".into()));
+    }
+    if name == "bench" && global.local.is_some() {
+        return Err(usage(
+            "bench measures a server: start one, or give --server unix:PATH of a local path in use"
+                .into(),
+        ));
+    }
     if sub.opt_present("help") {
         return Ok((global, Command::Help));
     }
@@ -234,9 +259,29 @@ pub fn parse(args: Vec<String>, cmd: Vec<OsString>) -> Result<(Global, Command),
         "clients" => none(Command::Clients { json })?,
         "ping" => none(Command::Ping { json })?,
         "bench" => none(Command::Bench(Box::new(bench_options(&sub)?)))?,
+        "serve" => none(Command::Serve {
+            idle: match sub.opt_str("idle") {
+                Some(d) => parse_duration("--idle", &d)?,
+                None => DEFAULT_IDLE,
+            },
+        })?,
         _ => none(Command::Shell)?,
     };
     Ok((global, command))
+}
+
+/// With `--local`, the PATH written as the first argument after the
+/// command, taken out of `free`: for the commands that take a NAME or
+/// PATTERN, when one more argument follows it (other than `run`'s `-c`);
+/// for the others, when there is an argument at all.
+fn local_path(command: &str, free: &mut Vec<String>) -> Option<String> {
+    let takes_one = matches!(command, "run" | "hold" | "status" | "watch");
+    let given = if takes_one {
+        free.len() >= 2 && !matches!(free[1].as_str(), "-c" | "--command")
+    } else {
+        free.len() == 1
+    };
+    given.then(|| free.remove(0))
 }
 
 /// The global options, from before the command (`top`) and after it
@@ -266,6 +311,7 @@ fn global(top: &getopts::Matches, sub: Option<&getopts::Matches>) -> Result<Glob
         }
     };
     Ok(Global {
+        local: None,
         server,
         timeout,
         auth_file: get("auth-file").map(PathBuf::from),
@@ -475,6 +521,7 @@ pub fn execute(global: Global, command: Command, signals: Receiver<i32>) -> u8 {
             0
         }
         Command::Bench(command) => bench(&global, *command),
+        Command::Serve { idle } => crate::connect::serve(&global, idle),
         Command::Shell => crate::shell::shell(&global),
         Command::Run(options) => run::run(&global, &options, signals),
         Command::Hold { lock, json } => hold::hold(&global, &lock, json),

@@ -2,9 +2,10 @@
 //! options themselves ([`Global`]), the exit statuses, the client
 //! settings, and errors said in lockctl's terms.
 
+use lockd::local::{self, LocalError};
 use lockd::{AuthError, Client, ClientConfig, Error, Secret};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `lockctl`'s exit statuses (besides 0 and CMD's own).
 pub mod exit {
@@ -28,6 +29,9 @@ pub mod exit {
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct Global {
+    /// `--local`: the socket path of local mode (then `server` is
+    /// `unix:PATH`).
+    pub local: Option<PathBuf>,
     /// `--server`, `$LOCKD_SERVER` or the default.
     pub server: String,
     /// `--io-timeout`.
@@ -80,6 +84,12 @@ pub(crate) fn connect(global: &Global) -> Result<Client, u8> {
             }
         }
     }
+    if let Some(path) = &global.local {
+        return connect_local(global, path, config).map_err(|e| {
+            eprintln!("lockctl: {e}");
+            exit::UNAVAILABLE
+        });
+    }
     Client::connect_with(&global.server, config).map_err(|e| {
         if e.is_disconnected() && speaks_tls(global) {
             eprintln!("lockctl: {}", use_tls(&global.server));
@@ -88,6 +98,76 @@ pub(crate) fn connect(global: &Global) -> Result<Client, u8> {
         }
         exit::UNAVAILABLE
     })
+}
+
+/// Local mode: connects to whoever serves `path`, first starting a
+/// helper (`lockctl serve --local PATH`, detached in its own process
+/// group) when nobody does. lockctl never serves the path itself: its
+/// process ends with CMD, and the locks of every other process would end
+/// with it. The helper stops once nobody has been connected for a second.
+pub(crate) fn connect_local(
+    global: &Global,
+    path: &Path,
+    config: ClientConfig,
+) -> Result<Client, String> {
+    let options = local::Options::new().client_config(config);
+    let deadline = Instant::now() + global.timeout;
+    let mut helper_started: Option<Instant> = None;
+    loop {
+        match options.clone().patience(Duration::ZERO).connect(path) {
+            Ok(client) => return Ok(client),
+            Err(LocalError::NotServed { .. } | LocalError::Lockd(_))
+                if Instant::now() < deadline => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        // One helper at a time; another after a while, in case this one
+        // lost a race with a helper that was just leaving.
+        if helper_started.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
+            start_helper(path).map_err(|e| {
+                format!(
+                    "cannot start the helper that serves {}: {e}",
+                    path.display()
+                )
+            })?;
+            helper_started = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts `lockctl serve --local PATH` in its own process group, detached
+/// from our standard streams; a thread reaps it if it ends first.
+fn start_helper(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--local")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    std::thread::Builder::new()
+        .name("lockctl-helper-reaper".into())
+        .spawn(move || child.wait())?;
+    Ok(())
+}
+
+/// `lockctl serve --local PATH`: serves PATH until nobody has been
+/// connected for `idle`; exits 0 at once when another process serves it.
+pub(crate) fn serve(global: &Global, idle: Duration) -> u8 {
+    let Some(path) = &global.local else {
+        return exit::USAGE;
+    };
+    match local::Options::new().serve_until_idle(path, idle) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("lockctl: {e}");
+            exit::UNAVAILABLE
+        }
+    }
 }
 
 /// Whether a plain address that hung up on `hello 2` is a TLS port: a TLS

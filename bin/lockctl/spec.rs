@@ -77,6 +77,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "[BENCH OPTIONS] [--json]",
         "measure the server (ops/s, latency) and check it is correct",
     ),
+    (
+        "serve",
+        "--local [PATH] [--idle DURATION]",
+        "serve a local PATH while anyone is connected (--local starts one by itself)",
+    ),
 ];
 
 /// Options every command takes (before or after the command's name).
@@ -88,6 +93,13 @@ pub const GLOBAL_FLAGS: &[FlagSpec] = &[
         arity: Arity::Value,
         help:
             "HOST:PORT, tls://HOST:PORT or unix:/PATH (default $LOCKD_SERVER, else 127.0.0.1:9999)",
+    },
+    FlagSpec {
+        short: "L",
+        long: "local",
+        value: "",
+        arity: Arity::Flag,
+        help: "local mode, no server: share locks through a socket PATH on this machine, given as the first argument after COMMAND (default $XDG_RUNTIME_DIR/lockd/local.sock, else /tmp/lockd-UID/local.sock)",
     },
     FlagSpec {
         short: "",
@@ -325,6 +337,15 @@ pub const BENCH_FLAGS: &[FlagSpec] = &[
     },
 ];
 
+/// Options of `lockctl serve`.
+pub const SERVE_FLAGS: &[FlagSpec] = &[FlagSpec {
+    short: "",
+    long: "idle",
+    value: "DURATION",
+    arity: Arity::Value,
+    help: "stop serving once nobody has been connected for DURATION (default 1s)",
+}];
+
 /// The address used without `--server` and `$LOCKD_SERVER`.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
 
@@ -342,6 +363,7 @@ pub const TABLES: &[(&str, &[&str], &[FlagSpec])] = &[
         JSON_FLAGS,
     ),
     ("Options of bench", &["bench"], BENCH_FLAGS),
+    ("Options of serve", &["serve"], SERVE_FLAGS),
 ];
 
 /// The flag tables `command` takes, the global ones first.

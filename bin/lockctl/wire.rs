@@ -45,6 +45,16 @@ impl Wire {
                 message,
                 usage: true,
             })?;
+        // Local mode: the path must be served, and pass the ownership
+        // checks, before we speak to it; this client keeps the helper up
+        // until our own connection does.
+        let _served = match &global.local {
+            Some(path) => Some(
+                crate::connect::connect_local(global, path, client_config(global))
+                    .map_err(failed)?,
+            ),
+            None => None,
+        };
         let stream = lockd::client::connect_raw(&global.server, &client_config(global))
             .map_err(|e| failed(crate::connect::explain(&global.server, &e)))?;
         let mut wire = Wire {
