@@ -38,7 +38,10 @@ fn main() -> Result<()> {
     let socket = dir.join("bench.sock");
     let client = lockd::local::open(&socket)?;
 
-    println!("{:<4} {:>16} {:>16} {:>8}", "", "flock", "lockd --local", "ratio");
+    println!(
+        "{:<4} {:>16} {:>16} {:>8}",
+        "", "flock", "lockd --local", "ratio"
+    );
     let w1_flock = rate(period, |stop| {
         let f = open(&file)?;
         let mut n = 0u64;
@@ -94,7 +97,11 @@ fn main() -> Result<()> {
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).truncate(false).write(true).open(path)
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
 }
 
 struct UnlockOnDrop(File);
@@ -166,7 +173,11 @@ fn sibling(name: &str) -> Result<PathBuf> {
         .ok_or("cannot find the target directory")?;
     let path = dir.join(name);
     if !path.exists() {
-        return Err(format!("{} is missing: cargo build --release --bins", path.display()).into());
+        return Err(format!(
+            "{} is missing: cargo build --release --bins",
+            path.display()
+        )
+        .into());
     }
     Ok(path)
 }

@@ -478,3 +478,31 @@ echo "still held"
     assert!(lines[0].starts_with("held x "), "{}", out.stdout);
     assert_eq!(lines[1], "released", "{}", out.stdout);
 }
+
+/// The completion scripts the Debian package installs are what
+/// `lockctl completions` prints: regenerate them with
+/// `lockctl completions bash > dist/completions/lockctl.bash` (and `_lockctl`
+/// for zsh, `lockctl.fish` for fish) when a flag changes.
+#[test]
+fn shipped_completions_match_the_flag_tables() {
+    for (shell, file) in [
+        ("bash", "lockctl.bash"),
+        ("zsh", "_lockctl"),
+        ("fish", "lockctl.fish"),
+    ] {
+        let out = Command::new(LOCKCTL)
+            .args(["completions", shell])
+            .output()
+            .expect("run lockctl completions");
+        assert!(out.status.success(), "{out:?}");
+        let shipped = std::fs::read(format!(
+            "{}/dist/completions/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("shipped completion script");
+        assert!(
+            out.stdout == shipped,
+            "dist/completions/{file} is stale: lockctl completions {shell} > dist/completions/{file}"
+        );
+    }
+}
