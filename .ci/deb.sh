@@ -66,7 +66,9 @@ token() {
 dpkg -i "$deb" >/dev/null
 for path in /usr/bin/lockd /usr/bin/lockctl /usr/share/man/man8/lockd.8.gz \
   /usr/share/man/man1/lockctl.1.gz /usr/share/man/man7/lockd-protocol.7.gz \
-  /usr/lib/sysctl.d/50-lockd.conf /usr/lib/systemd/system/lockd.service.d/usr-bin.conf; do
+  /usr/lib/sysctl.d/50-lockd.conf /usr/lib/systemd/system/lockd.service.d/usr-bin.conf \
+  /usr/share/bash-completion/completions/lockctl /usr/share/zsh/vendor-completions/_lockctl \
+  /usr/share/fish/vendor_completions.d/lockctl.fish; do
   [ -e "$path" ] || { echo "deb.sh: $path is not installed" >&2; exit 1; }
 done
 units=$(dpkg -L lockd | grep -E '/systemd/system/lockd\.(service|socket)$')
