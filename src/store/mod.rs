@@ -2,6 +2,7 @@
 //!
 //! [`memory::Table`] is the in-memory store of a single server.
 
+pub mod etcd;
 pub mod memory;
 
 pub use memory::{
