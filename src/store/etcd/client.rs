@@ -122,6 +122,8 @@ pub enum Order {
     Key,
     /// Oldest create revision first: the order of a line of waiters.
     Created,
+    /// Oldest last write first.
+    Modified,
 }
 
 /// A read of the keys in `[key, range_end)`.
@@ -642,9 +644,14 @@ fn range_json(range: &Range) -> Value {
     if range.limit > 0 {
         r.insert("limit".into(), json!(range.limit.to_string()));
     }
-    if range.order == Order::Created {
+    let target = match range.order {
+        Order::Key => None,
+        Order::Created => Some("CREATE"),
+        Order::Modified => Some("MOD"),
+    };
+    if let Some(target) = target {
         r.insert("sort_order".into(), json!("ASCEND"));
-        r.insert("sort_target".into(), json!("CREATE"));
+        r.insert("sort_target".into(), json!(target));
     }
     Value::Object(r)
 }
