@@ -26,13 +26,21 @@
 //!
 //! The [`client`] module has the blocking [`Client`]; [`server`] embeds the
 //! server.
+//!
+//! ## Layers
+//!
+//! Each layer uses only those below it (`grep -rn "use crate::" src/`):
+//! 1. `protocol`: pure parsing of lines into commands and encoding of every reply.
+//! 2. `store`: the lock semantics behind the [`store::LockStore`] seam (the in-memory table).
+//! 3. `session`: one connection's protocol state over a store; no I/O.
+//! 4. `server`: config, listeners and accept, the one connection loop, liveness, streams.
+//! 5. `client`, `systemd` and the binaries' `cli` sit on top; `transport` is shared plumbing.
 
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod cli;
 pub mod client;
-mod connection;
 mod error;
 pub mod log;
 mod name;

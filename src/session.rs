@@ -4,12 +4,13 @@
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
 use crate::name::LockName;
-use crate::protocol::reply::{self, status};
+use crate::protocol::reply::{self, status, ExclusiveEntry, SharedEntry};
 use crate::protocol::{self, Command, Parsed, Verb};
-use crate::server::State;
-use crate::stats::bump;
-use crate::store::{ClientId, Grant, WaitStart};
+use crate::secret::Secret;
+use crate::stats::{bump, Stats};
+use crate::store::{ClientId, ExclusiveView, Grant, LockStore, SharedView, WaitStart};
 use crossbeam_channel::{bounded, Receiver};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,9 +43,53 @@ pub enum Step {
     Wait(Wait),
 }
 
+/// The settings a session obeys, taken from the server's configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// Serve `d`, `sd`, `dump`, `dj`.
+    pub(crate) dump: bool,
+    /// Serve `iam` and `who`.
+    pub(crate) registry: bool,
+    /// Log every command.
+    pub(crate) verbose: bool,
+    /// Every verb but `hello` and `auth` needs `auth` first.
+    pub(crate) auth_secret: Option<Secret>,
+    /// Connections silent for this long are closed.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Shown by `q` as `max_connections`.
+    pub(crate) max_connections: usize,
+}
+
+/// What a session needs of the server it runs in: the store below the
+/// seam, the counters, the settings, and a hook before `q` answers.
+pub(crate) trait Host: Send + Sync {
+    /// The lock store.
+    fn store(&self) -> &dyn LockStore;
+    /// The counters behind `q`.
+    fn stats(&self) -> &Stats;
+    /// The settings.
+    fn settings(&self) -> &Settings;
+    /// Called before `q` counts connections, so that it counts every
+    /// client whose connect completed.
+    fn before_stats(&self);
+}
+
+/// Releases everything client `id` held and forgets it; counts orphans.
+/// Idempotent: a second call for the same client finds nothing.
+pub(crate) fn orphan(host: &dyn Host, id: ClientId) {
+    let released = host.store().disconnect(id);
+    let stats = host.stats();
+    stats
+        .orphans
+        .fetch_add(released.exclusive as u64, Ordering::Relaxed);
+    stats
+        .shared_orphans
+        .fetch_add(released.shared as u64, Ordering::Relaxed);
+}
+
 /// One connection's state. See the module docs.
 pub struct Session {
-    state: Arc<State>,
+    host: Arc<dyn Host>,
     id: ClientId,
     name: String,
     version: u32,
@@ -55,14 +100,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(state: Arc<State>, id: ClientId, name: String) -> Session {
+    pub(crate) fn new(host: Arc<dyn Host>, id: ClientId, name: String) -> Session {
         let (notify, grants) = bounded(1);
-        state
-            .table
+        host.store()
             .connect(id, name.clone().into_bytes().into_boxed_slice(), notify);
         Session {
-            authenticated: state.config.auth_secret.is_none(),
-            state,
+            authenticated: host.settings().auth_secret.is_none(),
+            host,
             id,
             name,
             version: 1,
@@ -80,12 +124,7 @@ impl Session {
         let (notify, grants) = bounded(1);
         self.grants = grants;
         let name = self.name.clone().into_bytes().into_boxed_slice();
-        self.state.table.connect(self.id, name, notify);
-    }
-
-    /// The client's id in the table.
-    pub fn id(&self) -> ClientId {
-        self.id
+        self.host.store().connect(self.id, name, notify);
     }
 
     /// `IP:PORT` or `unix:N`.
@@ -105,7 +144,7 @@ impl Session {
         if !std::mem::take(&mut self.lease_changed) {
             return None;
         }
-        Some(match (self.lease, self.state.config.idle_timeout) {
+        Some(match (self.lease, self.host.settings().idle_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
@@ -115,14 +154,14 @@ impl Session {
     /// what ran out (it is set and no longer than the idle timeout), else
     /// idleness.
     pub fn lease_expired(&self) {
-        let lease_first = match (self.lease, self.state.config.idle_timeout) {
+        let lease_first = match (self.lease, self.host.settings().idle_timeout) {
             (Some(lease), Some(idle)) => lease <= idle,
             (lease, _) => lease.is_some(),
         };
         if lease_first {
-            bump(&self.state.stats.ttl_expirations);
+            bump(&self.host.stats().ttl_expirations);
         }
-        if self.state.config.verbose {
+        if self.host.settings().verbose {
             eprintln!(
                 "lockd: {}: closed: lease or idle timeout ran out",
                 self.name
@@ -132,8 +171,8 @@ impl Session {
 
     /// Handles a line longer than the limit.
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) {
-        bump(&self.state.stats.invalid_commands);
-        bump(&self.state.stats.lines_too_long);
+        bump(&self.host.stats().invalid_commands);
+        bump(&self.host.stats().lines_too_long);
         if self.version >= 2 {
             reply::error(out, &reply::LINE_TOO_LONG);
         }
@@ -145,7 +184,7 @@ impl Session {
             Parsed::Empty => return Step::Done,
             Parsed::Command(command) => command,
             Parsed::Unknown => {
-                bump(&self.state.stats.invalid_commands);
+                bump(&self.host.stats().invalid_commands);
                 self.log_line(line, None);
                 if self.version >= 2 {
                     reply::error(out, &protocol::UNKNOWN_VERB);
@@ -153,7 +192,7 @@ impl Session {
                 return Step::Done;
             }
             Parsed::Malformed(verb, error) => {
-                bump(&self.state.stats.invalid_commands);
+                bump(&self.host.stats().invalid_commands);
                 self.log_line(line, Some(verb));
                 if self.version >= 2 {
                     reply::error(out, &error);
@@ -164,11 +203,11 @@ impl Session {
         let verb = command.verb();
         self.log_line(line, Some(verb));
         if verb != Verb::Stats {
-            self.state.stats.count_command(verb);
+            self.host.stats().count_command(verb);
         }
         if !self.authenticated && !matches!(verb, Verb::Hello | Verb::Auth) {
             if verb == Verb::Stats {
-                self.state.stats.count_command(verb);
+                self.host.stats().count_command(verb);
             }
             out.extend_from_slice(reply::AUTH_REQUIRED);
             self.end_block(verb, out);
@@ -178,9 +217,9 @@ impl Session {
     }
 
     fn run(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
-        let state = &*self.state;
-        let table = &state.table;
-        let config = &state.config;
+        let host = &*self.host;
+        let table = host.store();
+        let config = host.settings();
         let id = self.id;
         match command {
             Command::Get(name) => match table.try_lock(id, &name) {
@@ -215,33 +254,11 @@ impl Session {
                 if !config.dump {
                     out.extend_from_slice(reply::DISABLED);
                 } else if shared {
-                    out.extend_from_slice(b"map[");
-                    for (i, lock) in table.shared_locks(b"").iter().enumerate() {
-                        if i > 0 {
-                            out.push(b' ');
-                        }
-                        out.extend_from_slice(lock.name.as_bytes());
-                        out.extend_from_slice(b":[");
-                        for (j, holder) in lock.holders.iter().enumerate() {
-                            if j > 0 {
-                                out.push(b' ');
-                            }
-                            out.extend_from_slice(&holder.default);
-                        }
-                        out.push(b']');
-                    }
-                    out.extend_from_slice(b"]\n");
+                    let locks = table.shared_locks(b"");
+                    reply::dump_shared(out, locks.iter().map(shared_entry));
                 } else {
-                    out.extend_from_slice(b"map[");
-                    for (i, lock) in table.exclusive_locks(b"").iter().enumerate() {
-                        if i > 0 {
-                            out.push(b' ');
-                        }
-                        out.extend_from_slice(lock.name.as_bytes());
-                        out.push(b':');
-                        out.extend_from_slice(&lock.holder.default);
-                    }
-                    out.extend_from_slice(b"]\n");
+                    let locks = table.exclusive_locks(b"");
+                    reply::dump_exclusive(out, locks.iter().map(exclusive_entry));
                 }
             }
             Command::SharedGet(name) => {
@@ -305,19 +322,14 @@ impl Session {
                 self.end_block(Verb::Who, out);
             }
             Command::Stats => {
-                self.state.accept_pending();
+                host.before_stats();
                 let counts = table.counts();
-                let report = state
-                    .stats
+                let report = host
+                    .stats()
                     .report(counts, config.max_connections, self.version >= 2);
-                for (key, value) in report {
-                    out.extend_from_slice(key.as_bytes());
-                    out.extend_from_slice(b": ");
-                    reply::push_number(out, value);
-                    out.push(b'\n');
-                }
+                reply::stats(out, report.iter().map(|(k, v)| (k.as_str(), *v)));
                 // A `q` reply does not count that `q` itself.
-                state.stats.count_command(Verb::Stats);
+                host.stats().count_command(Verb::Stats);
                 self.end_block(Verb::Stats, out);
             }
             Command::Hello(version) => {
@@ -353,7 +365,13 @@ impl Session {
             }
             Command::DumpJson => {
                 if config.dump {
-                    self.dump_json(out);
+                    let exclusive = table.exclusive_locks(b"");
+                    let shared = table.shared_locks(b"");
+                    reply::dump_json(
+                        out,
+                        exclusive.iter().map(exclusive_entry),
+                        shared.iter().map(shared_entry),
+                    );
                 } else {
                     out.extend_from_slice(reply::DISABLED);
                 }
@@ -379,7 +397,7 @@ impl Session {
         timeout_ms: u64,
         out: &mut Vec<u8>,
     ) -> Step {
-        let table = &self.state.table;
+        let table = self.host.store();
         let queue = timeout_ms > 0;
         let start = match kind {
             Kind::Exclusive => table.lock_or_queue(self.id, &name, queue),
@@ -389,7 +407,7 @@ impl Session {
             WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),
             WaitStart::Busy => self.reply_timeout(kind, &name, out),
             WaitStart::Deadlock => {
-                bump(&self.state.stats.deadlocks);
+                bump(&self.host.stats().deadlocks);
                 status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
             }
             WaitStart::Queued => {
@@ -408,7 +426,7 @@ impl Session {
     pub fn finish_wait(&mut self, wait: Wait, grant: Option<Grant>, out: &mut Vec<u8>) {
         let grant = match grant {
             Some(grant) => Some(grant),
-            None if self.state.table.cancel_wait(self.id) => None,
+            None if self.host.store().cancel_wait(self.id) => None,
             None => self.grants.recv().ok(),
         };
         match grant {
@@ -432,7 +450,7 @@ impl Session {
     }
 
     fn reply_timeout(&self, kind: Kind, name: &LockName, out: &mut Vec<u8>) {
-        bump(&self.state.stats.wait_timeouts);
+        bump(&self.host.stats().wait_timeouts);
         let text = match kind {
             Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
             Kind::Shared => reply::SHARED_GET_TIMEOUT,
@@ -447,64 +465,9 @@ impl Session {
         }
     }
 
-    fn dump_json(&self, out: &mut Vec<u8>) {
-        let table = &self.state.table;
-        out.extend_from_slice(b"{\"exclusive\":{");
-        for (i, lock) in table.exclusive_locks(b"").iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            reply::json_string(out, lock.name.as_bytes());
-            out.extend_from_slice(b":{\"holder\":");
-            reply::json_string(out, &lock.holder.default);
-            out.extend_from_slice(b",\"name\":");
-            match &lock.holder.registered {
-                Some(name) => reply::json_string(out, name),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.extend_from_slice(b",\"token\":");
-            reply::push_number(out, lock.token);
-            out.extend_from_slice(b",\"waiters\":[");
-            for (j, waiter) in lock.waiters.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                reply::json_string(out, waiter);
-            }
-            out.extend_from_slice(b"]}");
-        }
-        out.extend_from_slice(b"},\"shared\":{");
-        for (i, lock) in table.shared_locks(b"").iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            reply::json_string(out, lock.name.as_bytes());
-            out.extend_from_slice(b":{\"holders\":[");
-            for (j, holder) in lock.holders.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                reply::json_string(out, &holder.default);
-            }
-            out.extend_from_slice(b"],\"waiters\":[");
-            for (j, (waiter, limit)) in lock.waiters.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(b"{\"client\":");
-                reply::json_string(out, waiter);
-                out.extend_from_slice(b",\"limit\":");
-                reply::push_number(out, u64::from(*limit));
-                out.push(b'}');
-            }
-            out.extend_from_slice(b"]}");
-        }
-        out.extend_from_slice(b"}}\n");
-    }
-
     /// With `--verbose`, one log line per command; never an auth secret.
     fn log_line(&self, line: &[u8], verb: Option<Verb>) {
-        if !self.state.config.verbose {
+        if !self.host.settings().verbose {
             return;
         }
         let line = protocol::trim(line);
@@ -519,6 +482,24 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.state.orphan(self.id);
+        orphan(&*self.host, self.id);
+    }
+}
+
+fn exclusive_entry(lock: &ExclusiveView) -> ExclusiveEntry<'_> {
+    ExclusiveEntry {
+        name: lock.name.as_bytes(),
+        holder: &lock.holder.default,
+        registered: lock.holder.registered.as_deref(),
+        token: lock.token,
+        waiters: lock.waiters.iter().map(|w| &w[..]).collect(),
+    }
+}
+
+fn shared_entry(lock: &SharedView) -> SharedEntry<'_> {
+    SharedEntry {
+        name: lock.name.as_bytes(),
+        holders: lock.holders.iter().map(|h| &h.default[..]).collect(),
+        waiters: lock.waiters.iter().map(|(w, l)| (&w[..], *l)).collect(),
     }
 }

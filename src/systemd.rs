@@ -11,7 +11,7 @@
 //! ```
 
 use crate::error::Error;
-use crate::transport::Listener;
+use crate::server::Listener;
 use std::ffi::OsString;
 use std::io;
 use std::net::TcpListener;

@@ -125,6 +125,137 @@ pub fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
+/// One exclusive lock as the listings show it, borrowed from whatever the
+/// store copied out.
+#[derive(Clone, Debug, Default)]
+pub struct ExclusiveEntry<'a> {
+    /// The lock's name.
+    pub name: &'a [u8],
+    /// The holder's default name (`IP:PORT`, `unix:N`).
+    pub holder: &'a [u8],
+    /// The holder's `iam` name, if it registered one.
+    pub registered: Option<&'a [u8]>,
+    /// The fencing token of the current grant.
+    pub token: u64,
+    /// The default names of the waiters, first in line first.
+    pub waiters: Vec<&'a [u8]>,
+}
+
+/// One shared lock as the listings show it.
+#[derive(Clone, Debug, Default)]
+pub struct SharedEntry<'a> {
+    /// The lock's name.
+    pub name: &'a [u8],
+    /// The holders' default names.
+    pub holders: Vec<&'a [u8]>,
+    /// The waiters' default names and the limit each asked for.
+    pub waiters: Vec<(&'a [u8], u32)>,
+}
+
+/// Appends `dump`: glockd's Go-map text, `map[NAME:HOLDER NAME2:HOLDER2]\n`,
+/// in the order given (the caller sorts by name).
+pub fn dump_exclusive<'a>(out: &mut Vec<u8>, locks: impl IntoIterator<Item = ExclusiveEntry<'a>>) {
+    out.extend_from_slice(b"map[");
+    for (i, lock) in locks.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(lock.name);
+        out.push(b':');
+        out.extend_from_slice(lock.holder);
+    }
+    out.extend_from_slice(b"]\n");
+}
+
+/// Appends `dump shared`: `map[NAME:[HOLDER HOLDER2] ...]\n`.
+pub fn dump_shared<'a>(out: &mut Vec<u8>, locks: impl IntoIterator<Item = SharedEntry<'a>>) {
+    out.extend_from_slice(b"map[");
+    for (i, lock) in locks.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(lock.name);
+        out.extend_from_slice(b":[");
+        for (j, holder) in lock.holders.iter().enumerate() {
+            if j > 0 {
+                out.push(b' ');
+            }
+            out.extend_from_slice(holder);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"]\n");
+}
+
+/// Appends `dj`: one line of JSON, exclusive then shared locks.
+pub fn dump_json<'a>(
+    out: &mut Vec<u8>,
+    exclusive: impl IntoIterator<Item = ExclusiveEntry<'a>>,
+    shared: impl IntoIterator<Item = SharedEntry<'a>>,
+) {
+    out.extend_from_slice(b"{\"exclusive\":{");
+    for (i, lock) in exclusive.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, lock.name);
+        out.extend_from_slice(b":{\"holder\":");
+        json_string(out, lock.holder);
+        out.extend_from_slice(b",\"name\":");
+        match lock.registered {
+            Some(name) => json_string(out, name),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"token\":");
+        push_number(out, lock.token);
+        out.extend_from_slice(b",\"waiters\":[");
+        for (j, waiter) in lock.waiters.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            json_string(out, waiter);
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"},\"shared\":{");
+    for (i, lock) in shared.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, lock.name);
+        out.extend_from_slice(b":{\"holders\":[");
+        for (j, holder) in lock.holders.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            json_string(out, holder);
+        }
+        out.extend_from_slice(b"],\"waiters\":[");
+        for (j, (waiter, limit)) in lock.waiters.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"client\":");
+            json_string(out, waiter);
+            out.extend_from_slice(b",\"limit\":");
+            push_number(out, u64::from(*limit));
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"}}\n");
+}
+
+/// Appends the `q` reply's `key: value` lines.
+pub fn stats<'a>(out: &mut Vec<u8>, pairs: impl IntoIterator<Item = (&'a str, u64)>) {
+    for (key, value) in pairs {
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b": ");
+        push_number(out, value);
+        out.push(b'\n');
+    }
+}
+
 /// A status reply split into its parts: `N TEXT: NAME` or `N TEXT`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusLine<'a> {
@@ -176,6 +307,43 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 503 "));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert_eq!(body.as_bytes(), TOO_MANY_CONNECTIONS);
+    }
+
+    #[test]
+    fn listings_encode_as_glockd_does() {
+        let lock = |name: &'static [u8], holder: &'static [u8]| ExclusiveEntry {
+            name,
+            holder,
+            ..ExclusiveEntry::default()
+        };
+        let mut out = Vec::new();
+        dump_exclusive(&mut out, [lock(b"a", b"unix:1"), lock(b"b", b"unix:2")]);
+        assert_eq!(out, b"map[a:unix:1 b:unix:2]\n");
+        out.clear();
+        dump_exclusive(&mut out, []);
+        assert_eq!(out, b"map[]\n");
+        out.clear();
+        let shared = SharedEntry {
+            name: b"s",
+            holders: vec![b"unix:1", b"unix:2"],
+            waiters: vec![(b"unix:3", 2)],
+        };
+        dump_shared(&mut out, [shared.clone()]);
+        assert_eq!(out, b"map[s:[unix:1 unix:2]]\n");
+        out.clear();
+        let exclusive = ExclusiveEntry {
+            registered: Some(b"me"),
+            token: 7,
+            waiters: vec![b"unix:4"],
+            ..lock(b"a", b"unix:1")
+        };
+        dump_json(&mut out, [exclusive], [shared]);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "{\"exclusive\":{\"a\":{\"holder\":\"unix:1\",\"name\":\"me\",\"token\":7,\
+             \"waiters\":[\"unix:4\"]}},\"shared\":{\"s\":{\"holders\":[\"unix:1\",\"unix:2\"],\
+             \"waiters\":[{\"client\":\"unix:3\",\"limit\":2}]}}}\n"
+        );
     }
 
     #[test]

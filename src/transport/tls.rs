@@ -5,7 +5,7 @@
 //! files, and optionally a CA whose signature every client certificate must
 //! carry. [`ServerConfig::tls`](crate::ServerConfig::tls) set to one makes
 //! every TCP listener speak TLS; the handshake runs on the connection's own
-//! thread, bounded by [`HANDSHAKE_TIMEOUT`], never in the accept loop.
+//! thread, bounded by a 10 s deadline in total, never in the accept loop.
 //!
 //! The client side is [`TlsClientConfig`] and [`connect_tls`], for
 //! `lockd::Client` and tests:
@@ -38,13 +38,6 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long a client has to complete the TLS handshake before the server
-/// drops it, so a silent client cannot hold a thread.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A server-side TLS stream over TCP.
-pub type TlsServerStream = StreamOwned<ServerConnection, TcpStream>;
 
 /// A client-side TLS stream over TCP, as [`connect_tls`] returns it.
 /// Writes are buffered by rustls: call `flush` after each request.
@@ -180,15 +173,6 @@ impl TlsConfig {
     }
 }
 
-/// Runs the server side of the handshake, with `HANDSHAKE_TIMEOUT` as its
-/// read and write deadline; the caller sets its own timeouts afterwards.
-pub(crate) fn accept(stream: &mut TlsServerStream) -> io::Result<()> {
-    stream.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    stream.sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    handshake(&mut stream.conn, &mut stream.sock, Some(deadline))
-}
-
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConfig")
@@ -232,31 +216,6 @@ where
         conn.complete_io(sock)?;
     }
     Ok(())
-}
-
-/// Whether rustls holds decrypted input that the connection has not read
-/// yet: while it does, the connection is not idle.
-pub(crate) fn has_plaintext(stream: &mut TlsServerStream) -> bool {
-    stream
-        .conn
-        .process_new_packets()
-        .map_or(true, |state| state.plaintext_bytes_to_read() > 0)
-}
-
-/// Reads from a server-side TLS stream; a peer that closes the TCP
-/// connection without a TLS `close_notify` (most clients, when they just
-/// drop the socket) is an ordinary end of input, as it is over plain TCP.
-pub(crate) fn read_plain_eof(stream: &mut TlsServerStream, buf: &mut [u8]) -> io::Result<usize> {
-    match stream.read(buf) {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-        other => other,
-    }
-}
-
-/// Writes all of `buf` and sends it (rustls buffers until flushed).
-pub(crate) fn write_flush(stream: &mut TlsServerStream, buf: &[u8]) -> io::Result<()> {
-    stream.write_all(buf)?;
-    stream.flush()
 }
 
 /// What a TLS client trusts, and the certificate it shows if any. Cheap to

@@ -1,0 +1,77 @@
+//! How a server is set up and how it stops.
+
+use crate::secret::Secret;
+use crate::transport::tls::TlsConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the server is set up. Start from `ServerConfig::default()` and set
+/// fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// TCP addresses, `HOST:PORT` (port 0 picks a free port; `:PORT` means
+    /// every interface, IPv6 and IPv4). Default `127.0.0.1:9999`.
+    pub listen: Vec<String>,
+    /// Unix socket paths.
+    pub unix: Vec<PathBuf>,
+    /// WebSocket addresses, `HOST:PORT` or `:PORT` as for `listen`. Default
+    /// none.
+    pub websocket: Vec<String>,
+    /// TLS for every TCP listener of `listen` (not WebSocket, not Unix).
+    pub tls: Option<TlsConfig>,
+    /// Permission bits for the Unix socket files (e.g. `0o660`).
+    pub unix_mode: Option<u32>,
+    /// Serve `d`, `sd`, `dump`, `dj` (else they answer `0 disabled`).
+    pub dump: bool,
+    /// Serve `iam` and `who` (else they answer `0 disabled`).
+    pub registry: bool,
+    /// Connections past this are told `0 Too Many Connections` and closed.
+    pub max_connections: usize,
+    /// Longest accepted line in bytes, `\n` not counted.
+    pub max_line: usize,
+    /// Log every command to stderr.
+    pub verbose: bool,
+    /// When set, every verb but `hello` and `auth` needs `auth` first.
+    pub auth_secret: Option<Secret>,
+    /// Where the fencing-token high-water mark lives; `None` keeps tokens
+    /// in memory only (they restart at 1).
+    pub state_dir: Option<PathBuf>,
+    /// TCP keepalive idle time; `None` turns keepalive off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Close connections silent for this long (waiting ones excepted).
+    pub idle_timeout: Option<Duration>,
+    /// A write that cannot complete for this long drops the connection.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: vec!["127.0.0.1:9999".to_string()],
+            unix: Vec::new(),
+            websocket: Vec::new(),
+            tls: None,
+            unix_mode: None,
+            dump: true,
+            registry: true,
+            max_connections: 10_000,
+            max_line: 4096,
+            verbose: false,
+            auth_secret: None,
+            state_dir: None,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            idle_timeout: None,
+            write_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How to stop a running server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Stop accepting; let connected clients finish and leave.
+    Graceful,
+    /// Stop accepting and disconnect everyone now (their locks released).
+    Immediate,
+}

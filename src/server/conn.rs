@@ -1,0 +1,355 @@
+//! One connection's thread and the one connection loop: read a command,
+//! run it through the [`Session`], send the reply, carry out waits in line.
+//!
+//! The loop is generic over [`Framing`]: lines on TCP, Unix and TLS
+//! streams, messages on WebSocket. Line replies are buffered and written
+//! when no complete line is left in the input buffer, so a pipelined batch
+//! costs one write; a WebSocket reply is one message per command. No store
+//! lock is ever held across socket I/O.
+
+use super::liveness::Presence;
+use super::stream::{Shared, Socket, Stream};
+use super::{websocket, State};
+use crate::protocol::line::{Line, LineReader};
+use crate::session::{Session, Step, Wait};
+use crossbeam_channel::select;
+use std::cell::{Cell, RefCell};
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Line replies are written early once this much is buffered.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// What a framing read from the peer.
+pub(crate) enum Input<'a> {
+    /// One command, and whether the framing read the socket for it (fresh
+    /// input, which may follow another client's close).
+    Command {
+        /// The command's bytes, without framing.
+        line: &'a [u8],
+        /// Read from the socket just now.
+        fresh: bool,
+    },
+    /// A command longer than the line limit, skipped.
+    TooLong,
+    /// The peer closed.
+    End,
+}
+
+/// How commands and replies are cut on the wire.
+pub(crate) trait Framing {
+    /// The next command. `out` holds replies not sent yet, which go out
+    /// before the framing blocks on the socket.
+    fn next(&mut self, out: &mut Vec<u8>) -> io::Result<Input<'_>>;
+    /// `out` holds the whole reply to one command.
+    fn reply(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
+    /// Sends what `out` holds now (before a wait, or at the end).
+    fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
+}
+
+/// What a connection's framing and loop share: the server, the stream and
+/// the connection's place in the liveness module.
+pub(crate) struct Conn<'a> {
+    pub(crate) state: &'a State,
+    pub(crate) io: &'a RefCell<Stream>,
+    pub(crate) presence: &'a Presence,
+    /// Set when a read won input from a connection already orphaned.
+    rejoined: Cell<bool>,
+}
+
+impl Conn<'_> {
+    /// The socket under the stream.
+    pub(crate) fn socket(&self) -> &Socket {
+        self.presence.socket()
+    }
+
+    /// Writes `out` as one block (one `write`, or one run of TLS records)
+    /// and empties it.
+    pub(crate) fn write_out(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let result = {
+            let mut io = self.io.borrow_mut();
+            io.write_all(out).and_then(|()| io.flush())
+        };
+        out.clear();
+        if out.capacity() > FLUSH_AT {
+            out.shrink_to(1024);
+        }
+        result
+    }
+
+    /// A reader and writer over the stream, for a framing to own.
+    /// `idle_on_read`: each read is a moment with no command held in this
+    /// process (true for WebSocket, whose library reads the socket only
+    /// when it holds no whole frame). `deadline`: reads past it fail with
+    /// `TimedOut`, however the bytes trickle in (a handshake's total).
+    pub(crate) fn io(&self, idle_on_read: bool, deadline: Option<Instant>) -> ConnIo<'_> {
+        ConnIo {
+            conn: self,
+            idle_on_read,
+            deadline,
+        }
+    }
+}
+
+/// Reads and writes a connection's stream, telling the liveness module
+/// when a read wakes up.
+pub(crate) struct ConnIo<'a> {
+    conn: &'a Conn<'a>,
+    idle_on_read: bool,
+    deadline: Option<Instant>,
+}
+
+impl ConnIo<'_> {
+    /// Reads from now on are bounded by the socket's own timeouts only.
+    pub(crate) fn clear_deadline(&mut self) {
+        self.deadline = None;
+    }
+}
+
+impl Read for ConnIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let presence = self.conn.presence;
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(ErrorKind::TimedOut, "the handshake took too long"));
+            }
+            self.conn.socket().set_read_timeout(Some(left))?;
+        }
+        if self.idle_on_read {
+            presence.idle();
+        }
+        let result = self.conn.io.borrow_mut().read(buf);
+        if matches!(result, Ok(n) if n > 0) && !presence.busy() {
+            // The liveness module saw the hang-up and released our locks
+            // while this read took the peer's last commands: answer them
+            // anyway, as a connection that joins the store again.
+            presence.rejoin();
+            self.conn.rejoined.set(true);
+        }
+        // On EOF or an error this thread only ends the connection, so it
+        // stays reapable (orphaning is idempotent).
+        result
+    }
+}
+
+impl Write for ConnIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.conn.io.borrow_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.conn.io.borrow_mut().flush()
+    }
+}
+
+/// Lines: TCP, Unix and TLS streams.
+struct Lines<'a> {
+    reader: LineReader<ConnIo<'a>>,
+    conn: &'a Conn<'a>,
+}
+
+impl Framing for Lines<'_> {
+    fn next(&mut self, out: &mut Vec<u8>) -> io::Result<Input<'_>> {
+        let conn = self.conn;
+        let mut fresh = false;
+        let line = self.reader.next_line(|partial| {
+            // Idle means "nothing of a command is held in this process":
+            // with TLS, rustls may hold decrypted bytes the reader has not
+            // taken yet. Idle already while the replies go out, so a
+            // hang-up is handled at once.
+            if !partial && !conn.io.borrow_mut().has_pending_input() {
+                conn.presence.idle();
+            }
+            fresh = true;
+            conn.write_out(out)
+        })?;
+        Ok(match line {
+            Line::Complete(line) => Input::Command { line, fresh },
+            Line::TooLong => Input::TooLong,
+            Line::Eof => Input::End,
+        })
+    }
+
+    fn reply(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        if out.len() >= FLUSH_AT {
+            self.conn.write_out(out)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        self.conn.write_out(out)
+    }
+}
+
+/// Owns the thread's `Arc<State>` and, when the thread ends, drops it and
+/// then takes the connection out of the liveness module: a stopped
+/// server's handle waits for that set to empty, and must find the state
+/// (its listeners, the lock on its state directory) released by then.
+struct Live {
+    state: Option<Arc<State>>,
+    presence: Arc<Presence>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        state.uncount(&self.presence);
+        let liveness = Arc::clone(&state.liveness);
+        drop(state);
+        liveness.forget(self.presence.id());
+    }
+}
+
+/// Serves one connection until it closes: the TLS or WebSocket handshake
+/// (on this thread, under a total deadline), then the loop. The session
+/// is dropped (its locks released) before the socket can close: the
+/// liveness module holds the socket until the connection is forgotten.
+pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool, name: String) {
+    let live = Live {
+        state: Some(state),
+        presence,
+    };
+    let (Some(state), presence) = (live.state.as_ref(), &*live.presence) else {
+        return;
+    };
+    let socket = Arc::clone(presence.socket());
+    let tls = match (&state.config.tls, &*socket) {
+        (Some(tls), Socket::Tcp(_)) if !websocket => Some(tls),
+        _ => None,
+    };
+    let stream = match tls {
+        None => Stream::Plain(Shared(socket)),
+        Some(tls) => {
+            let accepted = tls
+                .connection()
+                .and_then(|conn| Stream::accept_tls(socket, conn));
+            match accepted {
+                Ok(stream) => stream,
+                Err(e) => {
+                    if state.config.verbose {
+                        eprintln!("lockd: {name}: TLS handshake failed: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    let io = RefCell::new(stream);
+    let conn = Conn {
+        state,
+        io: &io,
+        presence,
+        rejoined: Cell::new(false),
+    };
+    let (result, session) = if websocket {
+        let Some(mut messages) = websocket::accept(&conn, &name) else {
+            return;
+        };
+        let mut session = start_session(&conn, name);
+        (run(&conn, &mut messages, &mut session), session)
+    } else {
+        let mut session = start_session(&conn, name);
+        let mut lines = Lines {
+            reader: LineReader::new(conn.io(false, None), state.config.max_line),
+            conn: &conn,
+        };
+        (run(&conn, &mut lines, &mut session), session)
+    };
+    match result {
+        // The socket's read timeout ran out (EAGAIN). A keepalive failure is
+        // ETIMEDOUT (`TimedOut`): no lease expiry, whatever the lease.
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            session.lease_expired();
+        }
+        Err(e) if state.config.verbose => eprintln!("lockd: {}: closed: {e}", session.name()),
+        Ok(()) if state.config.verbose => eprintln!("lockd: {}: closed by peer", session.name()),
+        _ => {}
+    }
+}
+
+/// Starts the session once the handshake is over, with the server's
+/// timeouts on the socket.
+fn start_session(conn: &Conn<'_>, name: String) -> Session {
+    let config = &conn.state.config;
+    let _ = conn.socket().set_write_timeout(Some(config.write_timeout));
+    let _ = conn.socket().set_read_timeout(config.idle_timeout);
+    conn.presence.serving();
+    let host = Arc::clone(&conn.state.host);
+    Session::new(host, conn.presence.id(), name)
+}
+
+/// The one connection loop.
+pub(crate) fn run(conn: &Conn<'_>, framing: &mut impl Framing, session: &mut Session) -> io::Result<()> {
+    let mut out = Vec::new();
+    loop {
+        let input = framing.next(&mut out)?;
+        if conn.rejoined.take() {
+            session.rejoin();
+        }
+        let step = match input {
+            Input::Command { line, fresh } => {
+                if fresh {
+                    // Before serving new input, release the locks of peers
+                    // that hung up but whose threads have not run yet.
+                    let state = conn.state;
+                    state
+                        .liveness
+                        .settle(conn.presence, &|p| state.reap(p));
+                }
+                session.execute(line, &mut out)
+            }
+            Input::TooLong => {
+                session.line_too_long(&mut out);
+                Step::Done
+            }
+            Input::End => break,
+        };
+        if let Step::Wait(wait) = step {
+            framing.flush(&mut out)?;
+            if !wait_in_line(conn, session, wait, &mut out) {
+                return Ok(());
+            }
+        }
+        if let Some(timeout) = session.take_read_timeout_change() {
+            conn.socket().set_read_timeout(timeout)?;
+        }
+        framing.reply(&mut out)?;
+    }
+    framing.flush(&mut out)
+}
+
+/// Blocks until the grant, the deadline or the peer's hang-up. `false`
+/// when the peer hung up (the connection must end, leaving the line).
+fn wait_in_line(conn: &Conn<'_>, session: &mut Session, wait: Wait, out: &mut Vec<u8>) -> bool {
+    if !conn.presence.wait_starts() {
+        return false;
+    }
+    let grants = session.grants().clone();
+    let timeout = wait.deadline.saturating_duration_since(Instant::now());
+    let mut peer_alive = true;
+    select! {
+        recv(grants) -> grant => match grant {
+            // During an immediate shutdown the grant is a lock orphaned by
+            // the teardown; this connection is being closed too, so it must
+            // not be told it got it (its session's drop releases it).
+            Ok(grant) if !conn.state.closing_all.load(Ordering::SeqCst) => {
+                session.finish_wait(wait, Some(grant), out);
+            }
+            // Or the store let go of the channel: the liveness module
+            // orphaned the connection, its peer gone.
+            _ => peer_alive = false,
+        },
+        recv(conn.presence.woken()) -> _ => peer_alive = false,
+        default(timeout) => session.finish_wait(wait, None, out),
+    }
+    peer_alive && conn.presence.wait_ends()
+}

@@ -1,0 +1,235 @@
+//! Listeners: binding TCP, WebSocket and Unix sockets, the accept loops,
+//! and the socket options set on each accepted connection.
+
+use super::stream::Socket;
+use crate::error::Error;
+use socket2::{SockRef, TcpKeepalive};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// WebSocket: TCP whose connections begin with an HTTP upgrade.
+    WebSocket(TcpListener),
+    /// A Unix stream socket at `path`.
+    Unix {
+        /// The listener.
+        listener: UnixListener,
+        /// Its socket file (for an abstract socket, `@` and its name).
+        path: PathBuf,
+        /// Whether the server removes the file when it stops: true when it
+        /// bound the socket itself, false for one inherited from systemd,
+        /// which owns the file.
+        remove_on_exit: bool,
+    },
+}
+
+/// How a connection identifies itself before any `iam`.
+pub(crate) enum Peer {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A WebSocket peer, by the address of its TCP connection.
+    WebSocket(SocketAddr),
+    /// A Unix-socket peer (named `unix:N` by the server).
+    Unix,
+}
+
+impl Listener {
+    /// Accepts one connection.
+    ///
+    /// # Errors
+    /// As `accept(2)`.
+    pub(crate) fn accept(&self) -> io::Result<(Socket, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, addr) = l.accept()?;
+                Ok((Socket::Tcp(s), Peer::Tcp(addr)))
+            }
+            Listener::WebSocket(l) => {
+                let (s, addr) = l.accept()?;
+                Ok((Socket::Tcp(s), Peer::WebSocket(addr)))
+            }
+            Listener::Unix { listener, .. } => {
+                let (s, _) = listener.accept()?;
+                Ok((Socket::Unix(s), Peer::Unix))
+            }
+        }
+    }
+
+    /// The TCP address, if this is a TCP listener.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::WebSocket(_) | Listener::Unix { .. } => None,
+        }
+    }
+
+    /// The address, if this is a WebSocket listener.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::WebSocket(l) => l.local_addr().ok(),
+            Listener::Tcp(_) | Listener::Unix { .. } => None,
+        }
+    }
+
+    /// The socket file, if this is a Unix listener.
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            Listener::Tcp(_) | Listener::WebSocket(_) => None,
+            Listener::Unix { path, .. } => Some(path),
+        }
+    }
+
+    /// The socket file the server created and removes when it stops.
+    pub fn owned_socket_file(&self) -> Option<&Path> {
+        match self {
+            Listener::Unix {
+                path,
+                remove_on_exit: true,
+                ..
+            } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Makes `accept` return `WouldBlock` instead of blocking (the accept
+    /// loop polls first).
+    ///
+    /// # Errors
+    /// As `fcntl(2)`.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) | Listener::WebSocket(l) => l.set_nonblocking(true),
+            Listener::Unix { listener, .. } => listener.set_nonblocking(true),
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) | Listener::WebSocket(l) => l.as_fd(),
+            Listener::Unix { listener, .. } => listener.as_fd(),
+        }
+    }
+}
+
+/// The name of a TCP peer: `IP:PORT`, `[v6]:PORT`, with IPv4-mapped IPv6
+/// peers of a dual-stack listener shown as plain IPv4.
+pub(crate) fn peer_name(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => format!("{v4}:{}", v6.port()),
+            None => format!("[{}]:{}", v6.ip(), v6.port()),
+        },
+        SocketAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// Turns on TCP keepalive so a peer that vanished without a FIN is noticed:
+/// first probe after `idle`, then every `idle / 3` (at least 1 s), 3 probes;
+/// `TCP_USER_TIMEOUT` bounds unacknowledged data the same way.
+///
+/// # Errors
+/// As `setsockopt(2)`.
+pub(crate) fn set_keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
+    let idle = Duration::from_secs(idle.as_secs().clamp(1, 32767));
+    let interval = (idle / 3).max(Duration::from_secs(1));
+    let count = 3;
+    let socket = SockRef::from(stream);
+    socket.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(interval)
+            .with_retries(count),
+    )?;
+    socket.set_tcp_user_timeout(Some(idle + interval * count))
+}
+
+/// Binds a TCP socket for a listener of the kind `kind` makes of it.
+pub(crate) fn bind_tcp(addr: &str, kind: fn(TcpListener) -> Listener) -> Result<Listener, Error> {
+    let bind_error = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            Error::AddressInUse {
+                addr: addr.to_string(),
+            }
+        } else {
+            Error::Bind {
+                addr: addr.to_string(),
+                source,
+            }
+        }
+    };
+    // `:PORT`, as Go and node spell "every interface": IPv6 dual-stack when
+    // the host has IPv6, else IPv4.
+    if let Some(port) = addr.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| Error::BadAddress {
+            addr: addr.to_string(),
+            reason: "the port must be a number from 0 to 65535".into(),
+        })?;
+        return match TcpListener::bind(("::", port)) {
+            Ok(l) => Ok(kind(l)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(bind_error(e)),
+            Err(_) => TcpListener::bind(("0.0.0.0", port))
+                .map(kind)
+                .map_err(bind_error),
+        };
+    }
+    let addrs = crate::transport::resolve(addr)?;
+    TcpListener::bind(&addrs[..]).map(kind).map_err(bind_error)
+}
+
+/// Binds a Unix socket listener at `path` with the permission bits `mode`.
+pub(crate) fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, Error> {
+    bind_unix_socket(path, mode).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => Error::SocketInUse {
+            path: path.to_path_buf(),
+        },
+        std::io::ErrorKind::AlreadyExists => Error::NotASocket {
+            path: path.to_path_buf(),
+        },
+        _ => Error::Bind {
+            addr: path.display().to_string(),
+            source,
+        },
+    })
+}
+
+/// Binds a Unix socket at `path`. A stale socket file (nobody listening) is
+/// replaced; a live one is refused, never stolen; a file that is not a
+/// socket is never removed.
+///
+/// # Errors
+/// `AddrInUse` for a live socket, `AlreadyExists` for a file that is not a
+/// socket, else as `bind(2)`.
+fn bind_unix_socket(path: &Path, mode: Option<u32>) -> io::Result<Listener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ));
+        }
+        match UnixStream::connect(path) {
+            Ok(_) => return Err(io::Error::from(io::ErrorKind::AddrInUse)),
+            Err(_) => std::fs::remove_file(path)?,
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(Listener::Unix {
+        listener,
+        path: path.to_path_buf(),
+        remove_on_exit: true,
+    })
+}
