@@ -38,10 +38,9 @@
 
 #![deny(missing_docs)]
 
-pub mod bench;
-pub mod cli;
 pub mod client;
 mod error;
+pub mod local;
 pub mod log;
 mod name;
 pub mod protocol;

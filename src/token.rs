@@ -16,6 +16,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -138,11 +139,16 @@ impl TokenCounter {
         };
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        // Read-only once it exists: flock(2) needs no write access, so a
+        // group-shared directory works whoever created the file.
+        let lock = File::open(&lock_path)
+            .or_else(|_| {
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+            })
             .map_err(io_error(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -305,9 +311,19 @@ impl Store {
     }
 
     /// Writes the mark durably: temp file, fsync, rename, fsync directory.
+    /// The file gets the read and write bits of its directory (`0600` in a
+    /// `0700` directory, `0660` in a group's `0770` one, `0644` in `0755`).
     fn persist(&self, mark: u64) -> io::Result<()> {
         let tmp = self.path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mode = fs::metadata(dir)?.permissions().mode() & 0o666;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         writeln!(file, "{mark}")?;
         file.sync_all()?;
         fs::rename(&tmp, &self.path)?;

@@ -1,50 +1,87 @@
-//! The benchmark library (`lockd::bench`, issues 6 and 8): a sub-second
-//! run of every workload against an in-process server passes its
-//! correctness checks and reports every figure; a server that refuses locks
-//! fails a check. No speed is asserted.
+//! The benchmark (`lockctl bench`, issues 6 and 8), run through the
+//! binary: a sub-second run of every workload against an in-process server
+//! passes its correctness checks and reports every figure; a server that
+//! refuses locks fails a check (exit 70). No speed is asserted.
 
-use lockd::bench::{self, BenchError, BenchOptions, Target, Workload};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Command, Output};
 
-fn tiny() -> BenchOptions {
-    let mut opts = BenchOptions::default();
-    opts.duration = Duration::from_millis(100);
-    opts.connections = 4;
-    opts.contenders = 3;
-    opts.churners = 2;
-    opts.release_samples = 10;
-    opts.idle_connections = 20;
-    opts.lockd_binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_lockd")));
-    opts
+const TINY: &[&str] = &[
+    "--duration",
+    "100ms",
+    "--connections",
+    "4",
+    "--contenders",
+    "3",
+    "--churners",
+    "2",
+    "--idle",
+    "20",
+];
+
+fn lockctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lockctl"))
+        .args(args)
+        .env_remove("LOCKD_SERVER")
+        .output()
+        .expect("run lockctl")
 }
 
 #[test]
 fn every_workload_passes_its_checks_and_reports() {
-    let mut out = Vec::new();
-    let report = match bench::run(&tiny(), &mut out) {
-        Ok(report) => report,
-        Err(e) => panic!("{e}\n{}", String::from_utf8_lossy(&out)),
-    };
-    let printed = String::from_utf8_lossy(&out);
-    for workload in Workload::ALL {
-        for target in [Target::Echo, Target::Lockd] {
-            let row = report
-                .row(workload, target)
-                .unwrap_or_else(|| panic!("no {workload} {target} row in\n{printed}"));
-            assert!(row.rate.is_some(), "{workload} {target}: no figure");
-        }
-        let lockd = report.row(workload, Target::Lockd).unwrap();
-        assert!(lockd.ratio.is_some(), "{workload}: no ratio");
-    }
+    let dir = std::env::temp_dir().join(format!("lockd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tsv_path = dir.join("bench.tsv");
+    let tsv_arg = tsv_path.to_str().expect("utf-8 temp path");
+    let mut args = vec![
+        "bench",
+        "--in-process",
+        "--lockd",
+        env!("CARGO_BIN_EXE_lockd"),
+    ];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--tsv", tsv_arg]);
+    let out = lockctl(&args);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(printed.contains("FCFS ok"), "{printed}");
     assert!(printed.contains("orphans freed"), "{printed}");
-    let mut tsv = Vec::new();
-    report.write_tsv(&mut tsv).unwrap();
-    let tsv = String::from_utf8(tsv).unwrap();
+    let tsv = std::fs::read_to_string(&tsv_path).expect("the --tsv file");
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+    // A comment, a header, then a row per workload and target.
     assert_eq!(tsv.lines().count(), 2 + 12, "{tsv}");
+    let header: Vec<&str> = tsv.lines().nth(1).expect("header").split('\t').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("no {name} column in {header:?}"))
+    };
+    let (workload, target, rate, ratio) = (
+        column("workload"),
+        column("target"),
+        column("rate"),
+        column("ratio"),
+    );
+    for w in ["W1", "W2", "W3", "W4", "W5", "W6"] {
+        for t in ["echo", "lockd"] {
+            let row: Vec<&str> = tsv
+                .lines()
+                .skip(2)
+                .map(|line| line.split('\t').collect::<Vec<_>>())
+                .find(|row| row[workload] == w && row[target] == t)
+                .unwrap_or_else(|| panic!("no {w} {t} row in\n{tsv}"));
+            assert!(!row[rate].is_empty(), "{w} {t}: no figure in\n{tsv}");
+            if t == "lockd" {
+                assert!(!row[ratio].is_empty(), "{w}: no ratio in\n{tsv}");
+            }
+        }
+    }
 }
 
 /// A "lock server" that answers every line `0 Lock Get Failure`.
@@ -68,19 +105,20 @@ fn refusing_server() -> String {
 
 #[test]
 fn a_refused_lock_fails_a_check() {
-    let mut opts = tiny();
-    opts.server = Some(refusing_server());
-    opts.workloads = vec![Workload::W1];
-    opts.echo = false;
-    let mut out = Vec::new();
-    let err = bench::run(&opts, &mut out).expect_err("a refused g must fail");
-    assert!(err.is_check_failure(), "{err}");
-    assert!(matches!(
-        err,
-        BenchError::Check {
-            workload: Workload::W1,
-            ..
-        }
-    ));
-    assert!(String::from_utf8_lossy(&out).contains("CHECK FAILED"));
+    let server = refusing_server();
+    let mut args = vec![
+        "--server",
+        &server,
+        "bench",
+        "--workloads",
+        "W1",
+        "--no-echo",
+    ];
+    args.extend_from_slice(TINY);
+    let out = lockctl(&args);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{printed}{err}");
+    assert!(printed.contains("CHECK FAILED"), "{printed}");
+    assert!(err.contains("check failed in W1"), "{err}");
 }

@@ -529,22 +529,16 @@ fn help_and_man_page_agree() {
         flags_in(reference),
         "flags of --help vs man/lockctl.1"
     );
-    let tables = [
-        lockd::cli::lockctl::GLOBAL_FLAGS,
-        lockd::cli::lockctl::RUN_FLAGS,
-        lockd::cli::lockctl::JSON_FLAGS,
-        lockd::cli::lockctl::BENCH_FLAGS,
-    ];
-    for flag in tables.iter().flat_map(|t| t.iter()) {
-        assert!(
-            help.contains(&format!("--{}", flag.long)),
-            "--{}",
-            flag.long
-        );
-    }
     // Commands, both ways: each one --help lists has a .TP entry, and
     // every .TP entry under COMMANDS is a command --help lists.
-    let listed: BTreeSet<&str> = lockd::cli::lockctl::COMMANDS.iter().map(|c| c.0).collect();
+    let listed: BTreeSet<&str> = help_section(&help, "Commands:")
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(
+        listed.contains("run") && listed.contains("bench"),
+        "{listed:?}"
+    );
     let commands = plain
         .split(".SH COMMANDS")
         .nth(1)
@@ -556,17 +550,13 @@ fn help_and_man_page_agree() {
         .filter_map(|entry| entry.split_whitespace().next())
         .collect();
     assert_eq!(listed, documented, "commands of --help vs man/lockctl.1");
-    for command in &listed {
-        assert!(
-            help.contains(&format!("\n  {command} ")),
-            "{command} in --help"
-        );
-    }
     // Exit codes, both ways.
-    let codes: BTreeSet<&str> = lockd::cli::lockctl::EXIT_CODES
-        .iter()
-        .map(|c| c.0)
+    let codes: BTreeSet<&str> = help_section(&help, "Exit status:")
+        .lines()
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
         .collect();
+    assert!(codes.contains("64") && codes.contains("128+N"), "{codes:?}");
     let section = plain
         .split(".SH \"EXIT STATUS\"")
         .nth(1)
@@ -578,9 +568,17 @@ fn help_and_man_page_agree() {
         .filter_map(|entry| entry.split_whitespace().next())
         .collect();
     assert_eq!(codes, documented, "exit codes of --help vs man/lockctl.1");
-    for code in &codes {
-        assert!(help.contains(&format!("  {code}  ")), "{code} in --help");
-    }
+}
+
+/// The lines of `--help` after the line `heading`, up to the next blank
+/// line.
+fn help_section<'a>(help: &'a str, heading: &str) -> &'a str {
+    let start = help
+        .find(&format!("\n{heading}\n"))
+        .map(|at| at + heading.len() + 2)
+        .unwrap_or_else(|| panic!("no {heading} in --help"));
+    let rest = &help[start..];
+    &rest[..rest.find("\n\n").map_or(rest.len(), |end| end + 1)]
 }
 
 /// On a terminal, CMD gets the foreground: an interactive command reads the

@@ -953,7 +953,13 @@ pub(crate) fn unix_path(addr: &str) -> Option<&str> {
 /// Opens `tls://HOST:PORT`, `unix:/path` (or a path) or `HOST:PORT`. A TLS
 /// session runs behind a Unix socket pair (see `transport::tls::bridge`),
 /// so the rest of the client handles one kind of stream either way.
-pub(crate) fn open(addr: &str, config: &ClientConfig) -> Result<Stream, Error> {
+///
+/// Public for tools that speak the protocol themselves over the client's
+/// addressing and TLS (`lockctl shell`).
+///
+/// # Errors
+/// A bad address, a refused connection, a TLS failure or a timeout.
+pub fn open(addr: &str, config: &ClientConfig) -> Result<Stream, Error> {
     let connect_error = |source| Error::Connect {
         addr: addr.to_string(),
         source,

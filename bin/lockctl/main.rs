@@ -1,14 +1,25 @@
 //! `lockctl`, the lockd client command: run a command under a lock, and
-//! inspect a server. Everything but signal handling lives in
-//! `lockd::cli::lockctl`.
+//! inspect a server. Its modules are private to the binary: [`cli`] parses
+//! and dispatches, [`run`] runs CMD under a lock, [`shell`] speaks raw
+//! protocol, [`bench`](mod@bench) is the load generator; this file handles signals.
 
+mod bench;
+mod cli;
+#[path = "../common/flags.rs"]
+mod flags;
+mod json;
+#[path = "../common/nofile.rs"]
+mod nofile;
+mod run;
+mod shell;
+
+use cli::exit;
 use crossbeam_channel::Receiver;
-use lockd::cli::lockctl::{self, exit};
 use signal_hook::iterator::Signals;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let (global, command) = match lockctl::parse_args(std::env::args_os().skip(1).collect()) {
+    let (global, command) = match cli::parse_args(std::env::args_os().skip(1).collect()) {
         Ok(parsed) => parsed,
         Err(code) => return ExitCode::from(code),
     };
@@ -21,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::UNAVAILABLE);
         }
     };
-    ExitCode::from(lockctl::execute(global, command, signals))
+    ExitCode::from(cli::execute(global, command, signals))
 }
 
 /// Installs handlers for `wanted` and returns the channel a signal thread

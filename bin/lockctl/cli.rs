@@ -4,15 +4,12 @@
 
 use super::json::{self, Json};
 use super::run::{self, RunOptions, Wait};
-use super::{
-    options, parse_duration, parse_number, render_flags, Arity, FlagSpec, UsageError, HELP_FLAG,
-    VERSION_FLAG,
+use crate::flags::{
+    options, parse_number, render_flags, Arity, FlagSpec, UsageError, HELP_FLAG, VERSION_FLAG,
 };
-use crate::client::{Client, ClientConfig};
-use crate::error::Error;
-use crate::protocol::normalize;
-use crate::Secret;
 use crossbeam_channel::Receiver;
+use lockd::protocol::normalize;
+use lockd::{Client, ClientConfig, Error, Secret};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -651,7 +648,7 @@ pub fn execute(global: Global, command: Command, signals: Receiver<i32>) -> u8 {
             0
         }
         Command::Bench(command) => bench(&global, *command),
-        Command::Shell => super::shell::shell(&global),
+        Command::Shell => crate::shell::shell(&global),
         Command::Run(options) => run::run(&global, &options, signals),
         command => {
             let client = match connect(&global) {
@@ -689,7 +686,7 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
 
 /// The client settings of the global options (timeouts, TLS), without the
 /// secret.
-pub(super) fn client_config(global: &Global) -> ClientConfig {
+pub(crate) fn client_config(global: &Global) -> ClientConfig {
     let mut config = ClientConfig::new()
         .connect_timeout(Some(global.timeout))
         .read_timeout(Some(global.timeout))
@@ -705,7 +702,7 @@ pub(super) fn client_config(global: &Global) -> ClientConfig {
 
 /// Connects as the global options say; on failure prints why and returns
 /// the exit status.
-pub(super) fn connect(global: &Global) -> Result<Client, u8> {
+pub(crate) fn connect(global: &Global) -> Result<Client, u8> {
     let mut config = client_config(global);
     if let Some(path) = &global.auth_file {
         match read_secret(path) {
@@ -722,7 +719,7 @@ pub(super) fn connect(global: &Global) -> Result<Client, u8> {
     })
 }
 
-/// Runs the benchmark library (`lockd::bench`) and maps its outcome.
+/// Runs the benchmark ([`crate::bench`](mod@crate::bench)) and maps its outcome.
 fn bench(global: &Global, command: BenchCommand) -> u8 {
     use crate::bench;
     let mut options = command.options;
@@ -1039,9 +1036,60 @@ fn ping(client: &Client, server: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Parses a duration: a number with a unit, `ms`, `s`, `m` or `h`
+/// (`500ms`, `5s`, `1.5s`, `2m`, `1h`); a bare number is seconds.
+///
+/// # Errors
+/// When `value` is not such a duration; the message names the flag.
+pub fn parse_duration(flag: &str, value: &str) -> Result<Duration, UsageError> {
+    let bad = || {
+        UsageError(format!(
+            "invalid value {value:?} for {flag}: expected a duration such as 500ms, 5s, 2m or 1h"
+        ))
+    };
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return Err(bad());
+    }
+    let seconds_per_unit = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(number * seconds_per_unit).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_tables_are_well_formed() {
+        let help = help();
+        for table in [GLOBAL_FLAGS, RUN_FLAGS, JSON_FLAGS, BENCH_FLAGS] {
+            crate::flags::check_table(table);
+            for flag in table {
+                assert!(
+                    help.contains(&format!("--{}", flag.long)),
+                    "--{}",
+                    flag.long
+                );
+            }
+        }
+        for (command, _, _) in COMMANDS {
+            assert!(help.contains(&format!("\n  {command} ")), "{command}");
+        }
+        for (code, _) in EXIT_CODES {
+            assert!(help.contains(&format!("  {code}  ")), "{code}");
+        }
+    }
 
     fn parse_args(args: &[&str]) -> Result<(Global, Command), UsageError> {
         let split = args.iter().position(|a| *a == "--");
@@ -1101,6 +1149,24 @@ mod tests {
             &["ping", "--", "true"],
         ] {
             assert!(parse_args(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let ok = |text: &str| parse_duration("--wait", text).unwrap();
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("5s"), Duration::from_secs(5));
+        assert_eq!(ok("5"), Duration::from_secs(5));
+        assert_eq!(ok(" 2m "), Duration::from_secs(120));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("0"), Duration::ZERO);
+        for bad in [
+            "", "s", "-1s", "5x", "1.s", ".5s", "5 s", "1..2s", "nan", "inf", "5sm",
+        ] {
+            let e = parse_duration("--wait", bad).unwrap_err();
+            assert!(e.0.contains("--wait"), "{bad:?}: {e}");
         }
     }
 }

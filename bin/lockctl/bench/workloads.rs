@@ -4,7 +4,7 @@ use super::echo::EchoServer;
 use super::hist::Histogram;
 use super::report::{table_header, table_line, Machine, Report, Row, Target};
 use super::{BenchError, BenchOptions, Workload};
-use crate::{Server, ServerConfig, ServerHandle};
+use lockd::{Server, ServerConfig, ServerHandle};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -167,7 +167,7 @@ impl Ctx<'_> {
 }
 
 pub(super) fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Report, BenchError> {
-    let _ = crate::cli::raise_nofile_limit();
+    let _ = crate::nofile::raise_nofile_limit();
     let machine = Machine::detect();
     let print_err = |e: io::Error| BenchError::io("cannot write the report", e);
     // The in-process server, if any, stops when this goes out of scope.
@@ -294,11 +294,9 @@ pub(super) fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Report, Be
 }
 
 fn start_in_process(idle_connections: usize) -> Result<ServerHandle, BenchError> {
-    let config = ServerConfig {
-        listen: vec!["127.0.0.1:0".into()],
-        max_connections: idle_connections.max(10_000) + 1_000,
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig::default();
+    config.listen = vec!["127.0.0.1:0".into()];
+    config.max_connections = idle_connections.max(10_000) + 1_000;
     Server::bind(config)
         .and_then(Server::spawn)
         .map_err(BenchError::Server)

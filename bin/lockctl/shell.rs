@@ -5,9 +5,9 @@
 //! silent there, and then multi-line and unknown replies end when the
 //! line has been quiet for [`CLASSIC_QUIET`].
 
-use super::lockctl::{client_config, exit, read_secret, Global};
-use crate::protocol;
-use crate::transport::Stream;
+use crate::cli::{client_config, exit, read_secret, Global};
+use lockd::protocol;
+use lockd::transport::Stream;
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ pub fn shell(global: &Global) -> u8 {
             return exit::USAGE;
         }
     };
-    let stream = match crate::client::open(&global.server, &client_config(global)) {
+    let stream = match lockd::client::open(&global.server, &client_config(global)) {
         Ok(stream) => stream,
         Err(e) => {
             eprintln!("lockctl: {e}");

@@ -1,9 +1,17 @@
 //! `lockd`, the lock server daemon: parse flags, install the signal
-//! handlers, start the daemon (`lockd::cli::daemon::start`), stop it on
-//! SIGTERM, SIGINT or SIGQUIT; log and ignore SIGHUP, SIGUSR1 and SIGUSR2.
-//! Everything else lives in the library.
+//! handlers, start the daemon ([`daemon::start`]), stop it on SIGTERM,
+//! SIGINT or SIGQUIT; log and ignore SIGHUP, SIGUSR1 and SIGUSR2. The
+//! server itself lives in the library; the command line in the binary's
+//! private modules.
 
-use lockd::cli::daemon::{self, Invocation};
+mod daemon;
+#[path = "../common/flags.rs"]
+mod flags;
+mod limits;
+#[path = "../common/nofile.rs"]
+mod nofile;
+
+use daemon::Invocation;
 use lockd::log::{log, Priority};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;

@@ -8,18 +8,7 @@
 //! tokens that only grow, first come first served, every orphan freed) and
 //! never asserts a speed: a failed check is printed and makes [`run`]
 //! return [`BenchError::Check`]; slow figures are only figures.
-//!
-//! ```
-//! use std::time::Duration;
-//! use lockd::bench::{self, BenchOptions, Workload};
-//!
-//! let mut opts = BenchOptions::default();
-//! opts.workloads = vec![Workload::W1];
-//! opts.duration = Duration::from_millis(50);
-//! let report = bench::run(&opts, &mut std::io::sink())?;
-//! assert!(report.row(Workload::W1, bench::Target::Lockd).is_some());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! tests/bench.rs runs it through `lockctl bench`.
 //!
 //! The generator is lean so that it is not the bottleneck: a thread per
 //! connection, commands formatted once before the clock starts, replies
@@ -31,7 +20,7 @@ mod hist;
 mod report;
 mod workloads;
 
-pub use report::{Machine, Report, Row, Target};
+pub use report::Report;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -126,29 +115,6 @@ pub fn parse_workloads(s: &str) -> Result<Vec<Workload>, BenchError> {
         .collect()
 }
 
-/// Parses `3s`, `500ms`, `2m` or a bare number of seconds (`1.5`).
-///
-/// # Errors
-/// [`BenchError::Usage`] for anything else.
-pub fn parse_duration(s: &str) -> Result<Duration, BenchError> {
-    let s = s.trim();
-    let bad = || BenchError::Usage(format!("bad duration {s:?}: write e.g. 3s, 500ms or 2m"));
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = number.trim().parse().map_err(|_| bad())?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(value * scale))
-}
-
 /// What to run. Start from `BenchOptions::default()` and set fields.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -228,7 +194,7 @@ pub enum BenchError {
         problem: String,
     },
     /// The in-process server could not start.
-    Server(crate::Error),
+    Server(lockd::Error),
     /// Bad options.
     Usage(String),
 }
@@ -291,17 +257,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_workloads_and_durations() {
+    fn parses_workloads() {
         assert_eq!(
             parse_workloads("W1,w3, 6").unwrap(),
             vec![Workload::W1, Workload::W3, Workload::W6]
         );
         assert_eq!(parse_workloads("all").unwrap().len(), 6);
         assert!(parse_workloads("W7").is_err());
-        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("fast").is_err());
     }
 }

@@ -16,10 +16,9 @@
 //! Signals are process-global, so this module installs no handler: the
 //! `lockctl` binary does, and hands over the signal numbers on a channel.
 
-use super::lockctl::{connect, exit, Global};
-use crate::client::{Client, LockGuard, SharedGuard};
-use crate::error::Error;
+use crate::cli::{connect, exit, Global};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError};
+use lockd::{Client, Error, LockGuard, SharedGuard};
 use parking_lot::Mutex;
 use std::ffi::OsString;
 use std::io;

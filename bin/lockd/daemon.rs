@@ -3,14 +3,16 @@
 //! the pidfile, the default state directory, and [`start`], which brings
 //! the server up as the binary runs it. Signal handling is the binary's.
 
-use super::{
+use crate::flags::{
     options, parse_number, render_flags, Arity, FlagSpec, UsageError, HELP_FLAG, VERSION_FLAG,
 };
-use crate::error::Error;
-use crate::log::{log, Priority};
-use crate::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
-use crate::systemd;
-use crate::transport::tls::TlsConfig;
+use crate::limits::KernelLimits;
+use crate::nofile::raise_nofile_limit;
+use lockd::log::{log, Priority};
+use lockd::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
+use lockd::systemd;
+use lockd::transport::tls::TlsConfig;
+use lockd::Error;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
@@ -663,7 +665,7 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
     }
     let mut config = options.config;
     let max_connections = config.max_connections;
-    match super::raise_nofile_limit() {
+    match raise_nofile_limit() {
         // One descriptor per connection, plus a few for listeners and files.
         Ok(limit) if limit < max_connections as u64 + 16 => log(Priority::Warning, format_args!(
             "warning: open-files limit is {limit}, below --max-connections {max_connections}: raise it (ulimit -n, LimitNOFILE=) or lower --max-connections"
@@ -671,7 +673,7 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
         Ok(_) => {}
         Err(e) => log(Priority::Warning, format_args!("warning: cannot read the open-files limit: {e}")),
     }
-    for warning in super::KernelLimits::read().capacity_warnings(max_connections) {
+    for warning in KernelLimits::read().capacity_warnings(max_connections) {
         log(Priority::Warning, format_args!("warning: {warning}"));
     }
     let tls = match &config.tls {
@@ -783,6 +785,19 @@ fn tell_systemd(sent: io::Result<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_table_is_well_formed_and_in_help() {
+        crate::flags::check_table(FLAGS);
+        let help = help();
+        for flag in FLAGS {
+            assert!(
+                help.contains(&format!("--{}", flag.long)),
+                "--{}",
+                flag.long
+            );
+        }
+    }
 
     fn run(args: &[&str]) -> DaemonOptions {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -103,13 +103,6 @@ pub struct Report {
 }
 
 impl Report {
-    /// The row of `workload` against `target`, if it ran.
-    pub fn row(&self, workload: Workload, target: Target) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|r| r.workload == workload && r.target == target)
-    }
-
     /// Writes the rows as tab-separated values with a header line
     /// (latencies in microseconds, empty when unknown).
     ///
