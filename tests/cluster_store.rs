@@ -334,3 +334,65 @@ fn shutdown_frees_every_lock_of_the_node_at_once() {
     let err = a.connect(9, b"x".to_vec().into(), crossbeam_channel::bounded(1).0);
     assert!(err.is_err(), "a stopped node takes no clients");
 }
+
+#[test]
+fn the_store_serves_through_the_sessions_seam() {
+    use lockd::store::LockStore;
+    let etcd = EtcdCluster::start();
+    let (a, b) = (node(&etcd, "a"), node(&etcd, "b"));
+    let (a, b): (&dyn LockStore, &dyn LockStore) = (&a, &b);
+    let name = lockd::LockName::new(b"seam");
+    let (tx1, _rx1) = crossbeam_channel::bounded(1);
+    let (tx2, rx2) = crossbeam_channel::bounded(1);
+    a.connect(1, b"a:1"[..].into(), tx1);
+    b.connect(2, b"b:2"[..].into(), tx2);
+    let token = a.try_lock(1, &name).expect("granted");
+    assert_eq!(b.try_lock(2, &name), None);
+    assert_eq!(b.lock_or_queue(2, &name, true), WaitStart::Queued);
+    assert_eq!(b.counts().locks, 1);
+    assert_eq!(b.counts().waiting, 1);
+    let released = a.disconnect(1);
+    assert_eq!(released.exclusive, 1);
+    match rx2.recv_timeout(PATIENCE) {
+        Ok(Grant::Exclusive { token: next }) => assert!(next > token),
+        other => panic!("no grant: {other:?}"),
+    }
+    assert_eq!(b.exclusive_locks(b"")[0].holder.default[..], b"b:2"[..]);
+    assert_eq!(b.release_all(2), 1);
+    assert!(!a.is_locked(b"seam"));
+}
+
+#[test]
+fn through_the_seam_an_etcd_outage_grants_nothing() {
+    use lockd::store::LockStore;
+    let etcd = EtcdCluster::start();
+    let store = node(&etcd, "a");
+    let lost = store.lease_lost();
+    let a: &dyn LockStore = &store;
+    let (tx, _rx) = crossbeam_channel::bounded(1);
+    a.connect(1, b"a:1"[..].into(), tx);
+    let held = lockd::LockName::new(b"held");
+    a.try_lock(1, &held).expect("granted");
+    for i in 0..common::etcd::MEMBERS {
+        etcd.signal(i, libc::SIGSTOP);
+    }
+    assert_eq!(a.try_lock(1, &lockd::LockName::new(b"new")), None);
+    assert!(!a.is_locked(b"held"), "no answer is not a yes");
+    lost.recv_timeout(PATIENCE).expect("lease lost");
+    assert_eq!(a.token(1, b"held"), None, "a lost lease holds nothing");
+    for i in 0..common::etcd::MEMBERS {
+        etcd.signal(i, libc::SIGCONT);
+    }
+    // The old client stays unserved; a new one is served once the node
+    // has a fresh lease.
+    common::poll_until(PATIENCE, || {
+        common::check(store.is_serving(), || "no fresh lease".into())
+    });
+    assert_eq!(a.try_lock(1, &lockd::LockName::new(b"new")), None);
+    let (tx, _rx) = crossbeam_channel::bounded(1);
+    a.connect(2, b"a:2"[..].into(), tx);
+    assert!(
+        a.try_lock(2, &held).is_some(),
+        "the old lease's key was revoked"
+    );
+}

@@ -117,7 +117,10 @@ impl Read for ConnIo<'_> {
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(ErrorKind::TimedOut, "the handshake took too long"));
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    "the handshake took too long",
+                ));
             }
             self.conn.socket().set_read_timeout(Some(left))?;
         }
@@ -288,7 +291,11 @@ fn start_session(conn: &Conn<'_>, name: String) -> Session {
 }
 
 /// The one connection loop.
-pub(crate) fn run(conn: &Conn<'_>, framing: &mut impl Framing, session: &mut Session) -> io::Result<()> {
+pub(crate) fn run(
+    conn: &Conn<'_>,
+    framing: &mut impl Framing,
+    session: &mut Session,
+) -> io::Result<()> {
     let mut out = Vec::new();
     loop {
         let input = framing.next(&mut out)?;
@@ -301,9 +308,7 @@ pub(crate) fn run(conn: &Conn<'_>, framing: &mut impl Framing, session: &mut Ses
                     // Before serving new input, release the locks of peers
                     // that hung up but whose threads have not run yet.
                     let state = conn.state;
-                    state
-                        .liveness
-                        .settle(conn.presence, &|p| state.reap(p));
+                    state.liveness.settle(conn.presence, &|p| state.reap(p));
                 }
                 session.execute(line, &mut out)
             }

@@ -367,7 +367,11 @@ impl Liveness {
         let deadline = Instant::now() + FINISH_WAIT;
         let mut finishing = self.finishing.lock();
         while !finishing.is_empty() {
-            if self.finished.wait_until(&mut finishing, deadline).timed_out() {
+            if self
+                .finished
+                .wait_until(&mut finishing, deadline)
+                .timed_out()
+            {
                 // Left to their threads, never waited for again.
                 finishing.clear();
                 self.finishing_count.store(0, SeqCst);

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod keys;
 pub mod lease;
+mod seam;
 pub mod watch;
 
 use crate::name::LockName;
@@ -163,7 +164,7 @@ struct Shared {
     clients: Mutex<HashMap<ClientId, Conn>>,
     seq: AtomicU64,
     stop: AtomicBool,
-    settle: Sender<ClientId>,
+    jobs: Sender<Job>,
     lost: Mutex<Vec<Sender<()>>>,
     grants: AtomicU64,
 }
@@ -187,6 +188,20 @@ struct Wait {
     family: Family,
     name: LockName,
     key: Vec<u8>,
+}
+
+/// Work for the node's grant thread.
+enum Job {
+    /// A waiter's predecessor went: see whether it is its turn.
+    Settle(ClientId),
+    /// Keys a failed call left behind (its answer was lost, or a delete
+    /// failed): deleted as soon as etcd answers, while the lease lives.
+    Delete {
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+        /// The lease epoch they were written under.
+        epoch: u64,
+    },
 }
 
 /// Who a call is for, as of its start.
@@ -216,7 +231,7 @@ impl EtcdStore {
             ..Range::prefix(layout.root(), Order::Key)
         })?;
         let lease = Lease::grant(&client, ttl)?;
-        let (settle, settle_rx) = crossbeam_channel::unbounded();
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             client,
             layout,
@@ -226,7 +241,7 @@ impl EtcdStore {
             clients: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            settle,
+            jobs,
             lost: Mutex::new(Vec::new()),
             grants: AtomicU64::new(0),
         });
@@ -243,14 +258,16 @@ impl EtcdStore {
         store.spawn("lockd-etcd-watch", |s| {
             watch::follow(&s.client, s.layout.root(), &s.waiters, &s.stop, &|ids| {
                 for id in ids {
-                    let _ = s.settle.send(id);
+                    let _ = s.jobs.send(Job::Settle(id));
                 }
             })
         })?;
         store.spawn("lockd-etcd-grant", move |s| {
             while !s.stop.load(Ordering::Relaxed) {
-                if let Ok(id) = settle_rx.recv_timeout(Duration::from_millis(200)) {
-                    s.settle(id);
+                match jobs_rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Job::Settle(id)) => s.settle(id),
+                    Ok(Job::Delete { keys, epoch }) => s.clean_up(keys, epoch),
+                    Err(_) => {}
                 }
             }
         })?;
@@ -309,14 +326,17 @@ impl EtcdStore {
     /// Adds a client. Grants of its waits arrive on `notify`.
     ///
     /// # Errors
-    /// [`StoreError::NotServing`] while the node has no lease.
+    /// [`StoreError::NotServing`] while the node has no lease: the client
+    /// is still recorded (so [`EtcdStore::disconnect`] finds it), and every
+    /// call of it fails with [`StoreError::LeaseLost`].
     pub fn connect(
         &self,
         id: ClientId,
         default_name: Box<[u8]>,
         notify: Sender<Grant>,
     ) -> Result<(), StoreError> {
-        let (lease, epoch) = self.shared.lease.current().ok_or(StoreError::NotServing)?;
+        // Epochs start at 1, so epoch 0 is never live.
+        let (lease, epoch) = self.shared.lease.current().unwrap_or((0, 0));
         let owner = keys::owner(&self.shared.node, lease, id);
         self.shared.clients.lock().insert(
             id,
@@ -332,6 +352,9 @@ impl EtcdStore {
                 waiting: None,
             },
         );
+        if epoch == 0 {
+            return Err(StoreError::NotServing);
+        }
         Ok(())
     }
 
@@ -358,7 +381,7 @@ impl EtcdStore {
         if conn.registered.is_some() {
             doomed.push(self.shared.layout.registration(&conn.owner));
         }
-        self.shared.delete_keys(doomed)?;
+        self.shared.delete_or_later(doomed, conn.epoch)?;
         Ok(released)
     }
 
@@ -399,7 +422,11 @@ impl EtcdStore {
         };
         let line = Range::prefix(&lock, Order::Created);
         let (revision, kvs) = if queue {
-            let txn = s.client.txn(&[], &[put, Op::Range(line)], &[])?;
+            let txn = s.written(
+                &key,
+                &caller,
+                s.client.txn(&[], &[put, Op::Range(line)], &[]),
+            )?;
             (txn.revision, ranged(&txn.results, 1))
         } else {
             // Put only if the line is empty; else read its head, which is
@@ -412,7 +439,7 @@ impl EtcdStore {
                 target: Target::CreateRevision(0),
             };
             let head = Op::Range(Range { limit: 1, ..line });
-            let txn = s.client.txn(&[nobody], &[put], &[head])?;
+            let txn = s.written(&key, &caller, s.client.txn(&[nobody], &[put], &[head]))?;
             if txn.succeeded {
                 return s.granted(
                     id,
@@ -521,7 +548,11 @@ impl EtcdStore {
             value: keys::value(limit, &caller.default),
             lease: caller.lease,
         };
-        let txn = s.client.txn(&[], &[put, Op::Range(line)], &[])?;
+        let txn = s.written(
+            &key,
+            &caller,
+            s.client.txn(&[], &[put, Op::Range(line)], &[]),
+        )?;
         let kvs = ranged(&txn.results, 1);
         let holds = holding(&kvs);
         let holders = holds.iter().filter(|h| **h).count();
@@ -543,7 +574,7 @@ impl EtcdStore {
                 Ok(WaitStart::Queued)
             }
             _ => {
-                s.client.delete(&key, None)?;
+                s.delete_or_later(vec![key], caller.epoch)?;
                 Ok(WaitStart::Busy)
             }
         }
@@ -588,7 +619,7 @@ impl EtcdStore {
             keys
         };
         let count = doomed.len();
-        s.delete_keys(doomed)?;
+        s.delete_or_later(doomed, caller.epoch)?;
         s.still_live(&caller)?;
         Ok(count)
     }
@@ -600,11 +631,18 @@ impl EtcdStore {
     /// See [`StoreError`].
     pub fn cancel_wait(&self, id: ClientId) -> Result<bool, StoreError> {
         let s = &self.shared;
-        let Some(wait) = s.clients.lock().get_mut(&id).and_then(|c| c.waiting.take()) else {
-            return Ok(false);
+        let (wait, epoch) = {
+            let mut clients = s.clients.lock();
+            let Some(conn) = clients.get_mut(&id) else {
+                return Ok(false);
+            };
+            let Some(wait) = conn.waiting.take() else {
+                return Ok(false);
+            };
+            (wait, conn.epoch)
         };
         s.waiters.forget(id);
-        s.client.delete(&wait.key, None)?;
+        s.delete_or_later(vec![wait.key], epoch)?;
         Ok(true)
     }
 
@@ -618,7 +656,7 @@ impl EtcdStore {
         let caller = s.caller(id)?;
         let key = s.layout.registration(&caller.owner);
         if name.is_empty() {
-            s.client.delete(&key, None)?;
+            s.delete_or_later(vec![key], caller.epoch)?;
         } else {
             let mut value = caller.default.to_vec();
             value.push(b'\n');
@@ -840,13 +878,13 @@ impl Shared {
     /// already have passed its delete.
     fn wait_behind(&self, id: ClientId, predecessor: &[u8], read_at: i64) {
         if self.waiters.wait_for_key(id, predecessor) > read_at {
-            let _ = self.settle.send(id);
+            let _ = self.jobs.send(Job::Settle(id));
         }
     }
 
     fn wait_on_lock(&self, id: ClientId, lock: &[u8], read_at: i64) {
         if self.waiters.wait_for_lock(id, lock) > read_at {
-            let _ = self.settle.send(id);
+            let _ = self.jobs.send(Job::Settle(id));
         }
     }
 
@@ -862,7 +900,7 @@ impl Shared {
             // etcd hiccup: look again shortly (the lease guard covers a
             // longer outage).
             std::thread::sleep(Duration::from_millis(50));
-            let _ = self.settle.send(id);
+            let _ = self.jobs.send(Job::Settle(id));
             return;
         };
         let Some(mine) = kvs.iter().position(|kv| kv.key == wait.key) else {
@@ -890,7 +928,7 @@ impl Shared {
                     },
                     Ok(_) => return,
                     Err(_) => {
-                        let _ = self.settle.send(id);
+                        let _ = self.jobs.send(Job::Settle(id));
                         return;
                     }
                 }
@@ -947,17 +985,56 @@ impl Shared {
             return Ok(false);
         };
         let caller = self.caller(id)?;
-        self.client.delete(&key, None)?;
+        self.delete_or_later(vec![key], caller.epoch)?;
         self.still_live(&caller)?;
         Ok(true)
     }
 
+    /// The answer to a write of `key`; when there is none, the write may
+    /// still have happened, so the key is deleted later.
+    fn written<T>(
+        &self,
+        key: &[u8],
+        caller: &Caller,
+        result: Result<T, EtcdError>,
+    ) -> Result<T, StoreError> {
+        result.map_err(|e| {
+            let _ = self.jobs.send(Job::Delete {
+                keys: vec![key.to_vec()],
+                epoch: caller.epoch,
+            });
+            StoreError::Etcd(e)
+        })
+    }
+
+    /// Deletes `keys` now, or, if etcd fails, on the grant thread as soon
+    /// as it answers (while lease `epoch` lives; after that the keys go
+    /// with the lease).
+    fn delete_or_later(&self, keys: Vec<Vec<u8>>, epoch: u64) -> Result<(), StoreError> {
+        match self.delete_keys(&keys) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.jobs.send(Job::Delete { keys, epoch });
+                Err(e)
+            }
+        }
+    }
+
+    /// A [`Job::Delete`]: tries again after a pause while the lease lives.
+    fn clean_up(&self, keys: Vec<Vec<u8>>, epoch: u64) {
+        if !self.lease.is_live(epoch) || self.delete_keys(&keys).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = self.jobs.send(Job::Delete { keys, epoch });
+    }
+
     /// Deletes keys in as few transactions as etcd allows.
-    fn delete_keys(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+    fn delete_keys(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
         let ops: Vec<Op> = keys
-            .into_iter()
+            .iter()
             .map(|key| Op::Delete {
-                key,
+                key: key.clone(),
                 range_end: None,
             })
             .collect();
