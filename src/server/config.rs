@@ -1,6 +1,7 @@
 //! How a server is set up and how it stops.
 
 use crate::secret::Secret;
+use crate::store::etcd::EtcdConfig;
 use crate::transport::tls::TlsConfig;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +44,9 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// A write that cannot complete for this long drops the connection.
     pub write_timeout: Duration,
+    /// Cluster mode: keep the locks in etcd instead of this process
+    /// (fencing tokens are then etcd revisions; `state_dir` is unused).
+    pub cluster: Option<EtcdConfig>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
             tcp_keepalive: Some(Duration::from_secs(60)),
             idle_timeout: None,
             write_timeout: Duration::from_secs(60),
+            cluster: None,
         }
     }
 }

@@ -36,6 +36,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::Waiters;
 
+/// The line a node without a lease sends a new client before closing.
+pub const NOT_SERVING: &[u8] =
+    b"0 Error: no cluster lease: this node cannot reach etcd (try another node)\n";
+
 /// etcd's default limit on the operations of one transaction.
 const MAX_TXN_OPS: usize = 128;
 
@@ -54,13 +58,30 @@ pub struct EtcdConfig {
 
 impl EtcdConfig {
     /// The defaults for `endpoints`: prefix `/lockd`, a 5 s lease, the
-    /// node named after the host and process.
+    /// node named `HOST-PID`.
     pub fn new(endpoints: Vec<String>) -> EtcdConfig {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .map(|c| {
+                if c == '/' || c.is_whitespace() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let host = if host.is_empty() {
+            "lockd".into()
+        } else {
+            host
+        };
         EtcdConfig {
             endpoints,
             prefix: b"/lockd".to_vec(),
             lease_ttl: Duration::from_secs(5),
-            node: format!("node{}", std::process::id()),
+            node: format!("{host}-{}", std::process::id()),
         }
     }
 }
