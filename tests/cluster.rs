@@ -234,3 +234,22 @@ fn nodes_share_one_prefix_and_other_prefixes_are_other_clusters() {
     assert_eq!(c1.cmd("g p"), "1 Lock Get Success: p\n");
     assert_eq!(c2.cmd("g p"), "1 Lock Get Success: p\n");
 }
+
+#[test]
+fn deadlock_across_nodes_is_refused_at_once() {
+    let etcd = EtcdCluster::start();
+    let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
+    let mut c1 = Conn::tcp(a.tcp_addr());
+    let mut c2 = Conn::tcp(b.tcp_addr());
+    let mut probe = Conn::tcp(a.tcp_addr());
+    assert_eq!(c1.cmd("g x"), "1 Lock Get Success: x\n");
+    assert_eq!(c2.cmd("sg pool"), "1 Shared Lock Get Success: pool\n");
+    c1.send(b"wsg 15000 1 pool\n");
+    common::poll_until(PATIENCE, || {
+        let dj = probe.cmd("dj");
+        common::check(dj.contains("\"limit\":1"), || dj)
+    });
+    assert_eq!(c2.cmd("wg 15000 x"), "0 Lock Get Deadlock: x\n");
+    assert_eq!(c2.cmd("sr pool"), "1 Shared Lock Release Success: pool\n");
+    assert_eq!(c1.line(), b"1 Shared Lock Get Success: pool\n");
+}

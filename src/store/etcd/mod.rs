@@ -13,6 +13,7 @@
 //! vouched for and its connection must be closed.
 
 pub mod client;
+mod deadlock;
 pub mod keys;
 pub mod lease;
 mod seam;
@@ -479,6 +480,9 @@ impl EtcdStore {
                 s.granted(id, &caller, Family::Exclusive, name, key, token)
             }
             Some(mine) if queue => {
+                if s.closes_cycle(&caller, &key)? {
+                    return Ok(WaitStart::Deadlock);
+                }
                 s.queue(
                     id,
                     &caller,
@@ -582,6 +586,9 @@ impl EtcdStore {
                 s.granted(id, &caller, Family::Shared, name, key, holders as u64)
             }
             Some(_) if queue => {
+                if s.closes_cycle(&caller, &key)? {
+                    return Ok(WaitStart::Deadlock);
+                }
                 s.queue(
                     id,
                     &caller,
@@ -893,6 +900,32 @@ impl Shared {
         let conn = clients.get_mut(&id).ok_or(StoreError::LeaseLost)?;
         conn.waiting = Some(wait);
         Ok(())
+    }
+
+    /// Whether the caller, just queued with `key`, closes a cycle of
+    /// waiters in which its key is the newest (see [`deadlock`]); if so its
+    /// key is gone when this returns.
+    fn closes_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, StoreError> {
+        let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
+        let read = self
+            .client
+            .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[]);
+        let txn = match read {
+            Ok(txn) => txn,
+            Err(e) => {
+                self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
+                return Err(e.into());
+            }
+        };
+        let mut exclusive = ranged(&txn.results, 0);
+        let mut shared = ranged(&txn.results, 1);
+        deadlock::by_lock(&mut exclusive);
+        deadlock::by_lock(&mut shared);
+        if !deadlock::closes_cycle(&self.layout, &exclusive, &shared, &caller.owner, key) {
+            return Ok(false);
+        }
+        self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
+        Ok(true)
     }
 
     /// Waits for `predecessor` to go; looks again at once if the watch may
