@@ -11,8 +11,12 @@ use std::time::Instant;
 const TTL_SECS: u64 = 2;
 
 fn lockd_node(etcd: &EtcdCluster, name: &str) -> Daemon {
+    lockd_node_ttl(etcd, name, TTL_SECS)
+}
+
+fn lockd_node_ttl(etcd: &EtcdCluster, name: &str, ttl_secs: u64) -> Daemon {
     let url = etcd.url();
-    let ttl = format!("{TTL_SECS}s");
+    let ttl = format!("{ttl_secs}s");
     Daemon::start(
         &[
             "--listen",
@@ -252,4 +256,95 @@ fn deadlock_across_nodes_is_refused_at_once() {
     assert_eq!(c2.cmd("wg 15000 x"), "0 Lock Get Deadlock: x\n");
     assert_eq!(c2.cmd("sr pool"), "1 Shared Lock Release Success: pool\n");
     assert_eq!(c1.line(), b"1 Shared Lock Get Success: pool\n");
+}
+
+/// A line client that reports a closed connection instead of failing.
+struct Line(std::io::BufReader<std::net::TcpStream>);
+
+impl Line {
+    fn connect(addr: std::net::SocketAddr) -> Line {
+        Line(std::io::BufReader::new(
+            std::net::TcpStream::connect(addr).expect("connect"),
+        ))
+    }
+
+    /// The reply to `command`, or `None` once the node closed us.
+    fn cmd(&mut self, command: &str) -> Option<String> {
+        use std::io::{BufRead, Write};
+        self.0
+            .get_mut()
+            .write_all(format!("{command}\n").as_bytes())
+            .ok()?;
+        let mut reply = String::new();
+        match self.0.read_line(&mut reply) {
+            Ok(n) if n > 0 => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn killing_the_etcd_leader_under_load_grants_no_lock_twice() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut etcd = EtcdCluster::start();
+    // The default TTL: a leader election fits well inside it.
+    let nodes = [lockd_node_ttl(&etcd, "a", 5), lockd_node_ttl(&etcd, "b", 5)];
+    let addrs: Vec<_> = nodes.iter().map(Daemon::tcp_addr).collect();
+    let held = Arc::new(AtomicBool::new(false));
+    let last_token = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let grants = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = addrs[i % 2];
+            let (held, last_token, stop, grants) = (
+                held.clone(),
+                last_token.clone(),
+                stop.clone(),
+                grants.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut conn = Line::connect(addr);
+                while !stop.load(Ordering::Relaxed) {
+                    // None: the node closed us (its lease in doubt), so
+                    // whatever we held is gone: start over.
+                    let Some(reply) = conn.cmd("wg 1000 hot") else {
+                        conn = Line::connect(addr);
+                        continue;
+                    };
+                    if !reply.ends_with(" Lock Get Success: hot\n") {
+                        continue;
+                    }
+                    let token = token_of(&reply);
+                    assert!(!held.swap(true, Ordering::SeqCst), "granted twice: {reply}");
+                    let before = last_token.swap(token, Ordering::SeqCst);
+                    assert!(token > before, "token {token} after {before}");
+                    grants.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    held.store(false, Ordering::SeqCst);
+                    if conn.cmd("r hot").is_none() {
+                        conn = Line::connect(addr);
+                    }
+                }
+            })
+        })
+        .collect();
+    common::poll_until(PATIENCE, || {
+        let n = grants.load(Ordering::Relaxed);
+        common::check(n >= 20, || format!("{n} grants before the kill"))
+    });
+    let leader = etcd.leader().expect("a leader");
+    etcd.kill(leader);
+    let after_kill = grants.load(Ordering::Relaxed);
+    common::poll_until(PATIENCE, || {
+        let n = grants.load(Ordering::Relaxed);
+        common::check(n >= after_kill + 20, || {
+            format!("{} grants since the kill", n - after_kill)
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("no lock granted twice");
+    }
 }

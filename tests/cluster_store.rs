@@ -405,8 +405,14 @@ fn a_wait_that_closes_a_cycle_across_nodes_is_refused_and_the_other_keeps_waitin
     let c2 = connect(&b, 1, "b:1");
     a.try_lock(c1.id, b"x").expect("g").expect("granted");
     b.try_lock(c2.id, b"y").expect("g").expect("granted");
-    assert_eq!(a.lock_or_queue(c1.id, b"y", true).expect("wg"), WaitStart::Queued);
-    assert_eq!(b.lock_or_queue(c2.id, b"x", true).expect("wg"), WaitStart::Deadlock);
+    assert_eq!(
+        a.lock_or_queue(c1.id, b"y", true).expect("wg"),
+        WaitStart::Queued
+    );
+    assert_eq!(
+        b.lock_or_queue(c2.id, b"x", true).expect("wg"),
+        WaitStart::Deadlock
+    );
     let line = a.exclusive_locks(b"x").expect("d");
     assert!(line[0].waiters.is_empty(), "the refused wait left no key");
     // The first waiter is served once the refused one gives up y.

@@ -187,6 +187,48 @@ impl EtcdCluster {
         }
     }
 
+    /// The index of the member that leads now, if a live one says so.
+    pub fn leader(&self) -> Option<usize> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(2)))
+            .build()
+            .into();
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for member in &self.members {
+            let url = format!(
+                "http://127.0.0.1:{}/v3/maintenance/status",
+                member.client_port
+            );
+            let status: Option<serde_json::Value> = member.child.as_ref().and_then(|_| {
+                let text = agent
+                    .post(&url)
+                    .send("{}")
+                    .ok()?
+                    .body_mut()
+                    .read_to_string()
+                    .ok()?;
+                serde_json::from_str(&text).ok()
+            });
+            let field = |v: &serde_json::Value, path: &[&str]| {
+                path.iter()
+                    .try_fold(v, |v, k| v.get(k))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            };
+            ids.push(
+                status
+                    .as_ref()
+                    .and_then(|s| field(s, &["header", "member_id"])),
+            );
+            if let Some(l) = status.as_ref().and_then(|s| field(s, &["leader"])) {
+                leader = Some(l);
+            }
+        }
+        let leader = leader?;
+        ids.iter().position(|id| id.as_deref() == Some(&leader))
+    }
+
     /// `127.0.0.1:PORT` of each member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
