@@ -348,3 +348,39 @@ fn killing_the_etcd_leader_under_load_grants_no_lock_twice() {
         worker.join().expect("no lock granted twice");
     }
 }
+
+#[test]
+fn listings_registry_and_counters_through_a_node_show_the_cluster() {
+    let etcd = EtcdCluster::start();
+    let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
+    let mut c1 = Conn::tcp(a.tcp_addr());
+    let mut c2 = Conn::tcp(b.tcp_addr());
+    let (n1, n2) = (c1.name(), c2.name());
+    assert_eq!(c1.cmd("g x"), "1 Lock Get Success: x\n");
+    assert_eq!(c1.cmd("sg s"), "1 Shared Lock Get Success: s\n");
+    assert_eq!(c2.cmd("sg s"), "2 Shared Lock Get Success: s\n");
+    assert_eq!(c2.cmd("dump"), format!("map[x:{n1}]\n"));
+    assert_eq!(c2.cmd("dump shared"), format!("map[s:[{n1} {n2}]]\n"));
+    c2.send(b"sd s\n");
+    assert_eq!(
+        String::from_utf8(c2.lines(2)).expect("utf-8"),
+        format!("s: {n1}\ns: {n2}\n")
+    );
+    assert_eq!(c2.cmd("me"), format!("1 {n2} {n2}\n"));
+    assert_eq!(c2.cmd("iam bob"), "1 ok\n");
+    assert_eq!(c2.cmd("me"), format!("1 {n2} bob\n"));
+    assert_eq!(c1.cmd("d"), format!("x: {n1}\n"));
+    c2.send(b"hello 2\n");
+    assert!(c2.line().starts_with(b"2 lockd "));
+    c2.send(b"q\n");
+    let q = c2.block().concat();
+    assert!(q.contains("\nlocks: 1\n"), "{q}");
+    assert!(q.contains("\nshared_locks: 1\n"), "{q}");
+    assert!(
+        q.contains("\nconnections: 1\n"),
+        "this node's connections: {q}"
+    );
+    assert_eq!(c1.cmd("ra"), "2 Released\n");
+    assert_eq!(c2.cmd("si s"), "1 Shared Lock Is Locked: s\n");
+    assert_eq!(c2.cmd("i x"), "0 Lock Not Locked: x\n");
+}

@@ -772,7 +772,19 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
         }
     }
     let inherited = inherited.into_iter().map(|(_, l)| l).collect();
+    let cluster = config.cluster.as_ref().map(|c| {
+        format!(
+            "cluster mode: etcd at {}, prefix {}, node {}, lease TTL {}s",
+            c.endpoints.join(","),
+            String::from_utf8_lossy(&c.prefix),
+            c.node,
+            c.lease_ttl.as_secs()
+        )
+    });
     let server = Server::bind_adding(config, inherited)?;
+    if let Some(line) = cluster {
+        log(Priority::Info, line);
+    }
     let mut listening: Vec<String> = server
         .local_addrs()
         .iter()
