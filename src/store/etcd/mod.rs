@@ -581,10 +581,10 @@ impl EtcdStore {
         )?;
         let kvs = ranged(&txn.results, 1);
         let holds = holding(&kvs);
-        let holders = holds.iter().filter(|h| **h).count();
         match kvs.iter().position(|kv| kv.key == key) {
             Some(mine) if holds[mine] => {
-                s.granted(id, &caller, Family::Shared, name, key, holders as u64)
+                let holders = admitted(&holds, mine) as u64;
+                s.granted(id, &caller, Family::Shared, name, key, holders)
             }
             Some(_) if queue => {
                 if s.closes_cycle(&caller, &key)? {
@@ -910,7 +910,7 @@ impl Shared {
                     return;
                 }
                 Grant::Shared {
-                    holders: holds.iter().filter(|h| **h).count(),
+                    holders: admitted(&holds, mine),
                 }
             }
         };
@@ -1039,6 +1039,13 @@ fn holding(kvs: &[KeyValue]) -> Vec<bool> {
     holds
 }
 
+/// The holder count a grant to the key at `mine` reports: the holders up
+/// to and including it. Waiters admitted together are answered as if one
+/// after the other, in line order, as a single server admits them.
+fn admitted(holds: &[bool], mine: usize) -> usize {
+    holds[..=mine].iter().filter(|h| **h).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1058,6 +1065,15 @@ mod tests {
         let line = [kv(2), kv(2), kv(2), kv(0), kv(5)];
         assert_eq!(holding(&line), vec![true, true, false, true, false]);
         assert_eq!(holding(&[kv(0), kv(3), kv(1)]), vec![true, true, false]);
+    }
+
+    #[test]
+    fn waiters_admitted_together_count_holders_in_line_order() {
+        // One holder left; a waiter of limit 1 and one of limit 2 get in
+        // together: answered 1 and 2, as a single server admits them.
+        let holds = holding(&[kv(1), kv(2)]);
+        assert_eq!(holds, vec![true, true]);
+        assert_eq!((admitted(&holds, 0), admitted(&holds, 1)), (1, 2));
     }
 
     #[test]
