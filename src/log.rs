@@ -5,8 +5,7 @@
 //! its device and inode, as systemd sets it), a line starts with its
 //! syslog priority, `<4>lockd: warning: ...`, which the journal strips
 //! and records as the priority (`journalctl -p warning`). Anywhere else the
-//! line is plain `lockd: ...`. Lines written without this module (the
-//! per-command lines of `--verbose`) get the journal's default, info.
+//! line is plain `lockd: ...`.
 
 use std::fmt;
 use std::io::Write;
@@ -23,6 +22,8 @@ pub enum Priority {
     Notice = 5,
     /// Everything else (`<6>`).
     Info = 6,
+    /// Detail for debugging (`<7>`).
+    Debug = 7,
 }
 
 /// Writes `lockd: MESSAGE` and a newline to standard error in one write,
@@ -48,18 +49,46 @@ pub fn stderr_is_journal() -> bool {
         let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
             return false;
         };
-        let (Ok(dev), Ok(ino)) = (dev.parse::<libc::dev_t>(), ino.parse::<libc::ino_t>()) else {
+        let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
             return false;
         };
-        // SAFETY: an all-zero `stat` is a valid value of the plain C struct,
-        // and fstat(2) writes into it while it lives.
-        let stat = unsafe {
-            let mut stat: libc::stat = std::mem::zeroed();
-            if libc::fstat(libc::STDERR_FILENO, &mut stat) != 0 {
-                return false;
-            }
-            stat
-        };
-        stat.st_dev == dev && stat.st_ino == ino
+        match rustix::fs::fstat(std::io::stderr()) {
+            Ok(stat) => stat.st_dev == dev && stat.st_ino == ino,
+            Err(_) => false,
+        }
     })
+}
+
+/// The `log` crate's records as [`log`](fn@log) lines: the library's diagnostics
+/// (refused connections, token-state errors, `--verbose` command lines)
+/// go through the `log` facade, so a program that embeds the server sends
+/// them wherever it likes; the `lockd` daemon installs this logger.
+/// Levels map to priorities: error 3, warn 4, info 6, debug and trace 7.
+#[derive(Debug)]
+pub struct StderrLogger;
+
+impl ::log::Log for StderrLogger {
+    fn enabled(&self, _metadata: &::log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &::log::Record<'_>) {
+        let priority = match record.level() {
+            ::log::Level::Error => Priority::Error,
+            ::log::Level::Warn => Priority::Warning,
+            ::log::Level::Info => Priority::Info,
+            ::log::Level::Debug | ::log::Level::Trace => Priority::Debug,
+        };
+        log(priority, record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Makes [`StderrLogger`] the `log` crate's logger, at level info. Does
+/// nothing if a logger is installed already.
+pub fn install() {
+    if ::log::set_logger(&StderrLogger).is_ok() {
+        ::log::set_max_level(::log::LevelFilter::Info);
+    }
 }

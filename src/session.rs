@@ -41,7 +41,19 @@ pub enum Step {
     Done,
     /// Wait for a grant, then call [`Session::finish_wait`].
     Wait(Wait),
+    /// A failed `auth`: pause this long before reading on, so guessing
+    /// is slow (the reply is in the buffer).
+    Pause(Duration),
+    /// Send the reply, then close the connection (too many failed `auth`).
+    Close,
 }
+
+/// The pause after the first failed `auth` on a connection; it doubles
+/// with each further failure.
+const AUTH_PAUSE: Duration = Duration::from_millis(100);
+
+/// Failed `auth` attempts after which the connection is closed.
+pub(crate) const MAX_AUTH_FAILURES: u32 = 5;
 
 /// The settings a session obeys, taken from the server's configuration.
 #[derive(Clone, Debug)]
@@ -94,6 +106,8 @@ pub struct Session {
     name: String,
     version: u32,
     authenticated: bool,
+    /// Failed `auth` attempts on this connection.
+    auth_failures: u32,
     lease: Option<Duration>,
     lease_changed: bool,
     grants: Receiver<Grant>,
@@ -106,6 +120,7 @@ impl Session {
             .connect(id, name.clone().into_bytes().into_boxed_slice(), notify);
         Session {
             authenticated: host.settings().auth_secret.is_none(),
+            auth_failures: 0,
             host,
             id,
             name,
@@ -162,10 +177,7 @@ impl Session {
             bump(&self.host.stats().ttl_expirations);
         }
         if self.host.settings().verbose {
-            eprintln!(
-                "lockd: {}: closed: lease or idle timeout ran out",
-                self.name
-            );
+            ::log::info!("{}: closed: lease or idle timeout ran out", self.name);
         }
     }
 
@@ -379,6 +391,7 @@ impl Session {
             Command::Auth(guess) => match &config.auth_secret {
                 Some(secret) if !secret.matches(&guess) => {
                     out.extend_from_slice(reply::AUTH_FAILURE);
+                    return self.auth_failed();
                 }
                 _ => {
                     self.authenticated = true;
@@ -387,6 +400,27 @@ impl Session {
             },
         }
         Step::Done
+    }
+
+    /// Counts and logs a failed `auth` (at most one line a second for the
+    /// whole server); the connection pauses, longer each time, and closes
+    /// after [`MAX_AUTH_FAILURES`].
+    fn auth_failed(&mut self) -> Step {
+        self.auth_failures += 1;
+        let stats = self.host.stats();
+        bump(&stats.auth_failures);
+        if stats.log_allowed(&stats.auth_failure_logged) {
+            ::log::warn!(
+                "{}: failed auth ({} on this connection, {} in all)",
+                self.name,
+                self.auth_failures,
+                stats.auth_failures.load(Ordering::Relaxed)
+            );
+        }
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            return Step::Close;
+        }
+        Step::Pause(AUTH_PAUSE * (1 << (self.auth_failures - 1)))
     }
 
     fn start_wait(
@@ -465,17 +499,24 @@ impl Session {
         }
     }
 
-    /// With `--verbose`, one log line per command; never an auth secret.
+    /// With `--verbose`, one log line per command, never a secret: the
+    /// argument of any line whose verb is `auth` in any case (`auth<TAB>x`
+    /// included), every unknown verb (a bare secret is one), and every line
+    /// after a failed `auth` until one succeeds are logged by length only.
     fn log_line(&self, line: &[u8], verb: Option<Verb>) {
         if !self.host.settings().verbose {
             return;
         }
         let line = protocol::trim(line);
-        // `auth<TAB>secret` is an unknown verb, but still a secret.
-        if verb == Some(Verb::Auth) || line.starts_with(b"auth") {
-            eprintln!("lockd: {}: auth <secret redacted>", self.name);
+        let auth = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"auth");
+        if verb == Some(Verb::Auth) || auth {
+            ::log::info!("{}: auth <secret redacted>", self.name);
+        } else if verb.is_none() {
+            ::log::info!("{}: unknown command of {} bytes", self.name, line.len());
+        } else if self.auth_failures > 0 && !self.authenticated {
+            ::log::info!("{}: a line of {} bytes", self.name, line.len());
         } else {
-            eprintln!("lockd: {}: {}", self.name, line.escape_ascii());
+            ::log::info!("{}: {}", self.name, line.escape_ascii());
         }
     }
 }

@@ -27,6 +27,11 @@ pub struct Stats {
     pub lines_too_long: AtomicU64,
     /// Connections closed because their `ttl` lease ran out.
     pub ttl_expirations: AtomicU64,
+    /// `auth` attempts with a wrong secret.
+    pub auth_failures: AtomicU64,
+    /// When a failed `auth` was last logged, in seconds since `started`
+    /// plus one (0: never).
+    pub auth_failure_logged: AtomicU64,
     started: Instant,
 }
 
@@ -43,6 +48,8 @@ impl Default for Stats {
             rejected_connections: AtomicU64::new(0),
             lines_too_long: AtomicU64::new(0),
             ttl_expirations: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            auth_failure_logged: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -57,6 +64,14 @@ impl Stats {
     /// Counts one recognised command.
     pub fn count_command(&self, verb: Verb) {
         bump(&self.commands[verb.index()]);
+    }
+
+    /// Whether an event whose last log time is kept in `last` may be
+    /// logged now: at most once a second (and notes the time if so).
+    pub fn log_allowed(&self, last: &AtomicU64) -> bool {
+        let now = self.started.elapsed().as_secs() + 1;
+        let before = last.load(Relaxed);
+        before != now && last.compare_exchange(before, now, Relaxed, Relaxed).is_ok()
     }
 
     /// How many times `verb` was received.
@@ -88,6 +103,7 @@ impl Stats {
         ]);
         if extended {
             pairs.extend([
+                ("auth_failures".to_string(), load(&self.auth_failures)),
                 ("deadlocks".to_string(), load(&self.deadlocks)),
                 ("grants".to_string(), counts.grants),
                 ("lines_too_long".to_string(), load(&self.lines_too_long)),

@@ -12,10 +12,12 @@
 
 use crate::error::Error;
 use crate::server::Listener;
+use rustix::io::FdFlags;
+use rustix::net::{sockopt, AddressFamily, SocketType};
 use std::ffi::OsString;
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
@@ -155,91 +157,109 @@ fn activation_error(message: String) -> Error {
 
 /// Takes ownership of inherited descriptor `fd` as a listener.
 fn adopt(fd: RawFd) -> Result<Listener, Error> {
-    let os_error = |what: &str| {
-        let e = io::Error::last_os_error();
-        activation_error(format!("fd {fd}: {what}: {e}"))
-    };
-    // SAFETY: fcntl(2) on an integer descriptor reads and sets its flags;
-    // on a closed one it fails with EBADF, which we report.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
-        return Err(os_error("not an open descriptor"));
+    // Open? Asked of /proc, so that no descriptor is claimed before it is
+    // known to exist.
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return Err(activation_error(format!("fd {fd}: not an open descriptor")));
     }
-    let not_a_socket = |e| activation_error(format!("fd {fd} is not a socket: {e}"));
-    if sockopt(fd, libc::SO_TYPE).map_err(not_a_socket)? != libc::SOCK_STREAM {
+    // SAFETY: systemd passed descriptors 3 to 3 + $LISTEN_FDS to this
+    // process ($LISTEN_PID is ours, checked by the caller), `fd` is open
+    // (checked just above), and nothing else in the process owns it: the
+    // caller's TAKEN flag makes this happen once per descriptor.
+    #[allow(unsafe_code)]
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fail = |what: &str, e: rustix::io::Errno| {
+        activation_error(format!("fd {fd}: {what}: {}", io::Error::from(e)))
+    };
+    rustix::io::fcntl_setfd(&owned, FdFlags::CLOEXEC).map_err(|e| fail("fcntl", e))?;
+    let kind = sockopt::socket_type(&owned).map_err(|e| fail("not a socket", e))?;
+    if kind != SocketType::STREAM {
         return Err(activation_error(format!(
             "fd {fd} is not a stream socket (use ListenStream=)"
         )));
     }
-    if sockopt(fd, libc::SO_ACCEPTCONN).map_err(not_a_socket)? == 0 {
+    if !sockopt::socket_acceptconn(&owned).map_err(|e| fail("not a socket", e))? {
         return Err(activation_error(format!(
             "fd {fd} is not listening (set Accept=no in the .socket unit)"
         )));
     }
-    // SAFETY: an all-zero sockaddr_storage is valid; getsockname(2) writes
-    // at most `len` bytes into it while it lives.
-    let family = unsafe {
-        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if libc::getsockname(
-            fd,
-            (&mut addr as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        ) != 0
-        {
-            return Err(os_error("getsockname"));
-        }
-        libc::c_int::from(addr.ss_family)
-    };
-    match family {
-        libc::AF_INET | libc::AF_INET6 => {
-            // SAFETY: systemd handed us this open listening socket; nothing
-            // else in the process owns it (the TAKEN flag makes this once).
-            Ok(Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) }))
-        }
-        libc::AF_UNIX => {
-            // SAFETY: as for TCP above.
-            let listener = unsafe { UnixListener::from_raw_fd(fd) };
-            let path = match listener.local_addr() {
-                Ok(addr) => match (addr.as_pathname(), addr.as_abstract_name()) {
-                    (Some(path), _) => path.to_path_buf(),
-                    (None, Some(name)) => {
-                        let mut shown = OsString::from("@");
-                        shown.push(std::ffi::OsStr::from_bytes(name));
-                        PathBuf::from(shown)
-                    }
-                    (None, None) => PathBuf::from("(unnamed)"),
-                },
-                Err(_) => PathBuf::from("(unnamed)"),
-            };
-            Ok(Listener::Unix {
-                listener,
-                path,
-                remove_on_exit: false,
-            })
-        }
-        other => Err(activation_error(format!(
-            "fd {fd} has address family {other}; lockd takes TCP and Unix sockets"
-        ))),
+    let family = rustix::net::getsockname(&owned)
+        .map_err(|e| fail("getsockname", e))?
+        .address_family();
+    if family == AddressFamily::INET || family == AddressFamily::INET6 {
+        return Ok(Listener::Tcp(TcpListener::from(owned)));
     }
+    if family != AddressFamily::UNIX {
+        return Err(activation_error(format!(
+            "fd {fd} has address family {}; lockd takes TCP and Unix sockets",
+            family.as_raw()
+        )));
+    }
+    let listener = UnixListener::from(owned);
+    let path = match listener.local_addr() {
+        Ok(addr) => match (addr.as_pathname(), addr.as_abstract_name()) {
+            (Some(path), _) => path.to_path_buf(),
+            (None, Some(name)) => {
+                let mut shown = OsString::from("@");
+                shown.push(std::ffi::OsStr::from_bytes(name));
+                PathBuf::from(shown)
+            }
+            (None, None) => PathBuf::from("(unnamed)"),
+        },
+        Err(_) => PathBuf::from("(unnamed)"),
+    };
+    Ok(Listener::Unix {
+        listener,
+        path,
+        remove_on_exit: false,
+    })
 }
 
-fn sockopt(fd: RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt(2) writes at most `len` bytes into `value`, which
-    // lives across the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
+/// Threads besides the connections' own: accept loops, liveness, signals.
+const BASE_THREADS: u64 = 16;
+
+/// The task limit of our cgroup (`TasksMax=` of a systemd unit, the
+/// cgroup v2 `pids.max`), if there is one: `None` when unlimited or
+/// unknown.
+pub fn tasks_max() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    // cgroup v2: the one line `0::/PATH`.
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup{}/pids.max", path.trim())).ok()?;
+    limit.trim().parse().ok()
+}
+
+/// A start-up warning when `TasksMax=` (the cgroup's `pids.max`) leaves no
+/// room for `max_connections` connections, a thread each.
+pub fn tasks_max_warning(max_connections: usize) -> Option<String> {
+    tasks_warning(tasks_max(), max_connections)
+}
+
+fn tasks_warning(limit: Option<u64>, max_connections: usize) -> Option<String> {
+    let limit = limit?;
+    let needed = (max_connections as u64).saturating_add(BASE_THREADS);
+    (limit < needed).then(|| {
+        format!(
+            "the task limit (TasksMax=, cgroup pids.max) is {limit}, below --max-connections \
+             {max_connections} (a thread each): raise TasksMax= to {needed} or more, or lower \
+             --max-connections"
         )
-    };
-    if rc == 0 {
-        Ok(value)
-    } else {
-        Err(io::Error::last_os_error())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_max_must_fit_a_thread_per_connection() {
+        assert_eq!(tasks_warning(None, 10_000), None);
+        assert_eq!(tasks_warning(Some(11_000), 10_000), None);
+        let warning = tasks_warning(Some(4_915), 10_000).expect("a warning");
+        assert!(
+            warning.contains("is 4915, below --max-connections 10000"),
+            "{warning}"
+        );
+        assert!(warning.contains("TasksMax= to 10016"), "{warning}");
     }
 }

@@ -280,12 +280,9 @@ impl Store {
                 Ok(()) => {
                     reserved.store(mark, Ordering::Release);
                     if failing {
-                        crate::log::log(
-                            crate::log::Priority::Notice,
-                            format_args!(
-                                "the fencing-token mark was saved to {} again after {failures} failed tries; grants go on",
-                                self.path.display()
-                            ),
+                        ::log::info!(
+                            "the fencing-token mark was saved to {} again after {failures} failed tries; grants go on",
+                            self.path.display()
                         );
                     }
                     failing = false;
@@ -297,12 +294,9 @@ impl Store {
                     failures += 1;
                     if last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
                         last_log = Some(Instant::now());
-                        crate::log::log(
-                            crate::log::Priority::Error,
-                            format_args!(
-                                "error: cannot save the fencing-token mark to {}: {e} ({failures} failed tries so far); grants of exclusive locks stop when the tokens below the saved mark run out, and resume by themselves once it can be saved (free space or fix permissions)",
-                                self.path.display()
-                            ),
+                        ::log::error!(
+                            "error: cannot save the fencing-token mark to {}: {e} ({failures} failed tries so far); grants of exclusive locks stop when the tokens below the saved mark run out, and resume by themselves once it can be saved (free space or fix permissions)",
+                            self.path.display()
                         );
                     }
                 }

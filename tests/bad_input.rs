@@ -262,3 +262,25 @@ fn clients_vanishing_mid_line_or_mid_reply() {
     drop(probe);
     server.wait_for_connections(0);
 }
+
+/// Issue 14: bytes that never make a line (a TLS ClientHello sent to the
+/// plain port) close the connection after the 10 s line deadline, its
+/// locks released; a silent connection with nothing buffered stays.
+#[test]
+fn a_line_that_never_completes_is_cut_off() {
+    let server = TestServer::start();
+    let mut silent = server.connect();
+    let mut hello = server.connect();
+    assert_eq!(hello.cmd("g held"), "1 Lock Get Success: held\n");
+    // The start of a TLS 1.2 ClientHello record: no `\n` in it.
+    hello.send(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ]);
+    let mut other = server.connect();
+    common::poll_until(std::time::Duration::from_secs(20), || {
+        let reply = other.cmd("i held");
+        common::check(reply == "0 Lock Not Locked: held\n", || reply.clone())
+    });
+    assert_bytes(hello.read_to_end(), b"");
+    assert_eq!(silent.cmd("i held"), "0 Lock Not Locked: held\n");
+}

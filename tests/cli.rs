@@ -553,6 +553,67 @@ fn auth_secret_never_reaches_the_log() {
     assert_eq!(log.matches("auth <secret redacted>").count(), 3, "{log}");
 }
 
+/// Issue 14: no secret in the log however it is spelled (any case of
+/// `auth`, a bare secret as an unknown verb, lines after a failed `auth`);
+/// failed attempts are counted and end the connection after five.
+#[test]
+fn no_spelling_of_a_secret_reaches_the_log_and_guessing_is_cut_short() {
+    let dir = TempDir::new("cli-auth-spellings");
+    let secret_file = dir.path.join("secret");
+    std::fs::write(&secret_file, "plugh-s3cret\n").expect("write secret");
+    let mut daemon = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state",
+            "-v",
+            "--auth-file",
+            path_str(&secret_file),
+        ],
+        1,
+    );
+    let mut conn = Conn::tcp(daemon.tcp_addr());
+    assert_eq!(conn.cmd("hello 2"), "2 lockd 0.1.0\n");
+    for line in ["AUTH plugh-s3cret", "Auth plugh-s3cret", "plugh-s3cret"] {
+        assert_eq!(conn.cmd(line), "0 Error: unknown command\n", "{line}");
+    }
+    for attempt in 1..=5 {
+        assert_eq!(
+            conn.cmd("auth plugh-wrong"),
+            "0 Auth Failure\n",
+            "{attempt}"
+        );
+        if attempt < 5 {
+            // After a failure, until a success, no line is logged whole.
+            assert_eq!(conn.cmd("i plugh-s3cret"), "0 Auth Required\n");
+        }
+    }
+    assert!(conn.read_to_end().is_empty(), "closed after five failures");
+    let mut other = Conn::tcp(daemon.tcp_addr());
+    assert_eq!(other.cmd("hello 2"), "2 lockd 0.1.0\n");
+    assert_eq!(other.cmd("auth plugh-s3cret"), "1 Auth Ok\n");
+    assert_eq!(other.stat("auth_failures"), 5);
+    drop(other);
+    daemon.wait_line(|l| l.contains("failed auth (1 on this connection"));
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    let log = daemon.log.join("\n");
+    assert!(
+        !log.contains("plugh"),
+        "a secret or guess in the log:\n{log}"
+    );
+    assert_eq!(
+        log.matches("unknown command of 12 bytes").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("a line of 14 bytes").count(), 4, "{log}");
+    assert!(
+        log.contains("closed: too many failed auth attempts"),
+        "{log}"
+    );
+}
+
 #[test]
 fn verbose_logs_one_line_per_command() {
     let mut daemon = Daemon::start(&["--listen", "127.0.0.1:0", "--no-state", "-v"], 1);

@@ -171,6 +171,20 @@ pub const FLAGS: &[FlagSpec] = &[
         help: "this node's name in its etcd keys (default: host name and process id)",
     },
     FlagSpec {
+        short: "",
+        long: "write-timeout",
+        value: "SECS",
+        arity: Arity::Value,
+        help: "close a client that has not read its replies for SECS (default 60)",
+    },
+    FlagSpec {
+        short: "",
+        long: "listen-backlog",
+        value: "N",
+        arity: Arity::Value,
+        help: "connections the kernel queues before accept (default 4096)",
+    },
+    FlagSpec {
         short: "v",
         long: "verbose",
         value: "",
@@ -418,6 +432,19 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     if let Some(secs) = m.opt_str("idle-timeout") {
         let secs: u64 = parse_number("--idle-timeout", &secs, "a number of seconds")?;
         config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+    }
+    if let Some(secs) = m.opt_str("write-timeout") {
+        let secs: u64 = parse_number("--write-timeout", &secs, "a number of seconds")?;
+        if secs == 0 {
+            return Err(UsageError("--write-timeout must be at least 1".into()));
+        }
+        config.write_timeout = Duration::from_secs(secs);
+    }
+    if let Some(n) = m.opt_str("listen-backlog") {
+        config.listen_backlog = parse_number("--listen-backlog", &n, "a number of connections")?;
+        if config.listen_backlog == 0 {
+            return Err(UsageError("--listen-backlog must be at least 1".into()));
+        }
     }
     config.verbose = m.opt_present("verbose");
     if let Some(path) = m.opt_str("auth-file") {
@@ -751,6 +778,9 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
         Err(e) => log(Priority::Warning, format_args!("warning: cannot read the open-files limit: {e}")),
     }
     for warning in KernelLimits::read().capacity_warnings(max_connections) {
+        log(Priority::Warning, format_args!("warning: {warning}"));
+    }
+    if let Some(warning) = systemd::tasks_max_warning(max_connections) {
         log(Priority::Warning, format_args!("warning: {warning}"));
     }
     let tls = match &config.tls {

@@ -42,11 +42,17 @@ pub struct ServerConfig {
     pub tcp_keepalive: Option<Duration>,
     /// Close connections silent for this long (waiting ones excepted).
     pub idle_timeout: Option<Duration>,
-    /// A write that cannot complete for this long drops the connection.
+    /// A write that cannot complete for this long drops the connection
+    /// (a client that does not read its replies).
     pub write_timeout: Duration,
     /// Cluster mode: keep the locks in etcd instead of this process
     /// (fencing tokens are then etcd revisions; `state_dir` is unused).
     pub cluster: Option<EtcdConfig>,
+    /// The listen backlog of the sockets the server binds: connections the
+    /// kernel queues before they are accepted (capped by
+    /// `net.core.somaxconn`), so a burst of connects is not refused or left
+    /// hanging. Default 4096.
+    pub listen_backlog: u32,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
             idle_timeout: None,
             write_timeout: Duration::from_secs(60),
             cluster: None,
+            listen_backlog: 4096,
         }
     }
 }

@@ -17,10 +17,16 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Line replies are written early once this much is buffered.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// Longest a line may take to arrive once its first byte has: a client
+/// that trickles a line (slowloris), or sends bytes that never make one (a
+/// TLS ClientHello on a plain port), is closed after this. A connection
+/// with nothing buffered may stay silent as long as its timeouts allow.
+const LINE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a framing read from the peer.
 pub(crate) enum Input<'a> {
@@ -57,12 +63,21 @@ pub(crate) struct Conn<'a> {
     pub(crate) presence: &'a Presence,
     /// Set when a read won input from a connection already orphaned.
     rejoined: Cell<bool>,
+    /// The socket's read timeout outside a partial line: the idle
+    /// timeout or the `ttl` lease.
+    read_timeout: Cell<Option<Duration>>,
 }
 
 impl Conn<'_> {
     /// The socket under the stream.
     pub(crate) fn socket(&self) -> &Socket {
         self.presence.socket()
+    }
+
+    /// Sets the read timeout used outside a partial line.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.set(timeout);
+        self.socket().set_read_timeout(timeout)
     }
 
     /// Writes `out` as one block (one `write`, or one run of TLS records)
@@ -155,13 +170,40 @@ impl Write for ConnIo<'_> {
 struct Lines<'a> {
     reader: LineReader<ConnIo<'a>>,
     conn: &'a Conn<'a>,
+    /// When the partial line now buffered began to arrive.
+    partial_since: Option<Instant>,
+}
+
+impl Lines<'_> {
+    /// Bounds the next read by what is left of [`LINE_DEADLINE`] while a
+    /// partial line is buffered, and restores the usual timeout after.
+    fn bound_read(conn: &Conn<'_>, since: &mut Option<Instant>, partial: bool) -> io::Result<()> {
+        if !partial {
+            if since.take().is_some() {
+                conn.socket().set_read_timeout(conn.read_timeout.get())?;
+            }
+            return Ok(());
+        }
+        let now = Instant::now();
+        let left = (*since.get_or_insert(now) + LINE_DEADLINE).saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                "no complete line within 10 s",
+            ));
+        }
+        let bound = conn.read_timeout.get().map_or(left, |t| t.min(left));
+        conn.socket().set_read_timeout(Some(bound))
+    }
 }
 
 impl Framing for Lines<'_> {
     fn next(&mut self, out: &mut Vec<u8>) -> io::Result<Input<'_>> {
         let conn = self.conn;
         let mut fresh = false;
+        let since = &mut self.partial_since;
         let line = self.reader.next_line(|partial| {
+            Lines::bound_read(conn, since, partial)?;
             // Idle means "nothing of a command is held in this process":
             // with TLS, rustls may hold decrypted bytes the reader has not
             // taken yet. Idle already while the replies go out, so a
@@ -171,7 +213,23 @@ impl Framing for Lines<'_> {
             }
             fresh = true;
             conn.write_out(out)
-        })?;
+        });
+        let line = match line {
+            // The partial line's deadline, not the idle timeout or lease,
+            // ran out.
+            Err(e)
+                if e.kind() == ErrorKind::WouldBlock
+                    && self
+                        .partial_since
+                        .is_some_and(|t| t.elapsed() >= LINE_DEADLINE) =>
+            {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    "no complete line within 10 s",
+                ))
+            }
+            line => line?,
+        };
         Ok(match line {
             Line::Complete(line) => Input::Command { line, fresh },
             Line::TooLong => Input::TooLong,
@@ -239,7 +297,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
                 Ok(stream) => stream,
                 Err(e) => {
                     if state.config.verbose {
-                        eprintln!("lockd: {name}: TLS handshake failed: {e}");
+                        ::log::info!("{name}: TLS handshake failed: {e}");
                     }
                     return;
                 }
@@ -252,6 +310,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         io: &io,
         presence,
         rejoined: Cell::new(false),
+        read_timeout: Cell::new(None),
     };
     let (result, session) = if websocket {
         let Some(mut messages) = websocket::accept(&conn, &name) else {
@@ -264,6 +323,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         let mut lines = Lines {
             reader: LineReader::new(conn.io(false, None), state.config.max_line),
             conn: &conn,
+            partial_since: None,
         };
         (run(&conn, &mut lines, &mut session), session)
     };
@@ -273,8 +333,8 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         Err(e) if e.kind() == ErrorKind::WouldBlock => {
             session.lease_expired();
         }
-        Err(e) if state.config.verbose => eprintln!("lockd: {}: closed: {e}", session.name()),
-        Ok(()) if state.config.verbose => eprintln!("lockd: {}: closed by peer", session.name()),
+        Err(e) if state.config.verbose => ::log::info!("{}: closed: {e}", session.name()),
+        Ok(()) if state.config.verbose => ::log::info!("{}: closed by peer", session.name()),
         _ => {}
     }
 }
@@ -284,7 +344,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
 fn start_session(conn: &Conn<'_>, name: String) -> Session {
     let config = &conn.state.config;
     let _ = conn.socket().set_write_timeout(Some(config.write_timeout));
-    let _ = conn.socket().set_read_timeout(config.idle_timeout);
+    let _ = conn.set_read_timeout(config.idle_timeout);
     conn.presence.serving();
     let host = Arc::clone(&conn.state.host);
     Session::new(host, conn.presence.id(), name)
@@ -318,14 +378,26 @@ pub(crate) fn run(
             }
             Input::End => break,
         };
-        if let Step::Wait(wait) = step {
-            framing.flush(&mut out)?;
-            if !wait_in_line(conn, session, wait, &mut out) {
-                return Ok(());
+        match step {
+            Step::Done => {}
+            Step::Wait(wait) => {
+                framing.flush(&mut out)?;
+                if !wait_in_line(conn, session, wait, &mut out) {
+                    return Ok(());
+                }
+            }
+            Step::Pause(pause) => std::thread::sleep(pause),
+            Step::Close => {
+                framing.reply(&mut out)?;
+                framing.flush(&mut out)?;
+                return Err(io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    "too many failed auth attempts",
+                ));
             }
         }
         if let Some(timeout) = session.take_read_timeout_change() {
-            conn.socket().set_read_timeout(timeout)?;
+            conn.set_read_timeout(timeout)?;
         }
         framing.reply(&mut out)?;
     }

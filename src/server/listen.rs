@@ -153,8 +153,20 @@ pub(crate) fn set_keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()
     socket.set_tcp_user_timeout(Some(idle + interval * count))
 }
 
-/// Binds a TCP socket for a listener of the kind `kind` makes of it.
-pub(crate) fn bind_tcp(addr: &str, kind: fn(TcpListener) -> Listener) -> Result<Listener, Error> {
+/// Listens again with `backlog` (Linux updates the backlog of a socket
+/// that listens already; std binds with 128).
+fn with_backlog<L: AsFd>(listener: L, backlog: u32) -> io::Result<L> {
+    SockRef::from(&listener).listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(listener)
+}
+
+/// Binds a TCP socket with `backlog` for a listener of the kind `kind`
+/// makes of it.
+pub(crate) fn bind_tcp(
+    addr: &str,
+    backlog: u32,
+    kind: fn(TcpListener) -> Listener,
+) -> Result<Listener, Error> {
     let bind_error = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
             Error::AddressInUse {
@@ -174,21 +186,26 @@ pub(crate) fn bind_tcp(addr: &str, kind: fn(TcpListener) -> Listener) -> Result<
             addr: addr.to_string(),
             reason: "the port must be a number from 0 to 65535".into(),
         })?;
-        return match TcpListener::bind(("::", port)) {
-            Ok(l) => Ok(kind(l)),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(bind_error(e)),
-            Err(_) => TcpListener::bind(("0.0.0.0", port))
-                .map(kind)
-                .map_err(bind_error),
+        let listener = match TcpListener::bind(("::", port)) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(bind_error(e)),
+            Err(_) => TcpListener::bind(("0.0.0.0", port)).map_err(bind_error)?,
         };
+        return with_backlog(listener, backlog)
+            .map(kind)
+            .map_err(bind_error);
     }
     let addrs = crate::transport::resolve(addr)?;
-    TcpListener::bind(&addrs[..]).map(kind).map_err(bind_error)
+    TcpListener::bind(&addrs[..])
+        .and_then(|l| with_backlog(l, backlog))
+        .map(kind)
+        .map_err(bind_error)
 }
 
-/// Binds a Unix socket listener at `path` with the permission bits `mode`.
-pub(crate) fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, Error> {
-    bind_unix_socket(path, mode).map_err(|source| match source.kind() {
+/// Binds a Unix socket listener at `path` with the permission bits `mode`
+/// and `backlog`.
+pub(crate) fn bind_unix(path: &Path, mode: Option<u32>, backlog: u32) -> Result<Listener, Error> {
+    bind_unix_socket(path, mode, backlog).map_err(|source| match source.kind() {
         std::io::ErrorKind::AddrInUse => Error::SocketInUse {
             path: path.to_path_buf(),
         },
@@ -209,7 +226,7 @@ pub(crate) fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, Erro
 /// # Errors
 /// `AddrInUse` for a live socket, `AlreadyExists` for a file that is not a
 /// socket, else as `bind(2)`.
-fn bind_unix_socket(path: &Path, mode: Option<u32>) -> io::Result<Listener> {
+fn bind_unix_socket(path: &Path, mode: Option<u32>, backlog: u32) -> io::Result<Listener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -223,7 +240,7 @@ fn bind_unix_socket(path: &Path, mode: Option<u32>) -> io::Result<Listener> {
             Err(_) => std::fs::remove_file(path)?,
         }
     }
-    let listener = UnixListener::bind(path)?;
+    let listener = with_backlog(UnixListener::bind(path)?, backlog)?;
     if let Some(mode) = mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }

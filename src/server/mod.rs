@@ -178,13 +178,13 @@ impl Server {
     pub fn bind_adding(config: ServerConfig, inherited: Vec<Listener>) -> Result<Server, Error> {
         let mut listeners = inherited;
         for addr in &config.listen {
-            listeners.push(bind_tcp(addr, Listener::Tcp)?);
+            listeners.push(bind_tcp(addr, config.listen_backlog, Listener::Tcp)?);
         }
         for addr in &config.websocket {
-            listeners.push(bind_tcp(addr, Listener::WebSocket)?);
+            listeners.push(bind_tcp(addr, config.listen_backlog, Listener::WebSocket)?);
         }
         for path in &config.unix {
-            listeners.push(bind_unix(path, config.unix_mode)?);
+            listeners.push(bind_unix(path, config.unix_mode, config.listen_backlog)?);
         }
         Server::with_listeners(config, listeners)
     }
@@ -464,7 +464,7 @@ fn log_rejection(state: &State, message: &str) {
     let mut last = state.last_reject_log.lock();
     if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
         *last = Some(Instant::now());
-        crate::log::log(crate::log::Priority::Warning, message);
+        ::log::warn!("{message}");
     }
 }
 

@@ -57,7 +57,7 @@ pub(crate) fn accept<'a>(conn: &'a Conn<'a>, name: &str) -> Option<Messages<'a>>
         }
         Err(e) => {
             if state.config.verbose {
-                eprintln!("lockd: {name}: WebSocket handshake failed: {e}");
+                ::log::info!("{name}: WebSocket handshake failed: {e}");
             }
             None
         }
