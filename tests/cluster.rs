@@ -7,11 +7,13 @@ use common::etcd::{EtcdCluster, MEMBERS};
 use common::{Conn, Daemon, PATIENCE};
 use std::time::Instant;
 
-/// The nodes' lease TTL in seconds: short, so expiry tests are quick.
+/// The lease TTL of the nodes of expiry tests: short, so they are quick.
 const TTL_SECS: u64 = 2;
 
+/// A node with the default 5 s lease, which a loaded machine's slow etcd
+/// answers do not endanger.
 fn lockd_node(etcd: &EtcdCluster, name: &str) -> Daemon {
-    lockd_node_ttl(etcd, name, TTL_SECS)
+    lockd_node_ttl(etcd, name, 5)
 }
 
 fn lockd_node_ttl(etcd: &EtcdCluster, name: &str, ttl_secs: u64) -> Daemon {
@@ -116,8 +118,8 @@ fn waiters_through_two_nodes_are_served_in_order_and_a_close_orphans_at_once() {
 #[test]
 fn kill_9_of_a_node_frees_its_locks_once_its_lease_expires() {
     let etcd = EtcdCluster::start();
-    let mut a = lockd_node(&etcd, "a");
-    let b = lockd_node(&etcd, "b");
+    let mut a = lockd_node_ttl(&etcd, "a", TTL_SECS);
+    let b = lockd_node_ttl(&etcd, "b", TTL_SECS);
     let mut holder = Conn::tcp(a.tcp_addr());
     assert_eq!(holder.cmd("g k"), "1 Lock Get Success: k\n");
     let mut waiter = Conn::tcp(b.tcp_addr());
@@ -140,7 +142,7 @@ fn kill_9_of_a_node_frees_its_locks_once_its_lease_expires() {
 #[test]
 fn a_node_cut_off_from_etcd_closes_its_clients_and_refuses_new_ones_until_etcd_answers() {
     let etcd = EtcdCluster::start();
-    let a = lockd_node(&etcd, "a");
+    let a = lockd_node_ttl(&etcd, "a", TTL_SECS);
     let mut client = Conn::tcp(a.tcp_addr());
     assert_eq!(client.cmd("g cut"), "1 Lock Get Success: cut\n");
     for i in 0..MEMBERS {
@@ -289,7 +291,7 @@ fn killing_the_etcd_leader_under_load_grants_no_lock_twice() {
     use std::sync::Arc;
     let mut etcd = EtcdCluster::start();
     // The default TTL: a leader election fits well inside it.
-    let nodes = [lockd_node_ttl(&etcd, "a", 5), lockd_node_ttl(&etcd, "b", 5)];
+    let nodes = [lockd_node(&etcd, "a"), lockd_node(&etcd, "b")];
     let addrs: Vec<_> = nodes.iter().map(Daemon::tcp_addr).collect();
     let held = Arc::new(AtomicBool::new(false));
     let last_token = Arc::new(AtomicU64::new(0));

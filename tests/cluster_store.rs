@@ -10,13 +10,19 @@ use lockd::store::etcd::{EtcdConfig, EtcdStore};
 use lockd::store::{Grant, WaitStart};
 use std::time::{Duration, Instant};
 
-/// The lease TTL of the test nodes: short, so expiry tests are quick.
+/// The lease TTL of the nodes of expiry tests: short, so they are quick.
 const TTL: Duration = Duration::from_secs(2);
 
+/// A node with the default 5 s lease, which a loaded machine's slow etcd
+/// answers do not endanger.
 fn node(etcd: &EtcdCluster, name: &str) -> EtcdStore {
+    node_ttl(etcd, name, Duration::from_secs(5))
+}
+
+fn node_ttl(etcd: &EtcdCluster, name: &str, ttl: Duration) -> EtcdStore {
     let mut config = EtcdConfig::new(etcd.endpoints());
     config.node = name.into();
-    config.lease_ttl = TTL;
+    config.lease_ttl = ttl;
     EtcdStore::open(&config).expect("node opens")
 }
 
@@ -266,7 +272,7 @@ fn registered_names_show_on_every_node_latest_last() {
 #[test]
 fn a_node_that_vanishes_keeps_its_locks_until_its_lease_expires() {
     let etcd = EtcdCluster::start();
-    let a = node(&etcd, "a");
+    let a = node_ttl(&etcd, "a", TTL);
     let b = node(&etcd, "b");
     let holder = connect(&a, 1, "a:1");
     let waiter = connect(&b, 1, "b:1");
@@ -288,7 +294,7 @@ fn a_node_that_vanishes_keeps_its_locks_until_its_lease_expires() {
 #[test]
 fn a_node_cut_off_from_etcd_gives_up_its_clients_before_the_lease_can_expire() {
     let etcd = EtcdCluster::start();
-    let a = node(&etcd, "a");
+    let a = node_ttl(&etcd, "a", TTL);
     let lost = a.lease_lost();
     let c = connect(&a, 1, "a:1");
     a.try_lock(c.id, b"cut").expect("g").expect("granted");
@@ -366,7 +372,7 @@ fn the_store_serves_through_the_sessions_seam() {
 fn through_the_seam_an_etcd_outage_grants_nothing() {
     use lockd::store::LockStore;
     let etcd = EtcdCluster::start();
-    let store = node(&etcd, "a");
+    let store = node_ttl(&etcd, "a", TTL);
     let lost = store.lease_lost();
     let a: &dyn LockStore = &store;
     let (tx, _rx) = crossbeam_channel::bounded(1);

@@ -130,9 +130,10 @@ impl EtcdCluster {
                 .arg(format!("--initial-cluster={}", initial.join(",")))
                 .arg("--initial-cluster-state=new")
                 .arg(format!("--initial-cluster-token={token}"))
-                // Elections in well under a second, so leader-loss tests are quick.
-                .arg("--heartbeat-interval=50")
-                .arg("--election-timeout=500")
+                // etcd's defaults: shorter ones make spurious elections on a
+                // loaded machine, and a node's lease renewals fail meanwhile.
+                .arg("--heartbeat-interval=100")
+                .arg("--election-timeout=1000")
                 .arg("--log-level=warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -245,7 +245,10 @@ impl EtcdStore {
         let ttl = Duration::from_secs(config.lease_ttl.as_secs().max(2));
         let client = Client::new(&ClientConfig {
             endpoints: config.endpoints.clone(),
-            request_timeout: (ttl / 5).max(Duration::from_millis(500)),
+            // Short enough that a hung member leaves time to try the
+            // others before the lease guard gives up (TTL/3 after the last
+            // renewal, at worst).
+            request_timeout: (ttl / 4).max(Duration::from_millis(500)),
             watch_idle: Duration::from_secs(3),
         });
         let layout = Layout::new(&config.prefix);
