@@ -12,9 +12,9 @@
 //! refuse a worker whose lock was lost, and each stops at once if its
 //! connection (and so its lock) goes away.
 
-use crossbeam_channel::select;
 use lockd::Client;
 use std::process::ExitCode;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 /// How long a worker waits in line before giving up.
@@ -38,13 +38,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let client = Client::connect(&addr)?;
     eprintln!("worker {me}: waiting for {job}");
-    let guard = match client.lock_wait(&job, WAIT) {
-        Ok(guard) => guard,
-        Err(e) if e.is_timeout() && !e.locks_lost() => {
-            eprintln!("worker {me}: {job} stayed busy for {WAIT:?}; skipping this run");
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
+    let Some(guard) = client.try_lock_for(&job, WAIT)? else {
+        eprintln!("worker {me}: {job} stayed busy for {WAIT:?}; skipping this run");
+        return Ok(());
     };
     let token = guard.token().unwrap_or_default();
     let lost = client.on_disconnect();
@@ -52,10 +48,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for step in 1..=5 {
         // Between steps, stop at once if the lock is gone: someone else
         // may already be running the job.
-        select! {
-            recv(lost) -> _ => return Err(format!("lost {job} at step {step}; stopping").into()),
-            default(Duration::from_millis(200)) => {
+        match lost.recv_timeout(Duration::from_millis(200)) {
+            Err(RecvTimeoutError::Timeout) => {
                 println!("worker {me}: {job} step {step}/5 (fencing token {token})");
+            }
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                return Err(format!("lost {job} at step {step}; stopping").into());
             }
         }
     }

@@ -2,6 +2,7 @@
 //! callers never match on message text.
 
 use crate::name::LockName;
+#[cfg(feature = "server")]
 use crate::token::TokenError;
 use std::fmt;
 use std::io;
@@ -18,8 +19,8 @@ pub enum Phase {
     Write,
     /// Waiting for a reply (`ClientConfig::read_timeout`).
     Read,
-    /// Waiting in line for a lock on the server (`lock_wait`,
-    /// `lock_shared_limited`): the lock stayed busy. The connection is fine.
+    /// Waiting in line for a lock on the server: the lock stayed busy. The
+    /// connection is fine.
     Wait,
 }
 
@@ -68,6 +69,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// The fencing-token state could not be used.
+    #[cfg(feature = "server")]
     TokenState(TokenError),
     /// Cluster mode: etcd did not answer or refused the node's lease at
     /// start.
@@ -90,11 +92,6 @@ pub enum Error {
         /// The cause.
         source: io::Error,
     },
-    /// The exclusive lock is held by another connection.
-    AlreadyLocked {
-        /// The lock.
-        name: LockName,
-    },
     /// This connection does not hold the lock it tried to release, or whose
     /// token it asked for.
     NotHeld {
@@ -112,6 +109,14 @@ pub enum Error {
     /// Waiting for the lock would close a cycle of waiters: the server
     /// refused at once instead of waiting forever.
     Deadlock {
+        /// The lock.
+        name: LockName,
+    },
+    /// This thread already holds the lock through the same client (or a
+    /// clone of it). Taking it again would wait for itself forever, since
+    /// a client's guards exclude each other like a `Mutex`'s; the client
+    /// refuses at once instead. Nothing was sent.
+    Reentrant {
         /// The lock.
         name: LockName,
     },
@@ -181,11 +186,6 @@ impl Error {
         }
     }
 
-    /// True when another connection holds the lock.
-    pub fn is_already_locked(&self) -> bool {
-        matches!(self, Error::AlreadyLocked { .. })
-    }
-
     /// True when this connection does not hold the lock.
     pub fn is_not_held(&self) -> bool {
         matches!(self, Error::NotHeld { .. })
@@ -194,6 +194,12 @@ impl Error {
     /// True when the server refused a wait that would deadlock.
     pub fn is_deadlock(&self) -> bool {
         matches!(self, Error::Deadlock { .. })
+    }
+
+    /// True when this thread asked again for a lock it holds through the
+    /// same client ([`Error::Reentrant`]).
+    pub fn is_reentrant(&self) -> bool {
+        matches!(self, Error::Reentrant { .. })
     }
 
     /// True when the server needs authentication or refused the secret.
@@ -241,16 +247,13 @@ impl fmt::Display for Error {
                 "{} exists and is not a socket (remove it or choose another path with --unix)",
                 path.display()
             ),
+            #[cfg(feature = "server")]
             Error::TokenState(e) => e.fmt(f),
             Error::Cluster { reason } => write!(f, "cluster mode: {reason}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Connect { addr, source } => {
                 write!(f, "cannot connect to {addr}: {source} (is lockd running there?)")
             }
-            Error::AlreadyLocked { name } => write!(
-                f,
-                "lock {name:?} is held by another connection (wait for it with lock_wait, or try later)"
-            ),
             Error::NotHeld { name } => write!(
                 f,
                 "this connection does not hold lock {name:?} (it was never taken, already released, or taken on another connection)"
@@ -273,6 +276,10 @@ impl fmt::Display for Error {
             Error::Deadlock { name } => write!(
                 f,
                 "waiting for lock {name:?} would deadlock: its holder waits for a lock this connection holds (release yours first, or take locks in a fixed order)"
+            ),
+            Error::Reentrant { name } => write!(
+                f,
+                "this thread already holds lock {name:?} through this client; taking it again would wait for itself forever (drop the first guard first)"
             ),
             Error::Disabled { command } => write!(
                 f,
@@ -309,12 +316,14 @@ impl std::error::Error for Error {
             Error::Bind { source, .. }
             | Error::Io { source, .. }
             | Error::Connect { source, .. } => Some(source),
+            #[cfg(feature = "server")]
             Error::TokenState(e) => Some(e),
             _ => None,
         }
     }
 }
 
+#[cfg(feature = "server")]
 impl From<TokenError> for Error {
     fn from(e: TokenError) -> Error {
         Error::TokenState(e)

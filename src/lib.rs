@@ -18,14 +18,18 @@
 //! let addr = server.local_addr().expect("a TCP listener");
 //!
 //! let client = Client::connect(addr.to_string())?;
-//! let report = client.lock("nightly-report")?; // Err if someone holds it
+//! let report = client.lock("nightly-report")?; // waits its turn
 //! assert!(client.is_locked("nightly-report")?);
 //! drop(report); // released
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The [`client`] module has the blocking [`Client`]; [`server`] embeds the
-//! server.
+//! The [`client`] module has the blocking [`Client`]. Its mental model in
+//! five lines: a lock belongs to the connection that took it; a `Client`
+//! is one connection, shared by all its clones and threads; guards give
+//! `Mutex` semantics inside the process (a name held by one guard is not
+//! handed to a second caller, who waits); when the connection ends, the
+//! server releases every lock it held. [`server`] embeds the server.
 //!
 //! ## Layers
 //!
@@ -39,22 +43,39 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "client")]
 pub mod client;
 mod error;
+#[cfg(all(feature = "client", feature = "server"))]
 pub mod local;
+#[cfg(feature = "server")]
 pub mod log;
 mod name;
+#[cfg(any(feature = "client", feature = "server"))]
+mod net;
 pub mod protocol;
 mod secret;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 mod session;
+#[cfg(feature = "server")]
 mod stats;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
 pub mod systemd;
+#[cfg(feature = "tls")]
+mod tls_common;
+#[cfg(feature = "server")]
 pub mod token;
+#[cfg(feature = "server")]
 pub mod transport;
 
-pub use client::{Client, ClientConfig, LockGuard, SharedGuard};
+#[cfg(feature = "client")]
+pub use client::{Client, ClientConfig, LockGuard, ReadGuard, SharedGuard};
 pub use error::{AuthError, Error, Phase};
 pub use name::LockName;
-pub use server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
+pub use secret::Secret;
+#[cfg(feature = "server")]
+pub use server::{Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};

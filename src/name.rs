@@ -31,6 +31,7 @@ impl LockName {
     }
 
     /// The address of the shared buffer: identifies this allocation.
+    #[cfg(feature = "server")]
     pub(crate) fn addr(&self) -> usize {
         self.0.as_ptr() as usize
     }

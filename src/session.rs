@@ -4,11 +4,14 @@
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
 use crate::name::LockName;
-use crate::protocol::reply::{self, status, ExclusiveEntry, SharedEntry};
-use crate::protocol::{self, Command, Parsed, Verb};
+use crate::protocol::reply::{self, status, ExclusiveEntry, ReadEntry, SharedEntry};
+use crate::protocol::{self, Command, Name, Parsed, Verb};
 use crate::secret::Secret;
 use crate::stats::{bump, Stats};
-use crate::store::{ClientId, ExclusiveView, Grant, LockStore, SharedView, WaitStart};
+use crate::store::{
+    ClientId, Event, ExclusiveView, Grant, HoldKind, LimitError, LockStore, ReadView, SharedView,
+    WaitStart, WatchEvent, Watcher,
+};
 use crossbeam_channel::{bounded, Receiver};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,6 +24,8 @@ pub enum Kind {
     Exclusive,
     /// `wsg`
     Shared,
+    /// `wr`
+    Read,
 }
 
 /// A wait the connection loop must carry out.
@@ -91,9 +96,10 @@ pub(crate) trait Host: Send + Sync {
 pub(crate) fn orphan(host: &dyn Host, id: ClientId) {
     let released = host.store().disconnect(id);
     let stats = host.stats();
-    stats
-        .orphans
-        .fetch_add(released.exclusive as u64, Ordering::Relaxed);
+    stats.orphans.fetch_add(
+        (released.exclusive + released.read) as u64,
+        Ordering::Relaxed,
+    );
     stats
         .shared_orphans
         .fetch_add(released.shared as u64, Ordering::Relaxed);
@@ -111,6 +117,8 @@ pub struct Session {
     lease: Option<Duration>,
     lease_changed: bool,
     grants: Receiver<Grant>,
+    /// Set by the first `watch`: the connection is an event stream now.
+    watcher: Option<Watcher>,
 }
 
 impl Session {
@@ -128,6 +136,7 @@ impl Session {
             lease: None,
             lease_changed: false,
             grants,
+            watcher: None,
         }
     }
 
@@ -225,18 +234,62 @@ impl Session {
             self.end_block(verb, out);
             return Step::Done;
         }
+        if self.watcher.is_some() && verb != Verb::Watch {
+            if self.version >= 2 {
+                reply::error(out, &reply::WATCHING);
+            }
+            return Step::Done;
+        }
+        if let Some(why) = self.host.store().unsupported(verb.as_str()) {
+            if self.version >= 2 {
+                reply::error(out, &why);
+            }
+            return Step::Done;
+        }
         self.run(command, out)
     }
 
-    fn run(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+    /// The event queue once this connection watches locks: the connection
+    /// loop streams it (see [`Session::write_event`]).
+    pub fn watcher(&self) -> Option<&Watcher> {
+        self.watcher.as_ref()
+    }
+
+    /// Appends one event line of `watch`.
+    pub fn write_event(&self, event: &WatchEvent, out: &mut Vec<u8>) {
+        let what = match event.event {
+            Event::Held => "held",
+            Event::Locked => "locked",
+            Event::Released => "released",
+            Event::Orphaned => "orphaned",
+        };
+        let kind = match event.kind {
+            HoldKind::Exclusive => "x",
+            HoldKind::Shared => "s",
+            HoldKind::Read => "rd",
+        };
+        reply::watch_event(
+            out,
+            what,
+            kind,
+            event.n,
+            &event.holder,
+            event.name.as_bytes(),
+        );
+    }
+
+    fn run(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Step {
         let host = &*self.host;
         let table = host.store();
         let config = host.settings();
         let id = self.id;
         match command {
-            Command::Get(name) => match table.try_lock(id, &name) {
-                Some(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
-                None => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
+            Command::Get(name) => match table.lock_or_queue(id, name.as_bytes(), false) {
+                WaitStart::Granted(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
+                WaitStart::Limit(error) => {
+                    self.refuse(error, reply::LOCK_GET_FAILURE, name.as_bytes(), out)
+                }
+                _ => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
             },
             Command::Release(name) => {
                 if table.release(id, name.as_bytes()) {
@@ -273,15 +326,15 @@ impl Session {
                     reply::dump_exclusive(out, locks.iter().map(exclusive_entry));
                 }
             }
-            Command::SharedGet(name) => {
-                let holders = table.lock_shared(id, &name);
-                status(
+            Command::SharedGet(name) => match table.lock_shared(id, name.as_bytes()) {
+                Ok(holders) => status(
                     out,
                     holders as u64,
                     reply::SHARED_GET_SUCCESS,
                     name.as_bytes(),
-                );
-            }
+                ),
+                Err(error) => self.refuse(error, reply::SHARED_GET_FAILURE, name.as_bytes(), out),
+            },
             Command::SharedRelease(name) => {
                 if table.release_shared(id, name.as_bytes()) {
                     status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
@@ -359,12 +412,22 @@ impl Session {
                 limit,
                 name,
             } => return self.start_wait(Kind::Shared, name, limit, timeout_ms, out),
+            Command::WaitRead { timeout_ms, name } => {
+                return self.start_wait(Kind::Read, name, 0, timeout_ms, out)
+            }
+            Command::ReadRelease(name) => {
+                if table.release_read(id, name.as_bytes()) {
+                    status(out, 1, reply::READ_RELEASE_SUCCESS, name.as_bytes());
+                } else {
+                    status(out, 0, reply::READ_RELEASE_FAILURE, name.as_bytes());
+                }
+            }
             Command::Token(name) => match table.token(id, name.as_bytes()) {
                 Some(token) => status(out, token, reply::LOCK_TOKEN, name.as_bytes()),
                 None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
             },
             Command::ReleaseAll => {
-                reply::push_number(out, table.release_all(id) as u64);
+                reply::push_number(out, table.release_all(id).total() as u64);
                 out.extend_from_slice(b" Released\n");
             }
             Command::Ping => out.extend_from_slice(reply::PONG),
@@ -379,11 +442,28 @@ impl Session {
                 if config.dump {
                     let exclusive = table.exclusive_locks(b"");
                     let shared = table.shared_locks(b"");
+                    let readers = table.read_locks(b"");
                     reply::dump_json(
                         out,
                         exclusive.iter().map(exclusive_entry),
                         shared.iter().map(shared_entry),
+                        readers.iter().map(read_entry),
                     );
+                } else {
+                    out.extend_from_slice(reply::DISABLED);
+                }
+            }
+            Command::Watch(pattern) => {
+                if config.dump {
+                    let (held, watcher) = table.watch(id, pattern.as_bytes());
+                    if watcher.is_some() {
+                        self.watcher = watcher;
+                    }
+                    reply::watching(out, pattern.as_bytes());
+                    for event in &held {
+                        self.write_event(event, out);
+                    }
+                    out.extend_from_slice(reply::SYNCED);
                 } else {
                     out.extend_from_slice(reply::DISABLED);
                 }
@@ -426,7 +506,7 @@ impl Session {
     fn start_wait(
         &mut self,
         kind: Kind,
-        name: LockName,
+        name: Name<'_>,
         limit: u32,
         timeout_ms: u64,
         out: &mut Vec<u8>,
@@ -434,20 +514,33 @@ impl Session {
         let table = self.host.store();
         let queue = timeout_ms > 0;
         let start = match kind {
-            Kind::Exclusive => table.lock_or_queue(self.id, &name, queue),
-            Kind::Shared => table.lock_shared_or_queue(self.id, &name, limit, queue),
+            Kind::Exclusive => table.lock_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Read => table.read_or_queue(self.id, name.as_bytes(), queue),
+            Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
         };
         match start {
-            WaitStart::Granted(grant) => self.reply_grant(grant, &name, out),
-            WaitStart::Busy => self.reply_timeout(kind, &name, out),
+            WaitStart::Granted(grant) => self.reply_grant(grant, name.as_bytes(), out),
+            WaitStart::Busy => self.reply_timeout(kind, name.as_bytes(), out),
             WaitStart::Deadlock => {
                 bump(&self.host.stats().deadlocks);
-                status(out, 0, reply::LOCK_GET_DEADLOCK, name.as_bytes());
+                let text = match kind {
+                    Kind::Exclusive | Kind::Read => reply::LOCK_GET_DEADLOCK,
+                    Kind::Shared => reply::SHARED_GET_DEADLOCK,
+                };
+                status(out, 0, text, name.as_bytes());
+            }
+            WaitStart::Limit(error) => {
+                let text = match kind {
+                    Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
+                    Kind::Shared => reply::SHARED_GET_TIMEOUT,
+                    Kind::Read => reply::READ_GET_TIMEOUT,
+                };
+                self.refuse(error, text, name.as_bytes(), out);
             }
             WaitStart::Queued => {
                 return Step::Wait(Wait {
                     kind,
-                    name,
+                    name: name.to_lock_name(),
                     deadline: Instant::now() + Duration::from_millis(timeout_ms),
                 })
             }
@@ -464,32 +557,39 @@ impl Session {
             None => self.grants.recv().ok(),
         };
         match grant {
-            Some(grant) => self.reply_grant(grant, &wait.name, out),
-            None => self.reply_timeout(wait.kind, &wait.name, out),
+            Some(grant) => self.reply_grant(grant, wait.name.as_bytes(), out),
+            None => self.reply_timeout(wait.kind, wait.name.as_bytes(), out),
         }
     }
 
-    fn reply_grant(&self, grant: Grant, name: &LockName, out: &mut Vec<u8>) {
+    fn reply_grant(&self, grant: Grant, name: &[u8], out: &mut Vec<u8>) {
         match grant {
-            Grant::Exclusive { token } => {
-                status(out, token, reply::LOCK_GET_SUCCESS, name.as_bytes())
+            Grant::Exclusive { token } => status(out, token, reply::LOCK_GET_SUCCESS, name),
+            Grant::Read { readers } => status(out, readers as u64, reply::READ_GET_SUCCESS, name),
+            Grant::Shared { holders } => {
+                status(out, holders as u64, reply::SHARED_GET_SUCCESS, name)
             }
-            Grant::Shared { holders } => status(
-                out,
-                holders as u64,
-                reply::SHARED_GET_SUCCESS,
-                name.as_bytes(),
-            ),
         }
     }
 
-    fn reply_timeout(&self, kind: Kind, name: &LockName, out: &mut Vec<u8>) {
+    fn reply_timeout(&self, kind: Kind, name: &[u8], out: &mut Vec<u8>) {
         bump(&self.host.stats().wait_timeouts);
         let text = match kind {
             Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
             Kind::Shared => reply::SHARED_GET_TIMEOUT,
+            Kind::Read => reply::READ_GET_TIMEOUT,
         };
-        status(out, 0, text, name.as_bytes());
+        status(out, 0, text, name);
+    }
+
+    /// A request a cap refused: `0 Error: limit reached: ...` on protocol
+    /// 2, else the classic refusal `0 TEXT: NAME`.
+    fn refuse(&self, error: LimitError, text: &str, name: &[u8], out: &mut Vec<u8>) {
+        if self.version >= 2 {
+            reply::error(out, &error);
+        } else {
+            status(out, 0, text, name);
+        }
     }
 
     /// Protocol 2 ends every multi-line reply with an empty line.
@@ -542,5 +642,13 @@ fn shared_entry(lock: &SharedView) -> SharedEntry<'_> {
         name: lock.name.as_bytes(),
         holders: lock.holders.iter().map(|h| &h.default[..]).collect(),
         waiters: lock.waiters.iter().map(|(w, l)| (&w[..], *l)).collect(),
+    }
+}
+
+fn read_entry(lock: &ReadView) -> ReadEntry<'_> {
+    ReadEntry {
+        name: lock.name.as_bytes(),
+        readers: lock.readers.iter().map(|r| &r[..]).collect(),
+        waiters: lock.waiters.iter().map(|w| &w[..]).collect(),
     }
 }

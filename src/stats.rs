@@ -108,6 +108,13 @@ impl Stats {
                 ("grants".to_string(), counts.grants),
                 ("lines_too_long".to_string(), load(&self.lines_too_long)),
                 ("max_connections".to_string(), max_connections as u64),
+                ("refused_max_locks".to_string(), counts.refused.locks),
+                (
+                    "refused_max_locks_per_connection".to_string(),
+                    counts.refused.locks_per_connection,
+                ),
+                ("refused_max_waiters".to_string(), counts.refused.waiters),
+                ("read_locks".to_string(), counts.read_locks as u64),
                 (
                     "rejected_connections".to_string(),
                     load(&self.rejected_connections),

@@ -53,8 +53,9 @@ fn every_workload_passes_its_checks_and_reports() {
     assert!(printed.contains("orphans freed"), "{printed}");
     let tsv = std::fs::read_to_string(&tsv_path).expect("the --tsv file");
     std::fs::remove_dir_all(&dir).expect("remove temp dir");
-    // A comment, a header, then a row per workload and target.
-    assert_eq!(tsv.lines().count(), 2 + 12, "{tsv}");
+    // A comment, a header, then a row per workload and target, and the
+    // client rows of W1 and W2.
+    assert_eq!(tsv.lines().count(), 2 + 12 + 2, "{tsv}");
     let header: Vec<&str> = tsv.lines().nth(1).expect("header").split('\t').collect();
     let column = |name: &str| {
         header
@@ -69,7 +70,11 @@ fn every_workload_passes_its_checks_and_reports() {
         column("ratio"),
     );
     for w in ["W1", "W2", "W3", "W4", "W5", "W6"] {
-        for t in ["echo", "lockd"] {
+        let targets: &[&str] = match w {
+            "W1" | "W2" => &["echo", "lockd", "client"],
+            _ => &["echo", "lockd"],
+        };
+        for &t in targets {
             let row: Vec<&str> = tsv
                 .lines()
                 .skip(2)
@@ -77,7 +82,7 @@ fn every_workload_passes_its_checks_and_reports() {
                 .find(|row| row[workload] == w && row[target] == t)
                 .unwrap_or_else(|| panic!("no {w} {t} row in\n{tsv}"));
             assert!(!row[rate].is_empty(), "{w} {t}: no figure in\n{tsv}");
-            if t == "lockd" {
+            if t != "echo" {
                 assert!(!row[ratio].is_empty(), "{w}: no ratio in\n{tsv}");
             }
         }

@@ -1,13 +1,14 @@
 //! Chaos test (issue 8): 64 clients on raw TCP connections (`hello 2`)
-//! take and release exclusive locks, semaphores and shared locks at random,
+//! take and release exclusive locks, read holds on them (`wr`/`rr`, issue
+//! 11), semaphores and shared locks at random,
 //! wait with random timeouts, and end their sessions cleanly, with a reset
 //! (RST through `SO_LINGER` 0), by abandoning a wait, or by letting a `ttl`
 //! lease run out. Every grant is recorded with client-side times; a checker
 //! then proves from the history alone:
 //!
-//! - mutual exclusion: for each lock, grants ordered by fencing token have
-//!   intervals (grant reply received .. release sent, or close) that never
-//!   overlap;
+//! - mutual exclusion: for each lock, a write hold's interval (grant reply
+//!   received .. release sent, or close) overlaps no other write or read
+//!   hold's; read holds may overlap each other;
 //! - semaphore limits: at no instant do more clients hold a `wsg` place
 //!   than its (fixed per name) limit;
 //! - tokens: unique, and a grant whose reply arrived before another grant
@@ -21,8 +22,9 @@
 //! server made it, a release is sent before the server sees it), so a
 //! correct server can never fail these checks.
 //!
-//! Runs 30 s by default; `LOCKD_CHAOS_SECS=N` runs longer (or shorter),
-//! `LOCKD_SEED=N` replays a seed.
+//! Runs 5 s by default, so `cargo test` stays short (issue 17);
+//! `LOCKD_CHAOS_SECS=N` runs longer (CI runs it long once), `LOCKD_SEED=N`
+//! replays a seed.
 
 mod common;
 
@@ -48,8 +50,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 struct Held {
     lock: &'static str,
-    /// Fencing token (exclusive locks).
+    /// Fencing token (write holds).
     token: Option<u64>,
+    /// A read hold (`wr`) on an exclusive lock.
+    read: bool,
     client: usize,
     requested: Duration,
     granted: Duration,
@@ -98,6 +102,8 @@ struct Session<'a> {
     reader: BufReader<TcpStream>,
     /// Lock -> index of its grant in `history`.
     exclusive: HashMap<&'static str, usize>,
+    /// Read holds: lock -> index of its grant in `history`.
+    reads: HashMap<&'static str, usize>,
     semaphores: HashMap<&'static str, usize>,
     shared: HashSet<&'static str>,
     history: &'a mut Vec<Held>,
@@ -155,11 +161,16 @@ impl Session<'_> {
             }
             return Ok(());
         }
+        // An upgrade: the read hold became the write hold.
+        if let Some(i) = self.reads.remove(lock) {
+            self.history[i].released = Some(granted);
+        }
         self.tally.grants += 1;
         self.exclusive.insert(lock, self.history.len());
         self.history.push(Held {
             lock,
             token: Some(token),
+            read: false,
             client: self.client,
             requested,
             granted,
@@ -188,6 +199,7 @@ impl Session<'_> {
         self.history.push(Held {
             lock,
             token: None,
+            read: false,
             client: self.client,
             requested,
             granted,
@@ -196,9 +208,42 @@ impl Session<'_> {
         Ok(())
     }
 
+    fn got_read(
+        &mut self,
+        lock: &'static str,
+        readers: u64,
+        requested: Duration,
+        granted: Duration,
+    ) -> Result<(), String> {
+        if readers == 0 || self.exclusive.contains_key(lock) {
+            return self.fail(format!("{lock} read with {readers} readers"));
+        }
+        if self.reads.contains_key(lock) {
+            return Ok(());
+        }
+        self.tally.grants += 1;
+        self.reads.insert(lock, self.history.len());
+        self.history.push(Held {
+            lock,
+            token: None,
+            read: true,
+            client: self.client,
+            requested,
+            granted,
+            released: None,
+        });
+        Ok(())
+    }
+
+    /// Holds anything a cycle of waits could go through.
+    fn holds_any(&self) -> bool {
+        !(self.exclusive.is_empty() && self.reads.is_empty() && self.semaphores.is_empty())
+    }
+
     /// Everything this session holds counts as released at `at`.
     fn released_all(&mut self, at: Duration) {
-        for (_, i) in self.exclusive.drain().chain(self.semaphores.drain()) {
+        let all = self.exclusive.drain().chain(self.reads.drain());
+        for (_, i) in all.chain(self.semaphores.drain()) {
             self.history[i].released = Some(at);
         }
         self.shared.clear();
@@ -224,7 +269,7 @@ impl Session<'_> {
 
     fn op(&mut self, rng: &mut Rng) -> Result<(), String> {
         match rng.below(100) {
-            0..=14 => {
+            0..=11 => {
                 let lock = *rng.pick(&EXCLUSIVE);
                 let requested = self.now();
                 self.send(&format!("g {lock}\nt {lock}\n"))?;
@@ -242,7 +287,7 @@ impl Session<'_> {
                     _ => return self.fail(format!("g {lock}: {get:?} then {token:?}")),
                 }
             }
-            15..=34 => {
+            12..=27 => {
                 let lock = *rng.pick(&EXCLUSIVE);
                 let ms = Session::wait_timeout(rng);
                 let command = format!("wg {ms} {lock}");
@@ -258,13 +303,55 @@ impl Session<'_> {
                     (0, "Lock Get Timeout") if !self.exclusive.contains_key(lock) => {
                         self.timed_out(&command, ms, sent)?
                     }
-                    (0, "Lock Get Deadlock") if ms > 0 && !self.exclusive.is_empty() => {
+                    (0, "Lock Get Deadlock") if ms > 0 && self.holds_any() => {
                         self.tally.deadlocks += 1
                     }
                     _ => return self.fail(format!("{command}: {reply:?}")),
                 }
             }
-            35..=52 => {
+            28..=37 => {
+                let lock = *rng.pick(&EXCLUSIVE);
+                let ms = Session::wait_timeout(rng);
+                let command = format!("wr {ms} {lock}");
+                let requested = self.now();
+                let sent = Instant::now();
+                let reply = self.call(&command, REPLY_TIMEOUT + Duration::from_millis(ms))?;
+                let granted = self.now();
+                let (n, text, name) = status(&reply)?;
+                match (n, text.as_str()) {
+                    (1.., "Read Lock Get Success") if name == lock => {
+                        self.got_read(lock, n, requested, granted)?
+                    }
+                    (0, "Read Lock Get Timeout") if !self.reads.contains_key(lock) => {
+                        self.timed_out(&command, ms, sent)?
+                    }
+                    (0, "Lock Get Deadlock") if ms > 0 && self.holds_any() => {
+                        self.tally.deadlocks += 1
+                    }
+                    _ => return self.fail(format!("{command}: {reply:?}")),
+                }
+            }
+            38..=44 => {
+                let held: Vec<&'static str> = self.reads.keys().copied().collect();
+                let lock = if !held.is_empty() && rng.chance(85) {
+                    *rng.pick(&held)
+                } else {
+                    *rng.pick(&EXCLUSIVE)
+                };
+                let at = self.now();
+                let reply = self.call(&format!("rr {lock}"), REPLY_TIMEOUT)?;
+                let want = match self.reads.remove(lock) {
+                    Some(i) => {
+                        self.history[i].released = Some(at);
+                        format!("1 Read Lock Release Success: {lock}\n")
+                    }
+                    None => format!("0 Read Lock Release Failure: {lock}\n"),
+                };
+                if reply != want {
+                    return self.fail(format!("rr {lock}: {reply:?}, expected {want:?}"));
+                }
+            }
+            45..=56 => {
                 let held: Vec<&'static str> = self.exclusive.keys().copied().collect();
                 let lock = if !held.is_empty() && rng.chance(85) {
                     *rng.pick(&held)
@@ -284,7 +371,7 @@ impl Session<'_> {
                     return self.fail(format!("r {lock}: {reply:?}, expected {want:?}"));
                 }
             }
-            53..=54 => {
+            57..=58 => {
                 if let Some((&lock, &i)) = self.exclusive.iter().next() {
                     let reply = self.call(&format!("t {lock}"), REPLY_TIMEOUT)?;
                     let want = format!(
@@ -296,7 +383,7 @@ impl Session<'_> {
                     }
                 }
             }
-            55..=69 => {
+            59..=70 => {
                 let semaphore = *rng.pick(&SEMAPHORES);
                 let (lock, limit) = semaphore;
                 let ms = Session::wait_timeout(rng);
@@ -313,10 +400,13 @@ impl Session<'_> {
                     (0, "Shared Lock Get Timeout") if !self.semaphores.contains_key(lock) => {
                         self.timed_out(&command, ms, sent)?
                     }
+                    (0, "Shared Lock Get Deadlock") if ms > 0 && self.holds_any() => {
+                        self.tally.deadlocks += 1
+                    }
                     _ => return self.fail(format!("{command}: {reply:?}")),
                 }
             }
-            70..=81 => {
+            71..=79 => {
                 let held: Vec<&'static str> = self.semaphores.keys().copied().collect();
                 let lock = if !held.is_empty() && rng.chance(85) {
                     *rng.pick(&held)
@@ -336,7 +426,7 @@ impl Session<'_> {
                     return self.fail(format!("sr {lock}: {reply:?}, expected {want:?}"));
                 }
             }
-            82..=87 => {
+            80..=85 => {
                 let lock = *rng.pick(&SHARED);
                 let reply = self.call(&format!("sg {lock}"), REPLY_TIMEOUT)?;
                 match status(&reply)? {
@@ -346,7 +436,7 @@ impl Session<'_> {
                     _ => return self.fail(format!("sg {lock}: {reply:?}")),
                 }
             }
-            88..=92 => {
+            86..=89 => {
                 let lock = *rng.pick(&SHARED);
                 let reply = self.call(&format!("sr {lock}"), REPLY_TIMEOUT)?;
                 let want = if self.shared.remove(lock) {
@@ -358,8 +448,11 @@ impl Session<'_> {
                     return self.fail(format!("sr {lock}: {reply:?}, expected {want:?}"));
                 }
             }
-            93..=95 => {
-                let held = self.exclusive.len() + self.semaphores.len() + self.shared.len();
+            90..=94 => {
+                let held = self.exclusive.len()
+                    + self.reads.len()
+                    + self.semaphores.len()
+                    + self.shared.len();
                 let at = self.now();
                 let reply = self.call("ra", REPLY_TIMEOUT)?;
                 self.released_all(at);
@@ -400,12 +493,15 @@ impl Session<'_> {
     /// (unless it is already there).
     fn abandon_wait(&mut self, rng: &mut Rng) -> Result<(), String> {
         self.tally.abandoned += 1;
-        let exclusive = rng.chance(60);
+        let kind = rng.below(10);
+        let (exclusive, read) = (kind < 5, (5..7).contains(&kind));
         let lock = *rng.pick(&EXCLUSIVE);
         let semaphore = *rng.pick(&SEMAPHORES);
         let requested = self.now();
         if exclusive {
             self.send(&format!("wg 60000 {lock}\n"))?;
+        } else if read {
+            self.send(&format!("wr 60000 {lock}\n"))?;
         } else {
             self.send(&format!("wsg 60000 {} {}\n", semaphore.1, semaphore.0))?;
         }
@@ -421,10 +517,17 @@ impl Session<'_> {
                 (n @ 1.., text, _) if exclusive && text == "Lock Get Success" => {
                     self.got_exclusive(lock, n, requested, granted)?
                 }
-                (n @ 1.., text, _) if !exclusive && text == "Shared Lock Get Success" => {
+                (n @ 1.., text, _) if read && text == "Read Lock Get Success" => {
+                    self.got_read(lock, n, requested, granted)?
+                }
+                (n @ 1.., text, _) if !exclusive && !read && text == "Shared Lock Get Success" => {
                     self.got_semaphore(semaphore, n, requested, granted)?
                 }
-                (0, text, _) if text == "Lock Get Deadlock" => self.tally.deadlocks += 1,
+                (0, text, _)
+                    if text == "Lock Get Deadlock" || text == "Shared Lock Get Deadlock" =>
+                {
+                    self.tally.deadlocks += 1
+                }
                 _ => return self.fail(format!("abandoned wait: {line:?}")),
             }
         } else if got > 0 {
@@ -486,6 +589,7 @@ fn client(
                 start,
                 reader: BufReader::new(stream),
                 exclusive: HashMap::new(),
+                reads: HashMap::new(),
                 semaphores: HashMap::new(),
                 shared: HashSet::new(),
                 history: &mut history,
@@ -517,20 +621,46 @@ fn client(
 /// Proves the history consistent; returns what is wrong.
 fn check(history: &[Held]) -> Vec<String> {
     let mut problems = Vec::new();
-    // Mutual exclusion, lock by lock, in token order.
+    // Mutual exclusion, lock by lock: sweep the intervals in time order,
+    // releases first at a tie. A write grant finds nobody holding; a read
+    // grant finds no writer.
     let mut tokens = HashSet::new();
     for lock in EXCLUSIVE {
-        let mut grants: Vec<&Held> = history.iter().filter(|h| h.lock == lock).collect();
-        grants.sort_by_key(|h| h.token);
-        for pair in grants.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            let released = a.released.expect("every grant ends");
-            if released > b.granted {
-                problems.push(format!(
-                    "{lock}: token {:?} (client {}) held until {released:?}, but token {:?} (client {}) granted at {:?}",
-                    a.token, a.client, b.token, b.client, b.granted
-                ));
+        // (time, 0 = release / 1 = grant, index)
+        let mut events: Vec<(Duration, u8, usize)> = Vec::new();
+        for (i, h) in history.iter().enumerate().filter(|(_, h)| h.lock == lock) {
+            events.push((h.granted, 1, i));
+            events.push((h.released.expect("every grant ends"), 0, i));
+        }
+        events.sort();
+        let mut writers: Vec<usize> = Vec::new();
+        let mut readers: Vec<usize> = Vec::new();
+        for (at, grant, i) in events {
+            let h = &history[i];
+            let holders = if h.read { &mut readers } else { &mut writers };
+            if grant == 0 {
+                holders.retain(|&j| j != i);
+                continue;
             }
+            let conflict = if h.read {
+                writers.first()
+            } else {
+                writers.first().or(readers.first())
+            };
+            if let Some(&j) = conflict {
+                let other = &history[j];
+                problems.push(format!(
+                    "{lock}: client {} ({}) granted at {at:?} while client {} ({}) held it since {:?}",
+                    h.client,
+                    if h.read { "read" } else { "write" },
+                    other.client,
+                    if other.read { "read" } else { "write" },
+                    other.granted
+                ));
+                break;
+            }
+            let holders = if h.read { &mut readers } else { &mut writers };
+            holders.push(i);
         }
     }
     // Tokens: unique, and ordered as cause and effect allow.
@@ -581,7 +711,7 @@ fn chaos_seconds() -> u64 {
     std::env::var("LOCKD_CHAOS_SECS")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(30)
+        .unwrap_or(5)
 }
 
 #[test]
@@ -627,6 +757,7 @@ fn sixty_four_clients_of_chaos() {
     let want = [
         ("locks", 0),
         ("shared_locks", 0),
+        ("read_locks", 0),
         ("waiting", 0),
         ("connections", 1),
     ];

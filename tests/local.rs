@@ -116,7 +116,10 @@ fn eight_processes_take_turns_on_one_name() {
     if let Some((_, path, shared)) = role() {
         let client = local::open(&path).expect("open the local path");
         for _ in 0..100 {
-            let guard = client.lock_wait("counter", WAIT).expect("my turn");
+            let guard = client
+                .try_lock_for("counter", WAIT)
+                .expect("my turn")
+                .expect("within WAIT");
             critical_section(&shared);
             drop(guard);
         }
@@ -150,7 +153,10 @@ fn the_line_goes_on_after_the_serving_process_is_killed() {
             "server" => {
                 let client = local::open(&path).expect("serve");
                 assert!(local::serves(&path), "the first process serves");
-                let guard = client.lock_wait("job", WAIT).expect("lock");
+                let guard = client
+                    .try_lock_for("job", WAIT)
+                    .expect("lock")
+                    .expect("within WAIT");
                 say(&format!("HELD {}", guard.token().expect("a token")));
                 std::thread::sleep(WAIT * 2); // until killed
             }
@@ -164,8 +170,9 @@ fn the_line_goes_on_after_the_serving_process_is_killed() {
                     assert!(Instant::now() < deadline, "never got the lock");
                     let client = local::open(&path).expect("open");
                     say("WAITING");
-                    match client.lock_wait("job", WAIT) {
-                        Ok(guard) => break (guard, client),
+                    match client.try_lock_for("job", WAIT) {
+                        Ok(Some(guard)) => break (guard, client),
+                        Ok(None) => panic!("still busy after {WAIT:?}"),
                         Err(e) if e.locks_lost() => lost = true,
                         Err(e) => panic!("{e}"),
                     }

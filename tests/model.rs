@@ -5,11 +5,14 @@
 //! message on the clients' channels, and the whole visible state after
 //! every step.
 //!
-//! The model states PROTOCOL.md Part 2 directly: an exclusive lock goes to
-//! the first waiter in line; a semaphore admits waiters in order while the
-//! first fits its limit (a newcomer queues behind anyone waiting); a `wg`
-//! that would close a cycle of exclusive waits is refused; every exclusive
-//! grant draws a fresh token above every token before it. Token values are
+//! The model states PROTOCOL.md Part 2 directly: one line per name holds
+//! `wg` and `wr` waiters, and a freed name goes to its head (one writer, or
+//! every reader up to the next writer); a reader asking to write goes to
+//! the head and is granted once it is the only reader; a semaphore admits
+//! waiters in order while the first fits its limit (a newcomer queues
+//! behind anyone waiting); a wait that would close a cycle, through
+//! writers, readers or semaphore holders, is refused; every write grant
+//! draws a fresh token above every token before it. Token values are
 //! not predicted (a client releasing several locks hands them over in an
 //! unspecified order), only checked to grow.
 //!
@@ -33,15 +36,31 @@ const STEPS: usize = 3000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    Exclusive,
+    Write,
+    Read,
     Shared,
 }
 
-struct ModelExclusive {
-    holder: ClientId,
-    /// `None` between a handover and the test reading the grant.
-    token: Option<u64>,
-    waiters: VecDeque<ClientId>,
+/// One name of the exclusive namespace: a writer or readers, and one line.
+#[derive(Default)]
+struct ModelLock {
+    /// The writer and its token (`None` between a handover and the test
+    /// reading the grant).
+    writer: Option<(ClientId, Option<u64>)>,
+    readers: Vec<ClientId>,
+    line: VecDeque<(ClientId, Kind)>,
+}
+
+impl ModelLock {
+    fn holders(&self) -> Vec<ClientId> {
+        let mut all: Vec<ClientId> = self.writer.map(|(w, _)| w).into_iter().collect();
+        all.extend(&self.readers);
+        all
+    }
+
+    fn empty(&self) -> bool {
+        self.writer.is_none() && self.readers.is_empty() && self.line.is_empty()
+    }
 }
 
 #[derive(Default)]
@@ -54,6 +73,7 @@ struct ModelShared {
 #[derive(Debug)]
 enum Notice {
     Exclusive(Vec<u8>),
+    Read { readers: usize },
     Shared { holders: usize },
 }
 
@@ -64,6 +84,8 @@ enum Start {
     New,
     /// Already this client's: granted with the token it has.
     Same(u64),
+    /// A read grant with this many readers.
+    Read(usize),
     /// A shared grant with this many holders.
     Shared(usize),
     Queued,
@@ -73,7 +95,7 @@ enum Start {
 
 #[derive(Default)]
 struct Model {
-    exclusive: BTreeMap<Vec<u8>, ModelExclusive>,
+    locks: BTreeMap<Vec<u8>, ModelLock>,
     shared: BTreeMap<Vec<u8>, ModelShared>,
     waiting: HashMap<ClientId, (Kind, Vec<u8>)>,
     grants: u64,
@@ -85,69 +107,142 @@ fn fits(holders: usize, limit: u32) -> bool {
 }
 
 impl Model {
-    fn lock(&mut self, id: ClientId, name: &[u8], queue: bool) -> Start {
-        let Some(lock) = self.exclusive.get(name) else {
-            self.grants += 1;
-            self.exclusive.insert(
-                name.to_vec(),
-                ModelExclusive {
-                    holder: id,
-                    token: None,
-                    waiters: VecDeque::new(),
-                },
-            );
-            return Start::New;
-        };
-        if lock.holder == id {
-            return Start::Same(lock.token.expect("token known between steps"));
+    fn tidy(&mut self, name: &[u8]) {
+        if self.locks.get(name).is_some_and(ModelLock::empty) {
+            self.locks.remove(name);
         }
+    }
+
+    /// Everyone `id` waits for: every holder of its lock but itself.
+    fn waits_for(&self, id: ClientId) -> Vec<ClientId> {
+        let holders = match self.waiting.get(&id) {
+            None => Vec::new(),
+            Some((Kind::Shared, name)) => self.shared[name].holders.clone(),
+            Some((_, name)) => self.locks[name].holders(),
+        };
+        holders.into_iter().filter(|&h| h != id).collect()
+    }
+
+    /// Is `waiter` reachable from `holders` along "waits for" edges?
+    fn closes_cycle(&self, waiter: ClientId, holders: Vec<ClientId>) -> bool {
+        let mut reached: Vec<ClientId> = Vec::new();
+        let mut next = holders;
+        while let Some(c) = next.pop() {
+            if c == waiter {
+                return true;
+            }
+            if !reached.contains(&c) {
+                reached.push(c);
+                next.extend(self.waits_for(c));
+            }
+        }
+        false
+    }
+
+    fn lock(&mut self, id: ClientId, name: &[u8], queue: bool) -> Start {
+        let lock = self.locks.entry(name.to_vec()).or_default();
+        if let Some((_, token)) = lock.writer.filter(|(w, _)| *w == id) {
+            return Start::Same(token.expect("token known between steps"));
+        }
+        let upgrade = lock.readers.contains(&id);
+        let others = lock.readers.iter().any(|&r| r != id);
+        if lock.writer.is_none() && !others && (upgrade || lock.line.is_empty()) {
+            lock.readers.clear();
+            lock.writer = Some((id, None));
+            self.grants += 1;
+            return Start::New;
+        }
+        let holders: Vec<ClientId> = lock.holders().into_iter().filter(|&h| h != id).collect();
         if !queue {
             return Start::Busy;
         }
-        if self.closes_cycle(id, lock.holder) {
+        if self.closes_cycle(id, holders) {
             return Start::Deadlock;
         }
-        self.exclusive
-            .get_mut(name)
-            .expect("checked above")
-            .waiters
-            .push_back(id);
-        self.waiting.insert(id, (Kind::Exclusive, name.to_vec()));
+        let line = &mut self.locks.get_mut(name).expect("entry").line;
+        if upgrade {
+            line.push_front((id, Kind::Write));
+        } else {
+            line.push_back((id, Kind::Write));
+        }
+        self.waiting.insert(id, (Kind::Write, name.to_vec()));
         Start::Queued
     }
 
-    /// Follows the chain of exclusive waits from `holder`: one edge out of
-    /// each waiter, so a walk finds any cycle.
-    fn closes_cycle(&self, waiter: ClientId, mut holder: ClientId) -> bool {
-        for _ in 0..=SLOTS {
-            if holder == waiter {
-                return true;
-            }
-            match self.waiting.get(&holder) {
-                Some((Kind::Exclusive, name)) => holder = self.exclusive[name].holder,
-                _ => return false,
-            }
+    fn read(&mut self, id: ClientId, name: &[u8], queue: bool) -> Start {
+        let lock = self.locks.entry(name.to_vec()).or_default();
+        if lock.readers.contains(&id) {
+            return Start::Read(lock.readers.len());
         }
-        panic!("the model found a cycle of waiters that was let in");
+        if lock.writer.is_none() && lock.line.is_empty() {
+            lock.readers.push(id);
+            return Start::Read(lock.readers.len());
+        }
+        let holders = lock.holders();
+        if !queue {
+            return Start::Busy;
+        }
+        if holders.contains(&id) || self.closes_cycle(id, holders) {
+            return Start::Deadlock;
+        }
+        let lock = self.locks.get_mut(name).expect("entry");
+        lock.line.push_back((id, Kind::Read));
+        self.waiting.insert(id, (Kind::Read, name.to_vec()));
+        Start::Queued
     }
 
-    fn release(&mut self, id: ClientId, name: &[u8]) -> bool {
-        if self.exclusive.get(name).is_none_or(|l| l.holder != id) {
-            return false;
-        }
-        let lock = self.exclusive.get_mut(name).expect("held");
-        match lock.waiters.pop_front() {
-            Some(next) => {
-                lock.holder = next;
-                lock.token = None;
+    /// Serves the head of the line: one writer, or readers up to the next
+    /// writer.
+    fn serve(&mut self, name: &[u8]) {
+        let Some(lock) = self.locks.get_mut(name) else {
+            return;
+        };
+        while let Some(&(next, kind)) = lock.line.front() {
+            if lock.writer.is_some() {
+                break;
+            }
+            if kind == Kind::Write {
+                if lock.readers.iter().any(|&r| r != next) {
+                    break;
+                }
+                lock.line.pop_front();
+                lock.readers.clear();
+                lock.writer = Some((next, None));
                 self.grants += 1;
                 self.waiting.remove(&next);
                 self.notices.insert(next, Notice::Exclusive(name.to_vec()));
+                break;
             }
-            None => {
-                self.exclusive.remove(name);
-            }
+            lock.line.pop_front();
+            lock.readers.push(next);
+            self.waiting.remove(&next);
+            let readers = lock.readers.len();
+            self.notices.insert(next, Notice::Read { readers });
         }
+        self.tidy(name);
+    }
+
+    fn release(&mut self, id: ClientId, name: &[u8]) -> bool {
+        let Some(lock) = self.locks.get_mut(name) else {
+            return false;
+        };
+        if lock.writer.is_none_or(|(w, _)| w != id) {
+            return false;
+        }
+        lock.writer = None;
+        self.serve(name);
+        true
+    }
+
+    fn release_read(&mut self, id: ClientId, name: &[u8]) -> bool {
+        let Some(lock) = self.locks.get_mut(name) else {
+            return false;
+        };
+        let Some(pos) = lock.readers.iter().position(|&r| r == id) else {
+            return false;
+        };
+        lock.readers.remove(pos);
+        self.serve(name);
         true
     }
 
@@ -174,12 +269,15 @@ impl Model {
             lock.holders.push(id);
             return Start::Shared(lock.holders.len());
         }
-        if !queue {
+        let holders = lock.holders.clone();
+        if !queue || self.closes_cycle(id, holders) {
+            let lock = &self.shared[name];
             if lock.holders.is_empty() && lock.waiters.is_empty() {
                 self.shared.remove(name);
             }
-            return Start::Busy;
+            return if queue { Start::Deadlock } else { Start::Busy };
         }
+        let lock = self.shared.get_mut(name).expect("entry");
         lock.waiters.push_back((id, limit));
         self.waiting.insert(id, (Kind::Shared, name.to_vec()));
         Start::Queued
@@ -226,12 +324,14 @@ impl Model {
             return false;
         };
         match kind {
-            Kind::Exclusive => self
-                .exclusive
-                .get_mut(&name)
-                .expect("waited-for lock is held")
-                .waiters
-                .retain(|w| *w != id),
+            Kind::Write | Kind::Read => {
+                self.locks
+                    .get_mut(&name)
+                    .expect("waited-for lock exists")
+                    .line
+                    .retain(|(w, _)| *w != id);
+                self.serve(&name);
+            }
             Kind::Shared => {
                 let lock = self.shared.get_mut(&name).expect("waited-for lock exists");
                 lock.waiters.retain(|(w, _)| *w != id);
@@ -242,10 +342,16 @@ impl Model {
     }
 
     fn release_all(&mut self, id: ClientId) -> Released {
-        let exclusive: Vec<Vec<u8>> = self
-            .exclusive
+        let written: Vec<Vec<u8>> = self
+            .locks
             .iter()
-            .filter(|(_, l)| l.holder == id)
+            .filter(|(_, l)| l.writer.is_some_and(|(w, _)| w == id))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let read: Vec<Vec<u8>> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| l.readers.contains(&id))
             .map(|(n, _)| n.clone())
             .collect();
         let shared: Vec<Vec<u8>> = self
@@ -254,14 +360,18 @@ impl Model {
             .filter(|(_, l)| l.holders.contains(&id))
             .map(|(n, _)| n.clone())
             .collect();
-        for name in &exclusive {
+        for name in &written {
             self.release(id, name);
+        }
+        for name in &read {
+            self.release_read(id, name);
         }
         for name in &shared {
             self.release_shared(id, name);
         }
         Released {
-            exclusive: exclusive.len(),
+            exclusive: written.len(),
+            read: read.len(),
             shared: shared.len(),
         }
     }
@@ -360,9 +470,13 @@ impl Sim {
             ));
         }
         self.step_tokens.push(token);
-        let lock = self.model.exclusive.get_mut(name);
-        match lock {
-            Some(lock) if lock.token.is_none() => lock.token = Some(token),
+        let writer = self
+            .model
+            .locks
+            .get_mut(name)
+            .and_then(|l| l.writer.as_mut());
+        match writer {
+            Some((_, held)) if held.is_none() => *held = Some(token),
             _ => self.fail(format!(
                 "token {token} for a lock the model did not hand out"
             )),
@@ -398,6 +512,7 @@ impl Sim {
             0,
             "shared locks at the end",
         );
+        self.eq(self.table.counts().read_locks, 0, "read locks at the end");
         self.eq(self.table.counts().waiting, 0, "waiting at the end");
         self.coverage
     }
@@ -427,7 +542,7 @@ impl Sim {
         let name = *self.rng.pick(&NAMES);
         let shown = name.escape_ascii().to_string();
         match self.rng.below(100) {
-            0..=13 => {
+            0..=11 => {
                 self.note(format!("c{id} try_lock {shown:?}"));
                 let want = self.model.lock(id, name, false);
                 let got = self.table.try_lock(id, name);
@@ -438,26 +553,39 @@ impl Sim {
                     (want, got) => self.fail(format!("try_lock: table {got:?}, model {want:?}")),
                 }
             }
-            14..=29 => {
+            12..=25 => {
                 let queue = self.rng.chance(85);
                 self.note(format!("c{id} lock_or_queue {shown:?} queue={queue}"));
                 let want = self.model.lock(id, name, queue);
                 let got = self.table.lock_or_queue(id, name, queue);
                 self.compare_start(name, want, got);
             }
-            30..=42 => {
+            26..=35 => {
                 self.note(format!("c{id} release {shown:?}"));
                 let want = self.model.release(id, name);
                 let got = self.table.release(id, name);
                 self.eq(got, want, "release");
             }
-            43..=49 => {
+            36..=45 => {
+                let queue = self.rng.chance(85);
+                self.note(format!("c{id} read_or_queue {shown:?} queue={queue}"));
+                let want = self.model.read(id, name, queue);
+                let got = self.table.read_or_queue(id, name, queue);
+                self.compare_start(name, want, got);
+            }
+            46..=53 => {
+                self.note(format!("c{id} release_read {shown:?}"));
+                let want = self.model.release_read(id, name);
+                let got = self.table.release_read(id, name);
+                self.eq(got, want, "release_read");
+            }
+            54..=58 => {
                 self.note(format!("c{id} lock_shared {shown:?}"));
                 let want = self.model.lock_shared(id, name);
                 let got = self.table.lock_shared(id, name);
-                self.eq(got, want, "lock_shared holders");
+                self.eq(got, Ok(want), "lock_shared holders");
             }
-            50..=65 => {
+            59..=70 => {
                 let limit = self.rng.below(4) as u32;
                 let queue = self.rng.chance(85);
                 self.note(format!(
@@ -467,17 +595,17 @@ impl Sim {
                 let got = self.table.lock_shared_or_queue(id, name, limit, queue);
                 self.compare_start(name, want, got);
             }
-            66..=78 => {
+            71..=79 => {
                 self.note(format!("c{id} release_shared {shown:?}"));
                 let want = self.model.release_shared(id, name);
                 let got = self.table.release_shared(id, name);
                 self.eq(got, want, "release_shared");
             }
-            79..=83 => {
+            80..=83 => {
                 self.note(format!("c{id} release_all"));
                 let want = self.model.release_all(id);
                 let got = self.table.release_all(id);
-                self.eq(got, want.exclusive + want.shared, "release_all count");
+                self.eq(got, want, "release_all");
             }
             84..=88 => self.cancel_wait(id),
             _ => self.disconnect(slot),
@@ -491,6 +619,9 @@ impl Sim {
             }
             (Start::Same(want), WaitStart::Granted(Grant::Exclusive { token })) => {
                 self.eq(token, want, "re-get token")
+            }
+            (Start::Read(want), WaitStart::Granted(Grant::Read { readers })) => {
+                self.eq(readers, want, "read grant readers")
             }
             (Start::Shared(want), WaitStart::Granted(Grant::Shared { holders })) => {
                 self.eq(holders, want, "shared grant holders")
@@ -536,6 +667,10 @@ impl Sim {
                     self.coverage.hit("exclusive handover");
                     self.fresh_token(&name, *token);
                 }
+                (Some(Notice::Read { readers }), [Grant::Read { readers: got }]) => {
+                    self.coverage.hit("read handover");
+                    self.eq(*got, readers, "readers after the grant");
+                }
                 (Some(Notice::Shared { holders }), [Grant::Shared { holders: got }]) => {
                     self.coverage.hit("semaphore admission");
                     self.eq(*got, holders, "admitted with holders");
@@ -555,10 +690,16 @@ impl Sim {
         self.eq(
             self.table.counts(),
             Counts {
-                locks: model.exclusive.len(),
+                locks: model.locks.values().filter(|l| l.writer.is_some()).count(),
+                read_locks: model
+                    .locks
+                    .values()
+                    .filter(|l| !l.readers.is_empty())
+                    .count(),
                 shared_locks: model.shared.len(),
                 waiting: model.waiting.len(),
                 grants: model.grants,
+                refused: Default::default(),
             },
             "counts",
         );
@@ -577,20 +718,40 @@ impl Sim {
                 )
             })
             .collect();
+        let line = |l: &ModelLock| -> Vec<Vec<u8>> {
+            l.line.iter().map(|(w, _)| default_name(*w)).collect()
+        };
         let want: Vec<ExclusiveRow> = model
-            .exclusive
+            .locks
             .iter()
-            .map(|(name, l)| {
-                let waiters = l.waiters.iter().map(|w| default_name(*w)).collect();
-                let token = l.token.expect("token known after the grants were read");
-                (name.clone(), default_name(l.holder), token, waiters)
+            .filter_map(|(name, l)| {
+                let (writer, token) = l.writer?;
+                let token = token.expect("token known after the grants were read");
+                Some((name.clone(), default_name(writer), token, line(l)))
             })
             .collect();
-        self.eq(
-            got,
-            want,
-            "exclusive locks (holder, token, waiters in order)",
-        );
+        self.eq(got, want, "write-held locks (holder, token, line in order)");
+        type ReadRow = (Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+        let got: Vec<ReadRow> = self
+            .table
+            .read_locks(b"")
+            .into_iter()
+            .map(|v| {
+                let readers = v.readers.iter().map(|r| r.to_vec()).collect();
+                let waiters = v.waiters.iter().map(|w| w.to_vec()).collect();
+                (v.name.as_bytes().to_vec(), readers, waiters)
+            })
+            .collect();
+        let want: Vec<ReadRow> = model
+            .locks
+            .iter()
+            .filter(|(_, l)| !l.readers.is_empty())
+            .map(|(name, l)| {
+                let readers = l.readers.iter().map(|r| default_name(*r)).collect();
+                (name.clone(), readers, line(l))
+            })
+            .collect();
+        self.eq(got, want, "read-held locks (readers, line in order)");
         type SharedRow = (Vec<u8>, Vec<Vec<u8>>, Vec<(Vec<u8>, u32)>);
         let got: Vec<SharedRow> = self
             .table
@@ -617,12 +778,16 @@ impl Sim {
             .collect();
         self.eq(got, want, "shared locks (holders and waiters in order)");
         for name in NAMES {
-            let lock = model.exclusive.get(name);
-            self.eq(self.table.is_locked(name), lock.is_some(), "is_locked");
+            let lock = model.locks.get(name);
+            let held = lock.is_some_and(|l| l.writer.is_some() || !l.readers.is_empty());
+            self.eq(self.table.is_locked(name), held, "is_locked");
             let holders = model.shared.get(name).map_or(0, |l| l.holders.len());
             self.eq(self.table.shared_count(name), holders, "shared_count");
             for client in self.slots.iter().flatten() {
-                let want = lock.filter(|l| l.holder == client.id).and_then(|l| l.token);
+                let want = lock
+                    .and_then(|l| l.writer)
+                    .filter(|(w, _)| *w == client.id)
+                    .and_then(|(_, token)| token);
                 self.eq(self.table.token(client.id, name), want, "token");
             }
         }
@@ -645,6 +810,7 @@ fn lock_table_matches_the_model() {
             "deadlock refused",
             "wait cancelled",
             "exclusive handover",
+            "read handover",
             "semaphore admission",
         ] {
             assert!(

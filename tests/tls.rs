@@ -6,7 +6,8 @@
 mod common;
 
 use common::{TempDir, TestServer};
-use lockd::transport::tls::{connect_tls, TlsClientConfig, TlsClientStream, TlsConfig};
+use lockd::client::tls::{connect_tls, TlsClientConfig, TlsClientStream};
+use lockd::transport::tls::TlsConfig;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -267,8 +268,9 @@ fn the_client_library_speaks_tls() {
     let client = lockd::Client::connect_with(&addr, config.clone()).expect("connect over TLS");
     assert_eq!(client.protocol(), 2);
     let guard = client
-        .lock_wait("tls-lock", Duration::from_secs(1))
-        .expect("lock");
+        .try_lock_for("tls-lock", Duration::from_secs(1))
+        .expect("lock")
+        .expect("a free lock");
     assert!(guard.token().is_some_and(|t| t > 0));
     let other = lockd::Client::connect_with(&addr, config).expect("second client");
     assert!(other.is_locked("tls-lock").expect("i"));
@@ -359,4 +361,37 @@ fn lockctl_speaks_tls() {
         .output()
         .expect("lockctl ping");
     assert_eq!(untrusted.status.code(), Some(69), "{untrusted:?}");
+}
+
+/// `watch` over TLS (issue 11): the snapshot, and events as they happen,
+/// also a second `watch` sent in the same TLS record as the first.
+#[test]
+fn a_tls_client_watches_locks() {
+    let pki = Pki::new();
+    let server = tls_server(&pki, false);
+    let stream = connect_tls(
+        "127.0.0.1",
+        server.addr.port(),
+        &pki.client_config(),
+        TIMEOUT,
+    )
+    .expect("connect");
+    let mut stream = BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(b"watch a\nwatch b\n")
+        .expect("write");
+    stream.get_mut().flush().expect("flush");
+    let mut lines = String::new();
+    for _ in 0..4 {
+        stream.read_line(&mut lines).expect("read");
+    }
+    assert_eq!(lines, "1 Watching: a\nsynced\n1 Watching: b\nsynced\n");
+    let mut other = server.connect_unix();
+    let me = other.cmd("me");
+    let unix = me.split(' ').nth(1).expect("1 DEFAULT NAME");
+    assert_eq!(other.cmd("sg b"), "1 Shared Lock Get Success: b\n");
+    let mut event = String::new();
+    stream.read_line(&mut event).expect("read");
+    assert_eq!(event, format!("locked s 1 {unix} b\n"));
 }

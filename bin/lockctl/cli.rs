@@ -843,7 +843,7 @@ fn lock_views(client: &Client) -> Result<Vec<LockView>, Error> {
             views.push(LockView {
                 kind: "exclusive",
                 name: lossy(name.as_bytes()),
-                holders: vec![lossy(&holder)],
+                holders: vec![lossy(holder.as_bytes())],
                 ..LockView::default()
             });
         }
@@ -851,7 +851,7 @@ fn lock_views(client: &Client) -> Result<Vec<LockView>, Error> {
             views.push(LockView {
                 kind: "shared",
                 name: lossy(name.as_bytes()),
-                holders: holders.iter().map(|h| lossy(h)).collect(),
+                holders: holders.iter().map(|h| lossy(h.as_bytes())).collect(),
                 ..LockView::default()
             });
         }
@@ -988,8 +988,8 @@ fn locks(client: &Client, as_json: bool) -> Result<(), Error> {
 
 fn clients(client: &Client) -> Result<(), Error> {
     let mut rows = vec![vec!["CONNECTION".to_string(), "NAME".into()]];
-    for r in client.clients()? {
-        rows.push(vec![lossy(&r.default), lossy(&r.name)]);
+    for r in client.registrations()? {
+        rows.push(vec![lossy(r.default.as_bytes()), lossy(r.name.as_bytes())]);
     }
     print_table(&rows);
     Ok(())
@@ -999,7 +999,7 @@ fn stats(client: &Client, as_json: bool) -> Result<(), Error> {
     let stats = client.stats()?;
     if as_json {
         let mut out = String::from("{");
-        for (i, (key, value)) in stats.all.iter().enumerate() {
+        for (i, (key, value)) in stats.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -1010,9 +1010,8 @@ fn stats(client: &Client, as_json: bool) -> Result<(), Error> {
         println!("{out}");
     } else {
         let rows: Vec<Vec<String>> = stats
-            .all
             .iter()
-            .map(|(k, v)| vec![k.clone(), v.to_string()])
+            .map(|(k, v)| vec![k.to_string(), v.to_string()])
             .collect();
         print_table(&rows);
     }
@@ -1025,7 +1024,7 @@ fn ping(client: &Client, server: &str) -> Result<(), Error> {
     } else {
         // A classic server has no ping; `me` is as cheap.
         let start = std::time::Instant::now();
-        client.name()?;
+        client.identity()?;
         start.elapsed()
     };
     println!(

@@ -26,7 +26,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long to wait for a busy lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,9 +58,6 @@ pub struct RunOptions {
     pub command: Vec<OsString>,
 }
 
-/// The longest a classic server is polled between tries.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
 enum Held {
     Exclusive(LockGuard),
     Shared(SharedGuard),
@@ -83,7 +80,7 @@ enum NotHeld {
 
 impl From<Error> for NotHeld {
     fn from(e: Error) -> NotHeld {
-        if (e.is_timeout() && !e.locks_lost()) || e.is_already_locked() {
+        if e.is_timeout() && !e.locks_lost() {
             NotHeld::Busy
         } else {
             NotHeld::Failed(e)
@@ -124,7 +121,7 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
     };
     // Registering a name lets `d` and `lockctl status` show who holds it;
     // a server with the registry off just says so.
-    let _ = client.set_name(format!("lockctl[{}]", std::process::id()));
+    let _ = client.register(format!("lockctl[{}]", std::process::id()));
     let held = match acquire(&client, options) {
         Ok(held) => held,
         Err(NotHeld::Busy) => {
@@ -172,7 +169,10 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
     }
     // Whatever happens next, lockctl takes its terminal back at the end.
     let _terminal = terminal;
-    let lost = client.on_disconnect();
+    let (lost_tx, lost) = bounded(1);
+    client.on_disconnect_call(move || {
+        let _ = lost_tx.try_send(());
+    });
     // The signal thread waits on this lock while the command starts, so a
     // signal in between reaches the new process group, not a dead end.
     let mut guard = target.lock();
@@ -226,7 +226,7 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
         }
         None => {
             let why = client
-                .name()
+                .identity()
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "the connection to the server ended".into());
@@ -246,57 +246,23 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
 }
 
 /// Takes the lock as the options say. On a classic server (no `wg`,
-/// `wsg`), waiting is polling with backoff.
+/// `wsg`), the client waits by polling with backoff.
 fn acquire(client: &Client, options: &RunOptions) -> Result<Held, NotHeld> {
     let name = options.name.as_str();
+    let limit = options.limit.unwrap_or(0);
     let timeout = match options.wait {
         Wait::No => Duration::ZERO,
         Wait::For(d) => d,
         Wait::Forever => Duration::MAX,
     };
-    let v2 = client.protocol() >= 2;
-    match (options.shared, options.limit) {
-        (false, _) if v2 => Ok(Held::Exclusive(client.lock_wait(name, timeout)?)),
-        (false, _) => poll(timeout, || Ok(client.try_lock(name)?.map(Held::Exclusive))),
-        (true, None) => Ok(Held::Shared(client.lock_shared(name)?)),
-        (true, Some(limit)) if v2 => Ok(Held::Shared(
-            client.lock_shared_limited(name, limit, timeout)?,
-        )),
-        (true, Some(limit)) => poll(timeout, || {
-            // `sg` counts us in: if that makes too many, step back out.
-            let guard = client.lock_shared(name)?;
-            if guard.holders() <= u64::from(limit) {
-                Ok(Some(Held::Shared(guard)))
-            } else {
-                guard.release()?;
-                Ok(None)
-            }
-        }),
-    }
-}
-
-/// Tries until `attempt` succeeds or `timeout` passes, sleeping 10 ms,
-/// 20 ms, ... up to 1 s between tries.
-fn poll(
-    timeout: Duration,
-    mut attempt: impl FnMut() -> Result<Option<Held>, Error>,
-) -> Result<Held, NotHeld> {
-    let deadline = Instant::now().checked_add(timeout);
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        if let Some(held) = attempt()? {
-            return Ok(held);
-        }
-        let left = match deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            None => Duration::MAX,
-        };
-        if left.is_zero() {
-            return Err(NotHeld::Busy);
-        }
-        thread::sleep(backoff.min(left));
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+    let held = if options.shared {
+        client
+            .try_lock_shared_for(name, limit, timeout)?
+            .map(Held::Shared)
+    } else {
+        client.try_lock_for(name, timeout)?.map(Held::Exclusive)
+    };
+    held.ok_or(NotHeld::Busy)
 }
 
 /// Starts the thread that passes the signals received on `signals` on.

@@ -6,8 +6,8 @@
 //! line has been quiet for [`CLASSIC_QUIET`].
 
 use crate::cli::{client_config, exit, read_secret, Global};
+use lockd::client::{connect_raw, RawStream};
 use lockd::protocol;
-use lockd::transport::Stream;
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::time::Duration;
 
@@ -22,25 +22,26 @@ const CLASSIC_LINE_VERBS: &[&[u8]] = &[
     b"g", b"r", b"i", b"sg", b"sr", b"si", b"me", b"iam", b"dump",
 ];
 
-struct Conn<'a> {
-    reader: BufReader<&'a Stream>,
-    stream: &'a Stream,
+struct Conn {
+    reader: BufReader<RawStream>,
     /// A line read only in part before a quiet period ended.
     partial: Vec<u8>,
 }
 
-impl Conn<'_> {
+impl Conn {
     fn send(&mut self, line: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(line.len() + 1);
         out.extend_from_slice(line);
         out.push(b'\n');
-        (&mut &*self.stream).write_all(&out)
+        let stream = self.reader.get_mut();
+        stream.write_all(&out)?;
+        stream.flush()
     }
 
     /// One line, `\n` included; `None` when `quiet` passes with no line.
     /// EOF is an error.
     fn line(&mut self, quiet: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
-        self.stream.set_read_timeout(quiet)?;
+        self.reader.get_ref().set_read_timeout(quiet)?;
         let mut line = std::mem::take(&mut self.partial);
         match self.reader.read_until(b'\n', &mut line) {
             Ok(_) if line.last() == Some(&b'\n') => Ok(Some(line)),
@@ -66,7 +67,7 @@ pub fn shell(global: &Global) -> u8 {
             return exit::USAGE;
         }
     };
-    let stream = match lockd::client::open(&global.server, &client_config(global)) {
+    let stream = match connect_raw(&global.server, &client_config(global)) {
         Ok(stream) => stream,
         Err(e) => {
             eprintln!("lockctl: {e}");
@@ -74,8 +75,7 @@ pub fn shell(global: &Global) -> u8 {
         }
     };
     let mut conn = Conn {
-        reader: BufReader::new(&stream),
-        stream: &stream,
+        reader: BufReader::new(stream),
         partial: Vec::new(),
     };
     match session(&mut conn, global, secret.as_deref()) {
@@ -87,7 +87,7 @@ pub fn shell(global: &Global) -> u8 {
     }
 }
 
-fn session(conn: &mut Conn<'_>, global: &Global, secret: Option<&[u8]>) -> io::Result<()> {
+fn session(conn: &mut Conn, global: &Global, secret: Option<&[u8]>) -> io::Result<()> {
     // `me` is answered by every server: if the first line back is not the
     // answer to `hello 2`, the server is classic.
     conn.send(b"hello 2")?;

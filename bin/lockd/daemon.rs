@@ -102,6 +102,27 @@ pub const FLAGS: &[FlagSpec] = &[
     },
     FlagSpec {
         short: "",
+        long: "max-locks",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse a new lock while N lock names are held (default 2000000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
+        long: "max-locks-per-connection",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse a connection's lock past N it holds (default 100000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
+        long: "max-waiters",
+        value: "N",
+        arity: Arity::Value,
+        help: "refuse to queue past N waiters on one lock (default 100000; 0: no cap)",
+    },
+    FlagSpec {
+        short: "",
         long: "max-line",
         value: "BYTES",
         arity: Arity::Value,
@@ -418,6 +439,18 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
     config.registry = !(m.opt_present("no-registry") || m.opt_present("disable-registry"));
     if let Some(n) = m.opt_str("max-connections") {
         config.max_connections = parse_number("--max-connections", &n, "a number of connections")?;
+    }
+    for (flag, cap) in [
+        ("max-locks", &mut config.limits.max_locks),
+        (
+            "max-locks-per-connection",
+            &mut config.limits.max_locks_per_connection,
+        ),
+        ("max-waiters", &mut config.limits.max_waiters),
+    ] {
+        if let Some(n) = m.opt_str(flag) {
+            *cap = parse_number(&format!("--{flag}"), &n, "a number (0 for no cap)")?;
+        }
     }
     if let Some(n) = m.opt_str("max-line") {
         config.max_line = parse_number("--max-line", &n, "a number of bytes")?;

@@ -50,6 +50,12 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// True when a whole line (or the end of the stream) is buffered, so
+    /// [`LineReader::next_line`] can return without reading the stream.
+    pub fn has_line(&self) -> bool {
+        self.eof || self.buf[self.scanned.max(self.start)..self.end].contains(&b'\n')
+    }
+
     /// The underlying reader.
     pub fn get_ref(&self) -> &R {
         &self.inner

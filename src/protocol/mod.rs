@@ -59,11 +59,17 @@ pub enum Verb {
     DumpJson,
     /// `auth SECRET`.
     Auth,
+    /// `wr MS NAME`: wait in line for a read hold on an exclusive lock.
+    WaitRead,
+    /// `rr NAME`: release a read hold.
+    ReadRelease,
+    /// `watch PATTERN`: turn the connection into an event stream.
+    Watch,
 }
 
 impl Verb {
     /// All verbs, in the order of their counters' indices.
-    pub const ALL: [Verb; 22] = [
+    pub const ALL: [Verb; 25] = [
         Verb::Get,
         Verb::Release,
         Verb::IsLocked,
@@ -86,6 +92,9 @@ impl Verb {
         Verb::Ttl,
         Verb::DumpJson,
         Verb::Auth,
+        Verb::WaitRead,
+        Verb::ReadRelease,
+        Verb::Watch,
     ];
 
     /// The verb as sent on the wire.
@@ -113,6 +122,9 @@ impl Verb {
             Verb::Ttl => "ttl",
             Verb::DumpJson => "dj",
             Verb::Auth => "auth",
+            Verb::WaitRead => "wr",
+            Verb::ReadRelease => "rr",
+            Verb::Watch => "watch",
         }
     }
 
@@ -141,6 +153,9 @@ impl Verb {
             b"ttl" => Verb::Ttl,
             b"dj" => Verb::DumpJson,
             b"auth" => Verb::Auth,
+            b"wr" => Verb::WaitRead,
+            b"rr" => Verb::ReadRelease,
+            b"watch" => Verb::Watch,
             _ => return None,
         })
     }
@@ -165,30 +180,89 @@ impl Verb {
     }
 }
 
-/// One parsed command line.
+/// A lock name as parsed: borrowed from the line whenever the argument
+/// needed no normalising (the common case), so parsing a command allocates
+/// nothing; the store copies a name only when it inserts a lock.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Name<'a>(Cow<'a, [u8]>);
+
+impl<'a> Name<'a> {
+    /// The raw bytes of the name.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// An owned copy, for a name that must outlive the line (a wait).
+    pub fn to_lock_name(&self) -> LockName {
+        LockName::from(&*self.0)
+    }
+
+    /// The part of `arg` from byte `from` on, borrowed if `arg` is.
+    fn suffix(arg: Cow<'a, [u8]>, from: usize) -> Name<'a> {
+        match arg {
+            Cow::Borrowed(bytes) => Name(Cow::Borrowed(&bytes[from..])),
+            Cow::Owned(mut bytes) => {
+                bytes.drain(..from);
+                Name(Cow::Owned(bytes))
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Name<'a> {
+    fn from(bytes: &'a [u8]) -> Name<'a> {
+        Name(Cow::Borrowed(bytes))
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Name<'a> {
+    fn from(bytes: &'a [u8; N]) -> Name<'a> {
+        Name(Cow::Borrowed(&bytes[..]))
+    }
+}
+
+impl<'a> From<&'a str> for Name<'a> {
+    fn from(s: &'a str) -> Name<'a> {
+        Name(Cow::Borrowed(s.as_bytes()))
+    }
+}
+
+impl From<Vec<u8>> for Name<'static> {
+    fn from(bytes: Vec<u8>) -> Name<'static> {
+        Name(Cow::Owned(bytes))
+    }
+}
+
+impl fmt::Debug for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0.escape_ascii())
+    }
+}
+
+/// One parsed command line; names borrow from the line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<'a> {
     /// `g NAME`
-    Get(LockName),
+    Get(Name<'a>),
     /// `r NAME`
-    Release(LockName),
+    Release(Name<'a>),
     /// `i NAME`
-    IsLocked(LockName),
+    IsLocked(Name<'a>),
     /// `d [NAME]`; the empty name lists every lock.
-    Holders(LockName),
+    Holders(Name<'a>),
     /// `dump [ARG]`; only the argument `shared` changes anything.
     Dump {
         /// `dump shared`
         shared: bool,
     },
     /// `sg NAME`
-    SharedGet(LockName),
+    SharedGet(Name<'a>),
     /// `sr NAME`
-    SharedRelease(LockName),
+    SharedRelease(Name<'a>),
     /// `si NAME`
-    SharedIsLocked(LockName),
+    SharedIsLocked(Name<'a>),
     /// `sd [NAME]`; the empty name lists every shared lock.
-    SharedHolders(LockName),
+    SharedHolders(Name<'a>),
     /// `me`
     Me,
     /// `iam [NAME]`; the empty name removes the registration.
@@ -204,7 +278,7 @@ pub enum Command {
         /// How long to wait, in milliseconds (0: try once).
         timeout_ms: u64,
         /// The lock.
-        name: LockName,
+        name: Name<'a>,
     },
     /// `wsg MS LIMIT NAME`
     WaitSharedGet {
@@ -213,10 +287,10 @@ pub enum Command {
         /// At most this many holders (0: no limit).
         limit: u32,
         /// The lock.
-        name: LockName,
+        name: Name<'a>,
     },
     /// `t NAME`
-    Token(LockName),
+    Token(Name<'a>),
     /// `ra`
     ReleaseAll,
     /// `ping`
@@ -227,9 +301,20 @@ pub enum Command {
     DumpJson,
     /// `auth SECRET` (the secret as sent, normalised).
     Auth(Vec<u8>),
+    /// `wr MS NAME`
+    WaitRead {
+        /// How long to wait, in milliseconds (0: try once).
+        timeout_ms: u64,
+        /// The lock.
+        name: Name<'a>,
+    },
+    /// `rr NAME`
+    ReadRelease(Name<'a>),
+    /// `watch PATTERN`: a lock name, or a prefix ending in `*`.
+    Watch(Name<'a>),
 }
 
-impl Command {
+impl Command<'_> {
     /// The verb this command was sent with.
     pub fn verb(&self) -> Verb {
         match self {
@@ -255,17 +340,20 @@ impl Command {
             Command::Ttl(_) => Verb::Ttl,
             Command::DumpJson => Verb::DumpJson,
             Command::Auth(_) => Verb::Auth,
+            Command::WaitRead { .. } => Verb::WaitRead,
+            Command::ReadRelease(_) => Verb::ReadRelease,
+            Command::Watch(_) => Verb::Watch,
         }
     }
 }
 
 /// What a line turned out to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Parsed {
+pub enum Parsed<'a> {
     /// Empty after trimming: no reply, not counted.
     Empty,
     /// A recognised command.
-    Command(Command),
+    Command(Command<'a>),
     /// A recognised verb with arguments it cannot take.
     Malformed(Verb, ParseError),
     /// An unknown verb (silence on classic connections).
@@ -307,7 +395,7 @@ impl std::error::Error for ParseError {}
 pub const UNKNOWN_VERB: &str = "unknown command";
 
 /// Parses one line (without its `\n`).
-pub fn parse_line(line: &[u8]) -> Parsed {
+pub fn parse_line(line: &[u8]) -> Parsed<'_> {
     let line = trim(line);
     if line.is_empty() {
         return Parsed::Empty;
@@ -320,19 +408,18 @@ pub fn parse_line(line: &[u8]) -> Parsed {
         return Parsed::Unknown;
     };
     let arg = normalized(rest);
-    let name = || LockName::from(&*arg);
     let command = match verb {
-        Verb::Get => Command::Get(name()),
-        Verb::Release => Command::Release(name()),
-        Verb::IsLocked => Command::IsLocked(name()),
-        Verb::Holders => Command::Holders(name()),
+        Verb::Get => Command::Get(Name(arg)),
+        Verb::Release => Command::Release(Name(arg)),
+        Verb::IsLocked => Command::IsLocked(Name(arg)),
+        Verb::Holders => Command::Holders(Name(arg)),
         Verb::Dump => Command::Dump {
             shared: *arg == *b"shared",
         },
-        Verb::SharedGet => Command::SharedGet(name()),
-        Verb::SharedRelease => Command::SharedRelease(name()),
-        Verb::SharedIsLocked => Command::SharedIsLocked(name()),
-        Verb::SharedHolders => Command::SharedHolders(name()),
+        Verb::SharedGet => Command::SharedGet(Name(arg)),
+        Verb::SharedRelease => Command::SharedRelease(Name(arg)),
+        Verb::SharedIsLocked => Command::SharedIsLocked(Name(arg)),
+        Verb::SharedHolders => Command::SharedHolders(Name(arg)),
         Verb::Me => Command::Me,
         Verb::Iam => Command::Iam(arg.into_owned()),
         Verb::Who => Command::Who(arg.into_owned()),
@@ -341,14 +428,17 @@ pub fn parse_line(line: &[u8]) -> Parsed {
             Some(v) if v <= u64::from(u32::MAX) => Command::Hello(v as u32),
             _ => return Parsed::Malformed(verb, ParseError::BadVersion),
         },
-        Verb::WaitGet => {
+        Verb::WaitGet | Verb::WaitRead => {
             let (ms, name) = split_word(&arg);
             let Some(timeout_ms) = parse_number(ms) else {
                 return Parsed::Malformed(verb, timeout_error(verb));
             };
-            Command::WaitGet {
-                timeout_ms,
-                name: LockName::from(name),
+            let from = arg.len() - name.len();
+            let name = Name::suffix(arg, from);
+            if verb == Verb::WaitGet {
+                Command::WaitGet { timeout_ms, name }
+            } else {
+                Command::WaitRead { timeout_ms, name }
             }
         }
         Verb::WaitSharedGet => {
@@ -367,13 +457,14 @@ pub fn parse_line(line: &[u8]) -> Parsed {
                     },
                 );
             };
+            let from = arg.len() - name.len();
             Command::WaitSharedGet {
                 timeout_ms,
                 limit,
-                name: LockName::from(name),
+                name: Name::suffix(arg, from),
             }
         }
-        Verb::Token => Command::Token(name()),
+        Verb::Token => Command::Token(Name(arg)),
         Verb::ReleaseAll => Command::ReleaseAll,
         Verb::Ping => Command::Ping,
         Verb::Ttl => match parse_number(&arg) {
@@ -391,6 +482,8 @@ pub fn parse_line(line: &[u8]) -> Parsed {
         },
         Verb::DumpJson => Command::DumpJson,
         Verb::Auth => Command::Auth(arg.into_owned()),
+        Verb::ReadRelease => Command::ReadRelease(Name(arg)),
+        Verb::Watch => Command::Watch(Name(arg)),
     };
     Parsed::Command(command)
 }
@@ -399,10 +492,10 @@ fn timeout_error(verb: Verb) -> ParseError {
     ParseError::ExpectedNumber {
         verb,
         what: "timeout in milliseconds",
-        usage: if verb == Verb::WaitGet {
-            "wg MS NAME"
-        } else {
-            "wsg MS LIMIT NAME"
+        usage: match verb {
+            Verb::WaitGet => "wg MS NAME",
+            Verb::WaitRead => "wr MS NAME",
+            _ => "wsg MS LIMIT NAME",
         },
     }
 }
@@ -543,7 +636,7 @@ pub fn normalize(bytes: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn cmd(line: &[u8]) -> Command {
+    fn cmd(line: &[u8]) -> Command<'_> {
         match parse_line(line) {
             Parsed::Command(c) => c,
             other => panic!("{:?} parsed as {other:?}", line.escape_ascii().to_string()),
@@ -621,6 +714,21 @@ mod tests {
             parse_line(b"wsg 1 -1 y"),
             Parsed::Malformed(Verb::WaitSharedGet, _)
         ));
+        assert_eq!(
+            cmd(b"wr 7  a b "),
+            Command::WaitRead {
+                timeout_ms: 7,
+                name: "a b".into()
+            }
+        );
+        assert_eq!(cmd(b"rr"), Command::ReadRelease("".into()));
+        match parse_line(b"wr x y") {
+            Parsed::Malformed(Verb::WaitRead, e) => assert_eq!(
+                e.to_string(),
+                "wr needs a timeout in milliseconds: wr MS NAME"
+            ),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             parse_line(b"ttl"),
             Parsed::Malformed(Verb::Ttl, _)
@@ -648,6 +756,37 @@ mod tests {
             );
         }
         assert!(matches!(normalized(b"lock name"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn names_borrow_from_the_line_unless_normalised() {
+        let borrowed = |c: &Command<'_>| match c {
+            Command::Get(n) | Command::WaitGet { name: n, .. } => {
+                matches!(n.0, Cow::Borrowed(_))
+            }
+            Command::WaitSharedGet { name, .. } => matches!(name.0, Cow::Borrowed(_)),
+            other => panic!("{other:?}"),
+        };
+        assert!(borrowed(&cmd(b"g lock name")));
+        assert!(borrowed(&cmd(b"wg 10 lock name")));
+        assert!(borrowed(&cmd(b"wsg 10 2 lock name")));
+        let folded = cmd(b"wg 10  a\tb ");
+        assert!(!borrowed(&folded));
+        assert_eq!(
+            folded,
+            Command::WaitGet {
+                timeout_ms: 10,
+                name: "a b".into()
+            }
+        );
+        assert_eq!(
+            cmd(b"wsg 1\t2  x"),
+            Command::WaitSharedGet {
+                timeout_ms: 1,
+                limit: 2,
+                name: "x".into()
+            }
+        );
     }
 
     #[test]

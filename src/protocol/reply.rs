@@ -11,6 +11,8 @@ pub const LOCK_GET_FAILURE: &str = "Lock Get Failure";
 pub const LOCK_GET_TIMEOUT: &str = "Lock Get Timeout";
 /// `0 Lock Get Deadlock: NAME`
 pub const LOCK_GET_DEADLOCK: &str = "Lock Get Deadlock";
+/// `0 Shared Lock Get Deadlock: NAME` (`wsg`)
+pub const SHARED_GET_DEADLOCK: &str = "Shared Lock Get Deadlock";
 /// `1 Lock Release Success: NAME`
 pub const LOCK_RELEASE_SUCCESS: &str = "Lock Release Success";
 /// `0 Lock Release Failure: NAME`
@@ -25,6 +27,8 @@ pub const LOCK_TOKEN: &str = "Lock Token";
 pub const LOCK_NOT_HELD: &str = "Lock Not Held";
 /// `N Shared Lock Get Success: NAME`
 pub const SHARED_GET_SUCCESS: &str = "Shared Lock Get Success";
+/// `0 Shared Lock Get Failure: NAME` (`sg` past a cap)
+pub const SHARED_GET_FAILURE: &str = "Shared Lock Get Failure";
 /// `0 Shared Lock Get Timeout: NAME`
 pub const SHARED_GET_TIMEOUT: &str = "Shared Lock Get Timeout";
 /// `1 Shared Lock Release Success: NAME`
@@ -35,6 +39,15 @@ pub const SHARED_RELEASE_FAILURE: &str = "Shared Lock Release Failure";
 pub const SHARED_IS_LOCKED: &str = "Shared Lock Is Locked";
 /// `0 Shared Lock Not Locked: NAME`
 pub const SHARED_NOT_LOCKED: &str = "Shared Lock Not Locked";
+
+/// `N Read Lock Get Success: NAME` (N readers now)
+pub const READ_GET_SUCCESS: &str = "Read Lock Get Success";
+/// `0 Read Lock Get Timeout: NAME`
+pub const READ_GET_TIMEOUT: &str = "Read Lock Get Timeout";
+/// `1 Read Lock Release Success: NAME`
+pub const READ_RELEASE_SUCCESS: &str = "Read Lock Release Success";
+/// `0 Read Lock Release Failure: NAME`
+pub const READ_RELEASE_FAILURE: &str = "Read Lock Release Failure";
 
 /// `0 disabled`
 pub const DISABLED: &[u8] = b"0 disabled\n";
@@ -54,6 +67,36 @@ pub const TOO_MANY_CONNECTIONS: &[u8] = b"0 Too Many Connections\n";
 pub const TOO_MANY_CONNECTIONS_HTTP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Content-Type: text/plain\r\nContent-Length: 23\r\nConnection: close\r\n\r\n\
 0 Too Many Connections\n";
+/// `synced`: a watcher's snapshot is complete; events follow.
+pub const SYNCED: &[u8] = b"synced\n";
+/// Text of the protocol-2 error for any verb but `watch` on a watching
+/// connection.
+pub const WATCHING: &str = "watching";
+/// Sent to a watcher that fell too far behind, before it is closed.
+pub const WATCHER_TOO_SLOW: &[u8] = b"0 Error: watcher too slow\n";
+
+/// Appends `1 Watching: PATTERN\n`.
+pub fn watching(out: &mut Vec<u8>, pattern: &[u8]) {
+    out.extend_from_slice(b"1 Watching: ");
+    out.extend_from_slice(pattern);
+    out.push(b'\n');
+}
+
+/// Appends a watcher's event line, `EVENT KIND N HOLDER NAME\n` (`held x 7
+/// 127.0.0.1:5 a b`): the name last, as it may hold spaces.
+pub fn watch_event(out: &mut Vec<u8>, event: &str, kind: &str, n: u64, holder: &[u8], name: &[u8]) {
+    out.extend_from_slice(event.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b' ');
+    push_number(out, n);
+    out.push(b' ');
+    out.extend_from_slice(holder);
+    out.push(b' ');
+    out.extend_from_slice(name);
+    out.push(b'\n');
+}
+
 /// Text of the protocol-2 error for an over-long line.
 pub const LINE_TOO_LONG: &str = "line too long";
 
@@ -152,6 +195,29 @@ pub struct SharedEntry<'a> {
     pub waiters: Vec<(&'a [u8], u32)>,
 }
 
+/// One read-held lock as `dj` shows it.
+#[derive(Clone, Debug, Default)]
+pub struct ReadEntry<'a> {
+    /// The lock's name.
+    pub name: &'a [u8],
+    /// The readers' default names, in the order they got it.
+    pub readers: Vec<&'a [u8]>,
+    /// The default names of the waiters (`wg` and `wr`), first in line first.
+    pub waiters: Vec<&'a [u8]>,
+}
+
+/// Appends a JSON array of strings (see [`json_string`]).
+fn json_strings(out: &mut Vec<u8>, items: &[&[u8]]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, item);
+    }
+    out.push(b']');
+}
+
 /// Appends `dump`: glockd's Go-map text, `map[NAME:HOLDER NAME2:HOLDER2]\n`,
 /// in the order given (the caller sorts by name).
 pub fn dump_exclusive<'a>(out: &mut Vec<u8>, locks: impl IntoIterator<Item = ExclusiveEntry<'a>>) {
@@ -187,11 +253,14 @@ pub fn dump_shared<'a>(out: &mut Vec<u8>, locks: impl IntoIterator<Item = Shared
     out.extend_from_slice(b"]\n");
 }
 
-/// Appends `dj`: one line of JSON, exclusive then shared locks.
+/// Appends `dj`: one line of JSON, exclusive (write-held) then shared
+/// locks, then, only when some lock is read-held (so a `dj` without readers
+/// stays byte for byte what the first `dj` was), `"readers"`.
 pub fn dump_json<'a>(
     out: &mut Vec<u8>,
     exclusive: impl IntoIterator<Item = ExclusiveEntry<'a>>,
     shared: impl IntoIterator<Item = SharedEntry<'a>>,
+    readers: impl IntoIterator<Item = ReadEntry<'a>>,
 ) {
     out.extend_from_slice(b"{\"exclusive\":{");
     for (i, lock) in exclusive.into_iter().enumerate() {
@@ -243,7 +312,22 @@ pub fn dump_json<'a>(
         }
         out.extend_from_slice(b"]}");
     }
-    out.extend_from_slice(b"}}\n");
+    out.push(b'}');
+    let mut any = false;
+    for lock in readers {
+        out.extend_from_slice(if any { &b","[..] } else { b",\"readers\":{" });
+        any = true;
+        json_string(out, lock.name);
+        out.extend_from_slice(b":{\"holders\":");
+        json_strings(out, &lock.readers);
+        out.extend_from_slice(b",\"waiters\":");
+        json_strings(out, &lock.waiters);
+        out.push(b'}');
+    }
+    if any {
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// Appends the `q` reply's `key: value` lines.
@@ -337,12 +421,25 @@ mod tests {
             waiters: vec![b"unix:4"],
             ..lock(b"a", b"unix:1")
         };
-        dump_json(&mut out, [exclusive], [shared]);
+        dump_json(&mut out, [exclusive], [shared], []);
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
             "{\"exclusive\":{\"a\":{\"holder\":\"unix:1\",\"name\":\"me\",\"token\":7,\
              \"waiters\":[\"unix:4\"]}},\"shared\":{\"s\":{\"holders\":[\"unix:1\",\"unix:2\"],\
              \"waiters\":[{\"client\":\"unix:3\",\"limit\":2}]}}}\n"
+        );
+        let mut out = Vec::new();
+        let read = |name| ReadEntry {
+            name,
+            readers: vec![b"unix:1", b"unix:2"],
+            waiters: vec![b"unix:3"],
+        };
+        dump_json(&mut out, [], [], [read(b"r"), read(b"t\xff")]);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "{\"exclusive\":{},\"shared\":{},\"readers\":{\
+             \"r\":{\"holders\":[\"unix:1\",\"unix:2\"],\"waiters\":[\"unix:3\"]},\
+             \"t\u{fffd}\":{\"holders\":[\"unix:1\",\"unix:2\"],\"waiters\":[\"unix:3\"]}}}\n"
         );
     }
 

@@ -1,7 +1,9 @@
 //! How a server is set up and how it stops.
 
 use crate::secret::Secret;
+#[cfg(feature = "cluster")]
 use crate::store::etcd::EtcdConfig;
+use crate::store::Limits;
 use crate::transport::tls::TlsConfig;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +31,9 @@ pub struct ServerConfig {
     pub registry: bool,
     /// Connections past this are told `0 Too Many Connections` and closed.
     pub max_connections: usize,
+    /// Caps on locks held and waiters in line (`--max-locks`,
+    /// `--max-locks-per-connection`, `--max-waiters`).
+    pub limits: Limits,
     /// Longest accepted line in bytes, `\n` not counted.
     pub max_line: usize,
     /// Log every command to stderr.
@@ -47,6 +52,7 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Cluster mode: keep the locks in etcd instead of this process
     /// (fencing tokens are then etcd revisions; `state_dir` is unused).
+    #[cfg(feature = "cluster")]
     pub cluster: Option<EtcdConfig>,
     /// The listen backlog of the sockets the server binds: connections the
     /// kernel queues before they are accepted (capped by
@@ -66,6 +72,7 @@ impl Default for ServerConfig {
             dump: true,
             registry: true,
             max_connections: 10_000,
+            limits: Limits::default(),
             max_line: 4096,
             verbose: false,
             auth_secret: None,
@@ -73,6 +80,7 @@ impl Default for ServerConfig {
             tcp_keepalive: Some(Duration::from_secs(60)),
             idle_timeout: None,
             write_timeout: Duration::from_secs(60),
+            #[cfg(feature = "cluster")]
             cluster: None,
             listen_backlog: 4096,
         }

@@ -11,6 +11,7 @@ use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
 use super::{websocket, State};
 use crate::protocol::line::{Line, LineReader};
+use crate::protocol::reply;
 use crate::session::{Session, Step, Wait};
 use crossbeam_channel::select;
 use std::cell::{Cell, RefCell};
@@ -53,6 +54,9 @@ pub(crate) trait Framing {
     fn reply(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
     /// Sends what `out` holds now (before a wait, or at the end).
     fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
+    /// Whether a command may be read without waiting for the peer: one is
+    /// buffered, or the socket holds unread bytes (a watcher polls this).
+    fn has_input(&mut self) -> bool;
 }
 
 /// What a connection's framing and loop share: the server, the stream and
@@ -120,6 +124,11 @@ pub(crate) struct ConnIo<'a> {
 }
 
 impl ConnIo<'_> {
+    /// Bytes the peer sent that nobody has read yet.
+    pub(crate) fn unread_bytes(&self) -> u64 {
+        self.conn.socket().unread_bytes()
+    }
+
     /// Reads from now on are bounded by the socket's own timeouts only.
     pub(crate) fn clear_deadline(&mut self) {
         self.deadline = None;
@@ -170,30 +179,47 @@ impl Write for ConnIo<'_> {
 struct Lines<'a> {
     reader: LineReader<ConnIo<'a>>,
     conn: &'a Conn<'a>,
-    /// When the partial line now buffered began to arrive.
-    partial_since: Option<Instant>,
+    clock: LineClock,
 }
 
-impl Lines<'_> {
-    /// Bounds the next read by what is left of [`LINE_DEADLINE`] while a
+/// The [`LINE_DEADLINE`] of the partial line now buffered.
+#[derive(Default)]
+struct LineClock {
+    /// When the reader first blocked holding part of the current line.
+    since: Option<Instant>,
+    /// Whether the socket's read timeout is bounded by the deadline now.
+    bounded: bool,
+}
+
+impl LineClock {
+    /// Bounds the next read by what is left of the deadline while a
     /// partial line is buffered, and restores the usual timeout after.
-    fn bound_read(conn: &Conn<'_>, since: &mut Option<Instant>, partial: bool) -> io::Result<()> {
+    fn before_read(&mut self, conn: &Conn<'_>, partial: bool) -> io::Result<()> {
         if !partial {
-            if since.take().is_some() {
+            self.since = None;
+            if std::mem::take(&mut self.bounded) {
                 conn.socket().set_read_timeout(conn.read_timeout.get())?;
             }
             return Ok(());
         }
         let now = Instant::now();
-        let left = (*since.get_or_insert(now) + LINE_DEADLINE).saturating_duration_since(now);
+        let left = (*self.since.get_or_insert(now) + LINE_DEADLINE).saturating_duration_since(now);
         if left.is_zero() {
-            return Err(io::Error::new(
-                ErrorKind::TimedOut,
-                "no complete line within 10 s",
-            ));
+            return Err(Self::expiry());
         }
         let bound = conn.read_timeout.get().map_or(left, |t| t.min(left));
+        self.bounded = true;
         conn.socket().set_read_timeout(Some(bound))
+    }
+
+    /// Whether the deadline (rather than the idle timeout or the lease)
+    /// is what ran out.
+    fn expired(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= LINE_DEADLINE)
+    }
+
+    fn expiry() -> io::Error {
+        io::Error::new(ErrorKind::TimedOut, "no complete line within 10 s")
     }
 }
 
@@ -201,9 +227,9 @@ impl Framing for Lines<'_> {
     fn next(&mut self, out: &mut Vec<u8>) -> io::Result<Input<'_>> {
         let conn = self.conn;
         let mut fresh = false;
-        let since = &mut self.partial_since;
+        let clock = &mut self.clock;
         let line = self.reader.next_line(|partial| {
-            Lines::bound_read(conn, since, partial)?;
+            clock.before_read(conn, partial)?;
             // Idle means "nothing of a command is held in this process":
             // with TLS, rustls may hold decrypted bytes the reader has not
             // taken yet. Idle already while the replies go out, so a
@@ -215,21 +241,14 @@ impl Framing for Lines<'_> {
             conn.write_out(out)
         });
         let line = match line {
-            // The partial line's deadline, not the idle timeout or lease,
-            // ran out.
-            Err(e)
-                if e.kind() == ErrorKind::WouldBlock
-                    && self
-                        .partial_since
-                        .is_some_and(|t| t.elapsed() >= LINE_DEADLINE) =>
-            {
-                return Err(io::Error::new(
-                    ErrorKind::TimedOut,
-                    "no complete line within 10 s",
-                ))
+            Err(e) if e.kind() == ErrorKind::WouldBlock && self.clock.expired() => {
+                return Err(LineClock::expiry())
             }
             line => line?,
         };
+        // A line came out whole: whatever is buffered after it is the start
+        // of the next one, with a deadline of its own.
+        self.clock.since = None;
         Ok(match line {
             Line::Complete(line) => Input::Command { line, fresh },
             Line::TooLong => Input::TooLong,
@@ -246,6 +265,12 @@ impl Framing for Lines<'_> {
 
     fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         self.conn.write_out(out)
+    }
+
+    fn has_input(&mut self) -> bool {
+        self.reader.has_line()
+            || self.conn.socket().unread_bytes() > 0
+            || self.conn.io.borrow_mut().has_pending_input()
     }
 }
 
@@ -323,7 +348,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         let mut lines = Lines {
             reader: LineReader::new(conn.io(false, None), state.config.max_line),
             conn: &conn,
-            partial_since: None,
+            clock: LineClock::default(),
         };
         (run(&conn, &mut lines, &mut session), session)
     };
@@ -400,8 +425,86 @@ pub(crate) fn run(
             conn.set_read_timeout(timeout)?;
         }
         framing.reply(&mut out)?;
+        if session.watcher().is_some() {
+            return watch(conn, framing, session, &mut out);
+        }
     }
     framing.flush(&mut out)
+}
+
+/// How often a watcher looks for a command from its peer between events.
+const WATCH_TICK: Duration = Duration::from_millis(50);
+
+/// At most this many queued events go out in one write.
+const WATCH_BATCH: usize = 256;
+
+/// Streams a watcher's events as they come, serving any further commands
+/// its peer sends (another `watch` adds a pattern), until the peer leaves
+/// or falls so far behind that the store cut it off. The connection waits
+/// as a waiter does, so the liveness module orphans it on a hang-up.
+fn watch(
+    conn: &Conn<'_>,
+    framing: &mut impl Framing,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    loop {
+        framing.flush(out)?;
+        let Some(watcher) = session.watcher() else {
+            return Ok(());
+        };
+        if watcher.overflowed() {
+            out.extend_from_slice(reply::WATCHER_TOO_SLOW);
+            framing.reply(out)?;
+            return framing.flush(out);
+        }
+        if framing.has_input() {
+            match framing.next(out)? {
+                Input::Command { line, fresh } => {
+                    if fresh {
+                        // As in the main loop: peers that hung up lose
+                        // their locks before a snapshot can show them.
+                        let state = conn.state;
+                        state.liveness.settle(conn.presence, &|p| state.reap(p));
+                    }
+                    // A watching session never waits in line.
+                    let _ = session.execute(line, out);
+                }
+                Input::TooLong => session.line_too_long(out),
+                Input::End => return Ok(()),
+            }
+            if conn.rejoined.take() {
+                session.rejoin();
+            }
+            framing.reply(out)?;
+            continue;
+        }
+        let events = watcher.events.clone();
+        if !conn.presence.wait_starts() {
+            return Ok(());
+        }
+        select! {
+            recv(events) -> event => match event {
+                Ok(event) => {
+                    session.write_event(&event, out);
+                    for event in events.try_iter().take(WATCH_BATCH) {
+                        session.write_event(&event, out);
+                    }
+                }
+                // The store let go of the queue: it cut the watcher off
+                // (said above, next time round) or forgot the connection
+                // (orphaned: its peer is gone).
+                Err(_) if watcher.overflowed() => {}
+                Err(_) => return Ok(()),
+            },
+            recv(conn.presence.woken()) -> _ => return Ok(()),
+            default(WATCH_TICK) => {}
+        }
+        if !conn.presence.wait_ends() {
+            return Ok(());
+        }
+        framing.reply(out)?;
+    }
 }
 
 /// Blocks until the grant, the deadline or the peer's hang-up. `false`

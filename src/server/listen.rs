@@ -195,7 +195,7 @@ pub(crate) fn bind_tcp(
             .map(kind)
             .map_err(bind_error);
     }
-    let addrs = crate::transport::resolve(addr)?;
+    let addrs = crate::net::resolve(addr)?;
     TcpListener::bind(&addrs[..])
         .and_then(|l| with_backlog(l, backlog))
         .map(kind)

@@ -22,6 +22,7 @@ pub use listen::Listener;
 use crate::error::Error;
 use crate::session::{self, Host, Settings};
 use crate::stats::{bump, Stats};
+#[cfg(feature = "cluster")]
 use crate::store::etcd::{self, EtcdStore};
 use crate::store::{LockStore, Table};
 use crate::token::TokenCounter;
@@ -95,6 +96,7 @@ pub(crate) struct State {
     pub(crate) closing_all: AtomicBool,
     listeners: Vec<Arc<Listener>>,
     /// Cluster mode's store, to refuse clients while it has no lease.
+    #[cfg(feature = "cluster")]
     cluster: Option<EtcdStore>,
     /// Raised at shutdown, so the accept loops leave `poll`.
     wake: Signal,
@@ -195,6 +197,14 @@ impl Server {
     /// # Errors
     /// An unusable state directory, or no epoll for the close watcher.
     pub fn with_listeners(config: ServerConfig, listeners: Vec<Listener>) -> Result<Server, Error> {
+        let memory = |config: &ServerConfig| -> Result<Box<dyn LockStore>, Error> {
+            let tokens = match &config.state_dir {
+                Some(dir) => TokenCounter::open(dir)?,
+                None => TokenCounter::in_memory(),
+            };
+            Ok(Box::new(Table::with_limits(tokens, config.limits)))
+        };
+        #[cfg(feature = "cluster")]
         let (store, cluster): (Box<dyn LockStore>, _) = match &config.cluster {
             Some(cluster) => {
                 let store = EtcdStore::open(cluster).map_err(|e| Error::Cluster {
@@ -202,14 +212,10 @@ impl Server {
                 })?;
                 (Box::new(store.clone()), Some(store))
             }
-            None => {
-                let tokens = match &config.state_dir {
-                    Some(dir) => TokenCounter::open(dir)?,
-                    None => TokenCounter::in_memory(),
-                };
-                (Box::new(Table::new(tokens)), None)
-            }
+            None => (memory(&config)?, None),
         };
+        #[cfg(not(feature = "cluster"))]
+        let store = memory(&config)?;
         let liveness =
             Arc::new(Liveness::new().map_err(|e| Error::io("cannot create an epoll set", e))?);
         let wake = Signal::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
@@ -240,10 +246,12 @@ impl Server {
             stopping: AtomicBool::new(false),
             closing_all: AtomicBool::new(false),
             listeners: listeners.into_iter().map(Arc::new).collect(),
+            #[cfg(feature = "cluster")]
             cluster,
             wake,
             last_reject_log: Mutex::new(None),
         });
+        #[cfg(feature = "cluster")]
         if let Some(cluster) = &state.cluster {
             close_on_lease_loss(&state, cluster)?;
         }
@@ -468,6 +476,7 @@ fn log_rejection(state: &State, message: &str) {
     }
 }
 
+#[cfg(feature = "cluster")]
 /// Cluster mode's safety rule: when the node's lease is lost, every
 /// connection is closed at once, before etcd may give its locks to others.
 fn close_on_lease_loss(state: &Arc<State>, cluster: &EtcdStore) -> Result<(), Error> {
@@ -513,6 +522,7 @@ fn admit(state: &Arc<State>, socket: Socket, peer: Peer) {
         socket.drain_input();
         return;
     }
+    #[cfg(feature = "cluster")]
     if state.cluster.as_ref().is_some_and(|c| !c.is_serving()) {
         bump(&stats.rejected_connections);
         log_rejection(

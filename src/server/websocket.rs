@@ -114,4 +114,10 @@ impl Framing for Messages<'_> {
     fn flush(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
         Ok(())
     }
+
+    /// Unread bytes on the socket. A message the library already holds
+    /// whole is not seen until more bytes come.
+    fn has_input(&mut self) -> bool {
+        self.ws.get_ref().unread_bytes() > 0
+    }
 }

@@ -9,14 +9,18 @@
 //! store's own locks ever reaches the caller, so nobody can hold them
 //! across socket I/O or a wait.
 
+#[cfg(feature = "cluster")]
 pub mod etcd;
+pub mod limits;
 pub mod memory;
 
+pub use limits::{LimitCounts, LimitError, LimitHit, Limits};
+
 pub use memory::{
-    ClientId, ClientNames, Counts, ExclusiveView, Grant, Released, SharedView, Table, WaitStart,
+    ClientId, ClientNames, Counts, Event, ExclusiveView, Grant, HoldKind, ReadView, Released,
+    SharedView, Table, WaitStart, WatchEvent, Watcher, WATCH_QUEUE,
 };
 
-use crate::name::LockName;
 use crossbeam_channel::Sender;
 
 /// What a session needs of a lock store: the operations behind every verb.
@@ -27,33 +31,32 @@ pub trait LockStore: Send + Sync {
     /// Removes a client, releasing all it holds and taking it out of line.
     /// Idempotent.
     fn disconnect(&self, id: ClientId) -> Released;
-    /// `g`: the exclusive lock if free or already ours; its fencing token.
-    fn try_lock(&self, id: ClientId, name: &LockName) -> Option<u64>;
-    /// `wg`: the exclusive lock, or a place in line when `queue` is set.
-    fn lock_or_queue(&self, id: ClientId, name: &LockName, queue: bool) -> WaitStart;
-    /// `r`: `true` if this client held the lock.
+    /// `g` and `wg`: the write lock, or a place in line when `queue` is
+    /// set.
+    fn lock_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart;
+    /// `r`: `true` if this client held the write lock.
     fn release(&self, id: ClientId, name: &[u8]) -> bool;
-    /// `i`: whether anyone holds the exclusive lock.
+    /// `wr`: a read hold, or a place in line when `queue` is set.
+    fn read_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart;
+    /// `rr`: `true` if this client read-held the lock.
+    fn release_read(&self, id: ClientId, name: &[u8]) -> bool;
+    /// `i`: whether a writer or any reader holds the lock.
     fn is_locked(&self, name: &[u8]) -> bool;
     /// `t`: this client's fencing token for the lock, if it holds it.
     fn token(&self, id: ClientId, name: &[u8]) -> Option<u64>;
-    /// `sg`: joins the holders of a shared lock; holders now.
-    fn lock_shared(&self, id: ClientId, name: &LockName) -> usize;
+    /// `sg`: joins the holders of a shared lock; holders now, or the cap
+    /// that refused it.
+    fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, LimitError>;
     /// `wsg`: a place among at most `limit` holders (0: no limit), or in
     /// line when `queue` is set.
-    fn lock_shared_or_queue(
-        &self,
-        id: ClientId,
-        name: &LockName,
-        limit: u32,
-        queue: bool,
-    ) -> WaitStart;
+    fn lock_shared_or_queue(&self, id: ClientId, name: &[u8], limit: u32, queue: bool)
+        -> WaitStart;
     /// `sr`: `true` if this client held the shared lock.
     fn release_shared(&self, id: ClientId, name: &[u8]) -> bool;
     /// `si`: how many hold the shared lock.
     fn shared_count(&self, name: &[u8]) -> usize;
-    /// `ra`: releases everything this client holds; how many.
-    fn release_all(&self, id: ClientId) -> usize;
+    /// `ra`: releases everything this client holds.
+    fn release_all(&self, id: ClientId) -> Released;
     /// Ends a wait that timed out; `false` when the grant won the race.
     fn cancel_wait(&self, id: ClientId) -> bool;
     /// `iam`: registers a name (empty removes it).
@@ -66,8 +69,19 @@ pub trait LockStore: Send + Sync {
     fn exclusive_locks(&self, filter: &[u8]) -> Vec<ExclusiveView>;
     /// `sd`, `dump shared`, `dj`: shared locks sorted by name.
     fn shared_locks(&self, filter: &[u8]) -> Vec<SharedView>;
+    /// `dj`: read-held locks sorted by name.
+    fn read_locks(&self, filter: &[u8]) -> Vec<ReadView>;
     /// Gauges for `q`.
     fn counts(&self) -> Counts;
+    /// `watch`: the snapshot of what `pattern` matches, and the event
+    /// queue on the client's first pattern.
+    fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>);
+    /// Why this store does not serve `verb` (a wire verb, e.g. `wr`), if
+    /// it does not: the session then answers `0 Error: WHY` (protocol 2)
+    /// or nothing (classic) without calling the store.
+    fn unsupported(&self, _verb: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 impl LockStore for Table {
@@ -77,14 +91,17 @@ impl LockStore for Table {
     fn disconnect(&self, id: ClientId) -> Released {
         Table::disconnect(self, id)
     }
-    fn try_lock(&self, id: ClientId, name: &LockName) -> Option<u64> {
-        Table::try_lock(self, id, name)
-    }
-    fn lock_or_queue(&self, id: ClientId, name: &LockName, queue: bool) -> WaitStart {
+    fn lock_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
         Table::lock_or_queue(self, id, name, queue)
     }
     fn release(&self, id: ClientId, name: &[u8]) -> bool {
         Table::release(self, id, name)
+    }
+    fn read_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
+        Table::read_or_queue(self, id, name, queue)
+    }
+    fn release_read(&self, id: ClientId, name: &[u8]) -> bool {
+        Table::release_read(self, id, name)
     }
     fn is_locked(&self, name: &[u8]) -> bool {
         Table::is_locked(self, name)
@@ -92,13 +109,13 @@ impl LockStore for Table {
     fn token(&self, id: ClientId, name: &[u8]) -> Option<u64> {
         Table::token(self, id, name)
     }
-    fn lock_shared(&self, id: ClientId, name: &LockName) -> usize {
+    fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, LimitError> {
         Table::lock_shared(self, id, name)
     }
     fn lock_shared_or_queue(
         &self,
         id: ClientId,
-        name: &LockName,
+        name: &[u8],
         limit: u32,
         queue: bool,
     ) -> WaitStart {
@@ -110,7 +127,7 @@ impl LockStore for Table {
     fn shared_count(&self, name: &[u8]) -> usize {
         Table::shared_count(self, name)
     }
-    fn release_all(&self, id: ClientId) -> usize {
+    fn release_all(&self, id: ClientId) -> Released {
         Table::release_all(self, id)
     }
     fn cancel_wait(&self, id: ClientId) -> bool {
@@ -131,7 +148,13 @@ impl LockStore for Table {
     fn shared_locks(&self, filter: &[u8]) -> Vec<SharedView> {
         Table::shared_locks(self, filter)
     }
+    fn read_locks(&self, filter: &[u8]) -> Vec<ReadView> {
+        Table::read_locks(self, filter)
+    }
     fn counts(&self) -> Counts {
         Table::counts(self)
+    }
+    fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
+        Table::watch(self, id, pattern)
     }
 }

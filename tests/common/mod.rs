@@ -2,6 +2,7 @@
 //! fresh temp dir) and raw line connections to it.
 #![allow(dead_code)]
 
+#[cfg(feature = "cluster")]
 pub mod etcd;
 pub mod rng;
 

@@ -13,6 +13,9 @@ pub enum Target {
     Lockd,
     /// The do-nothing echo server: the ceiling.
     Echo,
+    /// The lock server driven through `lockd::Client` (W1 and W2 only):
+    /// the client library's overhead over the raw generator.
+    Client,
 }
 
 impl fmt::Display for Target {
@@ -20,6 +23,7 @@ impl fmt::Display for Target {
         f.write_str(match self {
             Target::Lockd => "lockd",
             Target::Echo => "echo",
+            Target::Client => "client",
         })
     }
 }
@@ -87,7 +91,8 @@ pub struct Row {
     /// 99.9th percentile latency.
     pub p999: Option<Duration>,
     /// lockd's figure over the echo ceiling's for the same workload (W6: a
-    /// cost ratio, lower is better); on lockd rows only.
+    /// cost ratio, lower is better); on lockd rows. On client rows: the
+    /// figure over the raw generator's against lockd.
     pub ratio: Option<f64>,
     /// Further figures and what the checks saw.
     pub notes: String,

@@ -14,6 +14,11 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+// W1 and W2 through `lockd::Client`: a child module, so it shares the
+// generator's private driver.
+#[path = "via_client.rs"]
+mod via_client;
+
 /// W3: commands per batch, written at once.
 const W3_COMMANDS: usize = 20_000;
 /// W5: locks each connection takes before it closes.
@@ -139,6 +144,8 @@ struct Ctx<'a> {
     addr: SocketAddr,
     /// How long this round runs.
     duration: Duration,
+    /// W1 and W2 through `lockd::Client` instead of the raw generator.
+    via_client: bool,
 }
 
 impl Ctx<'_> {
@@ -211,7 +218,7 @@ pub(super) fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Report, Be
         .as_ref()
         .map(|e| (Target::Echo, e.local_addr()))
         .into_iter()
-        .chain([(Target::Lockd, lockd_addr)])
+        .chain([(Target::Lockd, lockd_addr), (Target::Client, lockd_addr)])
         .collect();
     for &workload in &opts.workloads {
         // Targets take turns in short rounds, so that a change in the
@@ -226,16 +233,18 @@ pub(super) fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Report, Be
         let mut failed = vec![false; targets.len()];
         for _ in 0..rounds {
             for (i, &(target, addr)) in targets.iter().enumerate() {
-                if failed[i] {
+                let client_workload = matches!(workload, Workload::W1 | Workload::W2);
+                if failed[i] || (target == Target::Client && !client_workload) {
                     continue;
                 }
                 let ctx = Ctx {
                     opts,
                     workload,
                     mode: match target {
-                        Target::Lockd => Mode::Lockd,
+                        Target::Lockd | Target::Client => Mode::Lockd,
                         Target::Echo => Mode::Echo,
                     },
+                    via_client: target == Target::Client,
                     addr,
                     duration,
                 };
@@ -257,15 +266,19 @@ pub(super) fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Report, Be
             }
         }
         let mut echo_rate = None;
+        let mut raw_rate = None;
         for (i, m) in measured.into_iter().enumerate() {
             let Some(m) = m else { continue };
             let target = targets[i].0;
-            let ratio = match (target, m.rate, echo_rate) {
-                (Target::Lockd, Some(l), Some(e)) if e > 0.0 => Some(l / e),
+            let ratio = match (target, m.rate, echo_rate, raw_rate) {
+                (Target::Lockd, Some(l), Some(e), _) if e > 0.0 => Some(l / e),
+                (Target::Client, Some(c), _, Some(r)) if r > 0.0 => Some(c / r),
                 _ => None,
             };
-            if target == Target::Echo {
-                echo_rate = m.rate;
+            match target {
+                Target::Echo => echo_rate = m.rate,
+                Target::Lockd => raw_rate = m.rate,
+                Target::Client => {}
             }
             let mut notes = m.notes;
             if rounds > 1 {
@@ -304,6 +317,10 @@ fn start_in_process(idle_connections: usize) -> Result<ServerHandle, BenchError>
 
 fn measure(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
     match ctx.workload {
+        Workload::W1 if ctx.via_client => via_client::lock_release(ctx, 1),
+        Workload::W2 if ctx.via_client => {
+            via_client::lock_release(ctx, ctx.opts.connections.max(1))
+        }
         Workload::W1 => get_release(ctx, 1),
         Workload::W2 => get_release(ctx, ctx.opts.connections.max(1)),
         Workload::W3 => pipelined(ctx),
@@ -316,10 +333,10 @@ fn measure(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
 /// Runs `body` on each connection in a thread of its own, all starting
 /// together, until `deadline`; returns the ops and latencies of all, and
 /// the elapsed time.
-fn drive<S: Send>(
+fn drive<C: Send, S: Send>(
     ctx: &Ctx<'_>,
-    conns: Vec<(Conn, S)>,
-    body: impl Fn(&mut Conn, &mut S, &mut Histogram, Instant) -> Result<u64, BenchError> + Sync,
+    conns: Vec<(C, S)>,
+    body: impl Fn(&mut C, &mut S, &mut Histogram, Instant) -> Result<u64, BenchError> + Sync,
 ) -> Result<(u64, Histogram, Duration), BenchError> {
     let start_line = Barrier::new(conns.len() + 1);
     let results = Mutex::new(Vec::new());

@@ -6,7 +6,7 @@ use super::client::{KeyValue, Op, Order, Range};
 use super::keys::{self, Family};
 use super::{holding, ranged, EtcdStore, Shared, StoreError};
 use crate::name::LockName;
-use crate::store::{ClientNames, Counts, ExclusiveView, SharedView};
+use crate::store::{ClientNames, Counts, ExclusiveView, LimitCounts, SharedView};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
@@ -94,9 +94,11 @@ impl EtcdStore {
         let shared_locks = self.shared_locks(b"")?.len();
         Ok(Counts {
             locks,
+            read_locks: 0,
             shared_locks,
             waiting: self.shared.waiters.len(),
             grants: self.shared.grants.load(Ordering::Relaxed),
+            refused: LimitCounts::default(),
         })
     }
 }

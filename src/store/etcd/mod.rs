@@ -38,6 +38,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::Waiters;
 
+/// The verbs cluster mode does not serve yet (reader/writer locks and
+/// watching); the session answers them with [`NOT_SUPPORTED`].
+pub const UNSUPPORTED_VERBS: &[&str] = &["wr", "rr", "watch"];
+
+/// Why a verb of [`UNSUPPORTED_VERBS`] is refused.
+pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
+
 /// The line a node without a lease sends a new client before closing.
 pub const NOT_SERVING: &[u8] =
     b"0 Error: no cluster lease: this node cannot reach etcd (try another node)\n";
@@ -396,6 +403,7 @@ impl EtcdStore {
         self.shared.waiters.forget(id);
         let released = Released {
             exclusive: conn.exclusive.len(),
+            read: 0,
             shared: conn.shared.len(),
         };
         if !self.shared.lease.is_live(conn.epoch) {
@@ -638,22 +646,26 @@ impl EtcdStore {
     ///
     /// # Errors
     /// See [`StoreError`].
-    pub fn release_all(&self, id: ClientId) -> Result<usize, StoreError> {
+    pub fn release_all(&self, id: ClientId) -> Result<Released, StoreError> {
         let s = &self.shared;
         let caller = s.caller(id)?;
-        let doomed: Vec<Vec<u8>> = {
+        let (doomed, released) = {
             let mut clients = s.clients.lock();
             let Some(conn) = clients.get_mut(&id) else {
-                return Ok(0);
+                return Ok(Released::default());
+            };
+            let released = Released {
+                exclusive: conn.exclusive.len(),
+                read: 0,
+                shared: conn.shared.len(),
             };
             let mut keys: Vec<Vec<u8>> = conn.exclusive.drain().map(|(_, (k, _))| k).collect();
             keys.extend(conn.shared.drain().map(|(_, k)| k));
-            keys
+            (keys, released)
         };
-        let count = doomed.len();
         s.delete_or_later(doomed, caller.epoch)?;
         s.still_live(&caller)?;
-        Ok(count)
+        Ok(released)
     }
 
     /// Ends a wait that timed out. `Ok(false)` when the grant won the race:
@@ -927,12 +939,13 @@ impl Shared {
             return;
         }
         conn.waiting = None;
-        match grant {
-            Grant::Exclusive { token } => {
+        match (wait.family, grant) {
+            (Family::Exclusive, Grant::Exclusive { token }) => {
                 conn.exclusive.insert(wait.name, (wait.key, token));
                 self.grants.fetch_add(1, Ordering::Relaxed);
             }
-            Grant::Shared { .. } => {
+            // Only shared grants are made for a shared wait above.
+            _ => {
                 conn.shared.insert(wait.name, wait.key);
             }
         }

@@ -7,11 +7,11 @@
 //! lease is reported on [`EtcdStore::lease_lost`], on which the server
 //! must close the node's connections.
 
-use super::{EtcdStore, StoreError};
+use super::{EtcdStore, StoreError, NOT_SUPPORTED, UNSUPPORTED_VERBS};
 use crate::log::{log, Priority};
-use crate::name::LockName;
 use crate::store::{
-    ClientId, ClientNames, Counts, ExclusiveView, Grant, LockStore, Released, SharedView, WaitStart,
+    ClientId, ClientNames, Counts, ExclusiveView, Grant, LimitError, LockStore, ReadView, Released,
+    SharedView, WaitStart, WatchEvent, Watcher,
 };
 use crossbeam_channel::Sender;
 
@@ -43,13 +43,9 @@ impl LockStore for EtcdStore {
         )
     }
 
-    fn try_lock(&self, id: ClientId, name: &LockName) -> Option<u64> {
-        or_log("g", EtcdStore::try_lock(self, id, name.as_bytes()), None)
-    }
-
-    fn lock_or_queue(&self, id: ClientId, name: &LockName, queue: bool) -> WaitStart {
-        let result = EtcdStore::lock_or_queue(self, id, name.as_bytes(), queue);
-        or_log("wg", result, WaitStart::Busy)
+    fn lock_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
+        let result = EtcdStore::lock_or_queue(self, id, name, queue);
+        or_log("g/wg", result, WaitStart::Busy)
     }
 
     fn release(&self, id: ClientId, name: &[u8]) -> bool {
@@ -71,18 +67,18 @@ impl LockStore for EtcdStore {
         or_log("t", EtcdStore::token(self, id, name), None)
     }
 
-    fn lock_shared(&self, id: ClientId, name: &LockName) -> usize {
-        or_log("sg", EtcdStore::lock_shared(self, id, name.as_bytes()), 0)
+    fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, LimitError> {
+        Ok(or_log("sg", EtcdStore::lock_shared(self, id, name), 0))
     }
 
     fn lock_shared_or_queue(
         &self,
         id: ClientId,
-        name: &LockName,
+        name: &[u8],
         limit: u32,
         queue: bool,
     ) -> WaitStart {
-        let result = EtcdStore::lock_shared_or_queue(self, id, name.as_bytes(), limit, queue);
+        let result = EtcdStore::lock_shared_or_queue(self, id, name, limit, queue);
         or_log("wsg", result, WaitStart::Busy)
     }
 
@@ -100,8 +96,8 @@ impl LockStore for EtcdStore {
         or_log("si", EtcdStore::shared_count(self, name), 0)
     }
 
-    fn release_all(&self, id: ClientId) -> usize {
-        or_log("ra", EtcdStore::release_all(self, id), 0)
+    fn release_all(&self, id: ClientId) -> Released {
+        or_log("ra", EtcdStore::release_all(self, id), Released::default())
     }
 
     fn cancel_wait(&self, id: ClientId) -> bool {
@@ -138,5 +134,29 @@ impl LockStore for EtcdStore {
 
     fn counts(&self) -> Counts {
         or_log("q", EtcdStore::counts(self), Counts::default())
+    }
+
+    fn unsupported(&self, verb: &str) -> Option<&'static str> {
+        UNSUPPORTED_VERBS.contains(&verb).then_some(NOT_SUPPORTED)
+    }
+
+    // Reader/writer locks and watching are not in cluster mode yet: the
+    // session refuses `wr`, `rr` and `watch` through `unsupported` before
+    // it would call these, which answer as a store with no read holds.
+
+    fn read_or_queue(&self, _id: ClientId, _name: &[u8], _queue: bool) -> WaitStart {
+        WaitStart::Busy
+    }
+
+    fn release_read(&self, _id: ClientId, _name: &[u8]) -> bool {
+        false
+    }
+
+    fn read_locks(&self, _filter: &[u8]) -> Vec<ReadView> {
+        Vec::new()
+    }
+
+    fn watch(&self, _id: ClientId, _pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
+        (Vec::new(), None)
     }
 }

@@ -1,0 +1,392 @@
+use super::*;
+use crate::store::limits::LimitCounts;
+use crossbeam_channel::{bounded, Receiver};
+
+fn table() -> Table {
+    Table::new(TokenCounter::in_memory())
+}
+
+fn join(table: &Table, id: ClientId) -> Receiver<Grant> {
+    let (tx, rx) = bounded(1);
+    table.connect(id, format!("c{id}").into_bytes().into(), tx);
+    rx
+}
+
+fn empty(t: &Table) -> bool {
+    let c = t.counts();
+    c.locks + c.read_locks + c.shared_locks + c.waiting == 0 && t.inner.read().locks.is_empty()
+}
+
+#[test]
+fn exclusive_lock_and_tokens() {
+    let t = table();
+    let _a = join(&t, 1);
+    let _b = join(&t, 2);
+    let first = t.try_lock(1, b"x").expect("free");
+    assert_eq!(t.try_lock(1, b"x"), Some(first), "re-get keeps its token");
+    assert_eq!(t.try_lock(2, b"x"), None);
+    assert!(!t.release(2, b"x"));
+    assert!(t.release(1, b"x"));
+    let second = t.try_lock(2, b"x").expect("free again");
+    assert!(second > first);
+    assert_eq!(t.counts().locks, 1);
+}
+
+#[test]
+fn handoff_in_order_and_on_disconnect() {
+    let t = table();
+    let _a = join(&t, 1);
+    let b = join(&t, 2);
+    let c = join(&t, 3);
+    t.try_lock(1, b"x").expect("free");
+    assert_eq!(t.lock_or_queue(2, b"x", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(3, b"x", true), WaitStart::Queued);
+    assert_eq!(t.counts().waiting, 2);
+    assert_eq!(
+        t.disconnect(1),
+        Released {
+            exclusive: 1,
+            ..Released::default()
+        }
+    );
+    assert!(matches!(b.try_recv(), Ok(Grant::Exclusive { .. })));
+    assert!(c.try_recv().is_err());
+    assert!(t.token(2, b"x").is_some());
+    t.disconnect(3);
+    assert_eq!(t.counts().waiting, 0);
+    assert!(t.release(2, b"x"));
+    assert!(empty(&t));
+}
+
+#[test]
+fn deadlock_cycle_refused_chain_allowed() {
+    let t = table();
+    let rx: Vec<_> = (1..=3).map(|id| join(&t, id)).collect();
+    t.try_lock(1, b"a").expect("free");
+    t.try_lock(2, b"b").expect("free");
+    t.try_lock(3, b"c").expect("free");
+    assert_eq!(t.lock_or_queue(1, b"b", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(2, b"c", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(3, b"a", true), WaitStart::Deadlock);
+    assert!(t.cancel_wait(2));
+    assert_eq!(t.lock_or_queue(3, b"a", true), WaitStart::Queued);
+    drop(rx);
+}
+
+#[test]
+fn semaphore_limit_and_order() {
+    let t = table();
+    let rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
+    let grant = |holders| WaitStart::Granted(Grant::Shared { holders });
+    assert_eq!(t.lock_shared_or_queue(1, b"s", 2, true), grant(1));
+    assert_eq!(t.lock_shared_or_queue(2, b"s", 2, true), grant(2));
+    assert_eq!(t.lock_shared_or_queue(3, b"s", 2, true), WaitStart::Queued);
+    assert_eq!(t.lock_shared_or_queue(4, b"s", 3, false), WaitStart::Busy);
+    assert!(t.release_shared(1, b"s"));
+    assert_eq!(rx[2].try_recv(), Ok(Grant::Shared { holders: 2 }));
+    assert_eq!(t.shared_count(b"s"), 2);
+    assert!(!t.cancel_wait(3));
+    t.disconnect(2);
+    t.disconnect(3);
+    assert!(empty(&t));
+}
+
+#[test]
+fn registry_order() {
+    let t = table();
+    let _rx: Vec<_> = (1..=3).map(|id| join(&t, id)).collect();
+    t.register(2, b"x");
+    t.register(1, b"y");
+    t.register(2, b"x");
+    let who: Vec<_> = t.registered(b"").into_iter().map(|n| n.default).collect();
+    assert_eq!(who, vec![b"c1"[..].into(), b"c2"[..].into()]);
+    t.register(1, b"");
+    assert_eq!(t.registered(b"").len(), 1);
+    assert_eq!(t.registered(b"y").len(), 0);
+}
+
+fn read(readers: usize) -> WaitStart {
+    WaitStart::Granted(Grant::Read { readers })
+}
+
+#[test]
+fn readers_share_and_exclude_writers() {
+    let t = table();
+    let rx: Vec<_> = (1..=3).map(|id| join(&t, id)).collect();
+    assert_eq!(t.read_or_queue(1, b"x", false), read(1));
+    assert_eq!(
+        t.read_or_queue(1, b"x", false),
+        read(1),
+        "not counted twice"
+    );
+    assert_eq!(t.read_or_queue(2, b"x", false), read(2));
+    assert!(t.is_locked(b"x"));
+    assert_eq!(t.try_lock(3, b"x"), None);
+    assert_eq!(t.counts().read_locks, 1);
+    assert_eq!(t.counts().locks, 0);
+    assert!(t.exclusive_locks(b"").is_empty(), "d lists writers only");
+    assert_eq!(t.read_locks(b"x")[0].readers.len(), 2);
+    assert!(!t.release_read(3, b"x"));
+    assert!(t.release_read(1, b"x"));
+    assert!(t.release_read(2, b"x"));
+    assert!(!t.is_locked(b"x"));
+    let token = t.try_lock(3, b"x").expect("free");
+    assert_eq!(t.read_or_queue(1, b"x", false), WaitStart::Busy);
+    assert_eq!(
+        t.read_or_queue(3, b"x", true),
+        WaitStart::Deadlock,
+        "own writer"
+    );
+    assert_eq!(t.token(3, b"x"), Some(token));
+    drop(rx);
+}
+
+#[test]
+fn one_line_serves_a_writer_or_the_readers_up_to_the_next_writer() {
+    let t = table();
+    let rx: Vec<_> = (1..=6).map(|id| join(&t, id)).collect();
+    t.try_lock(1, b"x").expect("free");
+    assert_eq!(t.read_or_queue(2, b"x", true), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(3, b"x", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(4, b"x", true), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(5, b"x", true), WaitStart::Queued);
+    assert!(t.release(1, b"x"));
+    assert_eq!(rx[1].try_recv(), Ok(Grant::Read { readers: 1 }));
+    assert_eq!(rx[2].try_recv(), Ok(Grant::Read { readers: 2 }));
+    assert!(rx[3].try_recv().is_err() && rx[4].try_recv().is_err());
+    // No writer starvation: a newcomer reader queues behind the writer.
+    assert_eq!(t.read_or_queue(6, b"x", false), WaitStart::Busy);
+    assert!(t.release_read(2, b"x"));
+    assert!(rx[3].try_recv().is_err());
+    t.disconnect(3);
+    assert!(matches!(rx[3].try_recv(), Ok(Grant::Exclusive { .. })));
+    assert!(t.release(4, b"x"));
+    assert_eq!(rx[4].try_recv(), Ok(Grant::Read { readers: 1 }));
+    assert_eq!(
+        t.release_all(5),
+        Released {
+            read: 1,
+            ..Released::default()
+        }
+    );
+    assert!(empty(&t));
+}
+
+#[test]
+fn a_writer_leaving_the_head_of_the_line_lets_readers_in() {
+    let t = table();
+    let rx: Vec<_> = (1..=3).map(|id| join(&t, id)).collect();
+    assert_eq!(t.read_or_queue(1, b"x", false), read(1));
+    assert_eq!(t.lock_or_queue(2, b"x", true), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(3, b"x", true), WaitStart::Queued);
+    assert!(t.cancel_wait(2));
+    assert_eq!(rx[2].try_recv(), Ok(Grant::Read { readers: 2 }));
+    t.disconnect(1);
+    t.disconnect(3);
+    assert!(empty(&t));
+}
+
+#[test]
+fn upgrade_from_a_read_hold() {
+    let t = table();
+    let rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
+    // The only reader upgrades at once, even with `g`.
+    assert_eq!(t.read_or_queue(1, b"x", false), read(1));
+    let token = t.try_lock(1, b"x").expect("upgrade");
+    assert_eq!(t.counts().read_locks, 0);
+    assert!(t.release(1, b"x"));
+    assert!(
+        !t.release_read(1, b"x"),
+        "the read hold became the write hold"
+    );
+    // With another reader, the upgrader waits at the head of the line.
+    assert_eq!(t.read_or_queue(1, b"x", false), read(1));
+    assert_eq!(t.read_or_queue(2, b"x", false), read(2));
+    assert_eq!(t.lock_or_queue(3, b"x", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(1, b"x", true), WaitStart::Queued);
+    // A second upgrader closes a cycle.
+    assert_eq!(t.lock_or_queue(2, b"x", true), WaitStart::Deadlock);
+    assert!(t.release_read(2, b"x"));
+    match rx[0].try_recv() {
+        Ok(Grant::Exclusive { token: t2 }) => assert!(t2 > token),
+        other => panic!("{other:?}"),
+    }
+    assert!(rx[2].try_recv().is_err());
+    assert_eq!(t.release_all(1).total(), 1);
+    assert!(matches!(rx[2].try_recv(), Ok(Grant::Exclusive { .. })));
+    t.disconnect(3);
+    assert!(empty(&t));
+}
+
+#[test]
+fn cycles_through_read_holds_and_full_semaphores() {
+    let t = table();
+    let _rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
+    // 1 reads a; 2 waits to write a (depends on 1).
+    assert_eq!(t.read_or_queue(1, b"a", false), read(1));
+    t.try_lock(2, b"b").expect("free");
+    assert_eq!(t.lock_or_queue(2, b"a", true), WaitStart::Queued);
+    // 1 asking for b (held by 2) closes 1 -> 2 -> 1.
+    assert_eq!(t.lock_or_queue(1, b"b", true), WaitStart::Deadlock);
+    assert_eq!(t.read_or_queue(1, b"b", true), WaitStart::Deadlock);
+    // Through a full semaphore: 3 holds s (limit 1) and waits for b.
+    assert_eq!(
+        t.lock_shared_or_queue(3, b"s", 1, false),
+        WaitStart::Granted(Grant::Shared { holders: 1 })
+    );
+    assert_eq!(t.read_or_queue(3, b"b", true), WaitStart::Queued);
+    // 1 -> s (held by 3) -> b (held by 2) -> a (read by 1): length 3.
+    assert_eq!(
+        t.lock_shared_or_queue(1, b"s", 1, true),
+        WaitStart::Deadlock
+    );
+    // 4 holds nothing anyone waits for: no cycle, it just waits.
+    assert_eq!(t.lock_shared_or_queue(4, b"s", 1, true), WaitStart::Queued);
+    assert_eq!(t.counts().waiting, 3);
+}
+
+#[test]
+fn caps_refuse_and_change_nothing() {
+    let t = Table::with_limits(
+        TokenCounter::in_memory(),
+        Limits {
+            max_locks: 3,
+            max_locks_per_connection: 2,
+            max_waiters: 1,
+        },
+    );
+    let _rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
+    let limit = |hit, cap| WaitStart::Limit(LimitError { hit, cap });
+    t.try_lock(1, b"a").expect("free");
+    assert_eq!(t.read_or_queue(1, b"b", false), read(1));
+    // Per connection: a third lock, a place in a line, an sg.
+    assert_eq!(
+        t.lock_or_queue(1, b"c", false),
+        limit(LimitHit::LocksPerConnection, 2)
+    );
+    assert_eq!(
+        t.try_lock(1, b"a").map(|_| ()),
+        Some(()),
+        "a re-get is no new lock"
+    );
+    assert_eq!(
+        t.lock_shared(1, b"s"),
+        Err(LimitError {
+            hit: LimitHit::LocksPerConnection,
+            cap: 2
+        })
+    );
+    // The whole table: a third name is fine, a fourth is not.
+    assert_eq!(
+        t.lock_shared_or_queue(2, b"s", 0, false),
+        WaitStart::Granted(Grant::Shared { holders: 1 })
+    );
+    assert_eq!(t.read_or_queue(2, b"d", true), limit(LimitHit::Locks, 3));
+    assert_eq!(t.read_or_queue(2, b"b", false), read(2), "an existing name");
+    // Waiters: one in line, the second refused.
+    assert_eq!(t.lock_or_queue(3, b"a", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(4, b"a", true), limit(LimitHit::Waiters, 1));
+    let c = t.counts();
+    assert_eq!(
+        (c.locks, c.read_locks, c.shared_locks, c.waiting),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(
+        c.refused,
+        LimitCounts {
+            locks: 1,
+            locks_per_connection: 2,
+            waiters: 1
+        }
+    );
+    assert!(t.exclusive_locks(b"c").is_empty() && t.read_locks(b"d").is_empty());
+}
+
+fn line(e: &WatchEvent) -> String {
+    let event = format!("{:?}", e.event).to_lowercase();
+    let kind = match e.kind {
+        HoldKind::Exclusive => "x",
+        HoldKind::Shared => "s",
+        HoldKind::Read => "rd",
+    };
+    let holder = String::from_utf8_lossy(&e.holder);
+    format!("{event} {kind} {} {holder} {}", e.n, e.name)
+}
+
+#[test]
+fn watch_snapshot_then_events_in_order() {
+    let t = table();
+    let _rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
+    let token = t.try_lock(1, b"a1").expect("free");
+    assert_eq!(t.read_or_queue(2, b"a2", false), read(1));
+    assert_eq!(t.read_or_queue(3, b"a2", false), read(2));
+    t.lock_shared(2, b"a3").expect("no cap");
+    t.try_lock(2, b"b").expect("free");
+    let (held, watcher) = t.watch(4, b"a*");
+    let held: Vec<String> = held.iter().map(line).collect();
+    assert_eq!(
+        held,
+        [
+            format!("held x {token} c1 a1"),
+            "held rd 1 c2 a2".into(),
+            "held rd 2 c3 a2".into(),
+            "held s 1 c2 a3".into(),
+        ]
+    );
+    let watcher = watcher.expect("first pattern");
+    let (more, again) = t.watch(4, b"b");
+    assert_eq!(more.len(), 1);
+    assert!(again.is_none(), "one queue per client");
+    assert!(t.release(1, b"a1"));
+    assert_eq!(t.lock_or_queue(1, b"a2", true), WaitStart::Queued);
+    assert_eq!(t.release_all(3).total(), 1);
+    t.disconnect(2);
+    t.lock_shared(1, b"zzz").expect("no cap");
+    let got: Vec<String> = watcher.events.try_iter().map(|e| line(&e)).collect();
+    // b drew the second token, so c1's write grant on a2 the third.
+    let t2 = token + 2;
+    assert_eq!(
+        got[..2],
+        [
+            format!("released x {token} c1 a1"),
+            "released rd 1 c3 a2".to_string()
+        ]
+    );
+    // c2 leaves: its read hold goes, which lets c1 write; the rest of its
+    // locks go in the table's order.
+    let rest = &got[2..];
+    assert!(
+        rest.contains(&"orphaned rd 0 c2 a2".to_string()),
+        "{rest:?}"
+    );
+    assert!(rest.contains(&format!("locked x {t2} c1 a2")), "{rest:?}");
+    assert!(rest.contains(&"orphaned s 0 c2 a3".to_string()), "{rest:?}");
+    assert!(rest
+        .iter()
+        .any(|l| l.starts_with("orphaned x ") && l.ends_with(" c2 b")));
+    let orphaned = rest.iter().position(|l| l == "orphaned rd 0 c2 a2");
+    let locked = rest
+        .iter()
+        .position(|l| *l == format!("locked x {t2} c1 a2"));
+    assert!(orphaned < locked, "{rest:?}");
+    assert_eq!(rest.len(), 4, "nothing for zzz: {rest:?}");
+    assert!(!watcher.overflowed());
+}
+
+#[test]
+fn a_watcher_that_falls_behind_is_dropped_and_the_table_goes_on() {
+    let t = table();
+    let _rx: Vec<_> = (1..=2).map(|id| join(&t, id)).collect();
+    let (_, watcher) = t.watch(2, b"*");
+    let watcher = watcher.expect("queue");
+    for _ in 0..WATCH_QUEUE / 2 {
+        t.try_lock(1, b"x").expect("free");
+        assert!(t.release(1, b"x"));
+    }
+    assert!(!watcher.overflowed());
+    t.try_lock(1, b"x").expect("free");
+    assert!(watcher.overflowed());
+    assert_eq!(watcher.events.len(), WATCH_QUEUE);
+    assert!(t.release(1, b"x"));
+    assert!(t.inner.read().watchers.is_empty());
+}
