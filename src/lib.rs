@@ -46,10 +46,16 @@
 #[cfg(feature = "client")]
 pub mod client;
 mod error;
+#[cfg(feature = "server")]
+mod events;
+#[cfg(feature = "server")]
+pub mod http;
 #[cfg(all(feature = "client", feature = "server"))]
 pub mod local;
 #[cfg(feature = "server")]
 pub mod log;
+#[cfg(feature = "server")]
+pub mod metrics;
 mod name;
 #[cfg(any(feature = "client", feature = "server"))]
 mod net;

@@ -86,6 +86,11 @@ pub enum LocalError {
         /// The socket path.
         path: PathBuf,
     },
+    /// Nobody serves the path ([`Options::connect`] never serves it).
+    NotServed {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The embedded server or the client failed.
     Lockd(Error),
 }
@@ -107,6 +112,11 @@ impl fmt::Display for LocalError {
                 "{} is being taken over by another process that never started serving it (is a process stuck holding {}?)",
                 path.display(),
                 lock_path(path).display()
+            ),
+            LocalError::NotServed { path } => write!(
+                f,
+                "nobody serves {} (the first process to open it serves it)",
+                path.display()
             ),
             LocalError::Lockd(e) => e.fmt(f),
         }
@@ -181,7 +191,29 @@ impl Options {
     /// that is not a socket is in the way, a takeover by another process
     /// did not finish within the patience, or the server or client failed.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Client, LocalError> {
-        let path = path.as_ref();
+        self.connect_or(path.as_ref(), |path| self.try_serve(path))
+    }
+
+    /// Connects to the lockd serving `path`, waiting up to the patience
+    /// for one to serve it, but never serves it from this process: for a
+    /// client whose process may exit while others rely on the server (see
+    /// [`Options::serve_until_idle`]).
+    ///
+    /// # Errors
+    /// As [`Options::open`]; [`LocalError::NotServed`] when nobody served
+    /// the path within the patience.
+    pub fn connect(&self, path: impl AsRef<Path>) -> Result<Client, LocalError> {
+        self.connect_or(path.as_ref(), |_| Ok(false))
+    }
+
+    /// Connects to `path` after the checks, calling `serve` whenever
+    /// nobody answers there: true when the path is served now, false to
+    /// wait and try again, until the patience runs out.
+    fn connect_or(
+        &self,
+        path: &Path,
+        serve: impl Fn(&Path) -> Result<bool, LocalError>,
+    ) -> Result<Client, LocalError> {
         let addr = match path.to_str() {
             Some(p) => format!("unix:{p}"),
             None => {
@@ -203,11 +235,14 @@ impl Options {
                     Err(e) => last_error = Some(e),
                 }
             }
-            if !self.try_serve(path)? {
+            if !serve(path)? {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(match last_error {
                         Some(e) => e.into(),
-                        None => LocalError::TakeoverTimedOut {
+                        None if lock_held(path) => LocalError::TakeoverTimedOut {
+                            path: path.to_path_buf(),
+                        },
+                        None => LocalError::NotServed {
                             path: path.to_path_buf(),
                         },
                     });
@@ -369,6 +404,15 @@ pub fn default_path() -> Result<PathBuf, LocalError> {
         Err(e) => return Err(io_error(format!("cannot create {}", dir.display()))(e)),
     }
     Ok(dir.join(DEFAULT_SOCKET))
+}
+
+/// Whether some process holds the takeover lock of `socket` now.
+fn lock_held(socket: &Path) -> bool {
+    File::open(lock_path(socket)).is_ok_and(|lock| match lock.try_lock() {
+        Ok(()) => false,
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
+    })
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -6,10 +6,18 @@
 //! syslog priority, `<4>lockd: warning: ...`, which the journal strips
 //! and records as the priority (`journalctl -p warning`). Anywhere else the
 //! line is plain `lockd: ...`.
+//!
+//! With [`Format::Json`] (`lockd --log-format json`, for log shippers) each
+//! line is instead one JSON object with a timestamp of its own:
+//! `{"ts":"2026-11-29T09:41:07.250Z","level":"info","msg":"...",...}`, plus
+//! the fields of an event (`event`, `lock`, `client`...), never a journal
+//! prefix.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How much a line matters, as syslog numbers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,9 +34,43 @@ pub enum Priority {
     Debug = 7,
 }
 
+impl Priority {
+    /// The name in a JSON line's `level`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Error => "error",
+            Priority::Warning => "warning",
+            Priority::Notice => "notice",
+            Priority::Info => "info",
+            Priority::Debug => "debug",
+        }
+    }
+}
+
+/// How a log line looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `lockd: MESSAGE`, for the journal and terminals (the default).
+    Text,
+    /// One JSON object per line, with a timestamp.
+    Json,
+}
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Sets the format of every line from now on.
+pub fn set_format(format: Format) {
+    JSON.store(format == Format::Json, Ordering::Relaxed);
+}
+
 /// Writes `lockd: MESSAGE` and a newline to standard error in one write,
-/// with a priority prefix when standard error is the journal.
+/// with a priority prefix when standard error is the journal; or a JSON
+/// object, with [`Format::Json`].
 pub fn log(priority: Priority, message: impl fmt::Display) {
+    if JSON.load(Ordering::Relaxed) {
+        write_json(priority, &message, &[]);
+        return;
+    }
     let line = if stderr_is_journal() {
         format!("<{}>lockd: {message}\n", priority as u8)
     } else {
@@ -79,7 +121,13 @@ impl ::log::Log for StderrLogger {
             ::log::Level::Info => Priority::Info,
             ::log::Level::Debug | ::log::Level::Trace => Priority::Debug,
         };
-        log(priority, record.args());
+        if JSON.load(Ordering::Relaxed) {
+            let mut fields = Fields(Vec::new());
+            let _ = record.key_values().visit(&mut fields);
+            write_json(priority, record.args(), &fields.0);
+        } else {
+            log(priority, record.args());
+        }
     }
 
     fn flush(&self) {}
@@ -90,5 +138,127 @@ impl ::log::Log for StderrLogger {
 pub fn install() {
     if ::log::set_logger(&StderrLogger).is_ok() {
         ::log::set_max_level(::log::LevelFilter::Info);
+    }
+}
+
+/// A field's value in a JSON line.
+enum Field {
+    Number(String),
+    Bool(bool),
+    Text(String),
+}
+
+/// Collects a record's key-value pairs.
+struct Fields(Vec<(String, Field)>);
+
+impl<'kvs> ::log::kv::VisitSource<'kvs> for Fields {
+    fn visit_pair(
+        &mut self,
+        key: ::log::kv::Key<'kvs>,
+        value: ::log::kv::Value<'kvs>,
+    ) -> Result<(), ::log::kv::Error> {
+        let field = if let Some(n) = value.to_u64() {
+            Field::Number(n.to_string())
+        } else if let Some(n) = value.to_i64() {
+            Field::Number(n.to_string())
+        } else if let Some(n) = value.to_f64().filter(|n| n.is_finite()) {
+            Field::Number(n.to_string())
+        } else if let Some(b) = value.to_bool() {
+            Field::Bool(b)
+        } else {
+            Field::Text(value.to_string())
+        };
+        self.0.push((key.as_str().to_string(), field));
+        Ok(())
+    }
+}
+
+/// One JSON object and a newline, in one write.
+fn write_json(priority: Priority, message: &dyn fmt::Display, fields: &[(String, Field)]) {
+    let mut line = String::with_capacity(128);
+    line.push_str("{\"ts\":\"");
+    timestamp(&mut line, SystemTime::now());
+    line.push_str("\",\"level\":\"");
+    line.push_str(priority.as_str());
+    line.push_str("\",\"msg\":");
+    json_string(&mut line, &message.to_string());
+    for (key, value) in fields {
+        line.push(',');
+        json_string(&mut line, key);
+        line.push(':');
+        match value {
+            Field::Number(n) => line.push_str(n),
+            Field::Bool(b) => line.push_str(if *b { "true" } else { "false" }),
+            Field::Text(t) => json_string(&mut line, t),
+        }
+    }
+    line.push_str("}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-11-29T09:41:07.250Z`.
+fn timestamp(out: &mut String, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |secs: u64, ms: u64| {
+            let mut s = String::new();
+            timestamp(&mut s, UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms));
+            s
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_795_945_267, 250), "2026-11-29T09:41:07.250Z");
+        assert_eq!(at(4_102_444_799, 999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn json_strings_escape_what_json_needs() {
+        let mut s = String::new();
+        json_string(&mut s, "a\"b\\c\nd\u{1}e\u{e9}");
+        assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001e\u{e9}\"");
     }
 }

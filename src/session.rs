@@ -3,6 +3,8 @@
 //! back to the connection loop. Dropping a session releases everything the
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
+use crate::events;
+use crate::metrics::{Holds, LockKind, Metrics, Outcome};
 use crate::name::LockName;
 use crate::protocol::reply::{self, status, ExclusiveEntry, ReadEntry, SharedEntry};
 use crate::protocol::{self, Command, Name, Parsed, Verb};
@@ -37,6 +39,8 @@ pub struct Wait {
     pub name: LockName,
     /// When to give up.
     pub deadline: Instant,
+    /// When it began.
+    pub started: Instant,
 }
 
 /// What to do after a command.
@@ -84,6 +88,11 @@ pub(crate) trait Host: Send + Sync {
     fn store(&self) -> &dyn LockStore;
     /// The counters behind `q`.
     fn stats(&self) -> &Stats;
+    /// The histograms and gauges behind `/metrics`.
+    fn metrics(&self) -> &Metrics;
+    /// The server is disconnecting everyone (an immediate shutdown): its
+    /// orphans are not events worth a log line each.
+    fn closing(&self) -> bool;
     /// The settings.
     fn settings(&self) -> &Settings;
     /// Called before `q` counts connections, so that it counts every
@@ -119,6 +128,8 @@ pub struct Session {
     grants: Receiver<Grant>,
     /// Set by the first `watch`: the connection is an event stream now.
     watcher: Option<Watcher>,
+    holds: Holds,
+    registered: Option<Box<[u8]>>,
 }
 
 impl Session {
@@ -126,6 +137,7 @@ impl Session {
         let (notify, grants) = bounded(1);
         host.store()
             .connect(id, name.clone().into_bytes().into_boxed_slice(), notify);
+        let holds = host.metrics().holds(name.as_bytes());
         Session {
             authenticated: host.settings().auth_secret.is_none(),
             auth_failures: 0,
@@ -137,6 +149,8 @@ impl Session {
             lease_changed: false,
             grants,
             watcher: None,
+            holds,
+            registered: None,
         }
     }
 
@@ -285,7 +299,12 @@ impl Session {
         let id = self.id;
         match command {
             Command::Get(name) => match table.lock_or_queue(id, name.as_bytes(), false) {
-                WaitStart::Granted(_) => status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes()),
+                WaitStart::Granted(_) => {
+                    // An upgrade: the read hold became the write hold.
+                    (self.holds).released(host.metrics(), LockKind::Read, name.as_bytes());
+                    (self.holds).granted(host.metrics(), LockKind::Exclusive, name.as_bytes());
+                    status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes())
+                }
                 WaitStart::Limit(error) => {
                     self.refuse(error, reply::LOCK_GET_FAILURE, name.as_bytes(), out)
                 }
@@ -293,6 +312,8 @@ impl Session {
             },
             Command::Release(name) => {
                 if table.release(id, name.as_bytes()) {
+                    let kind = LockKind::Exclusive;
+                    self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::LOCK_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::LOCK_RELEASE_FAILURE, name.as_bytes());
@@ -327,16 +348,21 @@ impl Session {
                 }
             }
             Command::SharedGet(name) => match table.lock_shared(id, name.as_bytes()) {
-                Ok(holders) => status(
-                    out,
-                    holders as u64,
-                    reply::SHARED_GET_SUCCESS,
-                    name.as_bytes(),
-                ),
+                Ok(holders) => {
+                    (self.holds).granted(host.metrics(), LockKind::Shared, name.as_bytes());
+                    status(
+                        out,
+                        holders as u64,
+                        reply::SHARED_GET_SUCCESS,
+                        name.as_bytes(),
+                    )
+                }
                 Err(error) => self.refuse(error, reply::SHARED_GET_FAILURE, name.as_bytes(), out),
             },
             Command::SharedRelease(name) => {
                 if table.release_shared(id, name.as_bytes()) {
+                    let kind = LockKind::Shared;
+                    self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::SHARED_RELEASE_FAILURE, name.as_bytes());
@@ -371,6 +397,9 @@ impl Session {
             Command::Iam(name) => {
                 if config.registry {
                     table.register(id, &name);
+                    // For the orphan log line: a hang-up may be reaped, and
+                    // the store forget the name, before this session ends.
+                    self.registered = (!name.is_empty()).then(|| name.into());
                     out.extend_from_slice(reply::OK);
                 } else {
                     out.extend_from_slice(reply::DISABLED);
@@ -417,6 +446,8 @@ impl Session {
             }
             Command::ReadRelease(name) => {
                 if table.release_read(id, name.as_bytes()) {
+                    let kind = LockKind::Read;
+                    self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::READ_RELEASE_SUCCESS, name.as_bytes());
                 } else {
                     status(out, 0, reply::READ_RELEASE_FAILURE, name.as_bytes());
@@ -427,6 +458,7 @@ impl Session {
                 None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
             },
             Command::ReleaseAll => {
+                self.holds.release_all(host.metrics());
                 reply::push_number(out, table.release_all(id).total() as u64);
                 out.extend_from_slice(b" Released\n");
             }
@@ -518,11 +550,31 @@ impl Session {
             Kind::Read => table.read_or_queue(self.id, name.as_bytes(), queue),
             Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
         };
+        let metrics = self.host.metrics();
         match start {
-            WaitStart::Granted(grant) => self.reply_grant(grant, name.as_bytes(), out),
-            WaitStart::Busy => self.reply_timeout(kind, name.as_bytes(), out),
+            WaitStart::Granted(grant) => {
+                let name = name.as_bytes();
+                metrics.observe_wait(kind.into(), name, Outcome::Granted, Duration::ZERO);
+                self.reply_grant(grant, name, out);
+            }
+            WaitStart::Busy => {
+                let name = name.as_bytes();
+                metrics.observe_wait(kind.into(), name, Outcome::Timeout, Duration::ZERO);
+                self.reply_timeout(kind, name, out);
+            }
             WaitStart::Deadlock => {
                 bump(&self.host.stats().deadlocks);
+                let holder = match kind {
+                    Kind::Exclusive => table.exclusive_locks(name.as_bytes()).pop(),
+                    Kind::Read | Kind::Shared => None,
+                };
+                let holder = holder.map(|lock| lock.holder.default);
+                events::deadlock_refused(
+                    &self.name,
+                    kind.into(),
+                    name.as_bytes(),
+                    holder.as_deref(),
+                );
                 let text = match kind {
                     Kind::Exclusive | Kind::Read => reply::LOCK_GET_DEADLOCK,
                     Kind::Shared => reply::SHARED_GET_DEADLOCK,
@@ -542,6 +594,7 @@ impl Session {
                     kind,
                     name: name.to_lock_name(),
                     deadline: Instant::now() + Duration::from_millis(timeout_ms),
+                    started: Instant::now(),
                 })
             }
         }
@@ -556,13 +609,29 @@ impl Session {
             None if self.host.store().cancel_wait(self.id) => None,
             None => self.grants.recv().ok(),
         };
+        let outcome = match grant {
+            Some(_) => Outcome::Granted,
+            None => Outcome::Timeout,
+        };
+        let waited = wait.started.elapsed();
+        (self.host.metrics()).observe_wait(wait.kind.into(), wait.name.as_bytes(), outcome, waited);
         match grant {
             Some(grant) => self.reply_grant(grant, wait.name.as_bytes(), out),
             None => self.reply_timeout(wait.kind, wait.name.as_bytes(), out),
         }
     }
 
-    fn reply_grant(&self, grant: Grant, name: &[u8], out: &mut Vec<u8>) {
+    fn reply_grant(&mut self, grant: Grant, name: &[u8], out: &mut Vec<u8>) {
+        let kind = match grant {
+            Grant::Exclusive { .. } => LockKind::Exclusive,
+            Grant::Read { .. } => LockKind::Read,
+            Grant::Shared { .. } => LockKind::Shared,
+        };
+        if kind == LockKind::Exclusive {
+            // An upgrade: the read hold became the write hold.
+            (self.holds).released(self.host.metrics(), LockKind::Read, name);
+        }
+        self.holds.granted(self.host.metrics(), kind, name);
         match grant {
             Grant::Exclusive { token } => status(out, token, reply::LOCK_GET_SUCCESS, name),
             Grant::Read { readers } => status(out, readers as u64, reply::READ_GET_SUCCESS, name),
@@ -621,9 +690,24 @@ impl Session {
     }
 }
 
+impl From<Kind> for LockKind {
+    fn from(kind: Kind) -> LockKind {
+        match kind {
+            Kind::Exclusive => LockKind::Exclusive,
+            Kind::Read => LockKind::Read,
+            Kind::Shared => LockKind::Shared,
+        }
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         orphan(&*self.host, self.id);
+        let lost = self.holds.release_all(self.host.metrics());
+        self.host.metrics().leave(&self.holds);
+        if !lost.is_empty() && !self.host.closing() {
+            events::orphaned(&self.name, self.registered.as_deref(), &lost);
+        }
     }
 }
 

@@ -193,6 +193,14 @@ impl TokenCounter {
         })
     }
 
+    /// The next token to issue and the high-water mark saved on disk
+    /// (`None` for a counter in memory only): every token issued is below
+    /// the first, every token ever issued below the second.
+    pub fn marks(&self) -> (u64, Option<u64>) {
+        let mark = self.reserved.load(Ordering::Acquire);
+        (self.next, self.reserver.as_ref().map(|_| mark))
+    }
+
     /// The next token, or `None` when none can be issued safely: every
     /// token must stay below the mark on disk, or a restart could repeat
     /// it. When half of the block is used, the reserver is asked to save

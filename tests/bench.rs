@@ -127,3 +127,28 @@ fn a_refused_lock_fails_a_check() {
     assert!(printed.contains("CHECK FAILED"), "{printed}");
     assert!(err.contains("check failed in W1"), "{err}");
 }
+
+#[test]
+fn json_report_on_stdout_progress_on_stderr() {
+    let out = lockctl(&[
+        "bench",
+        "--in-process",
+        "--workloads",
+        "W1",
+        "--duration",
+        "50ms",
+        "--rounds",
+        "1",
+        "--no-echo",
+        "--json",
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}{progress}");
+    let report: serde_json::Value = serde_json::from_str(&printed).expect(&printed);
+    assert_eq!(report["rows"][0]["workload"], "W1", "{printed}");
+    assert_eq!(report["rows"][0]["target"], "lockd", "{printed}");
+    assert!(report["rows"][0]["rate"].as_f64().is_some(), "{printed}");
+    assert!(report["machine"]["cpus"].as_u64().is_some(), "{printed}");
+    assert!(progress.contains("W1"), "{progress}");
+}

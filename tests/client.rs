@@ -470,9 +470,9 @@ fn every_duration_edge() {
         .unwrap()
         .is_none());
     drop(held);
-    // `lockctl --timeout` with a number of seconds no Instant can hold.
+    // `lockctl --io-timeout` with a number of seconds no Instant can hold.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"))
-        .args(["-s", &addr, "--timeout", "10000000000000000000", "ping"])
+        .args(["-S", &addr, "--io-timeout", "10000000000000000000", "ping"])
         .output()
         .expect("run lockctl");
     let stderr = String::from_utf8_lossy(&out.stderr);

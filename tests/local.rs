@@ -280,7 +280,7 @@ fn a_file_that_is_not_a_socket_is_refused() {
 
 #[test]
 fn another_users_socket_is_never_connected_to() {
-    if !rustix_is_root() {
+    if !is_root() {
         eprintln!("skipped: needs root to make a socket owned by another user");
         return;
     }
@@ -293,7 +293,7 @@ fn another_users_socket_is_never_connected_to() {
     assert!(err.to_string().contains("another user"), "{err}");
 }
 
-fn rustix_is_root() -> bool {
+fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
@@ -343,4 +343,123 @@ fn a_helper_serves_while_anyone_is_connected_then_leaves() {
     hear(&mut helper, "IDLE");
     wait_ok(helper, "helper");
     assert!(!socket.exists(), "the socket file is removed");
+}
+
+// --- lockctl --local ------------------------------------------------------
+
+const LOCKCTL: &str = env!("CARGO_BIN_EXE_lockctl");
+
+/// Runs a bash script with `LOCKCTL`, `SOCK` and `DIR` set; the child is
+/// killed by PID if it outlives the deadline.
+fn bash(script: &str, socket: &Path, dir: &Path) -> Child {
+    Command::new("bash")
+        .args(["-c", script])
+        .env("LOCKCTL", LOCKCTL)
+        .env("SOCK", socket)
+        .env("DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn bash")
+}
+
+/// Whether some process holds the takeover lock of `socket` (a helper
+/// serves it).
+fn served(socket: &Path) -> bool {
+    let lock = fs::File::open(with_suffix(socket, ".lock")).expect("lock file");
+    lock.try_lock().is_err()
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[test]
+fn lockctl_run_local_excludes_across_processes_and_its_helper_leaves() {
+    let dir = private_dir("local-lockctl");
+    let socket = dir.path.join("jobs.sock");
+    let section = r#"mkdir "$DIR/inside" || exit 3
+n=$(cat "$DIR/counter" 2>/dev/null || echo 0)
+echo $((n + 1)) > "$DIR/counter"
+rmdir "$DIR/inside""#;
+    fs::write(dir.path.join("section.sh"), section).expect("script");
+    let worker = r#"for i in $(seq 20); do
+  "$LOCKCTL" run --local "$SOCK" counter -- sh "$DIR/section.sh" || exit $?
+done"#;
+    let workers: Vec<Child> = (0..8).map(|_| bash(worker, &socket, &dir.path)).collect();
+    for (i, worker) in workers.into_iter().enumerate() {
+        wait_ok(worker, &format!("worker {i}"));
+    }
+    let count = fs::read_to_string(dir.path.join("counter")).expect("counter");
+    assert_eq!(count.trim(), "160", "every section ran, one at a time");
+    // Nobody is connected any more: the helper stops serving by itself.
+    let deadline = Instant::now() + WAIT;
+    while socket.exists() || served(&socket) {
+        assert!(Instant::now() < deadline, "the helper never left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn lockctl_run_local_stops_cmd_when_the_helper_dies() {
+    let dir = private_dir("local-lost-cmd");
+    let socket = dir.path.join("jobs.sock");
+    let mut run = bash(
+        r#"exec "$LOCKCTL" run --local "$SOCK" job -- sh -c 'echo started; exec sleep 30'"#,
+        &socket,
+        &dir.path,
+    );
+    let stdout = run.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("CMD started");
+    assert_eq!(line, "started\n");
+    let helper = helper_pid(&socket).expect("a helper serves the path");
+    // SAFETY: kill(2) has no memory effects.
+    assert_eq!(
+        unsafe { libc::kill(helper, libc::SIGKILL) },
+        0,
+        "SIGKILL the helper"
+    );
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = run.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "lockctl run did not notice");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(75), "the lock was lost: CMD stopped");
+}
+
+/// The PID of the `lockctl serve --local SOCKET` process.
+fn helper_pid(socket: &Path) -> Option<i32> {
+    let wanted = socket.to_str()?;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&&b"serve"[..]) && args.contains(&wanted.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn lockctl_serve_needs_local() {
+    let out = Command::new(LOCKCTL)
+        .arg("serve")
+        .output()
+        .expect("run lockctl");
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--local"));
 }

@@ -114,7 +114,7 @@ fn run_exits_with_cmds_status_or_its_own() {
         (&["run", "a"], 64),
         (&["run", "--", "true"], 64),
         (&["run", "-n", "-w", "1s", "a", "--", "true"], 64),
-        (&["run", "--limit", "2", "a", "--", "true"], 64),
+        (&["run", "-s", "--limit", "2", "a", "--", "true"], 64),
         (&["run", "-w", "soon", "a", "--", "true"], 64),
         (&["frobnicate"], 64),
         (&[], 64),
@@ -189,7 +189,16 @@ fn shared_limit_2_lets_two_in_and_holds_the_third() {
     let first = spawn(
         &server.addr.to_string(),
         &[
-            "run", "--shared", "--limit", "2", "-n", "pool", "--", "sh", "-c", &script,
+            "run",
+            "--semaphore",
+            "--limit",
+            "2",
+            "-n",
+            "pool",
+            "--",
+            "sh",
+            "-c",
+            &script,
         ],
     );
     wait_until("the first holder's command", || ready.exists());
@@ -201,14 +210,29 @@ fn shared_limit_2_lets_two_in_and_holds_the_third() {
     let out = lockctl(
         &server,
         &[
-            "run", "--shared", "--limit", "2", "-n", "pool", "--", "true",
+            "run",
+            "--semaphore",
+            "--limit",
+            "2",
+            "-n",
+            "pool",
+            "--",
+            "true",
         ],
     );
     assert_eq!(out.code, 1, "{}", out.stderr);
     let third = spawn(
         &server.addr.to_string(),
         &[
-            "run", "--shared", "--limit", "2", "-w", "10s", "pool", "--", "true",
+            "run",
+            "--semaphore",
+            "--limit",
+            "2",
+            "-w",
+            "10s",
+            "pool",
+            "--",
+            "true",
         ],
     );
     server.wait_for_stat2("waiting", 1);
@@ -324,8 +348,24 @@ fn status_locks_clients_stats_ping() {
     );
     assert!(out
         .stdout
-        .contains(&format!("exclusive waiters: {}", waiter.name())));
+        .contains(&format!("  waiters: {}", waiter.name())));
     assert!(out.stdout.contains("shared: free"), "{}", out.stdout);
+    assert!(out.stdout.contains("since: unknown"), "{}", out.stdout);
+    // Like `test`: 0 when held, 1 when free.
+    let out = lockctl(&server, &["status", "--json", "job"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).expect(&out.stdout);
+    assert_eq!(status["held"], true);
+    assert_eq!(status["exclusive"]["token"].to_string(), token);
+    assert_eq!(status["exclusive"]["waiters"][0], waiter.name());
+    assert_eq!(status["shared"], serde_json::Value::Null);
+    let out = lockctl(&server, &["status", "nobody-holds-this"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(": free"), "{}", out.stdout);
+    let out = lockctl(&server, &["status", "--json", "pool"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).expect(&out.stdout);
+    assert_eq!(status["shared"]["holders"][0], holder.name());
 
     let out = lockctl(&server, &["locks"]);
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -346,6 +386,12 @@ fn status_locks_clients_stats_ping() {
 
     let out = lockctl(&server, &["clients"]);
     assert!(out.stdout.contains("web-1"), "{}", out.stdout);
+    let out = lockctl(&server, &["clients", "--json"]);
+    let clients: serde_json::Value = serde_json::from_str(&out.stdout).expect(&out.stdout);
+    assert_eq!(clients[0]["name"], "web-1", "{}", out.stdout);
+    let out = lockctl(&server, &["ping", "--json"]);
+    let ping: serde_json::Value = serde_json::from_str(&out.stdout).expect(&out.stdout);
+    assert_eq!(ping["protocol"], 2, "{}", out.stdout);
     let out = lockctl(&server, &["stats", "--json"]);
     assert_eq!(out.code, 0);
     let stats = out.stdout.trim();
@@ -386,7 +432,13 @@ fn auth_file_is_sent() {
     let dir = TempDir::new("lockctl-auth");
     let file = dir.path.join("secret");
     std::fs::write(&file, "s3cret\n").expect("write secret");
-    assert_eq!(lockctl(&server, &["ping"]).code, 69);
+    let out = lockctl(&server, &["ping"]);
+    assert_eq!(out.code, 69);
+    assert!(out.stderr.contains("--auth-file"), "{}", out.stderr);
+    let out = lockctl(&server, &["run", "-n", "job", "--", "true"]);
+    assert_eq!(out.code, 69);
+    assert!(out.stderr.contains("--auth-file"), "{}", out.stderr);
+    assert!(!out.stderr.contains("ClientConfig"), "{}", out.stderr);
     let out = lockctl(&server, &["--auth-file", path_str(&file), "ping"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
@@ -395,7 +447,7 @@ fn auth_file_is_sent() {
 fn shell_through_a_pipe() {
     let server = TestServer::start();
     let mut child = Command::new(LOCKCTL)
-        .args(["-s", &server.addr.to_string(), "shell"])
+        .args(["-S", &server.addr.to_string(), "shell"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -474,6 +526,18 @@ fn classic_server_no_wait_and_polled_wait() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "[unset]\n", "no token from a classic server");
     assert_eq!(gets.load(Ordering::SeqCst), 4);
+    // No wr on a classic server: -s takes the exclusive lock, and says so.
+    let out = finish(spawn(
+        &addr,
+        &["run", "-s", "-w", "5s", "job", "--", "true"],
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a classic server has no read holds"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(gets.load(Ordering::SeqCst), 5);
 }
 
 // --- --help against the man page -----------------------------------------
@@ -521,7 +585,17 @@ fn help_and_man_page_agree() {
     // EXAMPLES call other programs (`sh -c`), whose flags are not ours.
     let reference = page.split(".SH EXAMPLES").next().expect("page");
     let help_flags = flags_in(&help);
-    for flag in ["-E", "-s", "--conflict-exit-code", "--kill-after", "--json"] {
+    for flag in [
+        "-E",
+        "-s",
+        "-S",
+        "-x",
+        "-c",
+        "--conflict-exit-code",
+        "--kill-after",
+        "--json",
+        "--verbose",
+    ] {
         assert!(help_flags.contains(flag), "{flag} not found in --help");
     }
     assert_eq!(

@@ -314,7 +314,7 @@ fn lockctl_speaks_tls() {
     let ca = pki.path("ca.pem");
     let lockctl = || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"));
-        command.args(["-s", &addr, "--tls-ca"]).arg(&ca);
+        command.args(["-S", &addr, "--tls-ca"]).arg(&ca);
         command
     };
     let run = lockctl()
@@ -357,7 +357,7 @@ fn lockctl_speaks_tls() {
     );
     // Without the CA option the server is not trusted: exit 69.
     let untrusted = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"))
-        .args(["-s", &addr, "ping"])
+        .args(["-S", &addr, "ping"])
         .output()
         .expect("lockctl ping");
     assert_eq!(untrusted.status.code(), Some(69), "{untrusted:?}");
@@ -394,4 +394,49 @@ fn a_tls_client_watches_locks() {
     let mut event = String::new();
     stream.read_line(&mut event).expect("read");
     assert_eq!(event, format!("locked s 1 {unix} b\n"));
+}
+
+/// `lockctl` speaking plain text to the TLS port, or TLS to a plain port,
+/// says which address to use instead (issue 11).
+#[test]
+fn lockctl_names_the_address_when_tls_does_not_match() {
+    let pki = Pki::new();
+    let server = tls_server(&pki, false);
+    let port = server.addr.port();
+    let lockctl = |addr: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"))
+            .args(["-S", addr, "--io-timeout", "2s", "--tls-ca"])
+            .arg(pki.path("ca.pem"))
+            .arg("ping")
+            .env_remove("LOCKD_SERVER")
+            .output()
+            .expect("lockctl ping")
+    };
+    let plain = lockctl(&format!("127.0.0.1:{port}"));
+    assert_eq!(plain.status.code(), Some(69), "{plain:?}");
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        said.contains(&format!("this port speaks TLS: use tls://127.0.0.1:{port}")),
+        "{said}"
+    );
+    // The shell, on its raw connection, says the same.
+    let shell = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"))
+        .args(["-S", &format!("127.0.0.1:{port}"), "shell"])
+        .env_remove("LOCKD_SERVER")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("lockctl shell");
+    assert_eq!(shell.status.code(), Some(69), "{shell:?}");
+    assert!(
+        String::from_utf8_lossy(&shell.stderr).contains("this port speaks TLS: use tls://"),
+        "{shell:?}"
+    );
+    let plain_server = TestServer::start();
+    let tls = lockctl(&format!("tls://localhost:{}", plain_server.addr.port()));
+    assert_eq!(tls.status.code(), Some(69), "{tls:?}");
+    let said = String::from_utf8_lossy(&tls.stderr);
+    assert!(
+        said.contains(&format!("use localhost:{}", plain_server.addr.port())),
+        "{said}"
+    );
 }

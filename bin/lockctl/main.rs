@@ -1,19 +1,27 @@
 //! `lockctl`, the lockd client command: run a command under a lock, and
 //! inspect a server. Its modules are private to the binary: [`cli`] parses
-//! and dispatches, [`run`] runs CMD under a lock, [`shell`] speaks raw
-//! protocol, [`bench`](mod@bench) is the load generator; this file handles signals.
+//! and dispatches, [`hold`] takes locks (and keeps one for a script),
+//! [`run`] runs CMD under one, [`inspect`] and [`watch`] look at a server,
+//! [`shell`] speaks raw protocol, [`completions`] writes shell completions,
+//! [`bench`](mod@bench) is the load generator; this file handles signals.
 
 mod bench;
 mod cli;
+mod completions;
+mod connect;
 #[path = "../common/flags.rs"]
 mod flags;
-mod json;
+mod hold;
+mod inspect;
 #[path = "../common/nofile.rs"]
 mod nofile;
 mod run;
 mod shell;
+mod spec;
+mod watch;
+mod wire;
 
-use cli::exit;
+use connect::exit;
 use crossbeam_channel::Receiver;
 use signal_hook::iterator::Signals;
 use std::process::ExitCode;

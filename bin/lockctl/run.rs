@@ -16,9 +16,9 @@
 //! Signals are process-global, so this module installs no handler: the
 //! `lockctl` binary does, and hands over the signal numbers on a channel.
 
-use crate::cli::{connect, exit, Global};
+use crate::connect::{exit, Global};
+use crate::hold::{take, LockOptions};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError};
-use lockd::{Client, Error, LockGuard, SharedGuard};
 use parking_lot::Mutex;
 use std::ffi::OsString;
 use std::io;
@@ -28,64 +28,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-/// How long to wait for a busy lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
-    /// Try once (`--no-wait`).
-    No,
-    /// Wait in line up to this long (`--wait`).
-    For(Duration),
-    /// Wait in line as long as it takes (the default).
-    Forever,
-}
-
 /// A parsed `lockctl run`.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// The lock.
-    pub name: String,
-    /// `--wait` / `--no-wait`.
-    pub wait: Wait,
-    /// `--shared`.
-    pub shared: bool,
-    /// `--limit` (never `Some(0)`).
-    pub limit: Option<u32>,
-    /// `-E`: the exit status when the lock is busy.
-    pub conflict_exit_code: u8,
+    /// The lock and how to take it.
+    pub lock: LockOptions,
+    /// `-o`/`--close` was given: it changes nothing here (see [`run`]).
+    pub close: bool,
     /// `--kill-after`.
     pub kill_after: Duration,
-    /// CMD and its arguments (never empty).
+    /// CMD and its arguments (never empty; `sh -c STRING` for `-c`).
     pub command: Vec<OsString>,
-}
-
-enum Held {
-    Exclusive(LockGuard),
-    Shared(SharedGuard),
-}
-
-impl Held {
-    fn release(self) {
-        let _ = match self {
-            Held::Exclusive(g) => g.release(),
-            Held::Shared(g) => g.release(),
-        };
-    }
-}
-
-/// Why no lock: busy (exit `-E`), or an error (exit 69).
-enum NotHeld {
-    Busy,
-    Failed(Error),
-}
-
-impl From<Error> for NotHeld {
-    fn from(e: Error) -> NotHeld {
-        if e.is_timeout() && !e.locks_lost() {
-            NotHeld::Busy
-        } else {
-            NotHeld::Failed(e)
-        }
-    }
 }
 
 /// Where signals go: nowhere yet (lockctl exits as the signal says,
@@ -115,32 +68,22 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
         eprintln!("lockctl: cannot start a thread to forward signals: {e}");
         return exit::UNAVAILABLE;
     }
-    let client = match connect(global) {
-        Ok(client) => client,
+    if options.close {
+        eprintln!(
+            "lockctl: -o/--close changes nothing here: the lock belongs to lockctl's \
+             connection, not to a descriptor CMD could inherit, so CMD's children never hold it"
+        );
+    }
+    let taken = match take(global, &options.lock) {
+        Ok(taken) => taken,
         Err(code) => return code,
     };
-    // Registering a name lets `d` and `lockctl status` show who holds it;
-    // a server with the registry off just says so.
-    let _ = client.register(format!("lockctl[{}]", std::process::id()));
-    let held = match acquire(&client, options) {
-        Ok(held) => held,
-        Err(NotHeld::Busy) => {
-            eprintln!("lockctl: lock {:?} is busy", options.name);
-            return options.conflict_exit_code;
-        }
-        Err(NotHeld::Failed(e)) => {
-            eprintln!("lockctl: cannot take lock {:?}: {e}", options.name);
-            return exit::UNAVAILABLE;
-        }
-    };
-    let token = match &held {
-        Held::Exclusive(g) => g.token(),
-        Held::Shared(_) => None,
-    };
+    let verbose = options.lock.verbose;
+    let token = taken.held.token();
     let mut command = Command::new(&options.command[0]);
     command
         .args(&options.command[1..])
-        .env("LOCKD_NAME", &options.name);
+        .env("LOCKD_NAME", &options.lock.name);
     match token {
         Some(token) => command.env("LOCKD_TOKEN", token.to_string()),
         None => command.env_remove("LOCKD_TOKEN"),
@@ -169,10 +112,7 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
     }
     // Whatever happens next, lockctl takes its terminal back at the end.
     let _terminal = terminal;
-    let (lost_tx, lost) = bounded(1);
-    client.on_disconnect_call(move || {
-        let _ = lost_tx.try_send(());
-    });
+    let lost = taken.lost.clone();
     // The signal thread waits on this lock while the command starts, so a
     // signal in between reaches the new process group, not a dead end.
     let mut guard = target.lock();
@@ -181,7 +121,7 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
         Err(e) => {
             *guard = Target::Done;
             drop(guard);
-            held.release();
+            taken.held.release(verbose);
             let shown = options.command[0].to_string_lossy();
             eprintln!("lockctl: cannot run {shown}: {e}");
             return if e.kind() == io::ErrorKind::NotFound {
@@ -215,7 +155,7 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
     match outcome {
         Some(status) => {
             *target.lock() = Target::Done;
-            held.release();
+            taken.held.release(verbose);
             match status {
                 Ok(status) => exit_status(status),
                 Err(e) => {
@@ -225,14 +165,10 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
             }
         }
         None => {
-            let why = client
-                .identity()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "the connection to the server ended".into());
+            let why = taken.why_lost();
             eprintln!(
                 "lockctl: lost lock {:?}: {why}; stopping the command (SIGTERM, then SIGKILL after {:?})",
-                options.name, options.kill_after
+                options.lock.name, options.kill_after
             );
             signal_group(pgid, libc::SIGTERM);
             if let Err(RecvTimeoutError::Timeout) = exited.recv_timeout(options.kill_after) {
@@ -243,26 +179,6 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
             exit::LOCK_LOST
         }
     }
-}
-
-/// Takes the lock as the options say. On a classic server (no `wg`,
-/// `wsg`), the client waits by polling with backoff.
-fn acquire(client: &Client, options: &RunOptions) -> Result<Held, NotHeld> {
-    let name = options.name.as_str();
-    let limit = options.limit.unwrap_or(0);
-    let timeout = match options.wait {
-        Wait::No => Duration::ZERO,
-        Wait::For(d) => d,
-        Wait::Forever => Duration::MAX,
-    };
-    let held = if options.shared {
-        client
-            .try_lock_shared_for(name, limit, timeout)?
-            .map(Held::Shared)
-    } else {
-        client.try_lock_for(name, timeout)?.map(Held::Exclusive)
-    };
-    held.ok_or(NotHeld::Busy)
 }
 
 /// Starts the thread that passes the signals received on `signals` on.

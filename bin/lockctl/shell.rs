@@ -1,14 +1,17 @@
 //! `lockctl shell`: raw protocol lines in, the server's replies out, like
-//! redis-cli. On a TTY it prompts `lockd> `; on a pipe it reads commands
-//! for scripts. The connection says `hello 2`, so a multi-line reply ends
+//! redis-cli. On a TTY it prompts `lockd> ` with line editing and a
+//! history of the session (rustyline: maintained, pure Rust, and small
+//! with its default features off; reedline would bring crossterm and a
+//! larger tree for features a one-line prompt does not use); `help` lists
+//! the verbs, `quit` leaves. On a pipe it reads commands for scripts. The connection says `hello 2`, so a multi-line reply ends
 //! with an empty line and is known to be complete; a classic server stays
 //! silent there, and then multi-line and unknown replies end when the
 //! line has been quiet for [`CLASSIC_QUIET`].
 
-use crate::cli::{client_config, exit, read_secret, Global};
-use lockd::client::{connect_raw, RawStream};
+use crate::connect::{exit, Global};
+use crate::wire::Wire;
 use lockd::protocol;
-use std::io::{self, BufRead, BufReader, ErrorKind, Write};
+use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
 /// On a classic server, a reply of unknown length is over after this
@@ -22,63 +25,20 @@ const CLASSIC_LINE_VERBS: &[&[u8]] = &[
     b"g", b"r", b"i", b"sg", b"sr", b"si", b"me", b"iam", b"dump",
 ];
 
-struct Conn {
-    reader: BufReader<RawStream>,
-    /// A line read only in part before a quiet period ended.
-    partial: Vec<u8>,
-}
-
-impl Conn {
-    fn send(&mut self, line: &[u8]) -> io::Result<()> {
-        let mut out = Vec::with_capacity(line.len() + 1);
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        let stream = self.reader.get_mut();
-        stream.write_all(&out)?;
-        stream.flush()
-    }
-
-    /// One line, `\n` included; `None` when `quiet` passes with no line.
-    /// EOF is an error.
-    fn line(&mut self, quiet: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
-        self.reader.get_ref().set_read_timeout(quiet)?;
-        let mut line = std::mem::take(&mut self.partial);
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(_) if line.last() == Some(&b'\n') => Ok(Some(line)),
-            Ok(_) => Err(io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            )),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                self.partial = line;
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
 /// Runs the shell; returns lockctl's exit status.
 pub fn shell(global: &Global) -> u8 {
-    let secret = match global.auth_file.as_deref().map(read_secret).transpose() {
-        Ok(secret) => secret,
+    let mut wire = match Wire::connect(global) {
+        Ok(wire) => wire,
         Err(e) => {
-            eprintln!("lockctl: {e}");
-            return exit::USAGE;
+            eprintln!("lockctl: {}", e.message);
+            return if e.usage {
+                exit::USAGE
+            } else {
+                exit::UNAVAILABLE
+            };
         }
     };
-    let stream = match connect_raw(&global.server, &client_config(global)) {
-        Ok(stream) => stream,
-        Err(e) => {
-            eprintln!("lockctl: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    let mut conn = Conn {
-        reader: BufReader::new(stream),
-        partial: Vec::new(),
-    };
-    match session(&mut conn, global, secret.as_deref()) {
+    match session(&mut wire, global) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("lockctl: {e}");
@@ -87,81 +47,66 @@ pub fn shell(global: &Global) -> u8 {
     }
 }
 
-fn session(conn: &mut Conn, global: &Global, secret: Option<&[u8]>) -> io::Result<()> {
-    // `me` is answered by every server: if the first line back is not the
-    // answer to `hello 2`, the server is classic.
-    conn.send(b"hello 2")?;
-    conn.send(b"me")?;
-    let timeout = Some(global.timeout);
-    let first = conn.line(timeout)?.ok_or_else(no_answer)?;
-    let v2 = first.starts_with(b"2 ");
-    if v2 {
-        conn.line(timeout)?.ok_or_else(no_answer)?;
-    }
-    if let Some(secret) = secret {
-        if v2 {
-            let mut line = b"auth ".to_vec();
-            line.extend_from_slice(secret);
-            conn.send(&line)?;
-            let reply = conn.line(timeout)?.ok_or_else(no_answer)?;
-            if reply.trim_ascii_end() != b"1 Auth Ok" {
-                return Err(io::Error::other(
-                    "the server refused the secret (check --auth-file)",
-                ));
-            }
-        } else {
-            eprintln!("lockctl: warning: a classic server has no auth; --auth-file ignored");
-        }
-    }
+fn session(conn: &mut Wire, global: &Global) -> io::Result<()> {
+    let v2 = conn.v2;
     // SAFETY: isatty only inspects the descriptor.
     let tty = unsafe { libc::isatty(0) } == 1;
-    if tty {
-        let version = String::from_utf8_lossy(first.trim_ascii_end()).into_owned();
+    let mut input = if tty {
         eprintln!(
-            "connected to {} ({}); one command per line, Ctrl-D to quit",
+            "connected to {} ({}); one command per line, help for the verbs, quit or Ctrl-D to leave",
             global.server,
             if v2 {
-                version.trim_start_matches("2 ")
+                conn.version.trim_start_matches("2 ")
             } else {
                 "classic server"
             }
         );
-    }
-    let stdin = io::stdin();
-    let mut input = stdin.lock();
+        let editor = rustyline::DefaultEditor::new().map_err(io::Error::other)?;
+        Input::Terminal(Box::new(editor))
+    } else {
+        Input::Pipe(io::stdin().lock())
+    };
     let mut out = io::stdout();
     loop {
-        if tty {
-            out.write_all(b"lockd> ")?;
-            out.flush()?;
-        }
-        let mut line = Vec::new();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            if tty {
-                out.write_all(b"\n")?;
-            }
+        let Some(line) = input.next()? else {
             return Ok(());
-        }
+        };
         let command = protocol::trim(&line);
         if command.is_empty() {
             // The server would not answer an empty line.
             continue;
         }
+        if command == b"quit" || command == b"exit" {
+            return Ok(());
+        }
+        if command == b"help" {
+            out.write_all(HELP.as_bytes())?;
+            continue;
+        }
         conn.send(command)?;
         let verb = command.split(|&b| b == b' ').next().unwrap_or_default();
         let mut reply = Vec::new();
+        if v2 && verb == b"watch" {
+            // The connection is now an event stream: print it as it comes,
+            // until the server ends it or lockctl is interrupted.
+            loop {
+                let line = conn.line(None)?;
+                out.write_all(&line)?;
+                out.flush()?;
+            }
+        }
         if v2 && BLOCK_VERBS.contains(&verb) {
             loop {
-                let line = conn.line(None)?.ok_or_else(no_answer)?;
+                let line = conn.line(None)?;
                 reply.extend_from_slice(&line);
                 if line == b"\n" {
                     break;
                 }
             }
         } else if v2 || CLASSIC_LINE_VERBS.contains(&verb) {
-            reply = conn.line(None)?.ok_or_else(no_answer)?;
+            reply = conn.line(None)?;
         } else {
-            while let Some(line) = conn.line(Some(CLASSIC_QUIET))? {
+            while let Some(line) = conn.quiet_line(CLASSIC_QUIET)? {
                 reply.extend_from_slice(&line);
             }
         }
@@ -170,6 +115,49 @@ fn session(conn: &mut Conn, global: &Global, secret: Option<&[u8]>) -> io::Resul
     }
 }
 
-fn no_answer() -> io::Error {
-    io::Error::new(ErrorKind::TimedOut, "the server did not answer in time")
+/// Where the shell's commands come from: a terminal, with line editing
+/// and history (rustyline), or a pipe, line by line.
+enum Input {
+    Terminal(Box<rustyline::DefaultEditor>),
+    Pipe(io::StdinLock<'static>),
 }
+
+impl Input {
+    /// The next command line; `None` at the end of input.
+    fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match self {
+            Input::Terminal(editor) => loop {
+                match editor.readline("lockd> ") {
+                    Ok(line) => {
+                        if !line.trim().is_empty() {
+                            let _ = editor.add_history_entry(line.as_str());
+                        }
+                        return Ok(Some(line.into_bytes()));
+                    }
+                    // Ctrl-C drops the line being typed, as in a shell.
+                    Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                    Err(rustyline::error::ReadlineError::Eof) => return Ok(None),
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            },
+            Input::Pipe(stdin) => {
+                let mut line = Vec::new();
+                Ok((stdin.read_until(b'\n', &mut line)? > 0).then_some(line))
+            }
+        }
+    }
+}
+
+/// What `help` prints: the shell's own words and the protocol's verbs.
+const HELP: &str = "\
+Type a protocol command; its reply is printed as the server sent it.
+  quit, exit        leave (so does Ctrl-D); the connection's locks are released
+  help              this list
+Exclusive locks:    g NAME, r NAME, i NAME, t NAME (token), wg MS NAME (wait in line)
+Read holds:         wr MS NAME, rr NAME (many readers or one writer of NAME)
+Shared (counted):   sg NAME, sr NAME, si NAME, wsg MS LIMIT NAME (semaphore)
+Inspect:            d, sd, dj (JSON), dump, who, q (counters)
+This connection:    me, iam NAME, ra (release all), ttl SECONDS, ping, auth SECRET
+Events:             watch PATTERN (the connection then only streams events)
+See lockd-protocol(7).
+";

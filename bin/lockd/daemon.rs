@@ -8,7 +8,7 @@ use crate::flags::{
 };
 use crate::limits::KernelLimits;
 use crate::nofile::raise_nofile_limit;
-use lockd::log::{log, Priority};
+use lockd::log::{log, Format, Priority};
 use lockd::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
 use lockd::store::etcd::{parse_cluster_url, EtcdConfig};
 use lockd::systemd;
@@ -206,6 +206,27 @@ pub const FLAGS: &[FlagSpec] = &[
         help: "connections the kernel queues before accept (default 4096)",
     },
     FlagSpec {
+        short: "",
+        long: "http",
+        value: "ADDR:PORT",
+        arity: Arity::Value,
+        help: "serve /metrics, /locks.json, /healthz and the status page on ADDR:PORT (e.g. 127.0.0.1:9980; off by default)",
+    },
+    FlagSpec {
+        short: "",
+        long: "metrics-locks",
+        value: "PATTERN",
+        arity: Arity::Repeated,
+        help: "per-lock wait and hold histograms for lock names matching PATTERN (a name, or a prefix ending in *; at most 100 names; repeatable)",
+    },
+    FlagSpec {
+        short: "",
+        long: "log-format",
+        value: "FORMAT",
+        arity: Arity::Value,
+        help: "text (default: lockd: MESSAGE, for the journal) or json (one object per line, with a timestamp)",
+    },
+    FlagSpec {
         short: "v",
         long: "verbose",
         value: "",
@@ -268,6 +289,8 @@ pub struct DaemonOptions {
     pub pidfile: Option<PathBuf>,
     /// Warnings to log at start (ignored compatibility flags).
     pub warnings: Vec<String>,
+    /// `--log-format`.
+    pub log_format: Format,
 }
 
 /// The text of `lockd --help`.
@@ -480,6 +503,20 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         }
     }
     config.verbose = m.opt_present("verbose");
+    if let Some(addr) = m.opt_str("http") {
+        check_listen_addr("--http", &addr)?;
+        config.http = Some(addr);
+    }
+    config.metrics_locks = m.opt_strs("metrics-locks");
+    let log_format = match m.opt_str("log-format").as_deref() {
+        None | Some("text") => Format::Text,
+        Some("json") => Format::Json,
+        Some(other) => {
+            return Err(UsageError(format!(
+                "invalid value {other:?} for --log-format: expected text or json"
+            )))
+        }
+    };
     if let Some(path) = m.opt_str("auth-file") {
         config.auth_secret =
             Some(Secret::from_file(Path::new(&path)).map_err(|e| UsageError(e.to_string()))?);
@@ -504,6 +541,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         listen_given,
         pidfile,
         warnings: glockd.warnings,
+        log_format,
     })))
 }
 
@@ -865,6 +903,9 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
             .iter()
             .map(|p| format!("unix:{}", p.display())),
     );
+    if let Some(addr) = server.http_addr() {
+        listening.push(format!("http://{addr}"));
+    }
     let socket_files = server.socket_files();
     let pidfile = match options.pidfile.as_deref().map(Pidfile::create).transpose() {
         Ok(pidfile) => pidfile,

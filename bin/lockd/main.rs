@@ -31,7 +31,10 @@ fn main() -> ExitCode {
         }
     };
     let options = match daemon::parse(args) {
-        Ok(Invocation::Run(options)) => options,
+        Ok(Invocation::Run(options)) => {
+            lockd::log::set_format(options.log_format);
+            options
+        }
         Ok(Invocation::Help) => {
             print!("{}", daemon::help());
             return ExitCode::SUCCESS;

@@ -59,6 +59,12 @@ pub struct ServerConfig {
     /// `net.core.somaxconn`), so a burst of connects is not refused or left
     /// hanging. Default 4096.
     pub listen_backlog: u32,
+    /// Serve `/metrics`, `/locks.json` and the status page on this
+    /// `HOST:PORT` (see [`crate::http`]).
+    pub http: Option<String>,
+    /// Per-lock histograms for names matching these patterns (a name, or
+    /// a prefix ending in `*`), capped at [`crate::metrics::MAX_LOCK_SERIES`].
+    pub metrics_locks: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +89,8 @@ impl Default for ServerConfig {
             #[cfg(feature = "cluster")]
             cluster: None,
             listen_backlog: 4096,
+            http: None,
+            metrics_locks: Vec::new(),
         }
     }
 }

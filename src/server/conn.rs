@@ -10,6 +10,7 @@
 use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
 use super::{websocket, State};
+use crate::metrics::Transport;
 use crate::protocol::line::{Line, LineReader};
 use crate::protocol::reply;
 use crate::session::{Session, Step, Wait};
@@ -312,6 +313,13 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         (Some(tls), Socket::Tcp(_)) if !websocket => Some(tls),
         _ => None,
     };
+    let transport = match (&*socket, tls) {
+        (Socket::Unix(_), _) => Transport::Unix,
+        (Socket::Tcp(_), _) if websocket => Transport::WebSocket,
+        (Socket::Tcp(_), Some(_)) => Transport::Tls,
+        (Socket::Tcp(_), None) => Transport::Tcp,
+    };
+    let _counted = state.host.metrics.connection(transport);
     let stream = match tls {
         None => Stream::Plain(Shared(socket)),
         Some(tls) => {

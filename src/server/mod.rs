@@ -20,6 +20,8 @@ pub use config::{ServerConfig, Shutdown};
 pub use listen::Listener;
 
 use crate::error::Error;
+use crate::http::{HttpListener, HttpServer, Observe, Parts};
+use crate::metrics::Metrics;
 use crate::session::{self, Host, Settings};
 use crate::stats::{bump, Stats};
 #[cfg(feature = "cluster")]
@@ -55,6 +57,7 @@ const ACCEPT_PENDING_MAX: usize = 64;
 struct Core {
     store: Box<dyn LockStore>,
     stats: Stats,
+    metrics: Metrics,
     settings: Settings,
     /// To accept queued connections before `q` counts them.
     server: Weak<State>,
@@ -69,6 +72,14 @@ impl Host for Core {
         &self.stats
     }
 
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn closing(&self) -> bool {
+        (self.server.upgrade()).is_none_or(|state| state.closing_all.load(Ordering::SeqCst))
+    }
+
     fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -76,6 +87,18 @@ impl Host for Core {
     fn before_stats(&self) {
         if let Some(state) = self.server.upgrade() {
             state.accept_pending();
+        }
+    }
+}
+
+impl Observe for Core {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            store: &*self.store,
+            stats: &self.stats,
+            metrics: &self.metrics,
+            max_connections: self.settings.max_connections,
+            dump: self.settings.dump,
         }
     }
 }
@@ -160,6 +183,7 @@ impl State {
 /// A bound server, not yet running.
 pub struct Server {
     state: Arc<State>,
+    http: Option<HttpListener>,
 }
 
 impl Server {
@@ -219,6 +243,11 @@ impl Server {
         let liveness =
             Arc::new(Liveness::new().map_err(|e| Error::io("cannot create an epoll set", e))?);
         let wake = Signal::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
+        let http = match &config.http {
+            Some(addr) => Some(HttpListener::bind(addr, config.auth_secret.clone())?),
+            None => None,
+        };
+        let metrics = Metrics::new(&config.metrics_locks);
         for listener in &listeners {
             listener
                 .set_nonblocking()
@@ -237,6 +266,7 @@ impl Server {
             host: Arc::new(Core {
                 store,
                 stats: Stats::default(),
+                metrics,
                 settings,
                 server: weak.clone(),
             }),
@@ -255,7 +285,12 @@ impl Server {
         if let Some(cluster) = &state.cluster {
             close_on_lease_loss(&state, cluster)?;
         }
-        Ok(Server { state })
+        Ok(Server { state, http })
+    }
+
+    /// The address of the `--http` listener, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpListener::local_addr)
     }
 
     /// The first TCP address, with the real port when bound to port 0.
@@ -322,10 +357,15 @@ impl Server {
                 .map_err(|e| Error::io("cannot start an accept thread", e))?;
             accept_threads.push(thread);
         }
+        let http = match self.http {
+            Some(http) => Some(http.spawn(Arc::clone(&self.state.host) as Arc<dyn Observe>)?),
+            None => None,
+        };
         Ok(ServerHandle {
             state: self.state,
             accept_threads,
             liveness_thread: Some(liveness_thread),
+            http,
         })
     }
 
@@ -347,9 +387,15 @@ pub struct ServerHandle {
     accept_threads: Vec<JoinHandle<()>>,
     /// Joined last: while it sweeps, it holds the state.
     liveness_thread: Option<JoinHandle<()>>,
+    http: Option<HttpServer>,
 }
 
 impl ServerHandle {
+    /// The address of the `--http` listener, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpServer::local_addr)
+    }
+
     /// The first TCP address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addrs().into_iter().next()
@@ -394,6 +440,7 @@ impl ServerHandle {
         for thread in self.accept_threads.drain(..) {
             let _ = thread.join();
         }
+        drop(self.http.take());
         self.state.liveness.wait_drained();
         self.state.liveness.stop();
         if let Some(thread) = self.liveness_thread.take() {

@@ -76,6 +76,9 @@ pub trait LockStore: Send + Sync {
     /// `watch`: the snapshot of what `pattern` matches, and the event
     /// queue on the client's first pattern.
     fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>);
+    /// The fencing-token counter's next token and saved mark (none when
+    /// tokens live in memory only), for `/metrics`.
+    fn token_marks(&self) -> (u64, Option<u64>);
     /// Why this store does not serve `verb` (a wire verb, e.g. `wr`), if
     /// it does not: the session then answers `0 Error: WHY` (protocol 2)
     /// or nothing (classic) without calling the store.
@@ -156,5 +159,8 @@ impl LockStore for Table {
     }
     fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
         Table::watch(self, id, pattern)
+    }
+    fn token_marks(&self) -> (u64, Option<u64>) {
+        Table::token_marks(self)
     }
 }

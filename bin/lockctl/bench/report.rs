@@ -140,6 +140,40 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Every figure as one JSON object (`lockctl bench --json`): the
+    /// machine, then one object per row, latencies in microseconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        let us = |d: Option<Duration>| d.map(micros);
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "workload": r.workload.name(),
+                    "target": r.target.to_string(),
+                    "connections": r.connections,
+                    "rate": r.rate,
+                    "unit": r.unit,
+                    "p50_us": us(r.p50),
+                    "p99_us": us(r.p99),
+                    "p999_us": us(r.p999),
+                    "ratio": r.ratio,
+                    "notes": r.notes,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "machine": {
+                "cpus": self.machine.cpus,
+                "cpu_model": self.machine.cpu_model,
+                "kernel": self.machine.kernel,
+            },
+            "rows": rows,
+        })
+    }
+}
+
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }

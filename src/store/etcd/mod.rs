@@ -197,6 +197,8 @@ struct Shared {
     jobs: Sender<Job>,
     lost: Mutex<Vec<Sender<()>>>,
     grants: AtomicU64,
+    /// The largest token this node granted (for `/metrics`).
+    last_token: AtomicU64,
 }
 
 /// One client of this node.
@@ -277,6 +279,7 @@ impl EtcdStore {
             jobs,
             lost: Mutex::new(Vec::new()),
             grants: AtomicU64::new(0),
+            last_token: AtomicU64::new(0),
         });
         let store = EtcdStore {
             _life: Arc::new(Life(Arc::clone(&shared))),
@@ -713,6 +716,13 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// A lower bound of the next token (one past the largest this node
+    /// granted; tokens are etcd revisions, so no mark is saved), for
+    /// `/metrics`.
+    pub fn token_marks(&self) -> (u64, Option<u64>) {
+        (self.shared.last_token.load(Ordering::Relaxed) + 1, None)
+    }
+
     /// `me`: this client's names.
     pub fn names(&self, id: ClientId) -> Option<ClientNames> {
         self.shared.clients.lock().get(&id).map(|c| ClientNames {
@@ -809,6 +819,7 @@ impl Shared {
             Family::Exclusive => {
                 conn.exclusive.insert(LockName::new(name), (key, number));
                 self.grants.fetch_add(1, Ordering::Relaxed);
+                self.last_token.fetch_max(number, Ordering::Relaxed);
                 Grant::Exclusive { token: number }
             }
             Family::Shared => {
@@ -943,6 +954,7 @@ impl Shared {
             (Family::Exclusive, Grant::Exclusive { token }) => {
                 conn.exclusive.insert(wait.name, (wait.key, token));
                 self.grants.fetch_add(1, Ordering::Relaxed);
+                self.last_token.fetch_max(token, Ordering::Relaxed);
             }
             // Only shared grants are made for a shared wait above.
             _ => {

@@ -136,6 +136,10 @@ impl LockStore for EtcdStore {
         or_log("q", EtcdStore::counts(self), Counts::default())
     }
 
+    fn token_marks(&self) -> (u64, Option<u64>) {
+        EtcdStore::token_marks(self)
+    }
+
     fn unsupported(&self, verb: &str) -> Option<&'static str> {
         UNSUPPORTED_VERBS.contains(&verb).then_some(NOT_SUPPORTED)
     }

@@ -517,6 +517,12 @@ impl Table {
         locks
     }
 
+    /// The fencing-token counter's (next token, mark on disk); no mark
+    /// when tokens are kept in memory only.
+    pub fn token_marks(&self) -> (u64, Option<u64>) {
+        self.inner.read().tokens.marks()
+    }
+
     /// Gauges for `q`.
     pub fn counts(&self) -> Counts {
         let inner = self.inner.read();

@@ -1,0 +1,571 @@
+//! Histograms of wait time and hold time, overall and per selected lock,
+//! and connection gauges by transport: what `/metrics` and the status page
+//! show beyond the `q` counters.
+//!
+//! Everything here is atomics bumped outside the table lock. Per-lock
+//! series exist only for names that match a `--metrics-locks` pattern, and
+//! for at most [`MAX_LOCK_SERIES`] distinct names over the life of the
+//! process, so a client cannot grow the scrape without bound.
+
+use crate::name::LockName;
+use parking_lot::{Mutex, RwLock};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most lock names that get their own series. A matching name seen after
+/// that many is counted in [`Metrics::lock_series_dropped`] instead.
+pub const MAX_LOCK_SERIES: usize = 100;
+
+/// Upper bounds of the histogram buckets, in seconds (`+Inf` is implied):
+/// from 100 µs, for a lock taken and given back on one host, to an hour,
+/// for a nightly job's lock.
+pub const BUCKETS: [f64; 16] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+    3600.0,
+];
+
+/// The same bounds in microseconds, for the comparison on each observation.
+const BUCKETS_US: [u64; 16] = [
+    100,
+    500,
+    1_000,
+    5_000,
+    10_000,
+    50_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+    1_800_000_000,
+    3_600_000_000,
+];
+
+/// A histogram of durations with the fixed [`BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, duration: Duration) {
+        let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            count: self.count.load(Relaxed),
+            sum_us: self.sum_us.load(Relaxed),
+        }
+    }
+}
+
+/// A histogram's counts at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    pub buckets: [u64; BUCKETS.len() + 1],
+    /// Observations in all.
+    pub count: u64,
+    /// Their sum in microseconds.
+    pub sum_us: u64,
+}
+
+impl Snapshot {
+    /// What was observed between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].saturating_sub(earlier.buckets[i])),
+            count: self.count.saturating_sub(earlier.count),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
+        }
+    }
+
+    /// The `q` quantile (0 to 1) in seconds, interpolated inside its
+    /// bucket as Prometheus's `histogram_quantile` does; `None` with no
+    /// observations. A quantile in the `+Inf` bucket is the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n > 0 && (below + n) as f64 >= rank {
+                let Some(&upper) = BUCKETS.get(i) else {
+                    return BUCKETS.last().copied();
+                };
+                let lower = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+                let within = (rank - below as f64) / n as f64;
+                return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+            }
+            below += n;
+        }
+        BUCKETS.last().copied()
+    }
+}
+
+/// Exclusive (`g`, `wg`), read (`wr`, on the exclusive namespace) or
+/// shared (`sg`, `wsg`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// The writer of the exclusive namespace.
+    Exclusive,
+    /// The shared namespace.
+    Shared,
+    /// A reader of the exclusive namespace.
+    Read,
+}
+
+impl LockKind {
+    /// Every kind, in label order.
+    pub const ALL: [LockKind; 3] = [LockKind::Exclusive, LockKind::Shared, LockKind::Read];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockKind::Exclusive => "exclusive",
+            LockKind::Shared => "shared",
+            LockKind::Read => "read",
+        }
+    }
+}
+
+/// How a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The lock was granted (at once or after waiting).
+    Granted,
+    /// The time ran out (`MS` 0 included).
+    Timeout,
+}
+
+impl Outcome {
+    /// Both outcomes, in label order.
+    pub const ALL: [Outcome; 2] = [Outcome::Granted, Outcome::Timeout];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Granted => "granted",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// The wait and hold histograms of one lock, or of all locks.
+#[derive(Debug, Default)]
+pub struct LockHistograms {
+    /// Wait time by kind, then outcome.
+    wait: [[Histogram; 2]; 3],
+    /// Hold time by kind, from grant to release or orphaning.
+    hold: [Histogram; 3],
+}
+
+impl LockHistograms {
+    /// The wait-time histogram of one kind and outcome.
+    pub fn wait(&self, kind: LockKind, outcome: Outcome) -> &Histogram {
+        &self.wait[kind as usize][outcome as usize]
+    }
+
+    /// The hold-time histogram of one kind.
+    pub fn hold(&self, kind: LockKind) -> &Histogram {
+        &self.hold[kind as usize]
+    }
+}
+
+/// How a connection reached the server, for the per-transport gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TCP with TLS.
+    Tls,
+    /// A Unix socket.
+    Unix,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl Transport {
+    /// Every transport, in label order.
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Unix,
+        Transport::WebSocket,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Unix => "unix",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
+
+/// A connection counted under its transport; see [`Metrics::connection`].
+#[must_use = "the connection is uncounted when the guard is dropped"]
+#[derive(Debug)]
+pub struct Connected<'a> {
+    metrics: &'a Metrics,
+    transport: Transport,
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.metrics.transports[self.transport as usize].fetch_sub(1, Relaxed);
+    }
+}
+
+/// A `--metrics-locks` pattern: a lock name, or a prefix ending in `*`
+/// (`*` alone selects every lock, up to [`MAX_LOCK_SERIES`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// Exactly this name.
+    Exact(Box<[u8]>),
+    /// Every name that starts with these bytes.
+    Prefix(Box<[u8]>),
+}
+
+impl Pattern {
+    /// Parses a pattern as `--metrics-locks` gives it.
+    pub fn new(text: &[u8]) -> Pattern {
+        match text.strip_suffix(b"*") {
+            Some(prefix) => Pattern::Prefix(prefix.into()),
+            None => Pattern::Exact(text.into()),
+        }
+    }
+
+    /// Does `name` match?
+    pub fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            Pattern::Exact(exact) => name == &exact[..],
+            Pattern::Prefix(prefix) => name.starts_with(prefix),
+        }
+    }
+}
+
+/// Server-wide histograms and gauges. See the module docs.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    overall: LockHistograms,
+    patterns: Vec<Pattern>,
+    per_lock: RwLock<BTreeMap<LockName, Arc<LockHistograms>>>,
+    dropped: AtomicU64,
+    grants: [AtomicU64; LockKind::ALL.len()],
+    transports: [AtomicU64; Transport::ALL.len()],
+    /// Every connection's hold record, by default name.
+    clients: Mutex<HashMap<Box<[u8]>, Arc<HoldTimes>>>,
+}
+
+impl Metrics {
+    /// Metrics with per-lock series for names matching `patterns`.
+    pub fn new(patterns: &[String]) -> Metrics {
+        Metrics {
+            patterns: patterns
+                .iter()
+                .map(|p| Pattern::new(p.as_bytes()))
+                .collect(),
+            ..Metrics::default()
+        }
+    }
+
+    /// How long a `wg`/`wsg` waited, and how it ended.
+    pub fn observe_wait(&self, kind: LockKind, name: &[u8], outcome: Outcome, waited: Duration) {
+        self.overall.wait(kind, outcome).observe(waited);
+        if let Some(lock) = self.lock_series(name) {
+            lock.wait(kind, outcome).observe(waited);
+        }
+    }
+
+    /// A grant: counted by kind.
+    pub fn observe_grant(&self, kind: LockKind) {
+        self.grants[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// How long a lock was held, at its release or orphaning.
+    pub fn observe_hold(&self, kind: LockKind, name: &[u8], held: Duration) {
+        self.overall.hold(kind).observe(held);
+        if let Some(lock) = self.lock_series(name) {
+            lock.hold(kind).observe(held);
+        }
+    }
+
+    /// Does a `--metrics-locks` pattern select `name`?
+    pub fn selects(&self, name: &[u8]) -> bool {
+        self.patterns.iter().any(|p| p.matches(name))
+    }
+
+    /// The histograms of `name`, made on first use, when a pattern selects
+    /// it and the cap allows.
+    fn lock_series(&self, bytes: &[u8]) -> Option<Arc<LockHistograms>> {
+        if !self.selects(bytes) {
+            return None;
+        }
+        if let Some(lock) = self.per_lock.read().get(bytes) {
+            return Some(Arc::clone(lock));
+        }
+        let mut per_lock = self.per_lock.write();
+        if let Some(lock) = per_lock.get(bytes) {
+            return Some(Arc::clone(lock));
+        }
+        if per_lock.len() >= MAX_LOCK_SERIES {
+            self.dropped.fetch_add(1, Relaxed);
+            return None;
+        }
+        let lock = Arc::new(LockHistograms::default());
+        per_lock.insert(bytes.into(), Arc::clone(&lock));
+        Some(lock)
+    }
+
+    /// The histograms over all locks.
+    pub fn overall(&self) -> &LockHistograms {
+        &self.overall
+    }
+
+    /// The locks with their own series, sorted by name.
+    pub fn per_lock(&self) -> Vec<(LockName, Arc<LockHistograms>)> {
+        self.per_lock
+            .read()
+            .iter()
+            .map(|(name, lock)| (name.clone(), Arc::clone(lock)))
+            .collect()
+    }
+
+    /// A hold record for a new connection named `client` (`IP:PORT`,
+    /// `unix:N`), registered until [`Metrics::leave`].
+    pub fn holds(&self, client: &[u8]) -> Holds {
+        let times = Arc::new(HoldTimes::default());
+        (self.clients.lock()).insert(client.into(), Arc::clone(&times));
+        Holds {
+            client: client.into(),
+            times,
+        }
+    }
+
+    /// The connection of `holds` ended.
+    pub fn leave(&self, holds: &Holds) {
+        let mut clients = self.clients.lock();
+        // A newer connection may have the same name by now: keep it.
+        if clients
+            .get(&holds.client)
+            .is_some_and(|t| Arc::ptr_eq(t, &holds.times))
+        {
+            clients.remove(&holds.client);
+        }
+    }
+
+    /// Every connection's hold record, for looking up hold times.
+    pub fn hold_clock(&self) -> HoldClock {
+        HoldClock {
+            clients: self.clients.lock().clone(),
+        }
+    }
+
+    /// Observations of selected locks left out because of the cap.
+    pub fn lock_series_dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Grants of one kind so far (`g`, `wg`, `sg`, `wsg`).
+    pub fn grants(&self, kind: LockKind) -> u64 {
+        self.grants[kind as usize].load(Relaxed)
+    }
+
+    /// Counts a connection of `transport` until the guard is dropped
+    /// (when its thread ends).
+    pub fn connection(&self, transport: Transport) -> Connected<'_> {
+        self.transports[transport as usize].fetch_add(1, Relaxed);
+        Connected {
+            metrics: self,
+            transport,
+        }
+    }
+
+    /// Connections of `transport` whose threads run now.
+    pub fn connections(&self, transport: Transport) -> u64 {
+        self.transports[transport as usize].load(Relaxed)
+    }
+}
+
+/// What one connection holds and since when: its hold times are observed
+/// when it lets go, what it still holds when it ends is its orphans, and
+/// the status page reads how long each hold has lasted (see
+/// [`Metrics::hold_clock`]). Recording a grant locks only this
+/// connection's own record.
+#[derive(Debug)]
+pub struct Holds {
+    client: Box<[u8]>,
+    times: Arc<HoldTimes>,
+}
+
+/// When each of one connection's holds began, by kind.
+#[derive(Debug, Default)]
+struct HoldTimes(Mutex<[HashMap<LockName, Instant>; 3]>);
+
+/// A lock a connection held when it let go of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Let {
+    /// Which namespace.
+    pub kind: LockKind,
+    /// The lock.
+    pub name: LockName,
+    /// How long it was held.
+    pub held: Duration,
+}
+
+impl Holds {
+    /// The connection got `name` (a second grant of a lock it holds
+    /// already is no new hold).
+    pub fn granted(&mut self, metrics: &Metrics, kind: LockKind, name: &[u8]) {
+        let mut times = self.times.0.lock();
+        if let Entry::Vacant(free) = times[kind as usize].entry(name.into()) {
+            free.insert(Instant::now());
+            metrics.observe_grant(kind);
+        }
+    }
+
+    /// The connection released `name`.
+    pub fn released(&mut self, metrics: &Metrics, kind: LockKind, name: &[u8]) {
+        let removed = self.times.0.lock()[kind as usize].remove_entry(name);
+        if let Some((name, since)) = removed {
+            metrics.observe_hold(kind, name.as_bytes(), since.elapsed());
+        }
+    }
+
+    /// The connection let go of everything (`ra`, or its end): each lock
+    /// with how long it was held, longest first.
+    pub fn release_all(&mut self, metrics: &Metrics) -> Vec<Let> {
+        let taken = std::mem::take(&mut *self.times.0.lock());
+        let mut all: Vec<Let> = Vec::new();
+        for (kind, held) in LockKind::ALL.into_iter().zip(taken) {
+            for (name, since) in held {
+                let held = since.elapsed();
+                metrics.observe_hold(kind, name.as_bytes(), held);
+                all.push(Let { kind, name, held });
+            }
+        }
+        all.sort_by_key(|l| std::cmp::Reverse(l.held));
+        all
+    }
+}
+
+/// The hold records of every connection, by default name, at one moment:
+/// when a holder got a lock, for the status page and the held-now gauges.
+pub struct HoldClock {
+    clients: HashMap<Box<[u8]>, Arc<HoldTimes>>,
+}
+
+impl HoldClock {
+    /// When `client` (a default name) got `name`, if it holds it.
+    pub fn since(&self, client: &[u8], kind: LockKind, name: &[u8]) -> Option<Instant> {
+        let times = self.clients.get(client)?;
+        let since = times.0.lock()[kind as usize].get(name).copied();
+        since
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_agree_and_observations_land_in_the_first_bound_not_below() {
+        for (s, us) in BUCKETS.iter().zip(BUCKETS_US) {
+            assert_eq!((s * 1e6).round() as u64, us);
+        }
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(100)); // le 0.0001
+        h.observe(Duration::from_micros(101)); // le 0.0005
+        h.observe(Duration::from_secs(7200)); // +Inf
+        let s = h.snapshot();
+        assert_eq!((s.buckets[0], s.buckets[1], s.buckets[16]), (1, 1, 1));
+        assert_eq!(s.count, 3);
+        assert_eq!(s.sum_us, 7_200_000_201);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_a_bucket() {
+        let h = Histogram::default();
+        assert_eq!(h.snapshot().quantile(0.5), None);
+        for _ in 0..10 {
+            h.observe(Duration::from_millis(2)); // le 0.005, above 0.001
+        }
+        let q = h.snapshot().quantile(0.5).expect("observed");
+        assert!((q - 0.003).abs() < 1e-9, "{q}");
+        let before = h.snapshot();
+        h.observe(Duration::from_secs(20));
+        let delta = h.snapshot().since(&before);
+        assert_eq!(delta.count, 1);
+        assert_eq!(delta.quantile(0.99), Some(30.0 - (30.0 - 10.0) * 0.01));
+    }
+
+    #[test]
+    fn per_lock_series_only_for_matching_names_and_capped() {
+        let m = Metrics::new(&["jobs/*".into(), "exact".into()]);
+        let held = Duration::from_millis(1);
+        m.observe_hold(LockKind::Exclusive, b"other", held);
+        m.observe_hold(LockKind::Exclusive, b"exactly", held);
+        m.observe_hold(LockKind::Exclusive, b"exact", held);
+        for i in 0..MAX_LOCK_SERIES + 5 {
+            m.observe_hold(LockKind::Shared, format!("jobs/{i}").as_bytes(), held);
+        }
+        assert_eq!(m.overall().hold(LockKind::Exclusive).snapshot().count, 3);
+        let per_lock = m.per_lock();
+        assert_eq!(per_lock.len(), MAX_LOCK_SERIES);
+        assert_eq!(per_lock[0].0, LockName::from("exact"));
+        assert_eq!(m.lock_series_dropped(), 6);
+        assert!(Pattern::new(b"*").matches(b"anything"));
+    }
+
+    #[test]
+    fn holds_count_each_grant_once_and_observe_at_release() {
+        let m = Metrics::new(&[]);
+        let mut holds = m.holds(b"127.0.0.1:1");
+        let x = LockName::from("x");
+        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
+        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
+        holds.granted(&m, LockKind::Shared, x.as_bytes());
+        assert_eq!(m.grants(LockKind::Exclusive), 1);
+        holds.released(&m, LockKind::Exclusive, b"x");
+        holds.released(&m, LockKind::Exclusive, b"x");
+        assert_eq!(m.overall().hold(LockKind::Exclusive).snapshot().count, 1);
+        let left = holds.release_all(&m);
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].kind, &left[0].name), (LockKind::Shared, &x));
+        assert!(holds.release_all(&m).is_empty());
+        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
+        let clock = m.hold_clock();
+        assert!(clock
+            .since(b"127.0.0.1:1", LockKind::Exclusive, b"x")
+            .is_some());
+        assert!(clock
+            .since(b"127.0.0.1:1", LockKind::Shared, b"x")
+            .is_none());
+        m.leave(&holds);
+        assert!(m
+            .hold_clock()
+            .since(b"127.0.0.1:1", LockKind::Exclusive, b"x")
+            .is_none());
+    }
+}
