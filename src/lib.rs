@@ -38,7 +38,7 @@
 //! 2. `store`: the lock semantics behind the [`store::LockStore`] seam (the in-memory table).
 //! 3. `session`: one connection's protocol state over a store; no I/O.
 //! 4. `server`: config, listeners and accept, the one connection loop, liveness, streams.
-//! 5. `client`, `local` and `systemd` sit on top; `transport` is shared plumbing.
+//! 5. `client` beside the server (sharing `net`), `local` and `systemd` on top.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

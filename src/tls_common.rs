@@ -9,10 +9,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 use std::io;
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -74,11 +72,12 @@ pub(crate) fn load_roots(what: &str, path: &Path) -> Result<RootCertStore, Error
 /// Drives a handshake to its end, by `deadline` as a whole (a peer that
 /// trickles bytes cannot stretch it). A peer that hangs up midway is an
 /// `UnexpectedEof`; one that is not speaking TLS an `InvalidData`; one too
-/// slow a `TimedOut`.
+/// slow a `TimedOut`. (The server runs its own, over its shared socket.)
+#[cfg(feature = "client")]
 pub(crate) fn handshake<C, S>(
     conn: &mut C,
-    sock: &mut TcpStream,
-    deadline: Option<Instant>,
+    sock: &mut std::net::TcpStream,
+    deadline: Option<std::time::Instant>,
 ) -> io::Result<()>
 where
     C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
@@ -86,7 +85,7 @@ where
 {
     while conn.is_handshaking() {
         if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,

@@ -397,7 +397,10 @@ pub(crate) fn run(
         }
         let step = match input {
             Input::Command { line, fresh } => {
-                if fresh {
+                // A connection whose own peer has left serves only that
+                // peer's last commands, whose replies nobody reads: it
+                // skips the settling (in a mass close, thousands of them).
+                if fresh && !conn.presence.hung_up() {
                     // Before serving new input, release the locks of peers
                     // that hung up but whose threads have not run yet.
                     let state = conn.state;
