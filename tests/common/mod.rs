@@ -2,6 +2,8 @@
 //! fresh temp dir) and raw line connections to it.
 #![allow(dead_code)]
 
+#[cfg(feature = "cluster")]
+pub mod etcd;
 pub mod lockctl;
 pub mod rng;
 
