@@ -1,6 +1,8 @@
 //! How a server is set up and how it stops.
 
 use crate::secret::Secret;
+#[cfg(feature = "cluster")]
+use crate::store::etcd::EtcdConfig;
 use crate::store::Limits;
 use crate::transport::tls::TlsConfig;
 use std::path::PathBuf;
@@ -48,6 +50,10 @@ pub struct ServerConfig {
     /// A write that cannot complete for this long drops the connection
     /// (a client that does not read its replies).
     pub write_timeout: Duration,
+    /// Cluster mode: keep the locks in etcd instead of this process
+    /// (fencing tokens are then etcd revisions; `state_dir` is unused).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<EtcdConfig>,
     /// The listen backlog of the sockets the server binds: connections the
     /// kernel queues before they are accepted (capped by
     /// `net.core.somaxconn`), so a burst of connects is not refused or left
@@ -80,6 +86,8 @@ impl Default for ServerConfig {
             tcp_keepalive: Some(Duration::from_secs(60)),
             idle_timeout: None,
             write_timeout: Duration::from_secs(60),
+            #[cfg(feature = "cluster")]
+            cluster: None,
             listen_backlog: 4096,
             http: None,
             metrics_locks: Vec::new(),
