@@ -172,7 +172,7 @@ enum Waiting {
 
 /// Hashes keys the server chose itself (client ids, buffer addresses), so
 /// no client can aim for collisions: a multiply is enough, where lock names
-/// (chosen by clients) keep a keyed hash ([`ByName`]).
+/// (chosen by clients) keep std's keyed SipHash.
 #[derive(Default)]
 struct IdHasher(u64);
 
@@ -200,18 +200,9 @@ impl Hasher for IdHasher {
 
 type ById = BuildHasherDefault<IdHasher>;
 
-/// Hashes lock names, which clients choose: keyed by a random seed of each
-/// map's own (foldhash), so no list of names collides in every server or
-/// every map. Several times cheaper than std's SipHash on short names, and
-/// `g`/`r` hash a name twice each. What is given up: foldhash does not
-/// claim to withstand an attacker who infers the seed by timing the
-/// server; the table never shows its order (every listing is sorted) and
-/// `--max-locks` bounds how many names such an attacker could pile up.
-type ByName = foldhash::quality::RandomState;
-
 /// A lock a client holds: the very buffer that keys the table's map,
 /// compared and hashed by address, so the client's set costs no second copy
-/// of the name and no second hash of it.
+/// of the name and no second SipHash.
 #[derive(Clone)]
 struct Held(LockName);
 
@@ -253,8 +244,8 @@ impl Client {
 
 struct Inner {
     /// The exclusive namespace: writers, readers and their lines.
-    locks: HashMap<LockName, rw::Lock, ByName>,
-    shared: HashMap<LockName, shared::Shared, ByName>,
+    locks: HashMap<LockName, rw::Lock>,
+    shared: HashMap<LockName, shared::Shared>,
     clients: HashMap<ClientId, Client, ById>,
     registrations: u64,
     waiting: usize,
@@ -280,8 +271,8 @@ impl Table {
         Table {
             limits: LimitLog::new(limits),
             inner: RwLock::new(Inner {
-                locks: HashMap::default(),
-                shared: HashMap::default(),
+                locks: HashMap::new(),
+                shared: HashMap::new(),
                 clients: HashMap::default(),
                 registrations: 0,
                 waiting: 0,
@@ -567,7 +558,7 @@ impl Inner {
     /// empty.
     fn matching<'a, V>(
         &self,
-        map: &'a HashMap<LockName, V, ByName>,
+        map: &'a HashMap<LockName, V>,
         filter: &[u8],
     ) -> Box<dyn Iterator<Item = &'a V> + 'a> {
         if filter.is_empty() {
