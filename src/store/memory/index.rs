@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 /// Entries a listing copies per acquisition of the table's lock.
-pub const PAGE: usize = 4096;
+pub const PAGE: usize = 1024;
 
 /// Names past which a namespace keeps an ordered index.
 const BUILD_AT: usize = 2 * PAGE;
