@@ -71,6 +71,12 @@ pub enum Error {
     /// The fencing-token state could not be used.
     #[cfg(feature = "server")]
     TokenState(TokenError),
+    /// Cluster mode: etcd did not answer or refused the node's lease at
+    /// start.
+    Cluster {
+        /// What failed, naming the endpoints.
+        reason: String,
+    },
     /// Another I/O failure, with what was being done. From a client, the
     /// connection is closed and its locks are gone.
     Io {
@@ -243,6 +249,7 @@ impl fmt::Display for Error {
             ),
             #[cfg(feature = "server")]
             Error::TokenState(e) => e.fmt(f),
+            Error::Cluster { reason } => write!(f, "cluster mode: {reason}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Connect { addr, source } => {
                 write!(f, "cannot connect to {addr}: {source} (is lockd running there?)")

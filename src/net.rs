@@ -1,6 +1,6 @@
-//! Name resolution and outgoing TCP connections: the one piece of socket
-//! code that both the server (binding its listeners) and the client
-//! (connecting) need, kept below both.
+//! Name resolution, binding TCP listeners and outgoing TCP connections:
+//! the socket code that the server's listeners, its HTTP listener and the
+//! client share, kept below all of them.
 
 use crate::error::Error;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -24,6 +24,45 @@ pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>, Error> {
         return Err(bad("it resolves to no address".into()));
     }
     Ok(addrs)
+}
+
+/// Binds a TCP listener on `addr`: `HOST:PORT`, or `:PORT` as Go and node
+/// spell "every interface" (IPv6 dual-stack when the host has IPv6, else
+/// IPv4). Port 0 picks a free port.
+///
+/// # Errors
+/// [`Error::BadAddress`] for an address that does not parse or resolve,
+/// [`Error::AddressInUse`], or [`Error::Bind`] with the cause.
+#[cfg(feature = "server")]
+pub(crate) fn bind_tcp(addr: &str) -> Result<std::net::TcpListener, Error> {
+    use std::net::TcpListener;
+    if let Some(port) = addr.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| Error::BadAddress {
+            addr: addr.to_string(),
+            reason: "the port must be a number from 0 to 65535".into(),
+        })?;
+        return match TcpListener::bind(("::", port)) {
+            Ok(l) => Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(bind_error(addr, e)),
+            Err(_) => TcpListener::bind(("0.0.0.0", port)).map_err(|e| bind_error(addr, e)),
+        };
+    }
+    TcpListener::bind(&resolve(addr)?[..]).map_err(|e| bind_error(addr, e))
+}
+
+/// What binding `addr` failed with, as the crate's error.
+#[cfg(feature = "server")]
+pub(crate) fn bind_error(addr: &str, source: std::io::Error) -> Error {
+    if source.kind() == std::io::ErrorKind::AddrInUse {
+        Error::AddressInUse {
+            addr: addr.to_string(),
+        }
+    } else {
+        Error::Bind {
+            addr: addr.to_string(),
+            source,
+        }
+    }
 }
 
 /// Connects to each address in turn until one answers, as

@@ -221,17 +221,6 @@ impl TokenCounter {
         self.next += 1;
         Some(token)
     }
-
-    /// The high-water mark: every token issued so far, and every token a
-    /// restart could issue first, is below it.
-    pub fn high_water_mark(&self) -> u64 {
-        self.reserved.load(Ordering::Acquire)
-    }
-
-    /// The token the next grant gets.
-    pub fn next_token(&self) -> u64 {
-        self.next
-    }
 }
 
 impl Drop for TokenCounter {
@@ -386,6 +375,10 @@ mod tests {
         assert_eq!(counter.draw(), None, "and stays refused");
     }
 
+    fn saved_mark(counter: &TokenCounter) -> u64 {
+        counter.marks().1.expect("a counter with a state file")
+    }
+
     #[test]
     fn grants_resume_by_themselves_once_the_mark_can_be_saved_again() {
         let dir = temp_dir("recover");
@@ -400,7 +393,7 @@ mod tests {
             None,
             "out of tokens while the mark cannot be saved"
         );
-        let stuck_mark = counter.high_water_mark();
+        let stuck_mark = saved_mark(&counter);
         fs::create_dir_all(&dir).expect("the disk can be written again");
         let deadline = Instant::now() + Duration::from_secs(20);
         let token = loop {
@@ -425,12 +418,12 @@ mod tests {
     fn the_reserver_keeps_the_mark_ahead_of_grants() {
         let dir = temp_dir("ahead");
         let mut counter = TokenCounter::open(&dir).expect("open");
-        let first_mark = counter.high_water_mark();
+        let first_mark = saved_mark(&counter);
         for _ in 0..=BLOCK / 2 {
             counter.draw().expect("a token");
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        while counter.high_water_mark() == first_mark {
+        while saved_mark(&counter) == first_mark {
             assert!(Instant::now() < deadline, "the next mark was never saved");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -439,7 +432,7 @@ mod tests {
             .trim()
             .parse()
             .expect("number");
-        assert!(on_disk >= counter.high_water_mark());
+        assert!(on_disk >= saved_mark(&counter));
         drop(counter);
         let _ = fs::remove_dir_all(&dir);
     }

@@ -1,6 +1,6 @@
 //! The blocking client against a real server, and against small fake ones
 //! (silent, classic, and scripted protocol-2 servers that check the wire
-//! bytes of verbs the real server may not have yet).
+//! bytes the client sends and its reading of every reply).
 
 mod common;
 
@@ -838,4 +838,72 @@ fn watch_yields_typed_events() {
     // The watch had a connection of its own.
     assert!(fake.seen().contains(&"watch a*".to_string()));
     c.ping().unwrap();
+}
+
+/// Read holds against the real server: readers of two clients share a
+/// name, a writer of a third waits for both, and a reader asking after
+/// the writer queued waits behind it (no writer starvation).
+#[test]
+fn read_holds_against_a_real_server() {
+    let server = TestServer::start();
+    let (a, b, w) = (client(&server), client(&server), client(&server));
+    let ra = a.read("catalog").unwrap();
+    let rb = b.try_read("catalog").unwrap().expect("readers share");
+    assert!(w.try_lock("catalog").unwrap().is_none(), "read-held");
+    let writer = thread::spawn(move || {
+        let guard = w.lock("catalog").unwrap();
+        let token = guard.token();
+        drop(guard);
+        token
+    });
+    wait_for_waiters(&server, 1);
+    let late = client(&server);
+    assert!(
+        late.try_read_for("catalog", Duration::from_millis(100))
+            .unwrap()
+            .is_none(),
+        "a reader after a queued writer waits behind it"
+    );
+    drop(ra);
+    drop(rb);
+    let token = writer.join().unwrap();
+    assert!(
+        token.is_some_and(|t| t >= 1),
+        "the writer's grant has a token"
+    );
+    assert!(late.try_read("catalog").unwrap().is_some());
+}
+
+/// `watch` against the real server: the snapshot, `synced`, then a grant
+/// and a release as they happen.
+#[test]
+fn watch_against_a_real_server() {
+    let server = TestServer::start();
+    let holder = client(&server);
+    let held = holder.lock("jobs/a").unwrap();
+    let token = held.token().expect("a token on protocol 2");
+    let watcher = client(&server);
+    let mut watch = watcher.watch("jobs/*").unwrap();
+    let next = |watch: &mut lockd::client::Watch| watch.next().unwrap().unwrap();
+    match next(&mut watch) {
+        WatchEvent::Held(e) => {
+            assert_eq!((e.kind, e.number), (HoldKind::Exclusive, token));
+            assert_eq!(e.name, LockName::from("jobs/a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(next(&mut watch), WatchEvent::Synced);
+    let other = client(&server);
+    let b = other.lock("jobs/b").unwrap();
+    let _ignored = other.lock("elsewhere").unwrap();
+    match next(&mut watch) {
+        WatchEvent::Locked(e) => assert_eq!(e.name, LockName::from("jobs/b")),
+        e => panic!("{e:?}"),
+    }
+    drop(b);
+    match next(&mut watch) {
+        WatchEvent::Released(e) => assert_eq!(e.name, LockName::from("jobs/b")),
+        e => panic!("{e:?}"),
+    }
+    drop(held);
 }

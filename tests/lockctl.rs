@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::lockctl::{finish, lockctl, spawn, LOCKCTL};
 use common::{wait_until, TempDir, TestServer};
 use lockd::{Secret, Shutdown};
 use std::collections::BTreeSet;
@@ -13,56 +14,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const LOCKCTL: &str = env!("CARGO_BIN_EXE_lockctl");
-const DEADLINE: Duration = Duration::from_secs(20);
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn spawn(server: &str, args: &[&str]) -> Child {
-    Command::new(LOCKCTL)
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .env_remove("LOCKD_SERVER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lockctl")
-}
-
-/// Waits for `child` (killing it past the deadline) and collects its output.
-fn finish(child: Child) -> Out {
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("wait for lockctl"),
-        Err(_) => {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("lockctl did not exit within {DEADLINE:?}");
-        }
-    };
-    Out {
-        code: output.status.code().expect("lockctl exited by a signal"),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn lockctl(server: &TestServer, args: &[&str]) -> Out {
-    finish(spawn(&server.addr.to_string(), args))
-}
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")

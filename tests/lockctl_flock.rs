@@ -6,61 +6,12 @@
 
 mod common;
 
+use common::lockctl::{finish, lockctl, spawn, LOCKCTL};
 use common::{wait_until, TestServer};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const LOCKCTL: &str = env!("CARGO_BIN_EXE_lockctl");
-const DEADLINE: Duration = Duration::from_secs(20);
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn spawn(server: &str, args: &[&str]) -> Child {
-    Command::new(LOCKCTL)
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .env_remove("LOCKD_SERVER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lockctl")
-}
-
-/// Waits for `child` (killing it by PID past the deadline) and collects
-/// its output.
-fn finish(child: Child) -> Out {
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("wait for the child"),
-        Err(_) => {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("the child did not exit within {DEADLINE:?}");
-        }
-    };
-    Out {
-        code: output.status.code().expect("exited by a signal"),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn lockctl(server: &TestServer, args: &[&str]) -> Out {
-    finish(spawn(&server.addr.to_string(), args))
-}
 
 fn has_bash() -> bool {
     Command::new("bash").arg("-c").arg("true").status().is_ok()

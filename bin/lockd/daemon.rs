@@ -10,6 +10,7 @@ use crate::limits::KernelLimits;
 use crate::nofile::raise_nofile_limit;
 use lockd::log::{log, Format, Priority};
 use lockd::server::{Secret, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
+use lockd::store::etcd::{parse_cluster_url, EtcdConfig};
 use lockd::systemd;
 use lockd::transport::tls::TlsConfig;
 use lockd::Error;
@@ -161,6 +162,34 @@ pub const FLAGS: &[FlagSpec] = &[
         value: "SECS",
         arity: Arity::Value,
         help: "close connections silent for SECS (default: never)",
+    },
+    FlagSpec {
+        short: "",
+        long: "cluster",
+        value: "etcd://H:P,...",
+        arity: Arity::Value,
+        help: "cluster mode: keep the locks in etcd at these members, shared by every node (see CLUSTER in lockd(8))",
+    },
+    FlagSpec {
+        short: "",
+        long: "cluster-prefix",
+        value: "PREFIX",
+        arity: Arity::Value,
+        help: "etcd key prefix of the cluster's locks (default /lockd)",
+    },
+    FlagSpec {
+        short: "",
+        long: "cluster-lease-ttl",
+        value: "SECS",
+        arity: Arity::Value,
+        help: "TTL of the node's etcd lease, 2 or more, e.g. 5 or 5s (default 5): a dead node's locks go within it",
+    },
+    FlagSpec {
+        short: "",
+        long: "node-name",
+        value: "NAME",
+        arity: Arity::Value,
+        help: "this node's name in its etcd keys (default: host name and process id)",
     },
     FlagSpec {
         short: "",
@@ -515,6 +544,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         (None, true) => None,
         (None, false) => Some(default_state_dir()),
     };
+    config.cluster = cluster_config(&m)?;
     let pidfile = m
         .opt_str("pidfile")
         .or_else(|| m.opt_str("pid-file"))
@@ -526,6 +556,53 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
         warnings: glockd.warnings,
         log_format,
     })))
+}
+
+/// `--cluster` and its companions; those without `--cluster` are an error.
+fn cluster_config(m: &getopts::Matches) -> Result<Option<EtcdConfig>, UsageError> {
+    let Some(url) = m.opt_str("cluster") else {
+        for flag in ["cluster-prefix", "cluster-lease-ttl", "node-name"] {
+            if m.opt_present(flag) {
+                return Err(UsageError(format!(
+                    "--{flag} needs --cluster etcd://HOST:PORT,..."
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    let endpoints = parse_cluster_url(&url).map_err(|e| {
+        UsageError(format!(
+            "invalid value for --cluster: {e} (use etcd://HOST:PORT,HOST:PORT,...)"
+        ))
+    })?;
+    let mut config = EtcdConfig::new(endpoints);
+    if let Some(prefix) = m.opt_str("cluster-prefix") {
+        if !prefix.starts_with('/') {
+            return Err(UsageError(format!(
+                "invalid value {prefix:?} for --cluster-prefix: it must start with /"
+            )));
+        }
+        config.prefix = prefix.into_bytes();
+    }
+    if let Some(ttl) = m.opt_str("cluster-lease-ttl") {
+        let digits = ttl.strip_suffix('s').unwrap_or(&ttl);
+        let secs: u64 = parse_number("--cluster-lease-ttl", digits, "a number of seconds")?;
+        if secs < 2 {
+            return Err(UsageError(
+                "--cluster-lease-ttl must be at least 2 seconds (etcd's shortest lease)".into(),
+            ));
+        }
+        config.lease_ttl = Duration::from_secs(secs);
+    }
+    if let Some(name) = m.opt_str("node-name") {
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+            return Err(UsageError(format!(
+                "invalid value {name:?} for --node-name: give a name without /, spaces or newlines"
+            )));
+        }
+        config.node = name;
+    }
+    Ok(Some(config))
 }
 
 /// Checks the shape of a listen address (`HOST:PORT`, `[V6]:PORT` or
@@ -809,7 +886,19 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
         }
     }
     let inherited = inherited.into_iter().map(|(_, l)| l).collect();
+    let cluster = config.cluster.as_ref().map(|c| {
+        format!(
+            "cluster mode: etcd at {}, prefix {}, node {}, lease TTL {}s",
+            c.endpoints.join(","),
+            String::from_utf8_lossy(&c.prefix),
+            c.node,
+            c.lease_ttl.as_secs()
+        )
+    });
     let server = Server::bind_adding(config, inherited)?;
+    if let Some(line) = cluster {
+        log(Priority::Info, line);
+    }
     let mut listening: Vec<String> = server
         .local_addrs()
         .iter()

@@ -72,29 +72,7 @@ impl HttpListener {
     /// # Errors
     /// The address does not resolve, is in use, or cannot be bound.
     pub fn bind(addr: &str, secret: Option<Secret>) -> Result<HttpListener, Error> {
-        // `:PORT`, as for the lock listeners: every interface.
-        let resolved = match addr.strip_prefix(':') {
-            Some(port) => format!("[::]:{port}"),
-            None => addr.to_string(),
-        };
-        let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&resolved)
-            .map_err(|e| Error::BadAddress {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?
-            .collect();
-        let listener = TcpListener::bind(&addrs[..]).map_err(|source| {
-            if source.kind() == io::ErrorKind::AddrInUse {
-                Error::AddressInUse {
-                    addr: addr.to_string(),
-                }
-            } else {
-                Error::Bind {
-                    addr: addr.to_string(),
-                    source,
-                }
-            }
-        })?;
+        let listener = crate::net::bind_tcp(addr)?;
         Ok(HttpListener { listener, secret })
     }
 

@@ -1,6 +1,8 @@
 //! How a server is set up and how it stops.
 
 use crate::secret::Secret;
+#[cfg(feature = "cluster")]
+use crate::store::etcd::EtcdConfig;
 use crate::store::Limits;
 use crate::transport::tls::TlsConfig;
 use std::path::PathBuf;
@@ -57,6 +59,10 @@ pub struct ServerConfig {
     /// listing bigger than this is made and sent a piece of this size at a
     /// time, each once the socket took the last. Default 1 MiB.
     pub max_output: usize,
+    /// Cluster mode: keep the locks in etcd instead of this process
+    /// (fencing tokens are then etcd revisions; `state_dir` is unused).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<EtcdConfig>,
     /// The listen backlog of the sockets the server binds: connections the
     /// kernel queues before they are accepted (capped by
     /// `net.core.somaxconn`), so a burst of connects is not refused or left
@@ -90,6 +96,8 @@ impl Default for ServerConfig {
             idle_timeout: None,
             write_timeout: Duration::from_secs(60),
             max_output: DEFAULT_MAX_OUTPUT,
+            #[cfg(feature = "cluster")]
+            cluster: None,
             listen_backlog: 4096,
             http: None,
             metrics_locks: Vec::new(),

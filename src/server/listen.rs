@@ -167,39 +167,10 @@ pub(crate) fn bind_tcp(
     backlog: u32,
     kind: fn(TcpListener) -> Listener,
 ) -> Result<Listener, Error> {
-    let bind_error = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::AddrInUse {
-            Error::AddressInUse {
-                addr: addr.to_string(),
-            }
-        } else {
-            Error::Bind {
-                addr: addr.to_string(),
-                source,
-            }
-        }
-    };
-    // `:PORT`, as Go and node spell "every interface": IPv6 dual-stack when
-    // the host has IPv6, else IPv4.
-    if let Some(port) = addr.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| Error::BadAddress {
-            addr: addr.to_string(),
-            reason: "the port must be a number from 0 to 65535".into(),
-        })?;
-        let listener = match TcpListener::bind(("::", port)) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(bind_error(e)),
-            Err(_) => TcpListener::bind(("0.0.0.0", port)).map_err(bind_error)?,
-        };
-        return with_backlog(listener, backlog)
-            .map(kind)
-            .map_err(bind_error);
-    }
-    let addrs = crate::net::resolve(addr)?;
-    TcpListener::bind(&addrs[..])
-        .and_then(|l| with_backlog(l, backlog))
+    let listener = crate::net::bind_tcp(addr)?;
+    with_backlog(listener, backlog)
         .map(kind)
-        .map_err(bind_error)
+        .map_err(|e| crate::net::bind_error(addr, e))
 }
 
 /// Binds a Unix socket listener at `path` with the permission bits `mode`

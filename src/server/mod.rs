@@ -24,6 +24,8 @@ use crate::http::{HttpListener, HttpServer, Observe, Parts};
 use crate::metrics::Metrics;
 use crate::session::{self, Host, Settings};
 use crate::stats::{bump, Stats};
+#[cfg(feature = "cluster")]
+use crate::store::etcd::{self, EtcdStore};
 use crate::store::{LockStore, Table};
 use crate::token::TokenCounter;
 use listen::{bind_tcp, bind_unix, Peer};
@@ -116,6 +118,9 @@ pub(crate) struct State {
     /// about to be disconnected too.
     pub(crate) closing_all: AtomicBool,
     listeners: Vec<Arc<Listener>>,
+    /// Cluster mode's store, to refuse clients while it has no lease.
+    #[cfg(feature = "cluster")]
+    cluster: Option<EtcdStore>,
     /// Raised at shutdown, so the accept loops leave `poll`.
     wake: Signal,
     last_reject_log: Mutex<Option<Instant>>,
@@ -216,10 +221,25 @@ impl Server {
     /// # Errors
     /// An unusable state directory, or no epoll for the close watcher.
     pub fn with_listeners(config: ServerConfig, listeners: Vec<Listener>) -> Result<Server, Error> {
-        let tokens = match &config.state_dir {
-            Some(dir) => TokenCounter::open(dir)?,
-            None => TokenCounter::in_memory(),
+        let memory = |config: &ServerConfig| -> Result<Box<dyn LockStore>, Error> {
+            let tokens = match &config.state_dir {
+                Some(dir) => TokenCounter::open(dir)?,
+                None => TokenCounter::in_memory(),
+            };
+            Ok(Box::new(Table::with_limits(tokens, config.limits)))
         };
+        #[cfg(feature = "cluster")]
+        let (store, cluster): (Box<dyn LockStore>, _) = match &config.cluster {
+            Some(cluster) => {
+                let store = EtcdStore::open(cluster).map_err(|e| Error::Cluster {
+                    reason: e.to_string(),
+                })?;
+                (Box::new(store.clone()), Some(store))
+            }
+            None => (memory(&config)?, None),
+        };
+        #[cfg(not(feature = "cluster"))]
+        let store = memory(&config)?;
         let liveness =
             Arc::new(Liveness::new().map_err(|e| Error::io("cannot create an epoll set", e))?);
         let wake = Signal::new().map_err(|e| Error::io("cannot create an eventfd", e))?;
@@ -233,7 +253,6 @@ impl Server {
                 .set_nonblocking()
                 .map_err(|e| Error::io("cannot make a listener non-blocking", e))?;
         }
-        let limits = config.limits;
         let settings = Settings {
             dump: config.dump,
             registry: config.registry,
@@ -245,7 +264,7 @@ impl Server {
         let state = Arc::new_cyclic(|weak: &Weak<State>| State {
             config,
             host: Arc::new(Core {
-                store: Box::new(Table::with_limits(tokens, limits)),
+                store,
                 stats: Stats::default(),
                 metrics,
                 settings,
@@ -257,9 +276,15 @@ impl Server {
             stopping: AtomicBool::new(false),
             closing_all: AtomicBool::new(false),
             listeners: listeners.into_iter().map(Arc::new).collect(),
+            #[cfg(feature = "cluster")]
+            cluster,
             wake,
             last_reject_log: Mutex::new(None),
         });
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &state.cluster {
+            close_on_lease_loss(&state, cluster)?;
+        }
         Ok(Server { state, http })
     }
 
@@ -498,6 +523,29 @@ fn log_rejection(state: &State, message: &str) {
     }
 }
 
+#[cfg(feature = "cluster")]
+/// Cluster mode's safety rule: when the node's lease is lost, every
+/// connection is closed at once, before etcd may give its locks to others.
+fn close_on_lease_loss(state: &Arc<State>, cluster: &EtcdStore) -> Result<(), Error> {
+    let lost = cluster.lease_lost();
+    let state = Arc::downgrade(state);
+    thread::Builder::new()
+        .name("lockd-cluster".into())
+        .spawn(move || {
+            // Ends when the store goes (its senders with it).
+            for () in lost.iter() {
+                let Some(state) = state.upgrade() else { return };
+                crate::log::log(
+                    crate::log::Priority::Warning,
+                    "cluster lease lost (etcd does not answer): closing every connection",
+                );
+                state.liveness.shutdown_all();
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::io("cannot start the cluster lease thread", e))
+}
+
 fn admit(state: &Arc<State>, socket: Socket, peer: Peer) {
     if state.stopping.load(Ordering::SeqCst) {
         return;
@@ -518,6 +566,18 @@ fn admit(state: &Arc<State>, socket: Socket, peer: Peer) {
         };
         let _ = socket.set_write_timeout(Some(Duration::from_millis(100)));
         let _ = (&socket).write_all(refusal);
+        socket.drain_input();
+        return;
+    }
+    #[cfg(feature = "cluster")]
+    if state.cluster.as_ref().is_some_and(|c| !c.is_serving()) {
+        bump(&stats.rejected_connections);
+        log_rejection(
+            state,
+            "connection refused: no cluster lease (etcd does not answer)",
+        );
+        let _ = socket.set_write_timeout(Some(Duration::from_millis(100)));
+        let _ = (&socket).write_all(etcd::NOT_SERVING);
         socket.drain_input();
         return;
     }

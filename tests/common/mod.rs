@@ -2,6 +2,9 @@
 //! fresh temp dir) and raw line connections to it.
 #![allow(dead_code)]
 
+#[cfg(feature = "cluster")]
+pub mod etcd;
+pub mod lockctl;
 pub mod rng;
 
 use lockd::{Server, ServerConfig, ServerHandle, Shutdown};

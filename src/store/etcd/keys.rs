@@ -1,0 +1,197 @@
+//! Where the etcd store keeps what: key layout and values.
+//!
+//! ```text
+//! PREFIX/x/<hex name>/<owner>.<seq>   an exclusive holder or waiter
+//! PREFIX/s/<hex name>/<owner>.<seq>   a shared holder or waiter
+//! PREFIX/n/<owner>                    a registered name (iam)
+//! owner = <node>.<lease hex>.<conn>
+//! ```
+//! Names are hex in keys so that `a` and `a/b` never share a prefix. The
+//! lease id in the owner makes every key of a lease new: a node that lost
+//! its lease never writes a key of the old one again. The keys of one name,
+//! ordered by create revision, are its holders and its line of waiters.
+//! A value is `<limit>\n<default name of the client>`.
+
+use crate::name::LockName;
+
+/// Which family a lock key is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Exclusive locks (`g`, `wg`).
+    Exclusive,
+    /// Counted shared locks (`sg`, `wsg`).
+    Shared,
+}
+
+impl Family {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Family::Exclusive => b"x",
+            Family::Shared => b"s",
+        }
+    }
+}
+
+/// The key layout under one prefix.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    prefix: Vec<u8>,
+}
+
+impl Layout {
+    /// Keys under `prefix` (a trailing `/` is added when missing).
+    pub fn new(prefix: &[u8]) -> Layout {
+        let mut prefix = prefix.to_vec();
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
+        Layout { prefix }
+    }
+
+    /// Everything the store writes.
+    pub fn root(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// Every lock key of a family: `PREFIX/x/`.
+    pub fn family(&self, family: Family) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(family.tag());
+        key.push(b'/');
+        key
+    }
+
+    /// The keys of one lock: `PREFIX/x/<hex name>/`.
+    pub fn lock(&self, family: Family, name: &[u8]) -> Vec<u8> {
+        let mut key = self.family(family);
+        push_hex(&mut key, name);
+        key.push(b'/');
+        key
+    }
+
+    /// One client's key for one lock.
+    pub fn entry(&self, family: Family, name: &[u8], owner: &[u8], seq: u64) -> Vec<u8> {
+        let mut key = self.lock(family, name);
+        key.extend_from_slice(owner);
+        key.extend_from_slice(format!(".{seq}").as_bytes());
+        key
+    }
+
+    /// Every registered name: `PREFIX/n/`.
+    pub fn registry(&self) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(b"n/");
+        key
+    }
+
+    /// One client's registration.
+    pub fn registration(&self, owner: &[u8]) -> Vec<u8> {
+        let mut key = self.registry();
+        key.extend_from_slice(owner);
+        key
+    }
+
+    /// The lock name and the owner of a lock key of `family`.
+    pub fn parse_entry<'k>(&self, family: Family, key: &'k [u8]) -> Option<(LockName, &'k [u8])> {
+        let rest = key.strip_prefix(&self.family(family)[..])?;
+        let slash = rest.iter().position(|&b| b == b'/')?;
+        let name = unhex(&rest[..slash])?;
+        let tail = &rest[slash + 1..];
+        let dot = tail.iter().rposition(|&b| b == b'.')?;
+        Some((LockName::from(name), &tail[..dot]))
+    }
+
+    /// The owner of a registration key.
+    pub fn parse_registration<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
+        key.strip_prefix(&self.registry()[..])
+    }
+
+    /// The lock a key belongs to (its prefix up to the last `/`).
+    pub fn lock_of(key: &[u8]) -> Option<&[u8]> {
+        let slash = key.iter().rposition(|&b| b == b'/')?;
+        Some(&key[..=slash])
+    }
+}
+
+/// `<node>.<lease hex>.<conn>`: one client of one node under one lease.
+pub fn owner(node: &str, lease: i64, conn: u64) -> Vec<u8> {
+    format!("{node}.{lease:x}.{conn}").into_bytes()
+}
+
+/// A lock key's value: the limit of a shared wait (0: none) and the
+/// client's default name.
+pub fn value(limit: u32, default_name: &[u8]) -> Vec<u8> {
+    let mut value = format!("{limit}\n").into_bytes();
+    value.extend_from_slice(default_name);
+    value
+}
+
+/// The limit and default name in a value written by [`value`].
+pub fn parse_value(value: &[u8]) -> Option<(u32, &[u8])> {
+    let newline = value.iter().position(|&b| b == b'\n')?;
+    let limit = std::str::from_utf8(&value[..newline]).ok()?.parse().ok()?;
+    Some((limit, &value[newline + 1..]))
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xF)]);
+    }
+}
+
+fn unhex(hex: &[u8]) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |d: u8| (d as char).to_digit(16).map(|v| v as u8);
+    hex.chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_hex_so_no_name_is_a_prefix_of_another_lock() {
+        let layout = Layout::new(b"/lockd");
+        assert_eq!(
+            layout.lock(Family::Exclusive, b"a"),
+            b"/lockd/x/61/".to_vec()
+        );
+        assert_eq!(
+            layout.lock(Family::Shared, b"a/b"),
+            b"/lockd/s/612f62/".to_vec()
+        );
+        assert_eq!(layout.lock(Family::Exclusive, b""), b"/lockd/x//".to_vec());
+    }
+
+    #[test]
+    fn entries_parse_back_to_name_and_owner() {
+        let layout = Layout::new(b"/p/");
+        let me = owner("node.one", 0x1f, 7);
+        for name in [&b""[..], b"a b", b"\0\xFF", b"x/y.z"] {
+            let key = layout.entry(Family::Shared, name, &me, 42);
+            let (parsed, who) = layout.parse_entry(Family::Shared, &key).expect("parses");
+            assert_eq!(parsed.as_bytes(), name);
+            assert_eq!(who, &b"node.one.1f.7"[..]);
+            assert_eq!(
+                Layout::lock_of(&key),
+                Some(&layout.lock(Family::Shared, name)[..])
+            );
+        }
+        assert!(layout
+            .parse_entry(Family::Exclusive, b"/p/x/6/o.1")
+            .is_none());
+    }
+
+    #[test]
+    fn values_carry_limit_and_a_binary_default_name() {
+        let v = value(3, b"unix:1\n\xFF");
+        assert_eq!(parse_value(&v), Some((3, &b"unix:1\n\xFF"[..])));
+        assert_eq!(parse_value(b"x\nname"), None);
+    }
+}

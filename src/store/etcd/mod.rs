@@ -1,0 +1,1124 @@
+//! Cluster mode: the lock store on etcd, so that several lockd nodes serve
+//! one lock namespace (`PROTOCOL.md` Part 3; the design notes are
+//! `CLUSTER.md` in the shared notes).
+//!
+//! [`EtcdStore`] offers the session what [`crate::store::Table`] offers,
+//! with every answer coming from etcd: the holders and waiters of a lock
+//! are its keys ordered by create revision (see [`keys`]), so every node
+//! sees one order. A node's clients' keys hang on the node's lease
+//! ([`lease`]); waiters wake through the node's one watch ([`watch`]).
+//!
+//! Every call may fail with a [`StoreError`]: etcd unreachable, or the
+//! node's lease lost, after which the client's locks can no longer be
+//! vouched for and its connection must be closed.
+
+pub mod client;
+mod deadlock;
+pub mod keys;
+pub mod lease;
+mod listing;
+mod seam;
+pub mod watch;
+
+use crate::name::LockName;
+use crate::store::WaitStart;
+use crate::store::{ClientId, ClientNames, Grant, Released};
+use client::{
+    Client, ClientConfig, Compare, EtcdError, KeyValue, Op, OpResult, Order, Range, Relation,
+    Target,
+};
+use crossbeam_channel::{Receiver, Sender};
+use keys::{Family, Layout};
+use lease::Lease;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use watch::Waiters;
+
+/// The verbs cluster mode does not serve yet (reader/writer locks and
+/// watching); the session answers them with [`NOT_SUPPORTED`].
+pub const UNSUPPORTED_VERBS: &[&str] = &["wr", "rr", "watch"];
+
+/// Why a verb of [`UNSUPPORTED_VERBS`] is refused.
+pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
+
+/// The line a node without a lease sends a new client before closing.
+pub const NOT_SERVING: &[u8] =
+    b"0 Error: no cluster lease: this node cannot reach etcd (try another node)\n";
+
+/// etcd's default limit on the operations of one transaction.
+const MAX_TXN_OPS: usize = 128;
+
+/// Settings of an [`EtcdStore`].
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    /// `host:port` of each etcd member.
+    pub endpoints: Vec<String>,
+    /// Every key the store writes starts with this.
+    pub prefix: Vec<u8>,
+    /// TTL of the node's lease (whole seconds, at least 2).
+    pub lease_ttl: Duration,
+    /// This node's name in its keys (no `/`).
+    pub node: String,
+}
+
+impl EtcdConfig {
+    /// The defaults for `endpoints`: prefix `/lockd`, a 5 s lease, the
+    /// node named `HOST-PID`.
+    pub fn new(endpoints: Vec<String>) -> EtcdConfig {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .map(|c| {
+                if c == '/' || c.is_whitespace() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let host = if host.is_empty() {
+            "lockd".into()
+        } else {
+            host
+        };
+        EtcdConfig {
+            endpoints,
+            prefix: b"/lockd".to_vec(),
+            lease_ttl: Duration::from_secs(5),
+            node: format!("{host}-{}", std::process::id()),
+        }
+    }
+}
+
+/// Parses `etcd://H1:P1,H2:P2` into its endpoints.
+///
+/// # Errors
+/// The text says what is wrong.
+pub fn parse_cluster_url(url: &str) -> Result<Vec<String>, String> {
+    let rest = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| format!("{url:?} does not start with etcd://"))?;
+    let mut endpoints = Vec::new();
+    for part in rest.split(',') {
+        let (host, port) = part
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{part:?} in {url:?} is not HOST:PORT"))?;
+        if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("{part:?} in {url:?} is not HOST:PORT"));
+        }
+        endpoints.push(part.to_string());
+    }
+    Ok(endpoints)
+}
+
+/// Why the etcd store could not answer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// etcd failed or could not be reached.
+    Etcd(EtcdError),
+    /// The node's lease was lost: this client's locks may already belong
+    /// to others. Its connection must be closed.
+    LeaseLost,
+    /// The node has no lease now and takes no new clients.
+    NotServing,
+}
+
+impl StoreError {
+    /// Whether the client's locks can no longer be vouched for.
+    pub fn locks_lost(&self) -> bool {
+        matches!(self, StoreError::LeaseLost)
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Etcd(e) => write!(f, "{e}"),
+            StoreError::LeaseLost => {
+                f.write_str("cluster lease lost: locks of this connection are gone")
+            }
+            StoreError::NotServing => {
+                f.write_str("node has no cluster lease: etcd does not answer (try again)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Etcd(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<EtcdError> for StoreError {
+    fn from(e: EtcdError) -> StoreError {
+        StoreError::Etcd(e)
+    }
+}
+
+/// The lock store on etcd. Cheap to share: clones are one store. When the
+/// last clone goes, the node's threads stop and its lease is no longer
+/// renewed, so its keys expire with it (see [`EtcdStore::shutdown`] for a
+/// prompt release).
+#[derive(Clone)]
+pub struct EtcdStore {
+    shared: Arc<Shared>,
+    _life: Arc<Life>,
+}
+
+/// Stops the node's threads (which hold `Shared` too) when the last
+/// [`EtcdStore`] clone goes.
+struct Life(Arc<Shared>);
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        self.0.shut();
+    }
+}
+
+struct Shared {
+    client: Client,
+    layout: Layout,
+    node: String,
+    lease: Lease,
+    waiters: Waiters,
+    clients: Mutex<HashMap<ClientId, Conn>>,
+    seq: AtomicU64,
+    stop: AtomicBool,
+    jobs: Sender<Job>,
+    lost: Mutex<Vec<Sender<()>>>,
+    grants: AtomicU64,
+    /// The largest token this node granted (for `/metrics`).
+    last_token: AtomicU64,
+}
+
+/// One client of this node.
+struct Conn {
+    default: Box<[u8]>,
+    registered: Option<Box<[u8]>>,
+    epoch: u64,
+    owner: Vec<u8>,
+    lease: i64,
+    notify: Sender<Grant>,
+    exclusive: HashMap<LockName, (Vec<u8>, u64)>,
+    shared: HashMap<LockName, Vec<u8>>,
+    waiting: Option<Wait>,
+}
+
+/// A wait in a line.
+#[derive(Clone)]
+struct Wait {
+    family: Family,
+    name: LockName,
+    key: Vec<u8>,
+}
+
+/// Work for the node's grant thread.
+enum Job {
+    /// A waiter's predecessor went: see whether it is its turn.
+    Settle(ClientId),
+    /// Keys a failed call left behind (its answer was lost, or a delete
+    /// failed): deleted as soon as etcd answers, while the lease lives.
+    Delete {
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+        /// The lease epoch they were written under.
+        epoch: u64,
+    },
+}
+
+/// Who a call is for, as of its start.
+struct Caller {
+    owner: Vec<u8>,
+    lease: i64,
+    epoch: u64,
+    default: Box<[u8]>,
+}
+
+impl EtcdStore {
+    /// Connects to etcd, takes the node's lease, and starts the node's
+    /// threads (lease keeper, lease guard, watch, grants).
+    ///
+    /// # Errors
+    /// etcd does not answer or refuses the lease.
+    pub fn open(config: &EtcdConfig) -> Result<EtcdStore, StoreError> {
+        let ttl = Duration::from_secs(config.lease_ttl.as_secs().max(2));
+        let client = Client::new(&ClientConfig {
+            endpoints: config.endpoints.clone(),
+            // Short enough that a hung member leaves time to try the
+            // others before the lease guard gives up (TTL/3 after the last
+            // renewal, at worst).
+            request_timeout: (ttl / 4).max(Duration::from_millis(500)),
+            watch_idle: Duration::from_secs(3),
+        });
+        let layout = Layout::new(&config.prefix);
+        let (revision, _) = client.range(&Range {
+            limit: 1,
+            ..Range::prefix(layout.root(), Order::Key)
+        })?;
+        let lease = Lease::grant(&client, ttl)?;
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            client,
+            layout,
+            node: config.node.clone(),
+            lease,
+            waiters: Waiters::new(revision),
+            clients: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            jobs,
+            lost: Mutex::new(Vec::new()),
+            grants: AtomicU64::new(0),
+            last_token: AtomicU64::new(0),
+        });
+        let store = EtcdStore {
+            _life: Arc::new(Life(Arc::clone(&shared))),
+            shared,
+        };
+        store.spawn("lockd-etcd-lease", |s| {
+            s.lease.keep(&s.client, &|epoch| s.lease_lost(epoch))
+        })?;
+        store.spawn("lockd-etcd-guard", |s| {
+            s.lease.guard(&|epoch| s.lease_lost(epoch))
+        })?;
+        store.spawn("lockd-etcd-watch", |s| {
+            watch::follow(&s.client, s.layout.root(), &s.waiters, &s.stop, &|ids| {
+                for id in ids {
+                    let _ = s.jobs.send(Job::Settle(id));
+                }
+            })
+        })?;
+        store.spawn("lockd-etcd-grant", move |s| {
+            while !s.stop.load(Ordering::Relaxed) {
+                match jobs_rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Job::Settle(id)) => s.settle(id),
+                    Ok(Job::Delete { keys, epoch }) => s.clean_up(keys, epoch),
+                    Err(_) => {}
+                }
+            }
+        })?;
+        Ok(store)
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        body: impl FnOnce(&Shared) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let shared = Arc::clone(&self.shared);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(&shared))
+            .map(|_| ())
+            .map_err(|e| {
+                self.shared.shut();
+                StoreError::Etcd(EtcdError::Protocol(format!("cannot start {name}: {e}")))
+            })
+    }
+
+    /// A channel that gets one message each time the node loses its lease.
+    /// The server must then close every client connection at once (their
+    /// locks may be given to others within [`lease::margin`] of the loss)
+    /// and take none until [`EtcdStore::is_serving`] again.
+    pub fn lease_lost(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.shared.lost.lock().push(tx);
+        rx
+    }
+
+    /// Whether the node holds a live lease and takes clients.
+    pub fn is_serving(&self) -> bool {
+        self.shared.lease.current().is_some()
+    }
+
+    /// Until when the node vouches for its clients' locks (the last proof
+    /// of its lease minus the margin), if it does.
+    pub fn vouch_until(&self) -> Option<Instant> {
+        self.shared.lease.vouch_until()
+    }
+
+    /// Stops the node's threads and revokes its lease, which releases
+    /// every lock its clients hold, at once for every node.
+    ///
+    /// # Errors
+    /// etcd did not take the revoke; the keys expire with the lease.
+    pub fn shutdown(&self) -> Result<(), StoreError> {
+        match self.shared.shut() {
+            Some(id) => Ok(self.shared.client.lease_revoke(id)?),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds a client. Grants of its waits arrive on `notify`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotServing`] while the node has no lease: the client
+    /// is still recorded (so [`EtcdStore::disconnect`] finds it), and every
+    /// call of it fails with [`StoreError::LeaseLost`].
+    pub fn connect(
+        &self,
+        id: ClientId,
+        default_name: Box<[u8]>,
+        notify: Sender<Grant>,
+    ) -> Result<(), StoreError> {
+        // Epochs start at 1, so epoch 0 is never live.
+        let (lease, epoch) = self.shared.lease.current().unwrap_or((0, 0));
+        let owner = keys::owner(&self.shared.node, lease, id);
+        self.shared.clients.lock().insert(
+            id,
+            Conn {
+                default: default_name,
+                registered: None,
+                epoch,
+                owner,
+                lease,
+                notify,
+                exclusive: HashMap::new(),
+                shared: HashMap::new(),
+                waiting: None,
+            },
+        );
+        if epoch == 0 {
+            return Err(StoreError::NotServing);
+        }
+        Ok(())
+    }
+
+    /// Removes a client and deletes all its keys in one transaction, so
+    /// every node sees its locks released at once.
+    ///
+    /// # Errors
+    /// etcd failed; the keys then go with the node's lease.
+    pub fn disconnect(&self, id: ClientId) -> Result<Released, StoreError> {
+        let Some(conn) = self.shared.clients.lock().remove(&id) else {
+            return Ok(Released::default());
+        };
+        self.shared.waiters.forget(id);
+        let released = Released {
+            exclusive: conn.exclusive.len(),
+            read: 0,
+            shared: conn.shared.len(),
+        };
+        if !self.shared.lease.is_live(conn.epoch) {
+            return Ok(released);
+        }
+        let mut doomed: Vec<Vec<u8>> = conn.exclusive.into_values().map(|(key, _)| key).collect();
+        doomed.extend(conn.shared.into_values());
+        doomed.extend(conn.waiting.map(|w| w.key));
+        if conn.registered.is_some() {
+            doomed.push(self.shared.layout.registration(&conn.owner));
+        }
+        self.shared.delete_or_later(doomed, conn.epoch)?;
+        Ok(released)
+    }
+
+    /// `g`: takes the exclusive lock if nobody holds or waits for it (or it
+    /// is already this client's). Returns the grant's fencing token.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn try_lock(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
+        match self.lock_or_queue(id, name, false)? {
+            WaitStart::Granted(Grant::Exclusive { token }) => Ok(Some(token)),
+            _ => Ok(None),
+        }
+    }
+
+    /// `wg`: takes the exclusive lock, or queues for it when `queue` is
+    /// set. A queued client's grant arrives on its channel.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn lock_or_queue(
+        &self,
+        id: ClientId,
+        name: &[u8],
+        queue: bool,
+    ) -> Result<WaitStart, StoreError> {
+        let s = &self.shared;
+        if let Some(token) = s.held_token(id, name)? {
+            return Ok(WaitStart::Granted(Grant::Exclusive { token }));
+        }
+        let caller = s.caller(id)?;
+        let lock = s.layout.lock(Family::Exclusive, name);
+        let key = s.new_key(Family::Exclusive, name, &caller);
+        let put = Op::Put {
+            key: key.clone(),
+            value: keys::value(0, &caller.default),
+            lease: caller.lease,
+        };
+        let line = Range::prefix(&lock, Order::Created);
+        let (revision, kvs) = if queue {
+            let txn = s.written(
+                &key,
+                &caller,
+                s.client.txn(&[], &[put, Op::Range(line)], &[]),
+            )?;
+            (txn.revision, ranged(&txn.results, 1))
+        } else {
+            // Put only if the line is empty; else read its head, which is
+            // this very key when an earlier try was applied but its answer
+            // lost (the client then retried on another member).
+            let nobody = Compare {
+                key: lock.clone(),
+                range_end: Some(client::prefix_end(&lock)),
+                relation: Relation::Equal,
+                target: Target::CreateRevision(0),
+            };
+            let head = Op::Range(Range { limit: 1, ..line });
+            let txn = s.written(&key, &caller, s.client.txn(&[nobody], &[put], &[head]))?;
+            if txn.succeeded {
+                return s.granted(
+                    id,
+                    &caller,
+                    Family::Exclusive,
+                    name,
+                    key,
+                    txn.revision as u64,
+                );
+            }
+            (txn.revision, ranged(&txn.results, 0))
+        };
+        match kvs.iter().position(|kv| kv.key == key) {
+            Some(0) => {
+                let token = kvs[0].mod_revision as u64;
+                s.granted(id, &caller, Family::Exclusive, name, key, token)
+            }
+            Some(mine) if queue => {
+                if s.closes_cycle(&caller, &key)? {
+                    return Ok(WaitStart::Deadlock);
+                }
+                s.queue(
+                    id,
+                    &caller,
+                    Wait {
+                        family: Family::Exclusive,
+                        name: LockName::new(name),
+                        key,
+                    },
+                )?;
+                s.wait_behind(id, &kvs[mine - 1].key, revision);
+                Ok(WaitStart::Queued)
+            }
+            _ => Ok(WaitStart::Busy),
+        }
+    }
+
+    /// `r`: releases the lock if this client holds it; its next waiter,
+    /// on whichever node, gets it.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn release(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
+        self.shared.release(id, Family::Exclusive, name)
+    }
+
+    /// `i`: does anyone hold the exclusive lock (or is it being handed to
+    /// its next waiter)?
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn is_locked(&self, name: &[u8]) -> Result<bool, StoreError> {
+        let lock = self.shared.layout.lock(Family::Exclusive, name);
+        let (_, kvs) = self.shared.client.range(&Range {
+            limit: 1,
+            ..Range::prefix(&lock, Order::Key)
+        })?;
+        Ok(!kvs.is_empty())
+    }
+
+    /// `t`: the fencing token of a lock this client holds.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] once the node lost its lease.
+    pub fn token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.shared.held_token(id, name)
+    }
+
+    /// `sg`: takes a place among the holders (no limit). Returns the
+    /// holder count.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, StoreError> {
+        match self.lock_shared_or_queue(id, name, 0, false)? {
+            WaitStart::Granted(Grant::Shared { holders }) => Ok(holders),
+            _ => Err(StoreError::Etcd(EtcdError::Protocol(
+                "an unlimited shared place was refused".into(),
+            ))),
+        }
+    }
+
+    /// `wsg`: takes a place among at most `limit` holders (0: no limit),
+    /// or queues for one when `queue` is set. A key holds when every key
+    /// before it holds and fewer than `limit` of them are there (an
+    /// unlimited one always holds).
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn lock_shared_or_queue(
+        &self,
+        id: ClientId,
+        name: &[u8],
+        limit: u32,
+        queue: bool,
+    ) -> Result<WaitStart, StoreError> {
+        let s = &self.shared;
+        let lock = s.layout.lock(Family::Shared, name);
+        let line = Range::prefix(&lock, Order::Created);
+        if s.holds_shared(id, name)? {
+            let (_, kvs) = s.client.range(&line)?;
+            let holders = holding(&kvs).iter().filter(|h| **h).count();
+            return Ok(WaitStart::Granted(Grant::Shared { holders }));
+        }
+        let caller = s.caller(id)?;
+        let key = s.new_key(Family::Shared, name, &caller);
+        let put = Op::Put {
+            key: key.clone(),
+            value: keys::value(limit, &caller.default),
+            lease: caller.lease,
+        };
+        let txn = s.written(
+            &key,
+            &caller,
+            s.client.txn(&[], &[put, Op::Range(line)], &[]),
+        )?;
+        let kvs = ranged(&txn.results, 1);
+        let holds = holding(&kvs);
+        match kvs.iter().position(|kv| kv.key == key) {
+            Some(mine) if holds[mine] => {
+                let holders = admitted(&holds, mine) as u64;
+                s.granted(id, &caller, Family::Shared, name, key, holders)
+            }
+            Some(_) if queue => {
+                if s.closes_cycle(&caller, &key)? {
+                    return Ok(WaitStart::Deadlock);
+                }
+                s.queue(
+                    id,
+                    &caller,
+                    Wait {
+                        family: Family::Shared,
+                        name: LockName::new(name),
+                        key,
+                    },
+                )?;
+                s.wait_on_lock(id, &lock, txn.revision);
+                Ok(WaitStart::Queued)
+            }
+            _ => {
+                s.delete_or_later(vec![key], caller.epoch)?;
+                Ok(WaitStart::Busy)
+            }
+        }
+    }
+
+    /// `sr`: gives up this client's place; waiters that now fit get in.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn release_shared(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
+        self.shared.release(id, Family::Shared, name)
+    }
+
+    /// `si`: how many hold the shared lock.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn shared_count(&self, name: &[u8]) -> Result<usize, StoreError> {
+        let lock = self.shared.layout.lock(Family::Shared, name);
+        let (_, kvs) = self
+            .shared
+            .client
+            .range(&Range::prefix(&lock, Order::Created))?;
+        Ok(holding(&kvs).iter().filter(|h| **h).count())
+    }
+
+    /// `ra`: releases everything this client holds, in one transaction;
+    /// returns how many.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn release_all(&self, id: ClientId) -> Result<Released, StoreError> {
+        let s = &self.shared;
+        let caller = s.caller(id)?;
+        let (doomed, released) = {
+            let mut clients = s.clients.lock();
+            let Some(conn) = clients.get_mut(&id) else {
+                return Ok(Released::default());
+            };
+            let released = Released {
+                exclusive: conn.exclusive.len(),
+                read: 0,
+                shared: conn.shared.len(),
+            };
+            let mut keys: Vec<Vec<u8>> = conn.exclusive.drain().map(|(_, (k, _))| k).collect();
+            keys.extend(conn.shared.drain().map(|(_, k)| k));
+            (keys, released)
+        };
+        s.delete_or_later(doomed, caller.epoch)?;
+        s.still_live(&caller)?;
+        Ok(released)
+    }
+
+    /// Ends a wait that timed out. `Ok(false)` when the grant won the race:
+    /// the client holds the lock and its [`Grant`] is on its channel.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn cancel_wait(&self, id: ClientId) -> Result<bool, StoreError> {
+        let s = &self.shared;
+        let (wait, epoch) = {
+            let mut clients = s.clients.lock();
+            let Some(conn) = clients.get_mut(&id) else {
+                return Ok(false);
+            };
+            let Some(wait) = conn.waiting.take() else {
+                return Ok(false);
+            };
+            (wait, conn.epoch)
+        };
+        s.waiters.forget(id);
+        s.delete_or_later(vec![wait.key], epoch)?;
+        Ok(true)
+    }
+
+    /// `iam`: registers a name for every node to see (the empty name
+    /// removes the registration).
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn register(&self, id: ClientId, name: &[u8]) -> Result<(), StoreError> {
+        let s = &self.shared;
+        let caller = s.caller(id)?;
+        let key = s.layout.registration(&caller.owner);
+        if name.is_empty() {
+            s.delete_or_later(vec![key], caller.epoch)?;
+        } else {
+            let mut value = caller.default.to_vec();
+            value.push(b'\n');
+            value.extend_from_slice(name);
+            s.client.put(&key, &value, caller.lease)?;
+        }
+        if let Some(conn) = s.clients.lock().get_mut(&id) {
+            conn.registered = (!name.is_empty()).then(|| name.into());
+        }
+        Ok(())
+    }
+
+    /// A lower bound of the next token (one past the largest this node
+    /// granted; tokens are etcd revisions, so no mark is saved), for
+    /// `/metrics`.
+    pub fn token_marks(&self) -> (u64, Option<u64>) {
+        (self.shared.last_token.load(Ordering::Relaxed) + 1, None)
+    }
+
+    /// `me`: this client's names.
+    pub fn names(&self, id: ClientId) -> Option<ClientNames> {
+        self.shared.clients.lock().get(&id).map(|c| ClientNames {
+            default: c.default.clone(),
+            registered: c.registered.clone(),
+        })
+    }
+}
+
+impl Shared {
+    /// Stops the threads; returns the live lease, if any.
+    fn shut(&self) -> Option<i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.lease.stop()
+    }
+
+    fn lease_lost(&self, epoch: u64) {
+        {
+            let mut clients = self.clients.lock();
+            for conn in clients.values_mut().filter(|c| c.epoch == epoch) {
+                conn.exclusive.clear();
+                conn.shared.clear();
+                conn.waiting = None;
+            }
+        }
+        for id in self.clients.lock().keys() {
+            self.waiters.forget(*id);
+        }
+        self.lost.lock().retain(|tx| tx.send(()).is_ok());
+    }
+
+    fn caller(&self, id: ClientId) -> Result<Caller, StoreError> {
+        let clients = self.clients.lock();
+        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        let caller = Caller {
+            owner: conn.owner.clone(),
+            lease: conn.lease,
+            epoch: conn.epoch,
+            default: conn.default.clone(),
+        };
+        drop(clients);
+        self.still_live(&caller)?;
+        Ok(caller)
+    }
+
+    fn still_live(&self, caller: &Caller) -> Result<(), StoreError> {
+        if self.lease.is_live(caller.epoch) {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost)
+        }
+    }
+
+    fn new_key(&self, family: Family, name: &[u8], caller: &Caller) -> Vec<u8> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.layout.entry(family, name, &caller.owner, seq)
+    }
+
+    /// The token of a lock the client holds; fails once its locks can no
+    /// longer be vouched for.
+    fn held_token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
+        let clients = self.clients.lock();
+        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        if !self.lease.is_live(conn.epoch) {
+            return Err(StoreError::LeaseLost);
+        }
+        Ok(conn.exclusive.get(name).map(|(_, t)| *t))
+    }
+
+    fn holds_shared(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
+        let clients = self.clients.lock();
+        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        if !self.lease.is_live(conn.epoch) {
+            return Err(StoreError::LeaseLost);
+        }
+        Ok(conn.shared.contains_key(name))
+    }
+
+    /// Records a grant made by the caller's own request. `number` is the
+    /// token (exclusive) or the holder count (shared).
+    fn granted(
+        &self,
+        id: ClientId,
+        caller: &Caller,
+        family: Family,
+        name: &[u8],
+        key: Vec<u8>,
+        number: u64,
+    ) -> Result<WaitStart, StoreError> {
+        self.still_live(caller)?;
+        let mut clients = self.clients.lock();
+        let conn = clients.get_mut(&id).ok_or(StoreError::LeaseLost)?;
+        let grant = match family {
+            Family::Exclusive => {
+                conn.exclusive.insert(LockName::new(name), (key, number));
+                self.grants.fetch_add(1, Ordering::Relaxed);
+                self.last_token.fetch_max(number, Ordering::Relaxed);
+                Grant::Exclusive { token: number }
+            }
+            Family::Shared => {
+                conn.shared.insert(LockName::new(name), key);
+                Grant::Shared {
+                    holders: number as usize,
+                }
+            }
+        };
+        Ok(WaitStart::Granted(grant))
+    }
+
+    fn queue(&self, id: ClientId, caller: &Caller, wait: Wait) -> Result<(), StoreError> {
+        self.still_live(caller)?;
+        let mut clients = self.clients.lock();
+        let conn = clients.get_mut(&id).ok_or(StoreError::LeaseLost)?;
+        conn.waiting = Some(wait);
+        Ok(())
+    }
+
+    /// Whether the caller, just queued with `key`, closes a cycle of
+    /// waiters in which its key is the newest (see [`deadlock`]); if so its
+    /// key is gone when this returns.
+    fn closes_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, StoreError> {
+        let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
+        let read = self
+            .client
+            .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[]);
+        let txn = match read {
+            Ok(txn) => txn,
+            Err(e) => {
+                self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
+                return Err(e.into());
+            }
+        };
+        let mut exclusive = ranged(&txn.results, 0);
+        let mut shared = ranged(&txn.results, 1);
+        deadlock::by_lock(&mut exclusive);
+        deadlock::by_lock(&mut shared);
+        if !deadlock::closes_cycle(&self.layout, &exclusive, &shared, &caller.owner, key) {
+            return Ok(false);
+        }
+        self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
+        Ok(true)
+    }
+
+    /// Waits for `predecessor` to go; looks again at once if the watch may
+    /// already have passed its delete.
+    fn wait_behind(&self, id: ClientId, predecessor: &[u8], read_at: i64) {
+        if self.waiters.wait_for_key(id, predecessor) > read_at {
+            let _ = self.jobs.send(Job::Settle(id));
+        }
+    }
+
+    fn wait_on_lock(&self, id: ClientId, lock: &[u8], read_at: i64) {
+        if self.waiters.wait_for_lock(id, lock) > read_at {
+            let _ = self.jobs.send(Job::Settle(id));
+        }
+    }
+
+    /// A waiter's predecessor went: grant it if it is now at the head (an
+    /// exclusive grant is stamped with a write, whose revision is its
+    /// token), else wait again behind the key now before it.
+    fn settle(&self, id: ClientId) {
+        let Some(wait) = self.clients.lock().get(&id).and_then(|c| c.waiting.clone()) else {
+            return;
+        };
+        let lock = self.layout.lock(wait.family, wait.name.as_bytes());
+        let Ok((revision, kvs)) = self.client.range(&Range::prefix(&lock, Order::Created)) else {
+            // etcd hiccup: look again shortly (the lease guard covers a
+            // longer outage).
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = self.jobs.send(Job::Settle(id));
+            return;
+        };
+        let Some(mine) = kvs.iter().position(|kv| kv.key == wait.key) else {
+            return; // cancelled, or its lease is gone
+        };
+        let grant = match wait.family {
+            Family::Exclusive if mine == 0 => {
+                let stamp = self.client.txn(
+                    &[Compare {
+                        key: wait.key.clone(),
+                        range_end: None,
+                        relation: Relation::Equal,
+                        target: Target::CreateRevision(kvs[0].create_revision),
+                    }],
+                    &[Op::Put {
+                        key: wait.key.clone(),
+                        value: kvs[0].value.clone(),
+                        lease: kvs[0].lease,
+                    }],
+                    &[],
+                );
+                match stamp {
+                    Ok(txn) if txn.succeeded => Grant::Exclusive {
+                        token: txn.revision as u64,
+                    },
+                    Ok(_) => return,
+                    Err(_) => {
+                        let _ = self.jobs.send(Job::Settle(id));
+                        return;
+                    }
+                }
+            }
+            Family::Exclusive => {
+                self.wait_behind(id, &kvs[mine - 1].key, revision);
+                return;
+            }
+            Family::Shared => {
+                let holds = holding(&kvs);
+                if !holds[mine] {
+                    self.wait_on_lock(id, &lock, revision);
+                    return;
+                }
+                Grant::Shared {
+                    holders: admitted(&holds, mine),
+                }
+            }
+        };
+        let mut clients = self.clients.lock();
+        let Some(conn) = clients.get_mut(&id) else {
+            return;
+        };
+        if conn.waiting.as_ref().map(|w| &w.key) != Some(&wait.key)
+            || !self.lease.is_live(conn.epoch)
+        {
+            return;
+        }
+        conn.waiting = None;
+        match (wait.family, grant) {
+            (Family::Exclusive, Grant::Exclusive { token }) => {
+                conn.exclusive.insert(wait.name, (wait.key, token));
+                self.grants.fetch_add(1, Ordering::Relaxed);
+                self.last_token.fetch_max(token, Ordering::Relaxed);
+            }
+            // Only shared grants are made for a shared wait above.
+            _ => {
+                conn.shared.insert(wait.name, wait.key);
+            }
+        }
+        let _ = conn.notify.try_send(grant);
+    }
+
+    fn release(&self, id: ClientId, family: Family, name: &[u8]) -> Result<bool, StoreError> {
+        let key = {
+            let mut clients = self.clients.lock();
+            let Some(conn) = clients.get_mut(&id) else {
+                return Ok(false);
+            };
+            match family {
+                Family::Exclusive => conn.exclusive.remove(name).map(|(k, _)| k),
+                Family::Shared => conn.shared.remove(name),
+            }
+        };
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        let caller = self.caller(id)?;
+        self.delete_or_later(vec![key], caller.epoch)?;
+        self.still_live(&caller)?;
+        Ok(true)
+    }
+
+    /// The answer to a write of `key`; when there is none, the write may
+    /// still have happened, so the key is deleted later.
+    fn written<T>(
+        &self,
+        key: &[u8],
+        caller: &Caller,
+        result: Result<T, EtcdError>,
+    ) -> Result<T, StoreError> {
+        result.map_err(|e| {
+            let _ = self.jobs.send(Job::Delete {
+                keys: vec![key.to_vec()],
+                epoch: caller.epoch,
+            });
+            StoreError::Etcd(e)
+        })
+    }
+
+    /// Deletes `keys` now, or, if etcd fails, on the grant thread as soon
+    /// as it answers (while lease `epoch` lives; after that the keys go
+    /// with the lease).
+    fn delete_or_later(&self, keys: Vec<Vec<u8>>, epoch: u64) -> Result<(), StoreError> {
+        match self.delete_keys(&keys) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.jobs.send(Job::Delete { keys, epoch });
+                Err(e)
+            }
+        }
+    }
+
+    /// A [`Job::Delete`]: tries again after a pause while the lease lives.
+    fn clean_up(&self, keys: Vec<Vec<u8>>, epoch: u64) {
+        if !self.lease.is_live(epoch) || self.delete_keys(&keys).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = self.jobs.send(Job::Delete { keys, epoch });
+    }
+
+    /// Deletes keys in as few transactions as etcd allows.
+    fn delete_keys(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let ops: Vec<Op> = keys
+            .iter()
+            .map(|key| Op::Delete {
+                key: key.clone(),
+                range_end: None,
+            })
+            .collect();
+        for batch in ops.chunks(MAX_TXN_OPS) {
+            self.client.txn(&[], batch, &[])?;
+        }
+        Ok(())
+    }
+}
+
+/// The keys of the `index`th range result of a transaction.
+fn ranged(results: &[OpResult], index: usize) -> Vec<KeyValue> {
+    match results.get(index) {
+        Some(OpResult::Range { kvs, .. }) => kvs.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Which keys of a shared line (in create order) hold a place: an
+/// unlimited key always; a limited one when every key before it holds
+/// and fewer than its limit hold.
+fn holding(kvs: &[KeyValue]) -> Vec<bool> {
+    let mut holds = Vec::with_capacity(kvs.len());
+    let mut holders = 0usize;
+    let mut all_before_hold = true;
+    for kv in kvs {
+        let limit = keys::parse_value(&kv.value).map_or(0, |(l, _)| l as usize);
+        let held = limit == 0 || (all_before_hold && holders < limit);
+        if held {
+            holders += 1;
+        } else {
+            all_before_hold = false;
+        }
+        holds.push(held);
+    }
+    holds
+}
+
+/// The holder count a grant to the key at `mine` reports: the holders up
+/// to and including it. Waiters admitted together are answered as if one
+/// after the other, in line order, as a single server admits them.
+fn admitted(holds: &[bool], mine: usize) -> usize {
+    holds[..=mine].iter().filter(|h| **h).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(limit: u32) -> KeyValue {
+        KeyValue {
+            key: Vec::new(),
+            value: keys::value(limit, b"c"),
+            create_revision: 0,
+            mod_revision: 0,
+            lease: 0,
+        }
+    }
+
+    #[test]
+    fn shared_places_go_in_order_and_unlimited_ones_always_hold() {
+        let line = [kv(2), kv(2), kv(2), kv(0), kv(5)];
+        assert_eq!(holding(&line), vec![true, true, false, true, false]);
+        assert_eq!(holding(&[kv(0), kv(3), kv(1)]), vec![true, true, false]);
+    }
+
+    #[test]
+    fn waiters_admitted_together_count_holders_in_line_order() {
+        // One holder left; a waiter of limit 1 and one of limit 2 get in
+        // together: answered 1 and 2, as a single server admits them.
+        let holds = holding(&[kv(1), kv(2)]);
+        assert_eq!(holds, vec![true, true]);
+        assert_eq!((admitted(&holds, 0), admitted(&holds, 1)), (1, 2));
+    }
+
+    #[test]
+    fn cluster_urls_list_host_port_endpoints() {
+        assert_eq!(
+            parse_cluster_url("etcd://a:2379,10.0.0.2:2380").as_deref(),
+            Ok(&["a:2379".to_string(), "10.0.0.2:2380".to_string()][..])
+        );
+        for bad in [
+            "http://a:1",
+            "etcd://",
+            "etcd://a",
+            "etcd://a:0",
+            "etcd://a:x",
+            "etcd://a:1,",
+        ] {
+            assert!(parse_cluster_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! One watch stream per node over the whole prefix, and the local waiters
+//! it wakes.
+//!
+//! A waiter for an exclusive lock waits for the key just before its own
+//! to be deleted; a waiter for a shared place waits for any delete under
+//! its lock. Deletions reach them through this node's single watch, so a
+//! release wakes one waiter, not every node's.
+//!
+//! A waiter registers, then compares the revision the watch has seen with
+//! the revision of the read that told it what to wait for: if the watch is
+//! already past that read, the delete may have gone by before the waiter
+//! registered, and it looks again.
+
+use super::client::{Client, Event, WatchMessage};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Client ids, as the store knows them.
+type Id = u64;
+
+/// How soon a broken watch is started again.
+const RESTART: Duration = Duration::from_millis(100);
+
+/// What one waiter waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Target {
+    /// The delete of this key.
+    Key(Vec<u8>),
+    /// Any delete of a key under this lock prefix.
+    Lock(Vec<u8>),
+}
+
+/// The waiters of this node, by what they wait for.
+pub struct Waiters {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Every revision up to this one has been dispatched.
+    seen: i64,
+    by_target: HashMap<Target, Vec<Id>>,
+    by_id: HashMap<Id, Target>,
+}
+
+impl Waiters {
+    /// No waiters; the watch starts after `revision`.
+    pub fn new(revision: i64) -> Waiters {
+        Waiters {
+            inner: Mutex::new(Inner {
+                seen: revision,
+                by_target: HashMap::new(),
+                by_id: HashMap::new(),
+            }),
+        }
+    }
+
+    /// `id` waits for `key` to be deleted. Returns the revision seen so
+    /// far (see the module docs).
+    pub fn wait_for_key(&self, id: Id, key: &[u8]) -> i64 {
+        self.register(id, Target::Key(key.to_vec()))
+    }
+
+    /// `id` waits for any delete under `lock`. Returns the revision seen.
+    pub fn wait_for_lock(&self, id: Id, lock: &[u8]) -> i64 {
+        self.register(id, Target::Lock(lock.to_vec()))
+    }
+
+    fn register(&self, id: Id, target: Target) -> i64 {
+        let mut inner = self.inner.lock();
+        inner.remove(id);
+        inner.by_target.entry(target.clone()).or_default().push(id);
+        inner.by_id.insert(id, target);
+        inner.seen
+    }
+
+    /// `id` waits for nothing any more.
+    pub fn forget(&self, id: Id) {
+        self.inner.lock().remove(id);
+    }
+
+    /// Waiters this node has now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().by_id.len()
+    }
+
+    /// Whether this node has no waiters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Dispatches one message's events; returns the waiters to wake (each
+    /// taken out of its registration: it registers again if it still
+    /// waits).
+    fn dispatch(&self, revision: i64, events: &[Event]) -> Vec<Id> {
+        let mut inner = self.inner.lock();
+        let mut wake = Vec::new();
+        for event in events {
+            if let Event::Delete { key, .. } = event {
+                let mut targets = vec![Target::Key(key.clone())];
+                if let Some(lock) = super::keys::Layout::lock_of(key) {
+                    targets.push(Target::Lock(lock.to_vec()));
+                }
+                for target in targets {
+                    if let Some(ids) = inner.by_target.remove(&target) {
+                        for id in &ids {
+                            inner.by_id.remove(id);
+                        }
+                        wake.extend(ids);
+                    }
+                }
+            }
+        }
+        inner.seen = inner.seen.max(revision);
+        wake
+    }
+
+    /// Every waiter, taken out (the watch lost events: all look again).
+    fn everyone(&self, revision: i64) -> Vec<Id> {
+        let mut inner = self.inner.lock();
+        inner.by_target.clear();
+        inner.seen = inner.seen.max(revision);
+        inner.by_id.drain().map(|(id, _)| id).collect()
+    }
+
+    fn seen(&self) -> i64 {
+        self.inner.lock().seen
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, id: Id) {
+        if let Some(target) = self.by_id.remove(&id) {
+            if let Some(ids) = self.by_target.get_mut(&target) {
+                ids.retain(|other| *other != id);
+                if ids.is_empty() {
+                    self.by_target.remove(&target);
+                }
+            }
+        }
+    }
+}
+
+/// Follows every change under `prefix` until `stop` is set, handing the
+/// waiters each delete wakes to `wake`. A broken or idle stream is started
+/// again from the next revision; if etcd compacted that away, every waiter
+/// is woken to look again.
+pub fn follow(
+    client: &Client,
+    prefix: &[u8],
+    waiters: &Waiters,
+    stop: &AtomicBool,
+    wake: &dyn Fn(Vec<Id>),
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut watch = match client.watch_prefix(prefix, waiters.seen() + 1) {
+            Ok(watch) => watch,
+            Err(_) => {
+                std::thread::sleep(RESTART);
+                continue;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            match watch.next_message() {
+                Ok(WatchMessage::Created { .. }) => {}
+                Ok(WatchMessage::Events { revision, events }) => {
+                    let ids = waiters.dispatch(revision, &events);
+                    if !ids.is_empty() {
+                        wake(ids);
+                    }
+                }
+                Ok(WatchMessage::Cancelled { compact_revision }) => {
+                    let ids = waiters.everyone(compact_revision.max(1) - 1);
+                    wake(ids);
+                    break;
+                }
+                // Idle past the bound, a dead member, or a closed stream.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete(key: &[u8]) -> Event {
+        Event::Delete {
+            key: key.to_vec(),
+            revision: 0,
+        }
+    }
+
+    #[test]
+    fn a_delete_wakes_the_waiter_on_that_key_and_the_lock_waiters_once() {
+        let w = Waiters::new(10);
+        assert_eq!(w.wait_for_key(1, b"/p/x/61/a.1"), 10);
+        w.wait_for_key(2, b"/p/x/61/b.2");
+        w.wait_for_lock(3, b"/p/x/61/");
+        let mut woken = w.dispatch(12, &[delete(b"/p/x/61/a.1")]);
+        woken.sort();
+        assert_eq!(woken, vec![1, 3]);
+        assert_eq!(w.seen(), 12);
+        assert!(w.dispatch(13, &[delete(b"/p/x/61/a.1")]).is_empty());
+        assert_eq!(w.len(), 1);
+        w.forget(2);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn registering_again_replaces_the_old_target() {
+        let w = Waiters::new(0);
+        w.wait_for_key(1, b"k1");
+        w.wait_for_key(1, b"k2");
+        assert!(w.dispatch(1, &[delete(b"k1")]).is_empty());
+        assert_eq!(w.dispatch(2, &[delete(b"k2")]), vec![1]);
+    }
+}
