@@ -516,43 +516,37 @@ impl Table {
     }
 
     /// Write-held locks, sorted by name; only `filter` unless it is empty.
-    /// Copied out under the table's read lock, sorted outside it.
+    /// The whole table is copied a page at a time (see
+    /// [`Table::exclusive_page`]), so it never holds the lock for long.
     pub fn exclusive_locks(&self, filter: &[u8]) -> Vec<ExclusiveView> {
-        let mut locks: Vec<ExclusiveView> = {
-            let inner = self.inner.read();
-            inner
-                .matching(&inner.locks, filter)
-                .filter_map(|lock| inner.exclusive_view(lock))
-                .collect()
-        };
-        locks.sort_by(|a, b| a.name.cmp(&b.name));
-        locks
+        if filter.is_empty() {
+            return all_pages(|after| self.exclusive_page(after));
+        }
+        let inner = self.inner.read();
+        let lock = inner.locks.get(filter);
+        lock.and_then(|l| inner.exclusive_view(l))
+            .into_iter()
+            .collect()
     }
 
     /// Read-held locks, sorted by name; only `filter` unless it is empty.
     pub fn read_locks(&self, filter: &[u8]) -> Vec<ReadView> {
-        let mut locks: Vec<ReadView> = {
-            let inner = self.inner.read();
-            inner
-                .matching(&inner.locks, filter)
-                .filter_map(|lock| inner.read_view(lock))
-                .collect()
-        };
-        locks.sort_by(|a, b| a.name.cmp(&b.name));
-        locks
+        if filter.is_empty() {
+            return all_pages(|after| self.read_page(after));
+        }
+        let inner = self.inner.read();
+        let lock = inner.locks.get(filter);
+        lock.and_then(|l| inner.read_view(l)).into_iter().collect()
     }
 
     /// Shared locks, sorted by name; only `filter` unless it is empty.
     pub fn shared_locks(&self, filter: &[u8]) -> Vec<SharedView> {
-        let mut locks: Vec<SharedView> = {
-            let inner = self.inner.read();
-            inner
-                .matching(&inner.shared, filter)
-                .map(|lock| inner.shared_view(lock))
-                .collect()
-        };
-        locks.sort_by(|a, b| a.name.cmp(&b.name));
-        locks
+        if filter.is_empty() {
+            return all_pages(|after| self.shared_page(after));
+        }
+        let inner = self.inner.read();
+        let lock = inner.shared.get(filter);
+        lock.map(|l| inner.shared_view(l)).into_iter().collect()
     }
 
     /// A page of write-held locks after `after` (from the first when
@@ -634,6 +628,20 @@ impl Table {
     }
 }
 
+/// Every page of a listing, from the first to the last.
+fn all_pages<T>(mut page: impl FnMut(Option<&[u8]>) -> Page<T>) -> Vec<T> {
+    let mut all = Vec::new();
+    let mut after: Option<LockName> = None;
+    loop {
+        let Page { items, next } = page(after.as_ref().map(LockName::as_bytes));
+        all.extend(items);
+        match next {
+            Some(name) => after = Some(name),
+            None => return all,
+        }
+    }
+}
+
 impl Inner {
     fn client_names(&self, id: ClientId) -> ClientNames {
         self.clients.get(&id).map_or_else(
@@ -649,20 +657,6 @@ impl Inner {
         self.clients
             .get(&id)
             .map_or_else(Box::default, |c| c.default.clone())
-    }
-
-    /// Every value of `map`, or only the one named `filter` if it is not
-    /// empty.
-    fn matching<'a, V>(
-        &self,
-        map: &'a HashMap<LockName, V>,
-        filter: &[u8],
-    ) -> Box<dyn Iterator<Item = &'a V> + 'a> {
-        if filter.is_empty() {
-            Box::new(map.values())
-        } else {
-            Box::new(map.get(filter).into_iter())
-        }
     }
 
     /// May `id` take one more lock, and may the table hold one more name

@@ -430,6 +430,8 @@ fn listings_page_a_big_namespace_in_order_and_miss_no_steady_lock() {
     let expected: Vec<LockName> = (0..n).map(name).collect();
     assert_eq!(all_pages(&t, false, |_| {}), expected);
     assert_eq!(all_pages(&t, true, |_| {}), expected);
+    let whole: Vec<LockName> = t.exclusive_locks(b"").into_iter().map(|l| l.name).collect();
+    assert_eq!(whole, expected, "the whole listing is its pages end to end");
 
     // Between pages, client 2 takes and drops names before and after the
     // cursor: every name held throughout is listed once, in order.
