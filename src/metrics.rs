@@ -419,9 +419,12 @@ pub struct Holds {
     times: Arc<HoldTimes>,
 }
 
-/// When each of one connection's holds began, by kind.
+/// When each of one connection's holds began, by kind. Keyed by foldhash,
+/// not SipHash: a map holds only its own connection's names (at most
+/// `--max-locks-per-connection`), so a client that picked colliding names
+/// would slow no one but itself, and it is hashed on every `g` and `r`.
 #[derive(Debug, Default)]
-struct HoldTimes(Mutex<[HashMap<LockName, Instant>; 3]>);
+struct HoldTimes(Mutex<[HashMap<LockName, Instant, foldhash::fast::RandomState>; 3]>);
 
 /// A lock a connection held when it let go of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -447,7 +450,15 @@ impl Holds {
 
     /// The connection released `name`.
     pub fn released(&mut self, metrics: &Metrics, kind: LockKind, name: &[u8]) {
-        let removed = self.times.0.lock()[kind as usize].remove_entry(name);
+        let mut times = self.times.0.lock();
+        let held = &mut times[kind as usize];
+        // `g` asks whether a read hold became the write hold: usually
+        // there is none, and no name to hash.
+        if held.is_empty() {
+            return;
+        }
+        let removed = held.remove_entry(name);
+        drop(times);
         if let Some((name, since)) = removed {
             metrics.observe_hold(kind, name.as_bytes(), since.elapsed());
         }

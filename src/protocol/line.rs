@@ -16,7 +16,8 @@ pub enum Line<'a> {
 }
 
 /// Reads lines from `R` into a buffer that starts small (idle connections
-/// are cheap) and grows under pipelined load up to a fixed bound.
+/// are cheap), grows under pipelined load (while reads fill it) up to a
+/// fixed bound, and shrinks back when everything read has been handled.
 pub struct LineReader<R> {
     inner: R,
     buf: Vec<u8>,
@@ -28,6 +29,9 @@ pub struct LineReader<R> {
     max_buf: usize,
     skipping: bool,
     eof: bool,
+    /// The last read filled all the room it was given: the peer is
+    /// sending faster than lines are handed out (pipelining).
+    filled: bool,
 }
 
 const INITIAL_BUFFER: usize = 1024;
@@ -47,6 +51,7 @@ impl<R: Read> LineReader<R> {
             max_buf: MAX_BUFFER.max(max_line.saturating_add(1)),
             skipping: false,
             eof: false,
+            filled: false,
         }
     }
 
@@ -114,15 +119,24 @@ impl<R: Read> LineReader<R> {
                 self.start = 0;
             }
             self.scanned = self.end;
-            if self.end == self.buf.len() && self.buf.len() < self.max_buf {
+            // Grow while reads fill the buffer (or one line does), so a
+            // pipelined batch costs few reads; back to the small buffer
+            // once the peer's input is all handled.
+            if (self.filled || self.end == self.buf.len()) && self.buf.len() < self.max_buf {
                 let len = (self.buf.len() * 2).min(self.max_buf);
                 self.buf.resize(len, 0);
+            } else if !self.filled && self.end == 0 && self.buf.len() > INITIAL_BUFFER {
+                self.buf = vec![0; INITIAL_BUFFER];
             }
             before_block(self.skipping || self.end > 0)?;
             loop {
+                let room = self.buf.len() - self.end;
                 match self.inner.read(&mut self.buf[self.end..]) {
                     Ok(0) => self.eof = true,
-                    Ok(n) => self.end += n,
+                    Ok(n) => {
+                        self.end += n;
+                        self.filled = n == room;
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 }

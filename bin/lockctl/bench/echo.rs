@@ -1,6 +1,7 @@
 //! The ceiling: a server that does nothing but answer every line, built
 //! the way lockd is (std listener, a thread per connection with the same
-//! small stack, a line buffer that starts at 1 KiB and grows to 64 KiB,
+//! small stack, a line buffer that starts at 1 KiB, grows to 64 KiB while
+//! reads fill it and shrinks back once everything read is answered,
 //! replies batched until no complete line is left, `TCP_NODELAY`), so the
 //! ratio lockd / echo is the cost of lockd's own work per command.
 
@@ -80,6 +81,8 @@ fn serve(mut stream: TcpStream) {
     let mut buf = vec![0u8; INITIAL_BUFFER];
     let mut out = Vec::new();
     let (mut start, mut end) = (0, 0);
+    // The last read filled all the room it was given (pipelining).
+    let mut filled = false;
     loop {
         // Answer every complete line buffered.
         while let Some(nl) = buf[start..end].iter().position(|&b| b == b'\n') {
@@ -95,6 +98,14 @@ fn serve(mut stream: TcpStream) {
         if start == end {
             start = 0;
             end = 0;
+        }
+        if filled && buf.len() < MAX_BUFFER {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            buf.resize(buf.len() * 2, 0);
+        } else if end == 0 && !filled && buf.len() > INITIAL_BUFFER {
+            buf = vec![0u8; INITIAL_BUFFER];
         } else if end == buf.len() {
             if start > 0 {
                 buf.copy_within(start..end, 0);
@@ -108,9 +119,13 @@ fn serve(mut stream: TcpStream) {
                 end = 0;
             }
         }
+        let room = buf.len() - end;
         match stream.read(&mut buf[end..]) {
             Ok(0) | Err(_) => return,
-            Ok(n) => end += n,
+            Ok(n) => {
+                end += n;
+                filled = n == room;
+            }
         }
     }
 }
