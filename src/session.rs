@@ -3,16 +3,20 @@
 //! back to the connection loop. Dropping a session releases everything the
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
+mod listing;
+
+pub use listing::Listing;
+use listing::What;
+
 use crate::events;
 use crate::metrics::{Holds, LockKind, Metrics, Outcome};
 use crate::name::LockName;
-use crate::protocol::reply::{self, status, ExclusiveEntry, ReadEntry, SharedEntry};
+use crate::protocol::reply::{self, status};
 use crate::protocol::{self, Command, Name, Parsed, Verb};
 use crate::secret::Secret;
 use crate::stats::{bump, Stats};
 use crate::store::{
-    ClientId, Event, ExclusiveView, Grant, HoldKind, LimitError, LockStore, ReadView, SharedView,
-    WaitStart, WatchEvent, Watcher,
+    ClientId, Event, Grant, HoldKind, LimitError, LockStore, WaitStart, WatchEvent, Watcher,
 };
 use crossbeam_channel::{bounded, Receiver};
 use std::sync::atomic::Ordering;
@@ -55,6 +59,9 @@ pub enum Step {
     Pause(Duration),
     /// Send the reply, then close the connection (too many failed `auth`).
     Close,
+    /// A listing: its opening is in the buffer; call [`Session::list`]
+    /// for the rest, a bounded piece at a time.
+    List(Listing),
 }
 
 /// The pause after the first failed `auth` on a connection; it doubles
@@ -326,6 +333,9 @@ impl Session {
                     status(out, 0, reply::LOCK_NOT_LOCKED, name.as_bytes());
                 }
             }
+            Command::Holders(filter) if config.dump && filter.as_bytes().is_empty() => {
+                return self.listing(What::Holders, Verb::Holders, out);
+            }
             Command::Holders(filter) => {
                 if config.dump {
                     for lock in table.exclusive_locks(filter.as_bytes()) {
@@ -340,11 +350,9 @@ impl Session {
                 if !config.dump {
                     out.extend_from_slice(reply::DISABLED);
                 } else if shared {
-                    let locks = table.shared_locks(b"");
-                    reply::dump_shared(out, locks.iter().map(shared_entry));
+                    return self.listing(What::DumpShared, Verb::Dump, out);
                 } else {
-                    let locks = table.exclusive_locks(b"");
-                    reply::dump_exclusive(out, locks.iter().map(exclusive_entry));
+                    return self.listing(What::Dump, Verb::Dump, out);
                 }
             }
             Command::SharedGet(name) => match table.lock_shared(id, name.as_bytes()) {
@@ -372,6 +380,9 @@ impl Session {
                 0 => status(out, 0, reply::SHARED_NOT_LOCKED, name.as_bytes()),
                 n => status(out, n as u64, reply::SHARED_IS_LOCKED, name.as_bytes()),
             },
+            Command::SharedHolders(filter) if config.dump && filter.as_bytes().is_empty() => {
+                return self.listing(What::SharedHolders, Verb::SharedHolders, out);
+            }
             Command::SharedHolders(filter) => {
                 if config.dump {
                     for lock in table.shared_locks(filter.as_bytes()) {
@@ -404,6 +415,9 @@ impl Session {
                 } else {
                     out.extend_from_slice(reply::DISABLED);
                 }
+            }
+            Command::Who(filter) if config.dump && config.registry && filter.is_empty() => {
+                return self.listing(What::Who, Verb::Who, out);
             }
             Command::Who(filter) => {
                 if config.dump && config.registry {
@@ -472,18 +486,9 @@ impl Session {
             }
             Command::DumpJson => {
                 if config.dump {
-                    let exclusive = table.exclusive_locks(b"");
-                    let shared = table.shared_locks(b"");
-                    let readers = table.read_locks(b"");
-                    reply::dump_json(
-                        out,
-                        exclusive.iter().map(exclusive_entry),
-                        shared.iter().map(shared_entry),
-                        readers.iter().map(read_entry),
-                    );
-                } else {
-                    out.extend_from_slice(reply::DISABLED);
+                    return self.listing(What::Json, Verb::DumpJson, out);
                 }
+                out.extend_from_slice(reply::DISABLED);
             }
             Command::Watch(pattern) => {
                 if config.dump {
@@ -512,6 +517,22 @@ impl Session {
             },
         }
         Step::Done
+    }
+
+    /// Starts a listing (see [`Session::list`]).
+    fn listing(&self, what: What, verb: Verb, out: &mut Vec<u8>) -> Step {
+        let end: &'static [u8] = if self.version >= 2 && verb.is_multi_line() {
+            b"\n"
+        } else {
+            b""
+        };
+        Step::List(Listing::start(what, end, out))
+    }
+
+    /// Appends about `bound` more bytes of a listing to `out`; `false`
+    /// once it is complete. The caller sends `out` between calls.
+    pub fn list(&self, listing: &mut Listing, out: &mut Vec<u8>, bound: usize) -> bool {
+        listing.fill(self.host.store(), out, bound)
     }
 
     /// Counts and logs a failed `auth` (at most one line a second for the
@@ -708,31 +729,5 @@ impl Drop for Session {
         if !lost.is_empty() && !self.host.closing() {
             events::orphaned(&self.name, self.registered.as_deref(), &lost);
         }
-    }
-}
-
-fn exclusive_entry(lock: &ExclusiveView) -> ExclusiveEntry<'_> {
-    ExclusiveEntry {
-        name: lock.name.as_bytes(),
-        holder: &lock.holder.default,
-        registered: lock.holder.registered.as_deref(),
-        token: lock.token,
-        waiters: lock.waiters.iter().map(|w| &w[..]).collect(),
-    }
-}
-
-fn shared_entry(lock: &SharedView) -> SharedEntry<'_> {
-    SharedEntry {
-        name: lock.name.as_bytes(),
-        holders: lock.holders.iter().map(|h| &h.default[..]).collect(),
-        waiters: lock.waiters.iter().map(|(w, l)| (&w[..], *l)).collect(),
-    }
-}
-
-fn read_entry(lock: &ReadView) -> ReadEntry<'_> {
-    ReadEntry {
-        name: lock.name.as_bytes(),
-        readers: lock.readers.iter().map(|r| &r[..]).collect(),
-        waiters: lock.waiters.iter().map(|w| &w[..]).collect(),
     }
 }

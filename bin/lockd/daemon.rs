@@ -200,6 +200,13 @@ pub const FLAGS: &[FlagSpec] = &[
     },
     FlagSpec {
         short: "",
+        long: "max-output",
+        value: "BYTES",
+        arity: Arity::Value,
+        help: "reply bytes a connection may hold unsent; longer listings go out in pieces (default 1048576)",
+    },
+    FlagSpec {
+        short: "",
         long: "listen-backlog",
         value: "N",
         arity: Arity::Value,
@@ -495,6 +502,12 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, UsageError> {
             return Err(UsageError("--write-timeout must be at least 1".into()));
         }
         config.write_timeout = Duration::from_secs(secs);
+    }
+    if let Some(n) = m.opt_str("max-output") {
+        config.max_output = parse_number("--max-output", &n, "a number of bytes")?;
+        if config.max_output == 0 {
+            return Err(UsageError("--max-output must be at least 1".into()));
+        }
     }
     if let Some(n) = m.opt_str("listen-backlog") {
         config.listen_backlog = parse_number("--listen-backlog", &n, "a number of connections")?;

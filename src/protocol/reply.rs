@@ -218,39 +218,64 @@ fn json_strings(out: &mut Vec<u8>, items: &[&[u8]]) {
     out.push(b']');
 }
 
+/// Opens `dump` and `dump shared`, before their entries.
+pub const DUMP_OPEN: &[u8] = b"map[";
+/// Closes `dump` and `dump shared`, after their entries.
+pub const DUMP_CLOSE: &[u8] = b"]\n";
+/// Opens `dj`, before its exclusive entries.
+pub const JSON_OPEN: &[u8] = b"{\"exclusive\":{";
+/// Between the exclusive and the shared entries of `dj`.
+pub const JSON_SHARED: &[u8] = b"},\"shared\":{";
+/// After the shared entries of `dj`, before any read-held ones.
+pub const JSON_SHARED_CLOSE: &[u8] = b"}";
+/// Closes the `"readers"` object of `dj`, when it has one.
+pub const JSON_READERS_CLOSE: &[u8] = b"}";
+/// Closes `dj`.
+pub const JSON_CLOSE: &[u8] = b"}\n";
+
 /// Appends `dump`: glockd's Go-map text, `map[NAME:HOLDER NAME2:HOLDER2]\n`,
 /// in the order given (the caller sorts by name).
 pub fn dump_exclusive<'a>(out: &mut Vec<u8>, locks: impl IntoIterator<Item = ExclusiveEntry<'a>>) {
-    out.extend_from_slice(b"map[");
+    out.extend_from_slice(DUMP_OPEN);
     for (i, lock) in locks.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        out.extend_from_slice(lock.name);
-        out.push(b':');
-        out.extend_from_slice(lock.holder);
+        dump_exclusive_item(out, i == 0, &lock);
     }
-    out.extend_from_slice(b"]\n");
+    out.extend_from_slice(DUMP_CLOSE);
+}
+
+/// Appends one `NAME:HOLDER` of `dump` (`first`: no separator before it).
+pub fn dump_exclusive_item(out: &mut Vec<u8>, first: bool, lock: &ExclusiveEntry<'_>) {
+    if !first {
+        out.push(b' ');
+    }
+    out.extend_from_slice(lock.name);
+    out.push(b':');
+    out.extend_from_slice(lock.holder);
 }
 
 /// Appends `dump shared`: `map[NAME:[HOLDER HOLDER2] ...]\n`.
 pub fn dump_shared<'a>(out: &mut Vec<u8>, locks: impl IntoIterator<Item = SharedEntry<'a>>) {
-    out.extend_from_slice(b"map[");
+    out.extend_from_slice(DUMP_OPEN);
     for (i, lock) in locks.into_iter().enumerate() {
-        if i > 0 {
+        dump_shared_item(out, i == 0, &lock);
+    }
+    out.extend_from_slice(DUMP_CLOSE);
+}
+
+/// Appends one `NAME:[HOLDER HOLDER2]` of `dump shared`.
+pub fn dump_shared_item(out: &mut Vec<u8>, first: bool, lock: &SharedEntry<'_>) {
+    if !first {
+        out.push(b' ');
+    }
+    out.extend_from_slice(lock.name);
+    out.extend_from_slice(b":[");
+    for (j, holder) in lock.holders.iter().enumerate() {
+        if j > 0 {
             out.push(b' ');
         }
-        out.extend_from_slice(lock.name);
-        out.extend_from_slice(b":[");
-        for (j, holder) in lock.holders.iter().enumerate() {
-            if j > 0 {
-                out.push(b' ');
-            }
-            out.extend_from_slice(holder);
-        }
-        out.push(b']');
+        out.extend_from_slice(holder);
     }
-    out.extend_from_slice(b"]\n");
+    out.push(b']');
 }
 
 /// Appends `dj`: one line of JSON, exclusive (write-held) then shared
@@ -262,72 +287,77 @@ pub fn dump_json<'a>(
     shared: impl IntoIterator<Item = SharedEntry<'a>>,
     readers: impl IntoIterator<Item = ReadEntry<'a>>,
 ) {
-    out.extend_from_slice(b"{\"exclusive\":{");
+    out.extend_from_slice(JSON_OPEN);
     for (i, lock) in exclusive.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_string(out, lock.name);
-        out.extend_from_slice(b":{\"holder\":");
-        json_string(out, lock.holder);
-        out.extend_from_slice(b",\"name\":");
-        match lock.registered {
-            Some(name) => json_string(out, name),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"token\":");
-        push_number(out, lock.token);
-        out.extend_from_slice(b",\"waiters\":[");
-        for (j, waiter) in lock.waiters.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            json_string(out, waiter);
-        }
-        out.extend_from_slice(b"]}");
+        json_exclusive_item(out, i == 0, &lock);
     }
-    out.extend_from_slice(b"},\"shared\":{");
+    out.extend_from_slice(JSON_SHARED);
     for (i, lock) in shared.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_string(out, lock.name);
-        out.extend_from_slice(b":{\"holders\":[");
-        for (j, holder) in lock.holders.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            json_string(out, holder);
-        }
-        out.extend_from_slice(b"],\"waiters\":[");
-        for (j, (waiter, limit)) in lock.waiters.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"client\":");
-            json_string(out, waiter);
-            out.extend_from_slice(b",\"limit\":");
-            push_number(out, u64::from(*limit));
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"]}");
+        json_shared_item(out, i == 0, &lock);
     }
-    out.push(b'}');
+    out.extend_from_slice(JSON_SHARED_CLOSE);
     let mut any = false;
     for lock in readers {
-        out.extend_from_slice(if any { &b","[..] } else { b",\"readers\":{" });
+        json_read_item(out, !any, &lock);
         any = true;
-        json_string(out, lock.name);
-        out.extend_from_slice(b":{\"holders\":");
-        json_strings(out, &lock.readers);
-        out.extend_from_slice(b",\"waiters\":");
-        json_strings(out, &lock.waiters);
-        out.push(b'}');
     }
     if any {
+        out.extend_from_slice(JSON_READERS_CLOSE);
+    }
+    out.extend_from_slice(JSON_CLOSE);
+}
+
+/// Appends one exclusive entry of `dj` (`first`: no comma before it).
+pub fn json_exclusive_item(out: &mut Vec<u8>, first: bool, lock: &ExclusiveEntry<'_>) {
+    if !first {
+        out.push(b',');
+    }
+    json_string(out, lock.name);
+    out.extend_from_slice(b":{\"holder\":");
+    json_string(out, lock.holder);
+    out.extend_from_slice(b",\"name\":");
+    match lock.registered {
+        Some(name) => json_string(out, name),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"token\":");
+    push_number(out, lock.token);
+    out.extend_from_slice(b",\"waiters\":");
+    json_strings(out, &lock.waiters);
+    out.push(b'}');
+}
+
+/// Appends one shared entry of `dj`.
+pub fn json_shared_item(out: &mut Vec<u8>, first: bool, lock: &SharedEntry<'_>) {
+    if !first {
+        out.push(b',');
+    }
+    json_string(out, lock.name);
+    out.extend_from_slice(b":{\"holders\":");
+    json_strings(out, &lock.holders);
+    out.extend_from_slice(b",\"waiters\":[");
+    for (j, (waiter, limit)) in lock.waiters.iter().enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"client\":");
+        json_string(out, waiter);
+        out.extend_from_slice(b",\"limit\":");
+        push_number(out, u64::from(*limit));
         out.push(b'}');
     }
-    out.extend_from_slice(b"}\n");
+    out.extend_from_slice(b"]}");
+}
+
+/// Appends one read-held entry of `dj`; the first opens `"readers"`.
+pub fn json_read_item(out: &mut Vec<u8>, first: bool, lock: &ReadEntry<'_>) {
+    out.extend_from_slice(if first { &b",\"readers\":{"[..] } else { b"," });
+    json_string(out, lock.name);
+    out.extend_from_slice(b":{\"holders\":");
+    json_strings(out, &lock.readers);
+    out.extend_from_slice(b",\"waiters\":");
+    json_strings(out, &lock.waiters);
+    out.push(b'}');
 }
 
 /// Appends the `q` reply's `key: value` lines.

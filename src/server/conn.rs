@@ -6,6 +6,12 @@
 //! when no complete line is left in the input buffer, so a pipelined batch
 //! costs one write; a WebSocket reply is one message per command. No store
 //! lock is ever held across socket I/O.
+//!
+//! Output is bounded per connection: replies go out once 64 KiB (or
+//! `--max-output`, if smaller) is buffered, and a listing is made and sent
+//! a piece of `--max-output` at a time, so a peer that does not read stops
+//! being read itself, holds at most that much here, and is dropped when a
+//! write makes no progress for `--write-timeout`.
 
 use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
@@ -55,6 +61,9 @@ pub(crate) trait Framing {
     fn reply(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
     /// Sends what `out` holds now (before a wait, or at the end).
     fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
+    /// `out` holds part of a long reply (a listing), more to come: send
+    /// what the framing can before the rest is made.
+    fn part(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
     /// Whether a command may be read without waiting for the peer: one is
     /// buffered, or the socket holds unread bytes (a watcher polls this).
     fn has_input(&mut self) -> bool;
@@ -258,13 +267,17 @@ impl Framing for Lines<'_> {
     }
 
     fn reply(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        if out.len() >= FLUSH_AT {
+        if out.len() >= FLUSH_AT.min(self.conn.state.config.max_output) {
             self.conn.write_out(out)?;
         }
         Ok(())
     }
 
     fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        self.conn.write_out(out)
+    }
+
+    fn part(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         self.conn.write_out(out)
     }
 
@@ -423,6 +436,16 @@ pub(crate) fn run(
                 }
             }
             Step::Pause(pause) => std::thread::sleep(pause),
+            // A listing goes out a piece of at most --max-output at a
+            // time: the next piece is made only once the socket took the
+            // last (each write bounded by --write-timeout), and nothing
+            // more is read from the peer meanwhile.
+            Step::List(mut listing) => {
+                let bound = conn.state.config.max_output;
+                while session.list(&mut listing, &mut out, bound) {
+                    framing.part(&mut out)?;
+                }
+            }
             Step::Close => {
                 framing.reply(&mut out)?;
                 framing.flush(&mut out)?;

@@ -16,7 +16,7 @@ mod stream;
 mod websocket;
 
 pub use crate::secret::Secret;
-pub use config::{ServerConfig, Shutdown};
+pub use config::{ServerConfig, Shutdown, DEFAULT_MAX_OUTPUT};
 pub use listen::Listener;
 
 use crate::error::Error;

@@ -110,6 +110,12 @@ impl Framing for Messages<'_> {
         self.ws.send(reply).map_err(io_error)
     }
 
+    /// A reply is one message, so a listing is gathered whole (still
+    /// copied from the store a page at a time).
+    fn part(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Nothing is ever held back: each reply went out as its message.
     fn flush(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
         Ok(())

@@ -17,8 +17,8 @@ pub mod memory;
 pub use limits::{LimitCounts, LimitError, LimitHit, Limits};
 
 pub use memory::{
-    ClientId, ClientNames, Counts, Event, ExclusiveView, Grant, HoldKind, ReadView, Released,
-    SharedView, Table, WaitStart, WatchEvent, Watcher, WATCH_QUEUE,
+    ClientId, ClientNames, Counts, Event, ExclusiveView, Grant, HoldKind, Page, ReadView, Released,
+    SharedView, Table, WaitStart, WatchEvent, Watcher, PAGE, WATCH_QUEUE,
 };
 
 use crossbeam_channel::Sender;
@@ -71,6 +71,35 @@ pub trait LockStore: Send + Sync {
     fn shared_locks(&self, filter: &[u8]) -> Vec<SharedView>;
     /// `dj`: read-held locks sorted by name.
     fn read_locks(&self, filter: &[u8]) -> Vec<ReadView>;
+    /// `d`, `dump`, `dj` page by page: write-held locks after `after`
+    /// in name order. A store that cannot page returns the rest at once.
+    fn exclusive_page(&self, after: Option<&[u8]>) -> Page<ExclusiveView> {
+        let mut items = self.exclusive_locks(b"");
+        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
+        Page { items, next: None }
+    }
+    /// `sd`, `dump shared`, `dj` page by page: shared locks after `after`.
+    fn shared_page(&self, after: Option<&[u8]>) -> Page<SharedView> {
+        let mut items = self.shared_locks(b"");
+        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
+        Page { items, next: None }
+    }
+    /// `dj` page by page: read-held locks after `after`.
+    fn read_page(&self, after: Option<&[u8]>) -> Page<ReadView> {
+        let mut items = self.read_locks(b"");
+        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
+        Page { items, next: None }
+    }
+    /// `who` page by page: registered clients after registration `after`
+    /// (0: from the first).
+    fn registered_page(&self, after: u64) -> Page<ClientNames, u64> {
+        let items = if after == 0 {
+            self.registered(b"")
+        } else {
+            Vec::new()
+        };
+        Page { items, next: None }
+    }
     /// Gauges for `q`.
     fn counts(&self) -> Counts;
     /// `watch`: the snapshot of what `pattern` matches, and the event
@@ -153,6 +182,18 @@ impl LockStore for Table {
     }
     fn read_locks(&self, filter: &[u8]) -> Vec<ReadView> {
         Table::read_locks(self, filter)
+    }
+    fn exclusive_page(&self, after: Option<&[u8]>) -> Page<ExclusiveView> {
+        Table::exclusive_page(self, after)
+    }
+    fn shared_page(&self, after: Option<&[u8]>) -> Page<SharedView> {
+        Table::shared_page(self, after)
+    }
+    fn read_page(&self, after: Option<&[u8]>) -> Page<ReadView> {
+        Table::read_page(self, after)
+    }
+    fn registered_page(&self, after: u64) -> Page<ClientNames, u64> {
+        Table::registered_page(self, after)
     }
     fn counts(&self) -> Counts {
         Table::counts(self)

@@ -11,14 +11,18 @@
 //!   first-come-first-served line of `wg` and `wr` waiters;
 //! - `shared.rs`: counted shared locks and semaphores;
 //! - `deadlock.rs`: refusing a wait that would close a cycle;
-//! - `holders.rs`: ordered sets of holders with O(1) updates.
+//! - `holders.rs`: ordered sets of holders with O(1) updates;
+//! - `index.rs`: the names of a big namespace in order, so that listings
+//!   copy it out in bounded pages.
 
 mod deadlock;
 mod holders;
+mod index;
 mod rw;
 mod shared;
 mod watch;
 
+pub use index::PAGE;
 pub use watch::{Event, HoldKind, WatchEvent, Watcher, QUEUE as WATCH_QUEUE};
 
 use super::limits::{reached, LimitCounts, LimitError, LimitHit, LimitLog, Limits};
@@ -26,8 +30,9 @@ use crate::name::LockName;
 use crate::token::TokenCounter;
 use crossbeam_channel::Sender;
 use holders::Holders;
+use index::Index;
 use parking_lot::RwLock;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// Identifies one client (one connection) for the life of the table.
@@ -135,6 +140,18 @@ pub struct SharedView {
     pub holders: Vec<ClientNames>,
     /// Default names and limits of the waiters, first in line first.
     pub waiters: Vec<(Box<[u8]>, u32)>,
+}
+
+/// One page of a listing, copied out under one acquisition of the table's
+/// lock: a listing asks for pages until `next` is `None`, each resuming
+/// after the `next` of the one before, so it never holds the lock for
+/// long however big the table (see [`PAGE`]).
+#[derive(Clone, Debug)]
+pub struct Page<T, C = LockName> {
+    /// The entries, sorted.
+    pub items: Vec<T>,
+    /// Where the next page starts (after this key); `None` at the end.
+    pub next: Option<C>,
 }
 
 /// Gauges for `q`.
@@ -246,8 +263,14 @@ struct Inner {
     /// The exclusive namespace: writers, readers and their lines.
     locks: HashMap<LockName, rw::Lock>,
     shared: HashMap<LockName, shared::Shared>,
+    /// `locks` in name order, while it is big.
+    lock_index: Index,
+    /// `shared` in name order, while it is big.
+    shared_index: Index,
     clients: HashMap<ClientId, Client, ById>,
     registrations: u64,
+    /// Registered clients by registration order, for `who`.
+    by_registration: BTreeMap<u64, ClientId>,
     waiting: usize,
     grants: u64,
     /// Names write-held now.
@@ -273,8 +296,11 @@ impl Table {
             inner: RwLock::new(Inner {
                 locks: HashMap::new(),
                 shared: HashMap::new(),
+                lock_index: Index::default(),
+                shared_index: Index::default(),
                 clients: HashMap::default(),
                 registrations: 0,
+                by_registration: BTreeMap::new(),
                 waiting: 0,
                 grants: 0,
                 write_held: 0,
@@ -323,7 +349,9 @@ impl Table {
         inner.unwatch(id);
         inner.stop_waiting(id);
         let released = inner.release_all(id, Event::Orphaned);
-        inner.clients.remove(&id);
+        if let Some((seq, _)) = inner.clients.remove(&id).and_then(|c| c.registered) {
+            inner.by_registration.remove(&seq);
+        }
         released
     }
 
@@ -449,8 +477,18 @@ impl Table {
         let mut inner = self.inner.write();
         inner.registrations += 1;
         let seq = inner.registrations;
-        if let Some(client) = inner.clients.get_mut(&id) {
-            client.registered = (!name.is_empty()).then(|| (seq, name.into()));
+        let Some(client) = inner.clients.get_mut(&id) else {
+            return;
+        };
+        let before = std::mem::replace(
+            &mut client.registered,
+            (!name.is_empty()).then(|| (seq, name.into())),
+        );
+        if let Some((old, _)) = before {
+            inner.by_registration.remove(&old);
+        }
+        if !name.is_empty() {
+            inner.by_registration.insert(seq, id);
         }
     }
 
@@ -478,43 +516,96 @@ impl Table {
     }
 
     /// Write-held locks, sorted by name; only `filter` unless it is empty.
-    /// Copied out under the table's read lock, sorted outside it.
+    /// The whole table is copied a page at a time (see
+    /// [`Table::exclusive_page`]), so it never holds the lock for long.
     pub fn exclusive_locks(&self, filter: &[u8]) -> Vec<ExclusiveView> {
-        let mut locks: Vec<ExclusiveView> = {
-            let inner = self.inner.read();
-            inner
-                .matching(&inner.locks, filter)
-                .filter_map(|lock| inner.exclusive_view(lock))
-                .collect()
-        };
-        locks.sort_by(|a, b| a.name.cmp(&b.name));
-        locks
+        if filter.is_empty() {
+            return all_pages(|after| self.exclusive_page(after));
+        }
+        let inner = self.inner.read();
+        let lock = inner.locks.get(filter);
+        lock.and_then(|l| inner.exclusive_view(l))
+            .into_iter()
+            .collect()
     }
 
     /// Read-held locks, sorted by name; only `filter` unless it is empty.
     pub fn read_locks(&self, filter: &[u8]) -> Vec<ReadView> {
-        let mut locks: Vec<ReadView> = {
-            let inner = self.inner.read();
-            inner
-                .matching(&inner.locks, filter)
-                .filter_map(|lock| inner.read_view(lock))
-                .collect()
-        };
-        locks.sort_by(|a, b| a.name.cmp(&b.name));
-        locks
+        if filter.is_empty() {
+            return all_pages(|after| self.read_page(after));
+        }
+        let inner = self.inner.read();
+        let lock = inner.locks.get(filter);
+        lock.and_then(|l| inner.read_view(l)).into_iter().collect()
     }
 
     /// Shared locks, sorted by name; only `filter` unless it is empty.
     pub fn shared_locks(&self, filter: &[u8]) -> Vec<SharedView> {
-        let mut locks: Vec<SharedView> = {
+        if filter.is_empty() {
+            return all_pages(|after| self.shared_page(after));
+        }
+        let inner = self.inner.read();
+        let lock = inner.shared.get(filter);
+        lock.map(|l| inner.shared_view(l)).into_iter().collect()
+    }
+
+    /// A page of write-held locks after `after` (from the first when
+    /// `None`), in name order.
+    pub fn exclusive_page(&self, after: Option<&[u8]>) -> Page<ExclusiveView> {
+        let (mut items, next) = {
             let inner = self.inner.read();
-            inner
-                .matching(&inner.shared, filter)
-                .map(|lock| inner.shared_view(lock))
-                .collect()
+            let (locks, next) = inner.lock_index.page(&inner.locks, after);
+            let items: Vec<_> = locks
+                .into_iter()
+                .filter_map(|l| inner.exclusive_view(l))
+                .collect();
+            (items, next)
         };
-        locks.sort_by(|a, b| a.name.cmp(&b.name));
-        locks
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        Page { items, next }
+    }
+
+    /// A page of read-held locks after `after`, in name order.
+    pub fn read_page(&self, after: Option<&[u8]>) -> Page<ReadView> {
+        let (mut items, next) = {
+            let inner = self.inner.read();
+            let (locks, next) = inner.lock_index.page(&inner.locks, after);
+            let items: Vec<_> = locks
+                .into_iter()
+                .filter_map(|l| inner.read_view(l))
+                .collect();
+            (items, next)
+        };
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        Page { items, next }
+    }
+
+    /// A page of shared locks after `after`, in name order.
+    pub fn shared_page(&self, after: Option<&[u8]>) -> Page<SharedView> {
+        let (mut items, next) = {
+            let inner = self.inner.read();
+            let (locks, next) = inner.shared_index.page(&inner.shared, after);
+            let items: Vec<_> = locks.into_iter().map(|l| inner.shared_view(l)).collect();
+            (items, next)
+        };
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        Page { items, next }
+    }
+
+    /// A page of registered clients, registered after the registration
+    /// `after` (0: from the first), oldest registration first.
+    pub fn registered_page(&self, after: u64) -> Page<ClientNames, u64> {
+        let inner = self.inner.read();
+        let start = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+        let mut order = inner.by_registration.range(start);
+        let mut items = Vec::new();
+        let mut last = None;
+        for (&seq, id) in order.by_ref().take(PAGE) {
+            items.extend(inner.clients.get(id).map(Client::names));
+            last = Some(seq);
+        }
+        let next = order.next().and(last);
+        Page { items, next }
     }
 
     /// The fencing-token counter's (next token, mark on disk); no mark
@@ -537,6 +628,20 @@ impl Table {
     }
 }
 
+/// Every page of a listing, from the first to the last.
+fn all_pages<T>(mut page: impl FnMut(Option<&[u8]>) -> Page<T>) -> Vec<T> {
+    let mut all = Vec::new();
+    let mut after: Option<LockName> = None;
+    loop {
+        let Page { items, next } = page(after.as_ref().map(LockName::as_bytes));
+        all.extend(items);
+        match next {
+            Some(name) => after = Some(name),
+            None => return all,
+        }
+    }
+}
+
 impl Inner {
     fn client_names(&self, id: ClientId) -> ClientNames {
         self.clients.get(&id).map_or_else(
@@ -552,20 +657,6 @@ impl Inner {
         self.clients
             .get(&id)
             .map_or_else(Box::default, |c| c.default.clone())
-    }
-
-    /// Every value of `map`, or only the one named `filter` if it is not
-    /// empty.
-    fn matching<'a, V>(
-        &self,
-        map: &'a HashMap<LockName, V>,
-        filter: &[u8],
-    ) -> Box<dyn Iterator<Item = &'a V> + 'a> {
-        if filter.is_empty() {
-            Box::new(map.values())
-        } else {
-            Box::new(map.get(filter).into_iter())
-        }
     }
 
     /// May `id` take one more lock, and may the table hold one more name

@@ -86,7 +86,8 @@ impl Inner {
     fn lock_entry(&mut self, name: &[u8]) -> &mut Lock {
         if !self.locks.contains_key(name) {
             let key = LockName::from(name);
-            self.locks.insert(key.clone(), Lock::new(key));
+            self.locks.insert(key.clone(), Lock::new(key.clone()));
+            self.lock_index.inserted(&self.locks, &key);
         }
         // Just inserted if it was missing.
         self.locks.get_mut(name).expect("present")
@@ -157,6 +158,7 @@ impl Inner {
         let mut lock = Lock::new(key.clone());
         lock.writer = Some(Writer { id, token });
         self.locks.insert(key.clone(), lock);
+        self.lock_index.inserted(&self.locks, &key);
         self.grants += 1;
         self.write_held += 1;
         self.emit(Event::Locked, HoldKind::Exclusive, token, id, &key);
@@ -260,6 +262,7 @@ impl Inner {
         if free {
             // Nobody to serve: drop the entry with no further lookup.
             self.locks.remove(name);
+            self.lock_index.removed(&self.locks, name);
             if let Some(client) = self.clients.get_mut(&id) {
                 client.exclusive.remove(&held);
             }
@@ -345,6 +348,7 @@ impl Inner {
         if let Some(lock) = self.locks.get(name) {
             if !lock.held() && lock.line.is_empty() {
                 self.locks.remove(name);
+                self.lock_index.removed(&self.locks, name);
             }
         }
     }

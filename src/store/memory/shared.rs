@@ -38,7 +38,8 @@ impl Inner {
                 holders: Holders::default(),
                 waiters: VecDeque::new(),
             };
-            self.shared.insert(key, lock);
+            self.shared.insert(key.clone(), lock);
+            self.shared_index.inserted(&self.shared, &key);
         }
         let Some(lock) = self.shared.get_mut(name) else {
             return Ok(0);
@@ -152,6 +153,7 @@ impl Inner {
         }
         if lock.holders.is_empty() && lock.waiters.is_empty() {
             self.shared.remove(name);
+            self.shared_index.removed(&self.shared, name);
         }
         for (id, holders) in admitted {
             self.emit(Event::Locked, HoldKind::Shared, holders, id, &key);

@@ -390,3 +390,91 @@ fn a_watcher_that_falls_behind_is_dropped_and_the_table_goes_on() {
     assert!(t.release(1, b"x"));
     assert!(t.inner.read().watchers.is_empty());
 }
+
+/// Pages of `exclusive_page` (and `shared_page`) from the first to the
+/// last, with `between` run after each: the names listed, in order.
+fn all_pages(t: &Table, shared: bool, mut between: impl FnMut(usize)) -> Vec<LockName> {
+    let mut listed = Vec::new();
+    let mut after: Option<LockName> = None;
+    for page_no in 0.. {
+        let next = if shared {
+            let page = t.shared_page(after.as_ref().map(LockName::as_bytes));
+            listed.extend(page.items.into_iter().map(|l| l.name));
+            page.next
+        } else {
+            let page = t.exclusive_page(after.as_ref().map(LockName::as_bytes));
+            listed.extend(page.items.into_iter().map(|l| l.name));
+            page.next
+        };
+        between(page_no);
+        match next {
+            Some(name) => after = Some(name),
+            None => break,
+        }
+    }
+    listed
+}
+
+#[test]
+fn listings_page_a_big_namespace_in_order_and_miss_no_steady_lock() {
+    let t = table();
+    let _a = join(&t, 1);
+    let _b = join(&t, 2);
+    let n = 3 * PAGE + 17;
+    let name = |i: usize| LockName::from(format!("k{i:06}").as_str());
+    for i in 0..n {
+        t.try_lock(1, name(i).as_bytes()).expect("free");
+        assert_eq!(t.lock_shared(1, name(i).as_bytes()), Ok(1));
+    }
+    assert!(t.inner.read().lock_index.is_built());
+    let expected: Vec<LockName> = (0..n).map(name).collect();
+    assert_eq!(all_pages(&t, false, |_| {}), expected);
+    assert_eq!(all_pages(&t, true, |_| {}), expected);
+    let whole: Vec<LockName> = t.exclusive_locks(b"").into_iter().map(|l| l.name).collect();
+    assert_eq!(whole, expected, "the whole listing is its pages end to end");
+
+    // Between pages, client 2 takes and drops names before and after the
+    // cursor: every name held throughout is listed once, in order.
+    let listed = all_pages(&t, false, |page| {
+        for i in 0..50 {
+            let churn = format!("k{:06}x{page}", i * (n / 50));
+            t.try_lock(2, churn.as_bytes()).expect("free");
+        }
+        t.release_all(2);
+    });
+    let steady: Vec<&LockName> = listed
+        .iter()
+        .filter(|l| !l.as_bytes().contains(&b'x'))
+        .collect();
+    assert_eq!(steady, expected.iter().collect::<Vec<_>>());
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+
+    // Back under the threshold, the index goes, and a page is the rest.
+    t.release_all(1);
+    assert!(!t.inner.read().lock_index.is_built());
+    t.try_lock(1, b"b").expect("free");
+    t.try_lock(1, b"a").expect("free");
+    let names = all_pages(&t, false, |_| {});
+    assert_eq!(names, [LockName::from("a"), LockName::from("b")]);
+    let rest = t.exclusive_page(Some(b"a"));
+    assert_eq!((rest.items.len(), rest.next), (1, None));
+}
+
+#[test]
+fn who_pages_by_registration_and_forgets_the_departed() {
+    let t = table();
+    for id in 1..=3 {
+        let _ = join(&t, id);
+    }
+    t.register(2, b"second");
+    t.register(1, b"first");
+    t.register(3, b"third");
+    t.register(2, b"again");
+    t.disconnect(3);
+    let page = t.registered_page(0);
+    let names: Vec<_> = page.items.iter().map(|c| c.display().to_vec()).collect();
+    assert_eq!(names, [b"first".to_vec(), b"again".to_vec()]);
+    assert_eq!(page.next, None);
+    t.register(1, b"");
+    assert_eq!(t.registered_page(0).items.len(), 1);
+}

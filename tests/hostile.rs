@@ -1,0 +1,273 @@
+//! Issue 14's hostile clients, one test per row of its table at a size
+//! that fits CI. Each asserts bounds on memory and correctness, never a
+//! time (latencies are measured by `examples/hostile_bench.rs`).
+//!
+//! Rows tested elsewhere, not repeated here:
+//! - many distinct locks past a cap: `tests/caps.rs`;
+//! - a TLS ClientHello on the plain port, and a line trickled past its
+//!   10 s: `tests/bad_input.rs` (`a_line_that_never_completes_is_cut_off`);
+//! - trickling clients beside a good one: `tests/faults.rs`;
+//! - no secret in any log: `tests/cli.rs`
+//!   (`no_spelling_of_a_secret_reaches_the_log_and_guessing_is_cut_short`),
+//!   `tests/events.rs`, `tests/http.rs`; the auth file's whitespace:
+//!   `tests/lockctl.rs`;
+//! - token recovery after a full disk: `src/token.rs`
+//!   (`grants_resume_by_themselves_once_the_mark_can_be_saved_again`);
+//! - SIGHUP, SIGUSR1, SIGQUIT: `tests/cli.rs`;
+//! - a connection burst past the limits: `tests/faults.rs`
+//!   (`connection_flood_is_refused_cleanly`), `tests/bad_input.rs`
+//!   (`flood_past_max_connections`);
+//! - FIFO among 2,000+ waiters: `tests/rwlock.rs`;
+//! - paging a big table while it changes: the store's unit tests.
+
+mod common;
+
+use common::{wait_until, Conn, TestServer};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::thread;
+use std::time::Duration;
+
+/// The tests of this file run one at a time: they count this process's
+/// memory and threads, which the others would disturb.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A field of /proc/self/status, in kB (or a count).
+fn proc_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// Takes `n` locks named `prefix` + a number on `conn`, pipelined.
+fn take_locks(conn: &mut Conn, prefix: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i:06}")).collect();
+    for chunk in names.chunks(1000) {
+        let batch: String = chunk.iter().map(|name| format!("g {name}\n")).collect();
+        conn.send(batch.as_bytes());
+        for name in chunk {
+            let reply = String::from_utf8(conn.line()).expect("utf-8");
+            assert_eq!(reply, format!("1 Lock Get Success: {name}\n"));
+        }
+    }
+    names
+}
+
+#[test]
+fn listings_in_tiny_pieces_are_byte_for_byte_whole() {
+    let _turn = one_at_a_time();
+    // Pieces of 100 bytes, and more names than a page of the store.
+    let server = TestServer::with_config(|c| c.max_output = 100);
+    let mut holder = server.connect();
+    let me = holder.name();
+    let mut names = take_locks(&mut holder, "n", 2500);
+    names.sort();
+    for name in &names[..3] {
+        assert!(holder.cmd(&format!("sg {name}")).starts_with("1 "));
+    }
+    assert_eq!(holder.cmd("iam holder"), "1 ok\n");
+
+    let mut other = server.connect();
+    let dump = format!(
+        "map[{}]\n",
+        names
+            .iter()
+            .map(|n| format!("{n}:{me}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_eq!(
+        String::from_utf8(other.cmd_bytes(b"dump")).expect("utf-8"),
+        dump
+    );
+    let shared = format!(
+        "map[{}]\n",
+        names[..3]
+            .iter()
+            .map(|n| format!("{n}:[{me}]"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_eq!(
+        String::from_utf8(other.cmd_bytes(b"dump shared")).expect("utf-8"),
+        shared
+    );
+
+    let json = String::from_utf8(other.cmd_bytes(b"dj")).expect("utf-8");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("dj is JSON");
+    let exclusive = value["exclusive"].as_object().expect("exclusive");
+    assert_eq!(
+        exclusive.keys().collect::<Vec<_>>(),
+        names.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(exclusive[&names[7]]["name"], "holder");
+    assert_eq!(value["shared"].as_object().expect("shared").len(), 3);
+
+    // Protocol 2: line blocks end with their empty line, after the last
+    // piece.
+    other.hello2();
+    other.send(b"d\n");
+    let lines = other.block();
+    let expected: Vec<String> = names.iter().map(|n| format!("{n}: holder\n")).collect();
+    assert!(
+        lines == expected,
+        "d: {:?}...",
+        &lines[..lines.len().min(3)]
+    );
+    other.send(b"who\n");
+    assert_eq!(other.block(), [format!("{me}: holder\n")]);
+    other.send(b"sd\n");
+    assert_eq!(other.block().len(), 3);
+    assert_eq!(other.cmd("ping"), "1 pong\n", "the stream is in step");
+}
+
+#[test]
+fn clients_that_never_read_a_listing_cost_a_piece_each_and_are_dropped() {
+    let _turn = one_at_a_time();
+    let server = TestServer::with_config(|c| {
+        c.max_output = 64 * 1024;
+        c.write_timeout = Duration::from_secs(2);
+    });
+    let mut holder = server.connect();
+    take_locks(
+        &mut holder,
+        "a-rather-long-lock-name-to-make-the-listing-big-",
+        40_000,
+    );
+    let before = proc_status("VmRSS:");
+
+    // Each asks for its listing many times over (some 80 MB of replies)
+    // and never reads a byte; each holds a lock of its own.
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|i| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            stream
+                .write_all(format!("g silent{i}\n").as_bytes())
+                .expect("g");
+            stream.write_all(&b"dj\n".repeat(20)).expect("dj");
+            stream
+        })
+        .collect();
+    // Meanwhile the others are served, and memory stays bounded: a whole
+    // dj here is about 3 MB, and each of the twenty asked for twenty, so
+    // replies built whole would pass the bound many times over.
+    let mut bystander = server.connect();
+    let mut peak = before;
+    for round in 0..20 {
+        assert_eq!(
+            bystander.cmd("g bystander"),
+            "1 Lock Get Success: bystander\n"
+        );
+        assert_eq!(
+            bystander.cmd("r bystander"),
+            "1 Lock Release Success: bystander\n"
+        );
+        assert!(bystander
+            .cmd(&format!("i silent{}", round % 20))
+            .starts_with("1 "));
+        peak = peak.max(proc_status("VmRSS:"));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let grown_mb = peak.saturating_sub(before) / 1024;
+    assert!(grown_mb < 100, "the server grew by {grown_mb} MB");
+
+    // After --write-timeout they are closed, orphaned: their locks go.
+    wait_until("the silent clients' locks to be released", || {
+        (0..20).all(|i| bystander.cmd(&format!("i silent{i}")).starts_with("0 "))
+    });
+    wait_until("the silent connections to close", || {
+        server.live_connections() == 2
+    });
+    for mut stream in silent {
+        // What they got is a prefix of the replies, then the close.
+        let mut got = Vec::new();
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.read_to_end(&mut got);
+        assert!(got.starts_with(b"1 Lock Get Success: silent"));
+    }
+    let first = "i a-rather-long-lock-name-to-make-the-listing-big-000000";
+    assert!(
+        holder.cmd(first).starts_with("1 "),
+        "the holder kept its locks"
+    );
+}
+
+#[test]
+fn slowloris_connections_then_closed_leave_no_thread_and_no_lock() {
+    let _turn = one_at_a_time();
+    let server = TestServer::start();
+    let threads_before = proc_status("Threads:");
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            stream
+                .write_all(format!("g slow{i}\ng").as_bytes())
+                .expect("send");
+            stream
+        })
+        .collect();
+    server.wait_for_stat("locks", 200);
+    // A byte more each, a line never finished.
+    for stream in &mut slow {
+        stream.write_all(b" ").expect("trickle");
+    }
+    drop(slow);
+    server.wait_for_stat("locks", 0);
+    wait_until("the connections' threads to end", || {
+        server.live_connections() == 0 && proc_status("Threads:") <= threads_before + 2
+    });
+    let mut after = server.connect();
+    assert_eq!(after.cmd("g slow7"), "1 Lock Get Success: slow7\n");
+}
+
+#[test]
+fn a_trickled_websocket_upgrade_is_dropped_and_others_are_served() {
+    let _turn = one_at_a_time();
+    let server = TestServer::with_config(|c| c.websocket = vec!["127.0.0.1:0".into()]);
+    let ws = server
+        .handle
+        .as_ref()
+        .expect("running")
+        .websocket_addrs()
+        .into_iter()
+        .next()
+        .expect("a WebSocket listener");
+    let mut trickler = TcpStream::connect(ws).expect("connect");
+    trickler
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n";
+    let mut closed = false;
+    // A byte every 500 ms: without a total deadline this would take 25 s
+    // and be held the whole time; the server drops it after 10.
+    for &byte in request.iter() {
+        if trickler.write_all(&[byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match trickler.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => panic!("an answer to half a request"),
+            Err(_) => {}
+        }
+        // Meanwhile a plain client is served.
+        if byte == b'\n' {
+            assert_eq!(server.connect().cmd("ping"), "1 pong\n");
+        }
+    }
+    assert!(
+        closed,
+        "the trickled upgrade was held for the whole request"
+    );
+}
