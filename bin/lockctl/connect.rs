@@ -116,9 +116,15 @@ pub(crate) fn connect_local(
     loop {
         match options.clone().patience(Duration::ZERO).connect(path) {
             Ok(client) => return Ok(client),
-            Err(LocalError::NotServed { .. } | LocalError::Lockd(_))
-                if Instant::now() < deadline => {}
-            Err(e) => return Err(e.to_string()),
+            // Wrong permissions or a file in the way: trying again won't help.
+            Err(
+                e @ (LocalError::Permissions { .. }
+                | LocalError::NotASocket { .. }
+                | LocalError::Io { .. }),
+            ) => return Err(e.to_string()),
+            // Nobody serves yet, a helper is starting or leaving: retry.
+            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+            Err(_) => {}
         }
         // One helper at a time; another after a while, in case this one
         // lost a race with a helper that was just leaving.
