@@ -463,3 +463,34 @@ fn lockctl_serve_needs_local() {
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--local"));
 }
+
+#[test]
+fn lockctl_group_mode_makes_the_socket_0660() {
+    let dir = TempDir::new("local-group");
+    fs::set_permissions(&dir.path, fs::Permissions::from_mode(0o770)).expect("chmod");
+    let socket = dir.path.join("team.sock");
+    let out = Command::new(LOCKCTL)
+        .args(["run", "--mode", "660", "--local"])
+        .arg(&socket)
+        .args(["x", "--", "stat", "-c", "%a"])
+        .arg(&socket)
+        .output()
+        .expect("run lockctl");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "660\n");
+    let private = Command::new(LOCKCTL)
+        .args(["run", "--local"])
+        .arg(dir.path.join("private.sock"))
+        .args(["x", "--", "true"])
+        .output()
+        .expect("run lockctl");
+    assert_eq!(private.status.code(), Some(69), "0770 is too open for 0600");
+    assert!(String::from_utf8_lossy(&private.stderr).contains("--mode 0660"));
+    let bad = Command::new(LOCKCTL)
+        .args(["run", "--mode", "644", "--local"])
+        .arg(&socket)
+        .args(["x", "--", "true"])
+        .output()
+        .expect("run lockctl");
+    assert_eq!(bad.status.code(), Some(64), "{bad:?}");
+}

@@ -207,6 +207,15 @@ pub fn parse(args: Vec<String>, cmd: Vec<OsString>) -> Result<(Global, Command),
             None => return Err(usage(format!("--local {path:?}: the path must be UTF-8"))),
         };
         global.local = Some(path);
+        if let Some(mode) = top.opt_str("mode").or_else(|| sub.opt_str("mode")) {
+            global.local_mode = match mode.trim_start_matches('0') {
+                "600" => 0o600,
+                "660" => 0o660,
+                _ => return Err(usage(format!("--mode {mode}: expected 600 or 660"))),
+            };
+        }
+    } else if top.opt_present("mode") || sub.opt_present("mode") {
+        return Err(usage("--mode goes with --local".into()));
     } else if name == "serve" {
         return Err(usage("serve needs --local [PATH]".into()));
     }
@@ -312,6 +321,7 @@ fn global(top: &getopts::Matches, sub: Option<&getopts::Matches>) -> Result<Glob
     };
     Ok(Global {
         local: None,
+        local_mode: 0o600,
         server,
         timeout,
         auth_file: get("auth-file").map(PathBuf::from),

@@ -32,6 +32,8 @@ pub struct Global {
     /// `--local`: the socket path of local mode (then `server` is
     /// `unix:PATH`).
     pub local: Option<PathBuf>,
+    /// `--mode`: the permission bits of a local path's socket and files.
+    pub local_mode: u32,
     /// `--server`, `$LOCKD_SERVER` or the default.
     pub server: String,
     /// `--io-timeout`.
@@ -110,7 +112,9 @@ pub(crate) fn connect_local(
     path: &Path,
     config: ClientConfig,
 ) -> Result<Client, String> {
-    let options = local::Options::new().client_config(config);
+    let options = local::Options::new()
+        .mode(global.local_mode)
+        .client_config(config);
     let deadline = Instant::now() + global.timeout;
     let mut helper_started: Option<Instant> = None;
     loop {
@@ -129,7 +133,7 @@ pub(crate) fn connect_local(
         // One helper at a time; another after a while, in case this one
         // lost a race with a helper that was just leaving.
         if helper_started.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
-            start_helper(path).map_err(|e| {
+            start_helper(path, global.local_mode).map_err(|e| {
                 format!(
                     "cannot start the helper that serves {}: {e}",
                     path.display()
@@ -143,12 +147,13 @@ pub(crate) fn connect_local(
 
 /// Starts `lockctl serve --local PATH` in its own process group, detached
 /// from our standard streams; a thread reaps it if it ends first.
-fn start_helper(path: &Path) -> std::io::Result<()> {
+fn start_helper(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let mut child = Command::new(std::env::current_exe()?)
         .arg("serve")
         .arg("--local")
+        .arg(format!("--mode={mode:o}"))
         .arg(path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -167,7 +172,10 @@ pub(crate) fn serve(global: &Global, idle: Duration) -> u8 {
     let Some(path) = &global.local else {
         return exit::USAGE;
     };
-    match local::Options::new().serve_until_idle(path, idle) {
+    match local::Options::new()
+        .mode(global.local_mode)
+        .serve_until_idle(path, idle)
+    {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("lockctl: {e}");

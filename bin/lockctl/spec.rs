@@ -103,6 +103,13 @@ pub const GLOBAL_FLAGS: &[FlagSpec] = &[
     },
     FlagSpec {
         short: "",
+        long: "mode",
+        value: "MODE",
+        arity: Arity::Value,
+        help: "with --local: 600 (the default: you alone) or 660 (your group too: the directory must be the group's, mode 770)",
+    },
+    FlagSpec {
+        short: "",
         long: "io-timeout",
         value: "DURATION",
         arity: Arity::Value,

@@ -14,6 +14,7 @@ complete -c lockctl -n __fish_use_subcommand -a bench -d 'measure the server (op
 complete -c lockctl -n __fish_use_subcommand -a serve -d 'serve a local PATH while anyone is connected (--local starts one by itself)'
 complete -c lockctl -s S -l server -r -d 'HOST:PORT, tls://HOST:PORT or unix:/PATH (default $LOCKD_SERVER, else 127.0.0.1:9999)'
 complete -c lockctl -s L -l local -d 'local mode, no server: share locks through a socket PATH on this machine, given as the first argument after COMMAND (default $XDG_RUNTIME_DIR/lockd/local.sock, else /tmp/lockd-UID/local.sock)'
+complete -c lockctl -l mode -r -d 'with --local: 600 (the default: you alone) or 660 (your group too: the directory must be the group\'s, mode 770)'
 complete -c lockctl -l io-timeout -r -d 'limit for connecting and for each reply (default 10s)'
 complete -c lockctl -l auth-file -r -d 'send the secret in PATH with auth (for lockd --auth-file)'
 complete -c lockctl -l tls-ca -r -d 'with tls://: trust the CA certificates in PATH (default: the system\'s)'
