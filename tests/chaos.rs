@@ -86,6 +86,15 @@ impl Tally {
 }
 
 /// `N TEXT: NAME` split up, or an error naming the line.
+/// A waiting command's reply and its times: `requested` and `granted` on
+/// the history's clock, `sent` to measure the wait.
+struct Waited {
+    requested: Duration,
+    sent: Instant,
+    granted: Duration,
+    reply: String,
+}
+
 fn status(line: &str) -> Result<(u64, String, String), String> {
     let bytes = line.trim_end_matches('\n').as_bytes();
     let parsed = parse_status(bytes).ok_or_else(|| format!("not a status line: {line:?}"))?;
@@ -142,6 +151,20 @@ impl Session<'_> {
     fn call(&mut self, command: &str, timeout: Duration) -> Result<String, String> {
         self.send(&format!("{command}\n"))?;
         self.line(timeout, command)
+    }
+
+    /// Sends a command that may wait up to `ms` (`wg`, `wr`, `wsg`) and
+    /// notes when it was asked and answered, for the history.
+    fn wait_call(&mut self, command: &str, ms: u64) -> Result<Waited, String> {
+        let requested = self.now();
+        let sent = Instant::now();
+        let reply = self.call(command, REPLY_TIMEOUT + Duration::from_millis(ms))?;
+        Ok(Waited {
+            requested,
+            sent,
+            granted: self.now(),
+            reply,
+        })
     }
 
     fn got_exclusive(
@@ -291,10 +314,12 @@ impl Session<'_> {
                 let lock = *rng.pick(&EXCLUSIVE);
                 let ms = Session::wait_timeout(rng);
                 let command = format!("wg {ms} {lock}");
-                let requested = self.now();
-                let sent = Instant::now();
-                let reply = self.call(&command, REPLY_TIMEOUT + Duration::from_millis(ms))?;
-                let granted = self.now();
+                let Waited {
+                    requested,
+                    sent,
+                    granted,
+                    reply,
+                } = self.wait_call(&command, ms)?;
                 let (n, text, name) = status(&reply)?;
                 match (n, text.as_str()) {
                     (1.., "Lock Get Success") if name == lock => {
@@ -313,10 +338,12 @@ impl Session<'_> {
                 let lock = *rng.pick(&EXCLUSIVE);
                 let ms = Session::wait_timeout(rng);
                 let command = format!("wr {ms} {lock}");
-                let requested = self.now();
-                let sent = Instant::now();
-                let reply = self.call(&command, REPLY_TIMEOUT + Duration::from_millis(ms))?;
-                let granted = self.now();
+                let Waited {
+                    requested,
+                    sent,
+                    granted,
+                    reply,
+                } = self.wait_call(&command, ms)?;
                 let (n, text, name) = status(&reply)?;
                 match (n, text.as_str()) {
                     (1.., "Read Lock Get Success") if name == lock => {
@@ -388,10 +415,12 @@ impl Session<'_> {
                 let (lock, limit) = semaphore;
                 let ms = Session::wait_timeout(rng);
                 let command = format!("wsg {ms} {limit} {lock}");
-                let requested = self.now();
-                let sent = Instant::now();
-                let reply = self.call(&command, REPLY_TIMEOUT + Duration::from_millis(ms))?;
-                let granted = self.now();
+                let Waited {
+                    requested,
+                    sent,
+                    granted,
+                    reply,
+                } = self.wait_call(&command, ms)?;
                 let (n, text, name) = status(&reply)?;
                 match (n, text.as_str()) {
                     (1.., "Shared Lock Get Success") if name == lock => {

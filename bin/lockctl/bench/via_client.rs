@@ -2,7 +2,7 @@
 //! `Client`, and an op is `lock` (a `wg`) or the guard's drop (an `r`), so
 //! the row beside the raw generator's shows what the client library costs.
 
-use super::{allowed_cpus, drive, per_second, Ctx, Measure};
+use super::{allowed_cpus, drive, Ctx, Measure};
 use crate::bench::hist::Histogram;
 use crate::bench::BenchError;
 use lockd::Client;
@@ -68,13 +68,5 @@ pub(super) fn lock_release(ctx: &Ctx<'_>, n: usize) -> Result<Measure, BenchErro
     } else {
         "lock + drop; ratio of the raw lockd row".to_string()
     };
-    Ok(Measure {
-        count: ops,
-        elapsed,
-        rate: Some(per_second(ops, elapsed)),
-        unit: "ops/s",
-        connections: n,
-        hist,
-        notes,
-    })
+    Ok(Measure::ops(ops, elapsed, n, hist, notes))
 }

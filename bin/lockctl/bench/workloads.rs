@@ -115,6 +115,25 @@ struct Measure {
 }
 
 impl Measure {
+    /// `count` operations in `elapsed` over `connections`, as ops/s.
+    pub(super) fn ops(
+        count: u64,
+        elapsed: Duration,
+        connections: usize,
+        hist: Histogram,
+        notes: String,
+    ) -> Measure {
+        Measure {
+            count,
+            elapsed,
+            rate: Some(per_second(count, elapsed)),
+            unit: "ops/s",
+            connections,
+            hist,
+            notes,
+        }
+    }
+
     /// Adds a later round; the notes are the later round's.
     fn merge(mut self, later: Measure) -> Measure {
         self.count += later.count;
@@ -413,15 +432,7 @@ fn get_release(ctx: &Ctx<'_>, n: usize) -> Result<Measure, BenchError> {
     } else {
         String::new()
     };
-    Ok(Measure {
-        count: ops,
-        elapsed,
-        rate: Some(per_second(ops, elapsed)),
-        unit: "ops/s",
-        connections: n,
-        hist,
-        notes,
-    })
+    Ok(Measure::ops(ops, elapsed, n, hist, notes))
 }
 
 /// W3: batches of 20,000 commands, each written at once by a writer
@@ -466,15 +477,8 @@ fn pipelined(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
         batches += 1;
     }
     let elapsed = started.elapsed();
-    Ok(Measure {
-        count: commands,
-        elapsed,
-        rate: Some(per_second(commands, elapsed)),
-        unit: "ops/s",
-        connections: 1,
-        hist,
-        notes: format!("{batches} batches of {W3_COMMANDS}; latency per batch"),
-    })
+    let notes = format!("{batches} batches of {W3_COMMANDS}; latency per batch");
+    Ok(Measure::ops(commands, elapsed, 1, hist, notes))
 }
 
 /// The leading number of a reply (a fencing token for `wg`).
