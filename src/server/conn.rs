@@ -442,17 +442,14 @@ pub(crate) fn run(
             // more is read from the peer meanwhile.
             Step::List(mut listing) => {
                 let bound = conn.state.config.max_output;
-                while session.list(&mut listing, &mut out, bound) {
+                while session.list(&mut listing, &mut out, bound)? {
                     framing.part(&mut out)?;
                 }
             }
-            Step::Close => {
+            Step::Close(why) => {
                 framing.reply(&mut out)?;
                 framing.flush(&mut out)?;
-                return Err(io::Error::new(
-                    ErrorKind::PermissionDenied,
-                    "too many failed auth attempts",
-                ));
+                return Err(io::Error::other(why));
             }
         }
         if let Some(timeout) = session.take_read_timeout_change() {

@@ -20,9 +20,9 @@ mod listing;
 mod seam;
 pub mod watch;
 
+use crate::log::{log, Priority};
 use crate::name::LockName;
-use crate::store::WaitStart;
-use crate::store::{ClientId, ClientNames, Grant, Released};
+use crate::store::{ClientId, ClientNames, Grant, Released, StoreError, WaitStart};
 use client::{
     Client, ClientConfig, Compare, EtcdError, KeyValue, Op, OpResult, Order, Range, Relation,
     Target,
@@ -32,7 +32,6 @@ use keys::{Family, Layout};
 use lease::Lease;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,49 +113,6 @@ pub fn parse_cluster_url(url: &str) -> Result<Vec<String>, String> {
         endpoints.push(part.to_string());
     }
     Ok(endpoints)
-}
-
-/// Why the etcd store could not answer.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// etcd failed or could not be reached.
-    Etcd(EtcdError),
-    /// The node's lease was lost: this client's locks may already belong
-    /// to others. Its connection must be closed.
-    LeaseLost,
-    /// The node has no lease now and takes no new clients.
-    NotServing,
-}
-
-impl StoreError {
-    /// Whether the client's locks can no longer be vouched for.
-    pub fn locks_lost(&self) -> bool {
-        matches!(self, StoreError::LeaseLost)
-    }
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Etcd(e) => write!(f, "{e}"),
-            StoreError::LeaseLost => {
-                f.write_str("cluster lease lost: locks of this connection are gone")
-            }
-            StoreError::NotServing => {
-                f.write_str("node has no cluster lease: etcd does not answer (try again)")
-            }
-        }
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StoreError::Etcd(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 impl From<EtcdError> for StoreError {
@@ -362,9 +318,9 @@ impl EtcdStore {
     /// Adds a client. Grants of its waits arrive on `notify`.
     ///
     /// # Errors
-    /// [`StoreError::NotServing`] while the node has no lease: the client
+    /// [`StoreError::LocksLost`] while the node has no lease: the client
     /// is still recorded (so [`EtcdStore::disconnect`] finds it), and every
-    /// call of it fails with [`StoreError::LeaseLost`].
+    /// later call of it fails the same way.
     pub fn connect(
         &self,
         id: ClientId,
@@ -389,19 +345,17 @@ impl EtcdStore {
             },
         );
         if epoch == 0 {
-            return Err(StoreError::NotServing);
+            return Err(StoreError::LocksLost);
         }
         Ok(())
     }
 
     /// Removes a client and deletes all its keys in one transaction, so
-    /// every node sees its locks released at once.
-    ///
-    /// # Errors
-    /// etcd failed; the keys then go with the node's lease.
-    pub fn disconnect(&self, id: ClientId) -> Result<Released, StoreError> {
+    /// every node sees its locks released at once. If etcd fails, the keys
+    /// are deleted as soon as it answers, or go with the node's lease.
+    pub fn disconnect(&self, id: ClientId) -> Released {
         let Some(conn) = self.shared.clients.lock().remove(&id) else {
-            return Ok(Released::default());
+            return Released::default();
         };
         self.shared.waiters.forget(id);
         let released = Released {
@@ -410,7 +364,7 @@ impl EtcdStore {
             shared: conn.shared.len(),
         };
         if !self.shared.lease.is_live(conn.epoch) {
-            return Ok(released);
+            return released;
         }
         let mut doomed: Vec<Vec<u8>> = conn.exclusive.into_values().map(|(key, _)| key).collect();
         doomed.extend(conn.shared.into_values());
@@ -418,8 +372,11 @@ impl EtcdStore {
         if conn.registered.is_some() {
             doomed.push(self.shared.layout.registration(&conn.owner));
         }
-        self.shared.delete_or_later(doomed, conn.epoch)?;
-        Ok(released)
+        deferred(
+            "disconnect",
+            self.shared.delete_or_later(doomed, conn.epoch),
+        );
+        released
     }
 
     /// `g`: takes the exclusive lock if nobody holds or waits for it (or it
@@ -540,7 +497,7 @@ impl EtcdStore {
     /// `t`: the fencing token of a lock this client holds.
     ///
     /// # Errors
-    /// [`StoreError::LeaseLost`] once the node lost its lease.
+    /// [`StoreError::LocksLost`] once the node lost its lease.
     pub fn token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
         self.shared.held_token(id, name)
     }
@@ -666,31 +623,29 @@ impl EtcdStore {
             keys.extend(conn.shared.drain().map(|(_, k)| k));
             (keys, released)
         };
-        s.delete_or_later(doomed, caller.epoch)?;
+        deferred("ra", s.delete_or_later(doomed, caller.epoch));
         s.still_live(&caller)?;
         Ok(released)
     }
 
-    /// Ends a wait that timed out. `Ok(false)` when the grant won the race:
-    /// the client holds the lock and its [`Grant`] is on its channel.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn cancel_wait(&self, id: ClientId) -> Result<bool, StoreError> {
+    /// Ends a wait that timed out. `false` when the grant won the race:
+    /// the client holds the lock and its [`Grant`] is on its channel. The
+    /// waiting key is deleted now, or as soon as etcd answers.
+    pub fn cancel_wait(&self, id: ClientId) -> bool {
         let s = &self.shared;
         let (wait, epoch) = {
             let mut clients = s.clients.lock();
             let Some(conn) = clients.get_mut(&id) else {
-                return Ok(false);
+                return false;
             };
             let Some(wait) = conn.waiting.take() else {
-                return Ok(false);
+                return false;
             };
             (wait, conn.epoch)
         };
         s.waiters.forget(id);
-        s.delete_or_later(vec![wait.key], epoch)?;
-        Ok(true)
+        deferred("wait", s.delete_or_later(vec![wait.key], epoch));
+        true
     }
 
     /// `iam`: registers a name for every node to see (the empty name
@@ -756,7 +711,7 @@ impl Shared {
 
     fn caller(&self, id: ClientId) -> Result<Caller, StoreError> {
         let clients = self.clients.lock();
-        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get(&id).ok_or(StoreError::LocksLost)?;
         let caller = Caller {
             owner: conn.owner.clone(),
             lease: conn.lease,
@@ -772,7 +727,7 @@ impl Shared {
         if self.lease.is_live(caller.epoch) {
             Ok(())
         } else {
-            Err(StoreError::LeaseLost)
+            Err(StoreError::LocksLost)
         }
     }
 
@@ -785,18 +740,18 @@ impl Shared {
     /// longer be vouched for.
     fn held_token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
         let clients = self.clients.lock();
-        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get(&id).ok_or(StoreError::LocksLost)?;
         if !self.lease.is_live(conn.epoch) {
-            return Err(StoreError::LeaseLost);
+            return Err(StoreError::LocksLost);
         }
         Ok(conn.exclusive.get(name).map(|(_, t)| *t))
     }
 
     fn holds_shared(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
         let clients = self.clients.lock();
-        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get(&id).ok_or(StoreError::LocksLost)?;
         if !self.lease.is_live(conn.epoch) {
-            return Err(StoreError::LeaseLost);
+            return Err(StoreError::LocksLost);
         }
         Ok(conn.shared.contains_key(name))
     }
@@ -814,7 +769,7 @@ impl Shared {
     ) -> Result<WaitStart, StoreError> {
         self.still_live(caller)?;
         let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
         let grant = match family {
             Family::Exclusive => {
                 conn.exclusive.insert(LockName::new(name), (key, number));
@@ -835,7 +790,7 @@ impl Shared {
     fn queue(&self, id: ClientId, caller: &Caller, wait: Wait) -> Result<(), StoreError> {
         self.still_live(caller)?;
         let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
         conn.waiting = Some(wait);
         Ok(())
     }
@@ -979,7 +934,8 @@ impl Shared {
             return Ok(false);
         };
         let caller = self.caller(id)?;
-        self.delete_or_later(vec![key], caller.epoch)?;
+        // The client holds it no more; a failed delete is retried.
+        deferred("release", self.delete_or_later(vec![key], caller.epoch));
         self.still_live(&caller)?;
         Ok(true)
     }
@@ -1036,6 +992,17 @@ impl Shared {
             self.client.txn(&[], batch, &[])?;
         }
         Ok(())
+    }
+}
+
+/// Logs a delete that failed and is retried in the background (see
+/// [`Shared::delete_or_later`]): for the client the lock is gone already.
+fn deferred(what: &str, result: Result<(), StoreError>) {
+    if let Err(e) = result {
+        log(
+            Priority::Warning,
+            format_args!("cluster store: {what}: {e} (the delete is retried)"),
+        );
     }
 }
 
