@@ -17,6 +17,7 @@ mod deadlock;
 pub mod keys;
 pub mod lease;
 mod listing;
+mod rw;
 mod seam;
 pub mod watch;
 
@@ -37,9 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::Waiters;
 
-/// The verbs cluster mode does not serve yet (reader/writer locks and
-/// watching); the session answers them with [`NOT_SUPPORTED`].
-pub const UNSUPPORTED_VERBS: &[&str] = &["wr", "rr", "watch"];
+/// The verbs cluster mode does not serve yet (watching); the session
+/// answers them with [`NOT_SUPPORTED`].
+pub const UNSUPPORTED_VERBS: &[&str] = &["watch"];
 
 /// Why a verb of [`UNSUPPORTED_VERBS`] is refused.
 pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
@@ -166,6 +167,7 @@ struct Conn {
     lease: i64,
     notify: Sender<Grant>,
     exclusive: HashMap<LockName, (Vec<u8>, u64)>,
+    read: HashMap<LockName, Vec<u8>>,
     shared: HashMap<LockName, Vec<u8>>,
     waiting: Option<Wait>,
 }
@@ -176,6 +178,18 @@ struct Wait {
     family: Family,
     name: LockName,
     key: Vec<u8>,
+    mode: Mode,
+}
+
+/// What a wait is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The family's lock: the write lock, or a shared place.
+    Lock,
+    /// A read hold (see [`rw`]).
+    Read,
+    /// The write lock for a reader, whose key is its read hold's.
+    Upgrade,
 }
 
 /// Work for the node's grant thread.
@@ -188,6 +202,18 @@ enum Job {
         /// The keys.
         keys: Vec<Vec<u8>>,
         /// The lease epoch they were written under.
+        epoch: u64,
+    },
+    /// An upgrading reader's key to turn back into a plain reader's (see
+    /// [`Shared::unmark`]), as soon as etcd answers, while the lease lives.
+    Unmark {
+        /// The key.
+        key: Vec<u8>,
+        /// The client's default name, in the key's value.
+        default: Box<[u8]>,
+        /// The lease the key hangs on.
+        lease: i64,
+        /// The lease epoch it was written under.
         epoch: u64,
     },
 }
@@ -259,6 +285,12 @@ impl EtcdStore {
                 match jobs_rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(Job::Settle(id)) => s.settle(id),
                     Ok(Job::Delete { keys, epoch }) => s.clean_up(keys, epoch),
+                    Ok(Job::Unmark {
+                        key,
+                        default,
+                        lease,
+                        epoch,
+                    }) => s.unmark_later(key, default, lease, epoch),
                     Err(_) => {}
                 }
             }
@@ -340,6 +372,7 @@ impl EtcdStore {
                 lease,
                 notify,
                 exclusive: HashMap::new(),
+                read: HashMap::new(),
                 shared: HashMap::new(),
                 waiting: None,
             },
@@ -360,15 +393,21 @@ impl EtcdStore {
         self.shared.waiters.forget(id);
         let released = Released {
             exclusive: conn.exclusive.len(),
-            read: 0,
+            read: conn.read.len(),
             shared: conn.shared.len(),
         };
         if !self.shared.lease.is_live(conn.epoch) {
             return released;
         }
         let mut doomed: Vec<Vec<u8>> = conn.exclusive.into_values().map(|(key, _)| key).collect();
+        doomed.extend(conn.read.into_values());
         doomed.extend(conn.shared.into_values());
-        doomed.extend(conn.waiting.map(|w| w.key));
+        // An upgrade waits with its read hold's key, already in the list.
+        doomed.extend(
+            conn.waiting
+                .filter(|w| w.mode != Mode::Upgrade)
+                .map(|w| w.key),
+        );
         if conn.registered.is_some() {
             doomed.push(self.shared.layout.registration(&conn.owner));
         }
@@ -405,6 +444,9 @@ impl EtcdStore {
         let s = &self.shared;
         if let Some(token) = s.held_token(id, name)? {
             return Ok(WaitStart::Granted(Grant::Exclusive { token }));
+        }
+        if let Some(key) = s.read_key(id, name)? {
+            return self.upgrade(id, name, key, queue);
         }
         let caller = s.caller(id)?;
         let lock = s.layout.lock(Family::Exclusive, name);
@@ -462,6 +504,7 @@ impl EtcdStore {
                         family: Family::Exclusive,
                         name: LockName::new(name),
                         key,
+                        mode: Mode::Lock,
                     },
                 )?;
                 s.wait_behind(id, &kvs[mine - 1].key, revision);
@@ -568,6 +611,7 @@ impl EtcdStore {
                         family: Family::Shared,
                         name: LockName::new(name),
                         key,
+                        mode: Mode::Lock,
                     },
                 )?;
                 s.wait_on_lock(id, &lock, txn.revision);
@@ -616,10 +660,11 @@ impl EtcdStore {
             };
             let released = Released {
                 exclusive: conn.exclusive.len(),
-                read: 0,
+                read: conn.read.len(),
                 shared: conn.shared.len(),
             };
             let mut keys: Vec<Vec<u8>> = conn.exclusive.drain().map(|(_, (k, _))| k).collect();
+            keys.extend(conn.read.drain().map(|(_, k)| k));
             keys.extend(conn.shared.drain().map(|(_, k)| k));
             (keys, released)
         };
@@ -633,7 +678,7 @@ impl EtcdStore {
     /// waiting key is deleted now, or as soon as etcd answers.
     pub fn cancel_wait(&self, id: ClientId) -> bool {
         let s = &self.shared;
-        let (wait, epoch) = {
+        let (wait, epoch, default, lease) = {
             let mut clients = s.clients.lock();
             let Some(conn) = clients.get_mut(&id) else {
                 return false;
@@ -641,10 +686,15 @@ impl EtcdStore {
             let Some(wait) = conn.waiting.take() else {
                 return false;
             };
-            (wait, conn.epoch)
+            (wait, conn.epoch, conn.default.clone(), conn.lease)
         };
         s.waiters.forget(id);
-        deferred("wait", s.delete_or_later(vec![wait.key], epoch));
+        if wait.mode == Mode::Upgrade {
+            // The read hold stays: only its mark goes.
+            s.unmark(&wait.key, &default, lease, epoch);
+        } else {
+            deferred("wait", s.delete_or_later(vec![wait.key], epoch));
+        }
         true
     }
 
@@ -699,6 +749,7 @@ impl Shared {
             let mut clients = self.clients.lock();
             for conn in clients.values_mut().filter(|c| c.epoch == epoch) {
                 conn.exclusive.clear();
+                conn.read.clear();
                 conn.shared.clear();
                 conn.waiting = None;
             }
@@ -799,26 +850,37 @@ impl Shared {
     /// waiters in which its key is the newest (see [`deadlock`]); if so its
     /// key is gone when this returns.
     fn closes_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, StoreError> {
-        let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
-        let read = self
-            .client
-            .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[]);
-        let txn = match read {
-            Ok(txn) => txn,
+        match self.in_cycle(caller, key) {
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
+                Ok(true)
+            }
             Err(e) => {
                 self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+
+    /// Whether the caller, waiting with `key`, closes a cycle of waiters
+    /// in which its wait is the newest (see [`deadlock`]).
+    fn in_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, EtcdError> {
+        let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
+        let txn = self
+            .client
+            .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[])?;
         let mut exclusive = ranged(&txn.results, 0);
         let mut shared = ranged(&txn.results, 1);
         deadlock::by_lock(&mut exclusive);
         deadlock::by_lock(&mut shared);
-        if !deadlock::closes_cycle(&self.layout, &exclusive, &shared, &caller.owner, key) {
-            return Ok(false);
-        }
-        self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
-        Ok(true)
+        Ok(deadlock::closes_cycle(
+            &self.layout,
+            &exclusive,
+            &shared,
+            &caller.owner,
+            key,
+        ))
     }
 
     /// Waits for `predecessor` to go; looks again at once if the watch may
@@ -842,6 +904,11 @@ impl Shared {
         let Some(wait) = self.clients.lock().get(&id).and_then(|c| c.waiting.clone()) else {
             return;
         };
+        match wait.mode {
+            Mode::Read => return self.settle_read(id, wait),
+            Mode::Upgrade => return self.settle_upgrade(id, wait),
+            Mode::Lock => {}
+        }
         let lock = self.layout.lock(wait.family, wait.name.as_bytes());
         let Ok((revision, kvs)) = self.client.range(&Range::prefix(&lock, Order::Created)) else {
             // etcd hiccup: look again shortly (the lease guard covers a
@@ -930,6 +997,12 @@ impl Shared {
                 Family::Shared => conn.shared.remove(name),
             }
         };
+        self.let_go(id, key)
+    }
+
+    /// Deletes the key of a hold the client just gave up (`None`: it held
+    /// nothing).
+    fn let_go(&self, id: ClientId, key: Option<Vec<u8>>) -> Result<bool, StoreError> {
         let Some(key) = key else {
             return Ok(false);
         };

@@ -111,27 +111,25 @@ impl LockStore for EtcdStore {
         UNSUPPORTED_VERBS.contains(&verb).then_some(NOT_SUPPORTED)
     }
 
-    // Reader/writer locks and watching are not in cluster mode yet: the
-    // session refuses `wr`, `rr` and `watch` through `unsupported` before
-    // it would call these, which answer as a store with no read holds.
-
     fn read_or_queue(
         &self,
-        _id: ClientId,
-        _name: &[u8],
-        _queue: bool,
+        id: ClientId,
+        name: &[u8],
+        queue: bool,
     ) -> Result<WaitStart, StoreError> {
-        Ok(WaitStart::Busy)
+        EtcdStore::read_or_queue(self, id, name, queue)
     }
 
-    fn release_read(&self, _id: ClientId, _name: &[u8]) -> Result<bool, StoreError> {
-        Ok(false)
+    fn release_read(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
+        EtcdStore::release_read(self, id, name)
     }
 
-    fn read_locks(&self, _filter: &[u8]) -> Result<Vec<ReadView>, StoreError> {
-        Ok(Vec::new())
+    fn read_locks(&self, filter: &[u8]) -> Result<Vec<ReadView>, StoreError> {
+        EtcdStore::read_locks(self, filter)
     }
 
+    // Watching is not in cluster mode yet: the session refuses `watch`
+    // through `unsupported` before it would call this.
     fn watch(
         &self,
         _id: ClientId,

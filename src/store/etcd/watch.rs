@@ -2,9 +2,11 @@
 //! it wakes.
 //!
 //! A waiter for an exclusive lock waits for the key just before its own
-//! to be deleted; a waiter for a shared place waits for any delete under
-//! its lock. Deletions reach them through this node's single watch, so a
-//! release wakes one waiter, not every node's.
+//! to be deleted; a waiter for a shared place (or an upgrade of a read
+//! hold) waits for any delete under its lock; a waiting reader waits for
+//! the writer (or upgrading reader) ahead of it to change or go. Changes
+//! reach them through this node's single watch, so a release wakes one
+//! waiter, not every node's.
 //!
 //! A waiter registers, then compares the revision the watch has seen with
 //! the revision of the read that told it what to wait for: if the watch is
@@ -30,6 +32,8 @@ enum Target {
     Key(Vec<u8>),
     /// Any delete of a key under this lock prefix.
     Lock(Vec<u8>),
+    /// A write or the delete of this key.
+    Change(Vec<u8>),
 }
 
 /// The waiters of this node, by what they wait for.
@@ -60,6 +64,12 @@ impl Waiters {
     /// far (see the module docs).
     pub fn wait_for_key(&self, id: Id, key: &[u8]) -> i64 {
         self.register(id, Target::Key(key.to_vec()))
+    }
+
+    /// `id` waits for `key` to be written or deleted. Returns the revision
+    /// seen.
+    pub fn wait_for_change(&self, id: Id, key: &[u8]) -> i64 {
+        self.register(id, Target::Change(key.to_vec()))
     }
 
     /// `id` waits for any delete under `lock`. Returns the revision seen.
@@ -97,18 +107,22 @@ impl Waiters {
         let mut inner = self.inner.lock();
         let mut wake = Vec::new();
         for event in events {
-            if let Event::Delete { key, .. } = event {
-                let mut targets = vec![Target::Key(key.clone())];
-                if let Some(lock) = super::keys::Layout::lock_of(key) {
-                    targets.push(Target::Lock(lock.to_vec()));
-                }
-                for target in targets {
-                    if let Some(ids) = inner.by_target.remove(&target) {
-                        for id in &ids {
-                            inner.by_id.remove(id);
-                        }
-                        wake.extend(ids);
+            let targets = match event {
+                Event::Put(kv) => vec![Target::Change(kv.key.clone())],
+                Event::Delete { key, .. } => {
+                    let mut targets = vec![Target::Key(key.clone()), Target::Change(key.clone())];
+                    if let Some(lock) = super::keys::Layout::lock_of(key) {
+                        targets.push(Target::Lock(lock.to_vec()));
                     }
+                    targets
+                }
+            };
+            for target in targets {
+                if let Some(ids) = inner.by_target.remove(&target) {
+                    for id in &ids {
+                        inner.by_id.remove(id);
+                    }
+                    wake.extend(ids);
                 }
             }
         }
@@ -207,6 +221,25 @@ mod tests {
         assert_eq!(w.len(), 1);
         w.forget(2);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_change_waiter_wakes_on_a_write_or_the_delete_of_its_key() {
+        let w = Waiters::new(0);
+        w.wait_for_change(1, b"/p/x/61/w.1");
+        w.wait_for_change(2, b"/p/x/61/w.1");
+        let put = Event::Put(crate::store::etcd::client::KeyValue {
+            key: b"/p/x/61/w.1".to_vec(),
+            value: Vec::new(),
+            create_revision: 1,
+            mod_revision: 2,
+            lease: 0,
+        });
+        let mut woken = w.dispatch(2, &[put]);
+        woken.sort();
+        assert_eq!(woken, vec![1, 2]);
+        w.wait_for_change(1, b"/p/x/61/w.1");
+        assert_eq!(w.dispatch(3, &[delete(b"/p/x/61/w.1")]), vec![1]);
     }
 
     #[test]
