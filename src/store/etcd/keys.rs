@@ -1,7 +1,7 @@
 //! Where the etcd store keeps what: key layout and values.
 //!
 //! ```text
-//! PREFIX/x/<hex name>/<owner>.<seq>   an exclusive holder or waiter
+//! PREFIX/x/<hex name>/<owner>.<seq>   a writer or reader, holding or waiting
 //! PREFIX/s/<hex name>/<owner>.<seq>   a shared holder or waiter
 //! PREFIX/n/<owner>                    a registered name (iam)
 //! owner = <node>.<lease hex>.<conn>

@@ -5,7 +5,8 @@
 //! [`EtcdStore`] offers the session what [`crate::store::Table`] offers,
 //! with every answer coming from etcd: the holders and waiters of a lock
 //! are its keys ordered by create revision (see [`keys`]), so every node
-//! sees one order. A node's clients' keys hang on the node's lease
+//! sees one order; readers and writers of a name share its line (`rw.rs`).
+//! A node's clients' keys hang on the node's lease
 //! ([`lease`]); waiters wake through the node's one watch ([`watch`]).
 //!
 //! Every call may fail with a [`StoreError`]: etcd unreachable, or the
