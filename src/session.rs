@@ -4,6 +4,8 @@
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
 mod listing;
+#[cfg(all(test, feature = "cluster"))]
+mod tests;
 
 pub use listing::Listing;
 use listing::What;
