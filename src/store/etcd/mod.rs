@@ -998,12 +998,6 @@ impl Shared {
                 Family::Shared => conn.shared.remove(name),
             }
         };
-        self.let_go(id, key)
-    }
-
-    /// Deletes the key of a hold the client just gave up (`None`: it held
-    /// nothing).
-    fn let_go(&self, id: ClientId, key: Option<Vec<u8>>) -> Result<bool, StoreError> {
         let Some(key) = key else {
             return Ok(false);
         };

@@ -188,7 +188,14 @@ impl EtcdStore {
             .lock()
             .get_mut(&id)
             .and_then(|c| c.read.remove(name));
-        s.let_go(id, key)
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        let caller = s.caller(id)?;
+        // The client holds it no more; a failed delete is retried.
+        deferred("rr", s.delete_or_later(vec![key], caller.epoch));
+        s.still_live(&caller)?;
+        Ok(true)
     }
 
     /// `g`/`wg` by a reader of `name` (its read key is `key`): the write
