@@ -573,38 +573,44 @@ impl Session {
         Step::Done
     }
 
-    /// Starts a listing (see [`Session::list`]). Its first page is read
-    /// here, so that a store that cannot answer gets a plain failure reply
-    /// in place of the listing.
+    /// Starts a listing (see [`Session::list`]).
     fn listing(&self, what: What, verb: Verb, out: &mut Vec<u8>) -> Step {
         let end: &'static [u8] = if self.version >= 2 && verb.is_multi_line() {
             b"\n"
         } else {
             b""
         };
-        let before = out.len();
-        let mut listing = Listing::start(what, end, out);
-        match listing.fill(self.host.store(), out, 0) {
-            Ok(true) => Step::List(listing),
-            Ok(false) => Step::Done,
-            Err(e) => {
-                out.truncate(before);
-                self.failed(e, verb, None, out)
-            }
-        }
+        Step::List(Listing::start(what, end, out))
     }
 
     /// Appends about `bound` more bytes of a listing to `out`; `false`
     /// once it is complete. The caller sends `out` between calls.
     ///
+    /// A store that fails before the first page gets a failure reply in
+    /// place of the listing, as any verb would (see [`Session::failed`]).
+    ///
     /// # Errors
-    /// The store failed in the middle of the listing: the reply cannot be
-    /// completed, so the connection must end.
+    /// The store failed in the middle of the listing (the reply cannot be
+    /// completed), or a failure reply is not enough: the connection must
+    /// end.
     pub fn list(&self, listing: &mut Listing, out: &mut Vec<u8>, bound: usize) -> io::Result<bool> {
-        listing.fill(self.host.store(), out, bound).map_err(|e| {
-            self.log_failure(&e);
-            io::Error::other(format!("listing cut short: {e}"))
-        })
+        let error = match listing.fill(self.host.store(), out, bound) {
+            Ok(more) => return Ok(more),
+            Err(error) => error,
+        };
+        self.log_failure(&error);
+        let Some(end) = listing.retract(out) else {
+            return Err(io::Error::other(format!("listing cut short: {error}")));
+        };
+        if self.version < 2 {
+            return Err(io::Error::other(CLASSIC_CANNOT_SAY));
+        }
+        reply::error(out, &error);
+        out.extend_from_slice(end);
+        if error.locks_lost() {
+            return Err(io::Error::other(LOCKS_LOST));
+        }
+        Ok(false)
     }
 
     /// Counts and logs a failed `auth` (at most one line a second for the
@@ -764,10 +770,10 @@ impl Session {
         } else if let Some((text, name)) = classic {
             status(out, 0, text, name);
         } else {
-            return Step::Close("the lock store failed and a classic reply would claim to know");
+            return Step::Close(CLASSIC_CANNOT_SAY);
         }
         if error.locks_lost() {
-            return Step::Close("the lock store no longer vouches for this connection's locks");
+            return Step::Close(LOCKS_LOST);
         }
         Step::Done
     }
@@ -818,6 +824,13 @@ impl Session {
         }
     }
 }
+
+/// Why a classic connection ends when its store failed (see
+/// [`Session::failed`]).
+const CLASSIC_CANNOT_SAY: &str = "the lock store failed and a classic reply would claim to know";
+
+/// Why a connection ends when its store no longer vouches for its locks.
+const LOCKS_LOST: &str = "the lock store no longer vouches for this connection's locks";
 
 /// The timeout reply of a wait of `kind`.
 fn timeout_text(kind: Kind) -> &'static str {

@@ -62,6 +62,9 @@ pub struct Listing {
     first: bool,
     /// Closing bytes of a multi-line listing (the empty line of protocol 2).
     end: &'static [u8],
+    /// Bytes of the opening, while no page has been read (see
+    /// [`Listing::retract`]); `None` after.
+    opening: Option<usize>,
 }
 
 impl Listing {
@@ -73,12 +76,14 @@ impl Listing {
             What::SharedHolders | What::DumpShared => Part::Shared,
             What::Who => Part::Clients,
         };
+        let before = out.len();
         match what {
             What::Dump | What::DumpShared => out.extend_from_slice(reply::DUMP_OPEN),
             What::Json => out.extend_from_slice(reply::JSON_OPEN),
             What::Holders | What::SharedHolders | What::Who => {}
         }
         Listing {
+            opening: Some(out.len() - before),
             what,
             part,
             pending: Pending::Clients(VecDeque::new()),
@@ -111,6 +116,17 @@ impl Listing {
             }
         }
         Ok(self.part != Part::End)
+    }
+
+    /// After the first [`Listing::fill`] failed: takes the opening back out
+    /// of `out` (where it still is, the last bytes, since nothing was read
+    /// to follow it), so that a failure reply goes in its place. Returns
+    /// the bytes that close the reply; `None` once a page was read and the
+    /// listing can only be cut short.
+    pub(crate) fn retract(&self, out: &mut Vec<u8>) -> Option<&'static [u8]> {
+        let opening = self.opening?;
+        out.truncate(out.len().saturating_sub(opening));
+        Some(self.end)
     }
 
     /// Formats the next pending entry; `false` when none is pending.
@@ -193,6 +209,7 @@ impl Listing {
             }
             Part::End => {}
         }
+        self.opening = None;
         Ok(())
     }
 

@@ -150,12 +150,22 @@ fn session(locks_lost: bool, version: u32) -> Session {
     session
 }
 
-/// The reply to `line` and whether the connection goes on.
+/// The reply to `line` and whether the connection goes on, a listing
+/// driven as the connection loop does.
 fn run(session: &mut Session, line: &str) -> (String, bool) {
     let mut out = Vec::new();
-    let step = session.execute(line.as_bytes(), &mut out);
-    let text = String::from_utf8(out).expect("utf-8");
-    (text, !matches!(step, Step::Close(_)))
+    let goes_on = match session.execute(line.as_bytes(), &mut out) {
+        Step::Close(_) => false,
+        Step::List(mut listing) => loop {
+            match session.list(&mut listing, &mut out, 1) {
+                Ok(true) => {}
+                Ok(false) => break true,
+                Err(_) => break false,
+            }
+        },
+        _ => true,
+    };
+    (String::from_utf8(out).expect("utf-8"), goes_on)
 }
 
 const UNAVAILABLE: &str = "0 Error: cluster store unavailable: no etcd member answers at e:1: \
