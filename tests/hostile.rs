@@ -22,10 +22,11 @@
 
 mod common;
 
-use common::{wait_until, Conn, TestServer};
+use common::{check, poll_until, wait_until, Conn, TestServer};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -197,6 +198,67 @@ fn clients_that_never_read_a_listing_cost_a_piece_each_and_are_dropped() {
         holder.cmd(first).starts_with("1 "),
         "the holder kept its locks"
     );
+}
+
+#[test]
+fn a_client_that_reads_a_trickle_is_closed_within_the_write_timeout() {
+    let _turn = one_at_a_time();
+    let server = TestServer::with_config(|c| {
+        c.max_output = 64 * 1024;
+        c.write_timeout = Duration::from_secs(2);
+    });
+    let mut holder = server.connect();
+    take_locks(
+        &mut holder,
+        "a-rather-long-lock-name-to-make-the-listing-big-",
+        5_000,
+    );
+
+    // It holds a lock, asks for some 30 MB of listings, and reads them a
+    // KiB every 100 ms: every write makes some progress within the write
+    // timeout, but no block of output drains within it.
+    let mut drip = server.connect();
+    assert_eq!(drip.cmd("g drip"), "1 Lock Get Success: drip\n");
+    let mut stream = drip.tcp_stream().try_clone().expect("clone");
+    stream.write_all(&b"dj\n".repeat(80)).expect("dj");
+    let hurry = Arc::new(AtomicBool::new(false));
+    let reader = thread::spawn({
+        let hurry = Arc::clone(&hurry);
+        move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 1024];
+            let mut total = 0usize;
+            while started.elapsed() < Duration::from_secs(30) {
+                match stream.read(&mut buf) {
+                    Ok(0) => return (total, true),
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return (total, true),
+                }
+                // Once told, it reads what reached it before the close.
+                if !hurry.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+            (total, false)
+        }
+    });
+
+    // It is closed and orphaned long before it could read what it asked
+    // for (at this pace, over an hour).
+    let mut bystander = server.connect();
+    poll_until(Duration::from_secs(20), || {
+        check(bystander.cmd("i drip").starts_with("0 "), || {
+            "the trickling client still holds its lock".into()
+        })
+    });
+    hurry.store(true, Ordering::Relaxed);
+    let (read, closed) = reader.join().expect("reader");
+    assert!(closed, "the connection stayed open ({read} bytes read)");
+    assert!(read < 20 << 20, "it read {read} bytes");
+    assert_eq!(bystander.stat("orphans"), 1);
+    assert!(holder.cmd("ping").starts_with("1 "), "the holder stays");
 }
 
 #[test]

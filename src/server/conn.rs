@@ -11,7 +11,7 @@
 //! `--max-output`, if smaller) is buffered, and a listing is made and sent
 //! a piece of `--max-output` at a time, so a peer that does not read stops
 //! being read itself, holds at most that much here, and is dropped when a
-//! write makes no progress for `--write-timeout`.
+//! block of output is not taken within `--write-timeout` in total.
 
 use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
@@ -100,15 +100,30 @@ impl Conn<'_> {
         if out.is_empty() {
             return Ok(());
         }
-        let result = {
+        let result = self.drain(|| {
             let mut io = self.io.borrow_mut();
             io.write_all(out).and_then(|()| io.flush())
-        };
+        });
         out.clear();
         if out.capacity() > FLUSH_AT {
             out.shrink_to(1024);
         }
         result
+    }
+
+    /// Runs `send`, which writes one block of output (at most
+    /// `--max-output` bytes, or one WebSocket frame), and fails it with
+    /// `TimedOut` unless the peer took the whole block within
+    /// `--write-timeout` in total: a peer that reads a byte now and then is
+    /// closed as surely as one that never reads.
+    pub(crate) fn drain<T>(&self, send: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        self.io
+            .borrow_mut()
+            .drain_within(self.state.config.write_timeout);
+        let result = send();
+        let restored = self.io.borrow_mut().drained();
+        let value = result?;
+        restored.map(|()| value)
     }
 
     /// A reader and writer over the stream, for a framing to own.
@@ -334,7 +349,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
     };
     let _counted = state.host.metrics.connection(transport);
     let stream = match tls {
-        None => Stream::Plain(Shared(socket)),
+        None => Stream::Plain(Shared::new(socket)),
         Some(tls) => {
             let accepted = tls
                 .connection()
@@ -378,6 +393,14 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         // ETIMEDOUT (`TimedOut`): no lease expiry, whatever the lease.
         Err(e) if e.kind() == ErrorKind::WouldBlock => {
             session.lease_expired();
+        }
+        // A write timeout (or a keepalive failure): nobody takes what is
+        // still buffered for the peer.
+        Err(e) if e.kind() == ErrorKind::TimedOut => {
+            conn.socket().reset_on_close();
+            if state.config.verbose {
+                ::log::info!("{}: closed: {e}", session.name());
+            }
         }
         Err(e) if state.config.verbose => ::log::info!("{}: closed: {e}", session.name()),
         Ok(()) if state.config.verbose => ::log::info!("{}: closed by peer", session.name()),
