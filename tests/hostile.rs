@@ -22,13 +22,14 @@
 
 mod common;
 
-use common::{check, poll_until, wait_until, Conn, TestServer};
+use common::{assert_bytes, check, poll_until, wait_until, Conn, TestServer};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
+use tungstenite::{Message, WebSocket};
 
 /// The tests of this file run one at a time: they count this process's
 /// memory and threads, which the others would disturb.
@@ -332,4 +333,131 @@ fn a_trickled_websocket_upgrade_is_dropped_and_others_are_served() {
         closed,
         "the trickled upgrade was held for the whole request"
     );
+}
+
+/// A WebSocket client of `server`'s first WebSocket listener.
+fn ws_connect(server: &TestServer) -> WebSocket<TcpStream> {
+    let addr = server.handle.as_ref().expect("running").websocket_addrs()[0];
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), tcp).expect("handshake");
+    ws
+}
+
+/// Sends `command` and returns the one message that answers it: its bytes
+/// and whether it was text.
+fn ws_cmd(ws: &mut WebSocket<TcpStream>, command: &str) -> (Vec<u8>, bool) {
+    ws.send(Message::text(command)).expect("send");
+    loop {
+        match ws.read().expect("read reply") {
+            Message::Text(t) => return (t.as_bytes().to_vec(), true),
+            Message::Binary(b) => return (b.to_vec(), false),
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn a_websocket_listing_in_fragments_is_one_message_byte_for_byte() {
+    let _turn = one_at_a_time();
+    // Fragments of 4 KiB: the listings below span dozens of them.
+    let server = TestServer::with_config(|c| {
+        c.max_output = 4096;
+        c.websocket = vec!["127.0.0.1:0".into()];
+    });
+    let mut holder = server.connect();
+    let names = take_locks(&mut holder, "n", 2500);
+    for name in &names[..3] {
+        assert!(holder.cmd(&format!("sg {name}")).starts_with("1 "));
+    }
+    assert_eq!(holder.cmd("iam holder"), "1 ok\n");
+
+    let mut ws = ws_connect(&server);
+    let mut tcp = server.connect();
+    for command in ["dump", "dump shared", "dj"] {
+        let (reply, text) = ws_cmd(&mut ws, command);
+        assert!(text, "{command}: not a text message");
+        assert_bytes(&reply, tcp.cmd_bytes(command.as_bytes()));
+        assert!(reply.len() > 4096 || command == "dump shared");
+    }
+    // Protocol 2 on both: a block ends with its empty line.
+    assert_eq!(ws_cmd(&mut ws, "hello 2").0, tcp.cmd_bytes(b"hello 2"));
+    for command in ["d", "sd", "who"] {
+        let (reply, text) = ws_cmd(&mut ws, command);
+        assert!(text, "{command}: not a text message");
+        tcp.send(format!("{command}\n").as_bytes());
+        let mut expected = tcp.block().concat().into_bytes();
+        expected.push(b'\n');
+        assert_bytes(&reply, expected);
+    }
+    assert_eq!(ws_cmd(&mut ws, "ping").0, b"1 pong\n", "in step");
+
+    // The one change: a text message cannot carry bytes that are not
+    // UTF-8, so a name with them, in a fragment after the first, shows
+    // U+FFFD for them (as dj always does).
+    assert!(holder
+        .cmd_bytes(b"g \xffz")
+        .starts_with(b"1 Lock Get Success"));
+    let (reply, text) = ws_cmd(&mut ws, "d");
+    assert!(text);
+    let raw = server.connect().multi(b"d");
+    assert!(raw.ends_with(b"\xffz: holder\n"));
+    assert_bytes(&reply, format!("{}\n", String::from_utf8_lossy(&raw)));
+}
+
+#[test]
+fn websocket_clients_that_never_read_a_listing_cost_a_piece_each() {
+    let _turn = one_at_a_time();
+    let server = TestServer::with_config(|c| {
+        c.max_output = 64 * 1024;
+        c.write_timeout = Duration::from_secs(2);
+        c.websocket = vec!["127.0.0.1:0".into()];
+    });
+    let mut holder = server.connect();
+    take_locks(
+        &mut holder,
+        "a-rather-long-lock-name-to-make-the-listing-big-",
+        20_000,
+    );
+    let listing = holder.cmd_bytes(b"dj").len();
+    let clients = 10;
+    let mut silent: Vec<WebSocket<TcpStream>> = (0..clients)
+        .map(|i| {
+            let mut ws = ws_connect(&server);
+            let (reply, _) = ws_cmd(&mut ws, &format!("g ws{i}"));
+            assert_eq!(reply, format!("1 Lock Get Success: ws{i}\n").as_bytes());
+            ws
+        })
+        .collect();
+    let before = proc_status("VmRSS:");
+
+    // Each asks for its listing (some 2 MB) four times over and never
+    // reads: more than the kernel's buffers hold (about 3 MB), so the
+    // server blocks on each. Built whole, each would hold a listing or two
+    // here.
+    for ws in &mut silent {
+        for _ in 0..4 {
+            ws.send(Message::text("dj")).expect("dj");
+        }
+    }
+    // Until --write-timeout closes them (orphaned), once each has made
+    // enough of its listings to fill the kernel's buffers (seconds of CPU
+    // in a debug build), others are served and memory stays bounded.
+    let mut bystander = server.connect();
+    let mut peak = before;
+    poll_until(Duration::from_secs(20), || {
+        assert_eq!(bystander.cmd("ping"), "1 pong\n");
+        peak = peak.max(proc_status("VmRSS:"));
+        let gone = (0..clients).all(|i| bystander.cmd(&format!("i ws{i}")).starts_with("0 "));
+        check(gone, || "the silent clients still hold their locks".into())
+    });
+    let grown = (peak.saturating_sub(before) * 1024) as usize;
+    assert!(
+        grown < clients * listing / 2,
+        "the server grew by {} MB for {clients} listings of {} MB",
+        grown >> 20,
+        listing >> 20
+    );
+    drop(silent);
 }

@@ -4,7 +4,8 @@
 //! The loop is generic over [`Framing`]: lines on TCP, Unix and TLS
 //! streams, messages on WebSocket. Line replies are buffered and written
 //! when no complete line is left in the input buffer, so a pipelined batch
-//! costs one write; a WebSocket reply is one message per command. No store
+//! costs one write; a WebSocket reply is one message per command (a long
+//! listing sent as fragments of one message). No store
 //! lock is ever held across socket I/O.
 //!
 //! Output is bounded per connection: replies go out once 64 KiB (or
