@@ -463,10 +463,15 @@ pub(crate) fn run(
             // A listing goes out a piece of at most --max-output at a
             // time: the next piece is made only once the socket took the
             // last (each write bounded by --write-timeout), and nothing
-            // more is read from the peer meanwhile.
+            // more is read from the peer meanwhile. Each piece is made
+            // under one of the server's few listing permits.
             Step::List(mut listing) => {
-                let bound = conn.state.config.max_output;
-                while session.list(&mut listing, &mut out, bound) {
+                let state = conn.state;
+                let bound = state.config.max_output;
+                while state
+                    .listings
+                    .with(|| session.list(&mut listing, &mut out, bound))
+                {
                     framing.part(&mut out)?;
                 }
             }
