@@ -89,7 +89,7 @@ mod tests {
             })
             .collect();
         let done: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
-        assert_eq!(done, (0..8).sum());
+        assert_eq!(done, (0..8).sum::<usize>());
         assert_eq!(most.load(Ordering::SeqCst), 2);
     }
 }
