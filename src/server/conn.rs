@@ -15,7 +15,7 @@
 //! block of output is not taken within `--write-timeout` in total.
 
 use super::liveness::Presence;
-use super::stream::{Shared, Socket, Stream};
+use super::stream::{is_write_timeout, Shared, Socket, Stream};
 use super::{websocket, State};
 use crate::metrics::Transport;
 use crate::protocol::line::{Line, LineReader};
@@ -395,9 +395,8 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         Err(e) if e.kind() == ErrorKind::WouldBlock => {
             session.lease_expired();
         }
-        // A write timeout (or a keepalive failure): nobody takes what is
-        // still buffered for the peer.
-        Err(e) if e.kind() == ErrorKind::TimedOut => {
+        // Nobody takes what is still buffered for the peer.
+        Err(e) if is_write_timeout(&e) => {
             conn.socket().reset_on_close();
             if state.config.verbose {
                 ::log::info!("{}: closed: {e}", session.name());

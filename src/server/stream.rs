@@ -168,11 +168,27 @@ impl Shared {
     }
 }
 
+/// What a write past the deadline of its block fails with (kind
+/// `TimedOut`); see [`is_write_timeout`].
+#[derive(Debug)]
+struct WriteTimedOut;
+
+impl std::fmt::Display for WriteTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client did not take its replies within --write-timeout")
+    }
+}
+
+impl std::error::Error for WriteTimedOut {}
+
 fn write_timed_out() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "the client did not take its replies within --write-timeout",
-    )
+    io::Error::new(io::ErrorKind::TimedOut, WriteTimedOut)
+}
+
+/// Whether `e` is a block of output not taken within `--write-timeout`
+/// (rather than another timeout: a line's deadline, a keepalive failure).
+pub(crate) fn is_write_timeout(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<WriteTimedOut>())
 }
 
 impl Read for Shared {
