@@ -237,7 +237,8 @@ fn a_client_that_reads_a_trickle_is_closed_within_the_write_timeout() {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => return (total, true),
                 }
-                // Once told, it reads what reached it before the close.
+                // Once told, it reads what reached it before the close
+                // (what the kernels held then: a few MB).
                 if !hurry.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(100));
                 }

@@ -15,7 +15,7 @@
 //! block of output is not taken within `--write-timeout` in total.
 
 use super::liveness::Presence;
-use super::stream::{is_write_timeout, Shared, Socket, Stream};
+use super::stream::{Shared, Socket, Stream};
 use super::{websocket, State};
 use crate::metrics::Transport;
 use crate::protocol::line::{Line, LineReader};
@@ -394,13 +394,6 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         // ETIMEDOUT (`TimedOut`): no lease expiry, whatever the lease.
         Err(e) if e.kind() == ErrorKind::WouldBlock => {
             session.lease_expired();
-        }
-        // Nobody takes what is still buffered for the peer.
-        Err(e) if is_write_timeout(&e) => {
-            conn.socket().reset_on_close();
-            if state.config.verbose {
-                ::log::info!("{}: closed: {e}", session.name());
-            }
         }
         Err(e) if state.config.verbose => ::log::info!("{}: closed: {e}", session.name()),
         Ok(()) if state.config.verbose => ::log::info!("{}: closed by peer", session.name()),

@@ -53,16 +53,6 @@ impl Socket {
         };
     }
 
-    /// Makes the close a reset that drops what the kernel still holds for
-    /// the peer (TCP; a Unix socket's bytes already sit with the peer): a
-    /// client that would not take its replies gets no more of them, and
-    /// the buffers are free at once.
-    pub(crate) fn reset_on_close(&self) {
-        if let Socket::Tcp(s) = self {
-            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
-        }
-    }
-
     /// Bytes the peer sent that nobody has read yet.
     pub(crate) fn unread_bytes(&self) -> u64 {
         rustix::io::ioctl_fionread(self).unwrap_or(0)
@@ -168,27 +158,11 @@ impl Shared {
     }
 }
 
-/// What a write past the deadline of its block fails with (kind
-/// `TimedOut`); see [`is_write_timeout`].
-#[derive(Debug)]
-struct WriteTimedOut;
-
-impl std::fmt::Display for WriteTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the client did not take its replies within --write-timeout")
-    }
-}
-
-impl std::error::Error for WriteTimedOut {}
-
 fn write_timed_out() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, WriteTimedOut)
-}
-
-/// Whether `e` is a block of output not taken within `--write-timeout`
-/// (rather than another timeout: a line's deadline, a keepalive failure).
-pub(crate) fn is_write_timeout(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<WriteTimedOut>())
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client did not take its replies within --write-timeout",
+    )
 }
 
 impl Read for Shared {
