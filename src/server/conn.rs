@@ -162,7 +162,11 @@ impl Read for ConnIo<'_> {
             presence.idle();
         }
         let result = self.conn.io.borrow_mut().read(buf);
-        if matches!(result, Ok(n) if n > 0) && !presence.busy() {
+        if matches!(result, Ok(0)) {
+            // The peer is done sending: what is left to serve are its last
+            // commands, as after a hang-up the liveness module reported.
+            presence.peer_closed();
+        } else if result.is_ok() && !presence.busy() {
             // The liveness module saw the hang-up and released our locks
             // while this read took the peer's last commands: answer them
             // anyway, as a connection that joins the store again.
