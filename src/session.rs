@@ -220,8 +220,24 @@ impl Session {
         }
     }
 
+    /// The next command was read from the peer just now (not buffered
+    /// behind others): it starts a new batch for the hold-time clock.
+    pub fn fresh_input(&mut self) {
+        self.holds.new_batch();
+    }
+
     /// Executes one line, appending its reply to `out`.
     pub fn execute(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+        let step = self.execute_line(line, out);
+        if !matches!(step, Step::Done) {
+            // A wait, a pause or a listing: time passes before the next
+            // command.
+            self.holds.new_batch();
+        }
+        step
+    }
+
+    fn execute_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
         let command = match protocol::parse_line(line) {
             Parsed::Empty => return Step::Done,
             Parsed::Command(command) => command,
@@ -625,6 +641,7 @@ impl Session {
     /// Ends a wait: `grant` if one came, else it timed out (unless the
     /// grant won the race with the timeout).
     pub fn finish_wait(&mut self, wait: Wait, grant: Option<Grant>, out: &mut Vec<u8>) {
+        self.holds.new_batch();
         let grant = match grant {
             Some(grant) => Some(grant),
             None if self.host.store().cancel_wait(self.id) => None,

@@ -414,6 +414,9 @@ pub(crate) fn run(
         }
         let step = match input {
             Input::Command { line, fresh } => {
+                if fresh {
+                    session.fresh_input();
+                }
                 // A connection whose own peer has left serves only that
                 // peer's last commands, whose replies nobody reads: it
                 // skips the settling (in a mass close, thousands of them).
@@ -500,6 +503,7 @@ fn watch(
             match framing.next(out)? {
                 Input::Command { line, fresh } => {
                     if fresh {
+                        session.fresh_input();
                         // As in the main loop: peers that hung up lose
                         // their locks before a snapshot can show them.
                         let state = conn.state;
