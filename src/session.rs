@@ -325,7 +325,7 @@ impl Session {
                 WaitStart::Granted(_) => {
                     // An upgrade: the read hold became the write hold.
                     (self.holds).released(host.metrics(), LockKind::Read, name.as_bytes());
-                    (self.holds).granted(host.metrics(), LockKind::Exclusive, name.as_bytes());
+                    self.holds.granted(LockKind::Exclusive, name.as_bytes());
                     status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes())
                 }
                 WaitStart::Limit(error) => {
@@ -373,7 +373,7 @@ impl Session {
             }
             Command::SharedGet(name) => match table.lock_shared(id, name.as_bytes()) {
                 Ok(holders) => {
-                    (self.holds).granted(host.metrics(), LockKind::Shared, name.as_bytes());
+                    self.holds.granted(LockKind::Shared, name.as_bytes());
                     status(
                         out,
                         holders as u64,
@@ -669,7 +669,7 @@ impl Session {
             // An upgrade: the read hold became the write hold.
             (self.holds).released(self.host.metrics(), LockKind::Read, name);
         }
-        self.holds.granted(self.host.metrics(), kind, name);
+        self.holds.granted(kind, name);
         match grant {
             Grant::Exclusive { token } => status(out, token, reply::LOCK_GET_SUCCESS, name),
             Grant::Read { readers } => status(out, readers as u64, reply::READ_GET_SUCCESS, name),
