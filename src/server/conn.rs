@@ -17,6 +17,7 @@ use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
 use super::{websocket, State};
 use crate::metrics::Transport;
+use crate::protocol;
 use crate::protocol::line::{Line, LineReader};
 use crate::protocol::reply;
 use crate::session::{Session, Step, Wait};
@@ -420,7 +421,10 @@ pub(crate) fn run(
                 // A connection whose own peer has left serves only that
                 // peer's last commands, whose replies nobody reads: it
                 // skips the settling (in a mass close, thousands of them).
-                if fresh && !conn.presence.hung_up() {
+                // So does a command that only reads or releases this
+                // client's own holds (`r` of a `g`/`r` loop): it costs a
+                // system call.
+                if fresh && !conn.presence.hung_up() && protocol::sees_others(line) {
                     // Before serving new input, release the locks of peers
                     // that hung up but whose threads have not run yet.
                     let state = conn.state;
