@@ -28,7 +28,7 @@ pub use watch::{Event, HoldKind, WatchEvent, Watcher, QUEUE as WATCH_QUEUE};
 use super::limits::{reached, LimitCounts, LimitError, LimitHit, LimitLog, Limits};
 use crate::name::LockName;
 use crate::token::TokenCounter;
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::Sender;
 use holders::Holders;
 use index::Index;
 use parking_lot::RwLock;
@@ -171,19 +171,10 @@ pub struct Counts {
     pub refused: LimitCounts,
 }
 
-/// Most clients [`Table::disconnect`] releases under one acquisition of
-/// the write lock.
-const LEAVING_BATCH: usize = 64;
-
-/// A client leaving, and where its release is reported.
-type Leaving = (ClientId, Sender<Released>);
-
 /// The lock table. See the module docs.
 pub struct Table {
     inner: RwLock<Inner>,
     limits: LimitLog,
-    /// Clients waiting to be released (see [`Table::disconnect`]).
-    leaving: (Sender<Leaving>, Receiver<Leaving>),
 }
 
 /// What a client waits for; a client waits for one lock at a time.
@@ -302,7 +293,6 @@ impl Table {
     pub fn with_limits(tokens: TokenCounter, limits: Limits) -> Table {
         Table {
             limits: LimitLog::new(limits),
-            leaving: unbounded(),
             inner: RwLock::new(Inner {
                 locks: HashMap::new(),
                 shared: HashMap::new(),
@@ -354,31 +344,15 @@ impl Table {
 
     /// Removes a client: releases everything it holds (handing each lock to
     /// its next waiters), takes it out of any line, forgets its name.
-    ///
-    /// Clients that leave together (thousands of connections closed at
-    /// once) are released in batches of at most 64, one
-    /// batch per acquisition of the write lock, by whichever leaving thread
-    /// gets the lock first: a few acquisitions instead of one per client,
-    /// and other clients' commands get the lock between batches. Returns
-    /// once this client is released.
     pub fn disconnect(&self, id: ClientId) -> Released {
-        let (done, result) = bounded(1);
-        // The table holds the receiving end: the queue never closes.
-        let _ = self.leaving.0.send((id, done));
-        loop {
-            if let Ok(released) = result.try_recv() {
-                return released;
-            }
-            // Released by whoever held the lock last, unless still queued
-            // (behind a full batch or two): then this thread releases the
-            // next batch. The result is sent under the lock, so once this
-            // thread holds it and the queue no longer has this client, the
-            // result is there.
-            let mut inner = self.inner.write();
-            for (id, done) in self.leaving.1.try_iter().take(LEAVING_BATCH) {
-                let _ = done.send(inner.disconnect(id));
-            }
+        let mut inner = self.inner.write();
+        inner.unwatch(id);
+        inner.stop_waiting(id);
+        let released = inner.release_all(id, Event::Orphaned);
+        if let Some((seq, _)) = inner.clients.remove(&id).and_then(|c| c.registered) {
+            inner.by_registration.remove(&seq);
         }
+        released
     }
 
     /// `g`: takes the write lock if nobody else holds it or waits for it
@@ -669,17 +643,6 @@ fn all_pages<T>(mut page: impl FnMut(Option<&[u8]>) -> Page<T>) -> Vec<T> {
 }
 
 impl Inner {
-    /// See [`Table::disconnect`].
-    fn disconnect(&mut self, id: ClientId) -> Released {
-        self.unwatch(id);
-        self.stop_waiting(id);
-        let released = self.release_all(id, Event::Orphaned);
-        if let Some((seq, _)) = self.clients.remove(&id).and_then(|c| c.registered) {
-            self.by_registration.remove(&seq);
-        }
-        released
-    }
-
     fn client_names(&self, id: ClientId) -> ClientNames {
         self.clients.get(&id).map_or_else(
             || ClientNames {
