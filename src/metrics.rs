@@ -569,7 +569,7 @@ impl Holds {
     /// Commands that come next are a new batch (fresh input from the
     /// peer, or the end of a wait, a pause or a listing): the next grant
     /// or release reads the clock. Within a batch of pipelined commands,
-    /// up to [`CLOCK_SHARED_BY`] grants and releases share one reading,
+    /// up to 32 grants and releases share one reading,
     /// where each read the clock twice (a tenth of a pipelined `g`/`r`).
     pub fn new_batch(&mut self) {
         self.clock = None;
