@@ -505,11 +505,63 @@ fn now(clock: &mut Option<(Instant, u32)>) -> Instant {
 #[derive(Debug, Default)]
 struct HoldTimes(Mutex<HoldRecord>);
 
+/// A lock name as a hold record keeps it: in place up to [`INLINE`]
+/// bytes, so a grant of a short name allocates nothing here.
+#[derive(Clone, Debug)]
+enum HeldName {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+/// Longest name a [`HeldName`] keeps in place.
+const INLINE: usize = 30;
+
+impl HeldName {
+    fn new(name: &[u8]) -> HeldName {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..name.len()].copy_from_slice(name);
+                HeldName::Inline { len, bytes }
+            }
+            _ => HeldName::Heap(name.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            HeldName::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            HeldName::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for HeldName {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+// Hashed and compared as the bytes, as `Borrow<[u8]>` requires.
+impl std::hash::Hash for HeldName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for HeldName {
+    fn eq(&self, other: &HeldName) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for HeldName {}
+
 /// What [`HoldTimes`] guards.
 #[derive(Debug, Default)]
 struct HoldRecord {
     /// When each hold began, by kind.
-    since: [HashMap<LockName, Instant, foldhash::fast::RandomState>; 3],
+    since: [HashMap<HeldName, Instant, foldhash::fast::RandomState>; 3],
     /// This connection's share of the grant counts and hold histograms
     /// (see [`LocalHistogram`]).
     grants: [u64; 3],
@@ -542,7 +594,7 @@ impl Holds {
     /// already is no new hold).
     pub fn granted(&mut self, kind: LockKind, name: &[u8]) {
         let mut record = self.times.0.lock();
-        if let Entry::Vacant(free) = record.since[kind as usize].entry(name.into()) {
+        if let Entry::Vacant(free) = record.since[kind as usize].entry(HeldName::new(name)) {
             free.insert(now(&mut self.clock));
             record.grants[kind as usize] += 1;
         }
@@ -586,6 +638,7 @@ impl Holds {
             for (name, since) in held {
                 let held = now.saturating_duration_since(since);
                 record.held[kind as usize].observe(held);
+                let name = LockName::from(name.as_bytes());
                 all.push(Let { kind, name, held });
             }
         }
@@ -664,6 +717,31 @@ mod tests {
         assert_eq!(per_lock[0].0, LockName::from("exact"));
         assert_eq!(m.lock_series_dropped(), 6);
         assert!(Pattern::new(b"*").matches(b"anything"));
+    }
+
+    #[test]
+    fn held_names_short_and_long_are_found_by_their_bytes() {
+        let m = Metrics::new(&[]);
+        let mut holds = m.holds(b"127.0.0.1:2");
+        let names = [&b""[..], &[b'a'; INLINE][..], &[b'b'; INLINE + 1][..]];
+        for name in names {
+            assert_eq!(HeldName::new(name).as_bytes(), name);
+            holds.granted(LockKind::Read, name);
+        }
+        let clock = m.hold_clock();
+        assert!(names
+            .iter()
+            .all(|n| clock.since(b"127.0.0.1:2", LockKind::Read, n).is_some()));
+        holds.released(&m, LockKind::Read, &[b'b'; INLINE + 1]);
+        let mut left: Vec<_> = holds.release_all(&m).into_iter().map(|l| l.name).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [LockName::from(""), LockName::from(&[b'a'; INLINE][..])]
+        );
+        m.leave(&holds);
+        assert_eq!(m.overall().hold(LockKind::Read).snapshot().count, 3);
+        assert_eq!(m.grants(LockKind::Read), 3);
     }
 
     #[test]
