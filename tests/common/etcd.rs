@@ -1,6 +1,7 @@
 //! A real three-member etcd cluster on loopback for the cluster tests:
-//! Debian's `etcd` binary, each member in a fresh temp dir, every member
-//! stopped by PID on drop.
+//! Debian's `etcd` binary (3.4), or the one `LOCKD_ETCD_BIN` names (e.g. a
+//! 3.5 build), each member in a fresh temp dir, every member stopped by PID
+//! on drop.
 //!
 //! etcd binds its client and peer ports itself, so port 0 cannot be used
 //! (the members must know each other's peer ports before they start).
@@ -41,17 +42,26 @@ pub struct EtcdCluster {
     _dir: TempDir,
 }
 
-/// Whether the `etcd` binary is installed (`.ci/run` installs Debian's
+/// The etcd binary the tests run: `LOCKD_ETCD_BIN` if set, else `etcd`
+/// from the `PATH`.
+pub fn etcd_bin() -> std::ffi::OsString {
+    std::env::var_os("LOCKD_ETCD_BIN").unwrap_or_else(|| "etcd".into())
+}
+
+/// Whether the etcd binary is installed (`.ci/run` installs Debian's
 /// `etcd-server`). Cluster tests fail without it rather than pass silently.
 pub fn require_etcd() {
-    let found = Command::new("etcd")
+    let found = Command::new(etcd_bin())
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(found, "etcd is not installed: apt-get install etcd-server");
+    assert!(
+        found,
+        "etcd is not installed (apt-get install etcd-server), or LOCKD_ETCD_BIN does not name it"
+    );
 }
 
 /// The first port of the next block of this process's range.
@@ -111,7 +121,7 @@ impl EtcdCluster {
             let data = cluster._dir.path.join(format!("m{i}"));
             let log = std::fs::File::create(cluster._dir.path.join(format!("m{i}.log")))
                 .map_err(|e| format!("log file: {e}"))?;
-            let child = Command::new("etcd")
+            let child = Command::new(etcd_bin())
                 .arg(format!("--name=m{i}"))
                 .arg(format!("--data-dir={}", data.display()))
                 .arg(format!(
