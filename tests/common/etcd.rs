@@ -9,9 +9,13 @@
 //! start takes the next unused block, and a start that fails (a port was
 //! taken meanwhile) is retried on the next block.
 
-use super::TempDir;
+use super::{TempDir, TestServer};
+use lockd::store::etcd::EtcdConfig;
+use lockd::ServerConfig;
+use parking_lot::Mutex;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// Members of every cluster the tests start.
@@ -283,4 +287,42 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
     }
+}
+
+/// The cluster the tests of this binary share: started by the first that
+/// asks, stopped when the last one using it drops it (so a binary whose
+/// tests overlap starts one).
+pub fn shared() -> Arc<EtcdCluster> {
+    static SHARED: Mutex<Weak<EtcdCluster>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock();
+    if let Some(cluster) = shared.upgrade() {
+        return cluster;
+    }
+    let cluster = Arc::new(EtcdCluster::start());
+    *shared = Arc::downgrade(&cluster);
+    cluster
+}
+
+/// A config for a node of `etcd` under a prefix and a node name of its own
+/// (so tests sharing one etcd do not see each other's locks).
+pub fn node_config(etcd: &EtcdCluster) -> EtcdConfig {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut config = EtcdConfig::new(etcd.endpoints());
+    config.prefix = format!("/lockd-test-{}-{n}", std::process::id()).into_bytes();
+    config.node = format!("node{n}");
+    config
+}
+
+/// A cluster node in this process on the shared cluster, with defaults
+/// changed by `adjust` (as [`TestServer::with_config`]).
+pub fn node_server(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let etcd = shared();
+    let cluster = node_config(&etcd);
+    let mut server = TestServer::with_config(|c| {
+        c.cluster = Some(cluster);
+        adjust(c);
+    });
+    server.backing = Some(etcd);
+    server
 }
