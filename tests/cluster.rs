@@ -388,13 +388,59 @@ fn listings_registry_and_counters_through_a_node_show_the_cluster() {
 }
 
 #[test]
-fn reader_writer_locks_and_watch_are_refused_clearly_in_cluster_mode() {
+fn a_watcher_through_one_node_sees_grants_hand_overs_and_ends_through_the_other() {
+    let etcd = EtcdCluster::start();
+    let a = lockd_node(&etcd, "a");
+    let mut b = lockd_node_ttl(&etcd, "b", TTL_SECS);
+    let mut h = Conn::tcp(b.tcp_addr());
+    let nh = h.name();
+    assert_eq!(h.cmd("g job"), "1 Lock Get Success: job\n");
+    let t1 = token_of(&h.cmd("t job"));
+    let mut w = Conn::tcp(a.tcp_addr());
+    w.send(b"watch *\n");
+    assert_eq!(w.line_string(), "1 Watching: *\n");
+    assert_eq!(w.line_string(), format!("held x {t1} {nh} job\n"));
+    assert_eq!(w.line_string(), "synced\n");
+    // A waiter through node a gets the lock node b's client releases: the
+    // watcher sees the release, then the grant with the waiter's token.
+    let mut q = Conn::tcp(a.tcp_addr());
+    let nq = q.name();
+    q.send(b"wg 15000 job\n");
+    let mut probe = Conn::tcp(a.tcp_addr());
+    wait_for_waiters(&mut probe, "job", 1);
+    assert_eq!(h.cmd("r job"), "1 Lock Release Success: job\n");
+    let t2 = token_of(&String::from_utf8(q.line()).expect("utf-8"));
+    assert_eq!(w.line_string(), format!("released x {t1} {nh} job\n"));
+    assert_eq!(w.line_string(), format!("locked x {t2} {nq} job\n"));
+    assert_eq!(q.cmd("sg s"), "1 Shared Lock Get Success: s\n");
+    assert_eq!(w.line_string(), format!("locked s 1 {nq} s\n"));
+    // A connection's end orphans its locks.
+    drop(q);
+    let mut ends = vec![w.line_string(), w.line_string()];
+    ends.sort();
+    assert_eq!(
+        ends,
+        [
+            format!("orphaned s 0 {nq} s\n"),
+            format!("orphaned x {t2} {nq} job\n")
+        ]
+    );
+    // So does the end of a killed node's lease.
+    assert_eq!(h.cmd("g k"), "1 Lock Get Success: k\n");
+    let t3 = token_of(&h.cmd("t k"));
+    assert_eq!(w.line_string(), format!("locked x {t3} {nh} k\n"));
+    b.kill_9();
+    assert_eq!(w.line_string(), format!("orphaned x {t3} {nh} k\n"));
+}
+
+#[test]
+fn reader_writer_locks_are_refused_clearly_in_cluster_mode() {
     let etcd = EtcdCluster::start();
     let a = lockd_node(&etcd, "a");
     let mut v2 = Conn::tcp(a.tcp_addr());
     v2.send(b"hello 2\n");
     assert!(v2.line().starts_with(b"2 lockd "));
-    for verb in ["wr 0 x", "rr x", "watch *"] {
+    for verb in ["wr 0 x", "rr x"] {
         assert_eq!(
             v2.cmd(verb),
             "0 Error: not supported in cluster mode\n",
