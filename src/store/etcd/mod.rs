@@ -961,6 +961,8 @@ impl Shared {
             return;
         }
         conn.waiting = None;
+        // A settle that saw an older line may have registered it again.
+        self.waiters.forget(id);
         match (wait.family, grant) {
             (Family::Exclusive, Grant::Exclusive { token }) => {
                 conn.exclusive.insert(wait.name, (wait.key, token));
