@@ -17,7 +17,7 @@ mod deadlock;
 pub mod keys;
 pub mod lease;
 mod listing;
-pub mod notify;
+mod notify;
 mod seam;
 pub mod watch;
 

@@ -9,7 +9,7 @@
 //! - the first key of an exclusive line holds the lock once granted:
 //!   created first (its token is its create revision), or stamped by a
 //!   write when handed over (the write's revision);
-//! - a shared key holds a place when [`super::holding`] says so; places
+//! - a shared key holds a place when the etcd store's holding rule says so; places
 //!   that a release frees are `locked` in line order after the `released`.
 //!
 //! Events go to the watchers through the same bounded queues, with the
@@ -25,7 +25,7 @@
 //! watchers are cut off (as a watcher too slow is).
 //!
 //! **Released or orphaned.** A connection's end writes `PREFIX/e/<owner>`
-//! in each transaction that deletes its keys ([`EtcdStore::end_client`]),
+//! in each transaction that deletes its keys (`EtcdStore::end_client`),
 //! and the node's lease takes `PREFIX/e/<node>.<lease>` with its keys when
 //! it ends. Deletes in a revision with either are `orphaned`, other deletes
 //! `released`. The per-connection markers are deleted again in the
