@@ -4,8 +4,9 @@
 mod common;
 
 use common::etcd::{EtcdCluster, MEMBERS};
+use common::proxy::Proxy;
 use common::{Conn, Daemon, PATIENCE};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The lease TTL of the nodes of expiry tests: short, so they are quick.
 const TTL_SECS: u64 = 2;
@@ -17,7 +18,11 @@ fn lockd_node(etcd: &EtcdCluster, name: &str) -> Daemon {
 }
 
 fn lockd_node_ttl(etcd: &EtcdCluster, name: &str, ttl_secs: u64) -> Daemon {
-    let url = etcd.url();
+    lockd_node_at(&etcd.url(), name, ttl_secs)
+}
+
+/// A node of the etcd at `url` (`etcd://...`).
+fn lockd_node_at(url: &str, name: &str, ttl_secs: u64) -> Daemon {
     let ttl = format!("{ttl_secs}s");
     Daemon::start(
         &[
@@ -25,7 +30,7 @@ fn lockd_node_ttl(etcd: &EtcdCluster, name: &str, ttl_secs: u64) -> Daemon {
             "127.0.0.1:0",
             "--no-state",
             "--cluster",
-            &url,
+            url,
             "--cluster-lease-ttl",
             &ttl,
             "--node-name",
@@ -167,6 +172,56 @@ fn a_node_cut_off_from_etcd_closes_its_clients_and_refuses_new_ones_until_etcd_a
         let g = fresh.cmd("g cut");
         common::check(g == "1 Lock Get Success: cut\n", || g)
     });
+}
+
+/// The network between a node and etcd goes silent (a proxy holds every
+/// byte back; nothing is closed or refused): the node closes its clients
+/// while etcd still holds their locks, refuses newcomers with a clear line,
+/// and serves again once etcd answers.
+#[test]
+fn a_node_cut_off_by_the_network_closes_its_clients_before_its_lease_can_expire() {
+    let etcd = EtcdCluster::start();
+    let proxies: Vec<Proxy> = etcd.endpoints().iter().map(|e| Proxy::start(e)).collect();
+    let through: Vec<String> = proxies.iter().map(Proxy::addr).collect();
+    let a = lockd_node_at(&format!("etcd://{}", through.join(",")), "a", TTL_SECS);
+    let b = lockd_node(&etcd, "b");
+    let mut client = Conn::tcp(a.tcp_addr());
+    assert_eq!(client.cmd("g cut"), "1 Lock Get Success: cut\n");
+    let mut probe = Conn::tcp(b.tcp_addr());
+    assert_eq!(probe.cmd("i cut"), "1 Lock Is Locked: cut\n");
+    for proxy in &proxies {
+        proxy.cut(true);
+    }
+    let cut = Instant::now();
+    // Closed by the node...
+    assert!(client.read_to_end().is_empty());
+    let closed = cut.elapsed();
+    // ...while etcd still holds the lock for it: nobody else can have it
+    // yet, so the client never believed in a lock given away.
+    assert_eq!(probe.cmd("i cut"), "1 Lock Is Locked: cut\n");
+    assert!(
+        closed < Duration::from_secs(TTL_SECS),
+        "closed {closed:?} after the cut, lease TTL {TTL_SECS} s"
+    );
+    let mut refused = Conn::tcp(a.tcp_addr());
+    let line = String::from_utf8(refused.read_to_end()).expect("utf-8");
+    assert!(line.starts_with("0 Error: no cluster lease"), "{line:?}");
+    // The lease then expires: the lock is free for the other node.
+    common::poll_until(PATIENCE, || {
+        let i = probe.cmd("i cut");
+        common::check(i == "0 Lock Not Locked: cut\n", || i)
+    });
+    for proxy in &proxies {
+        proxy.cut(false);
+    }
+    common::poll_until(PATIENCE, || {
+        let mut again = Conn::tcp(a.tcp_addr());
+        let reply = again.cmd("ping");
+        common::check(reply == "1 pong\n", || reply)
+    });
+    let mut fresh = Conn::tcp(a.tcp_addr());
+    assert_eq!(fresh.cmd("g cut"), "1 Lock Get Success: cut\n");
+    assert_eq!(probe.cmd("g cut"), "0 Lock Get Failure: cut\n");
 }
 
 #[test]

@@ -5,6 +5,8 @@
 #[cfg(feature = "cluster")]
 pub mod etcd;
 pub mod lockctl;
+#[cfg(feature = "cluster")]
+pub mod proxy;
 pub mod rng;
 
 use lockd::{Server, ServerConfig, ServerHandle, Shutdown};
