@@ -149,6 +149,9 @@ impl EtcdCluster {
                 .arg("--heartbeat-interval=100")
                 .arg("--election-timeout=1000")
                 .arg("--log-level=warn")
+                // Test data is thrown away: no fsync per write, or a
+                // loaded machine's disk sets the pace of every test.
+                .arg("--unsafe-no-fsync")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -319,6 +322,28 @@ pub fn node_config(etcd: &EtcdCluster) -> EtcdConfig {
 pub fn node_server(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
     let etcd = shared();
     let cluster = node_config(&etcd);
+    node_of(etcd, cluster, adjust)
+}
+
+/// `n` nodes of one cluster (one prefix) in this process on the shared
+/// etcd, each with defaults changed by `adjust`.
+pub fn nodes(n: usize, adjust: impl Fn(&mut ServerConfig)) -> Vec<TestServer> {
+    let etcd = shared();
+    let cluster = node_config(&etcd);
+    (0..n)
+        .map(|i| {
+            let mut config = cluster.clone();
+            config.node = format!("{}-{i}", cluster.node);
+            node_of(Arc::clone(&etcd), config, &adjust)
+        })
+        .collect()
+}
+
+fn node_of(
+    etcd: Arc<EtcdCluster>,
+    cluster: EtcdConfig,
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
     let mut server = TestServer::with_config(|c| {
         c.cluster = Some(cluster);
         adjust(c);
