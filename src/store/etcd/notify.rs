@@ -648,3 +648,161 @@ impl EtcdStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAME: &[u8] = b"a b";
+
+    fn layout() -> Layout {
+        Layout::new(b"/p")
+    }
+
+    /// A lock key of client `conn` of node `n` under lease 1.
+    fn key(family: Family, conn: u64) -> Vec<u8> {
+        layout().entry(family, NAME, &keys::owner("n", 1, conn), conn)
+    }
+
+    fn put(family: Family, conn: u64, create: i64, revision: i64, limit: u32) -> Change {
+        Change::Put(KeyValue {
+            key: key(family, conn),
+            value: keys::value(limit, format!("c{conn}").as_bytes()),
+            create_revision: create,
+            mod_revision: revision,
+            lease: 1,
+        })
+    }
+
+    fn delete(family: Family, conn: u64, revision: i64) -> Change {
+        Change::Delete {
+            key: key(family, conn),
+            revision,
+        }
+    }
+
+    fn ending(conn: u64, revision: i64) -> Change {
+        let mut key = markers(&layout());
+        key.extend_from_slice(&keys::owner("n", 1, conn));
+        Change::Put(KeyValue {
+            key,
+            value: Vec::new(),
+            create_revision: revision,
+            mod_revision: revision,
+            lease: 1,
+        })
+    }
+
+    /// A state with one watcher of every lock; returns its queue.
+    fn watched() -> (State, Watcher) {
+        let mut state = State::default();
+        let (tx, overflowed, watcher) = Watcher::queue();
+        state.watchers.push(Watching {
+            id: 1,
+            patterns: vec![b"*"[..].into()],
+            tx,
+            overflowed,
+        });
+        (state, watcher)
+    }
+
+    /// Applies each revision's changes; returns the event lines.
+    fn run(state: &mut State, watcher: &Watcher, revisions: &[Vec<Change>]) -> Vec<String> {
+        let layout = layout();
+        for changes in revisions {
+            state.apply_revision(&layout, &markers(&layout), changes);
+        }
+        watcher
+            .events
+            .try_iter()
+            .map(|e| {
+                let holder = String::from_utf8_lossy(&e.holder).into_owned();
+                format!("{:?} {:?} {} {holder}", e.event, e.kind, e.n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hand_over_is_locked_at_its_stamp_and_a_waiter_cancel_is_silent() {
+        use Family::Exclusive as X;
+        let (mut state, watcher) = watched();
+        let lines = run(
+            &mut state,
+            &watcher,
+            &[
+                vec![put(X, 1, 10, 10, 0)],
+                vec![put(X, 2, 11, 11, 0)],
+                vec![put(X, 3, 12, 12, 0)],
+                vec![delete(X, 3, 13)],
+                vec![delete(X, 1, 14)],
+                vec![put(X, 2, 11, 15, 0)],
+                vec![ending(2, 16), delete(X, 2, 16)],
+            ],
+        );
+        assert_eq!(
+            lines,
+            [
+                "Locked Exclusive 10 c1",
+                "Released Exclusive 10 c1",
+                "Locked Exclusive 15 c2",
+                "Orphaned Exclusive 15 c2",
+            ]
+        );
+        assert!(state.locks.is_empty());
+    }
+
+    #[test]
+    fn shared_places_free_up_in_line_order_and_a_lease_end_orphans() {
+        use Family::Shared as S;
+        let (mut state, watcher) = watched();
+        let mut lease_end = vec![delete(S, 2, 25), delete(S, 3, 25)];
+        lease_end.push(Change::Delete {
+            key: lease_marker(&layout(), "n", 1),
+            revision: 25,
+        });
+        let lines = run(
+            &mut state,
+            &watcher,
+            &[
+                vec![put(S, 1, 20, 20, 1)],
+                vec![put(S, 2, 21, 21, 1)],
+                vec![put(S, 3, 22, 22, 2)],
+                vec![delete(S, 1, 23)],
+                lease_end,
+            ],
+        );
+        assert_eq!(
+            lines,
+            [
+                "Locked Shared 1 c1",
+                "Released Shared 0 c1",
+                "Locked Shared 1 c2",
+                "Locked Shared 2 c3",
+                "Orphaned Shared 1 c2",
+                "Orphaned Shared 0 c3",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_snapshot_lists_the_write_holder_then_shared_places_by_name() {
+        let (mut state, watcher) = watched();
+        run(
+            &mut state,
+            &watcher,
+            &[
+                vec![put(Family::Shared, 1, 30, 30, 0)],
+                vec![put(Family::Exclusive, 2, 31, 31, 0)],
+                vec![put(Family::Exclusive, 3, 32, 32, 0)],
+            ],
+        );
+        let held: Vec<(HoldKind, u64)> = state
+            .snapshot(b"a*")
+            .iter()
+            .map(|e| (e.kind, e.n))
+            .collect();
+        assert_eq!(held, [(HoldKind::Exclusive, 31), (HoldKind::Shared, 1)]);
+        assert!(state.snapshot(b"a").is_empty());
+        assert_eq!(state.snapshot(b"a b").len(), 2);
+    }
+}
