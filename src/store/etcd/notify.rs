@@ -29,8 +29,15 @@
 //! and the node's lease takes `PREFIX/e/<node>.<lease>` with its keys when
 //! it ends. Deletes in a revision with either are `orphaned`, other deletes
 //! `released`. The per-connection markers are deleted again in the
-//! background; the lease marker is written once per lease (and on each
-//! `watch`).
+//! background; the lease marker is written once per lease, on each
+//! `watch`, and each minute while the node has watchers (so the revision a
+//! resumed stream starts from stays recent on a quiet prefix: one older
+//! than etcd's compaction cuts the watchers off).
+//!
+//! Not covered yet: read holds (`wr`, not served in cluster mode), and a
+//! node whose lease was renewed and that dies before its notify thread has
+//! written the new lease's marker (a few seconds at most): its deletes read
+//! `released`.
 
 use super::client::{Client, Event as Change, KeyValue, Op, Order, Range, WatchMessage};
 use super::keys::{self, Family, Layout};
@@ -53,6 +60,11 @@ const CATCH_UP: Duration = Duration::from_secs(5);
 /// How often the marker duties run (and an idle thread looks for
 /// watchers).
 const DUTY: Duration = Duration::from_millis(500);
+
+/// How often a node with watchers writes its lease marker again, so the
+/// revision its stream resumes from stays recent when the prefix is quiet
+/// (etcd may compact older ones away).
+const REFRESH: Duration = Duration::from_secs(60);
 
 /// How soon a broken watch stream is started again.
 const RESTART: Duration = Duration::from_millis(100);
@@ -148,7 +160,10 @@ impl Notify {
         lease: &Lease,
         stop: &AtomicBool,
     ) {
-        let mut duties = Duties { marked: 0 };
+        let mut duties = Duties {
+            marked: 0,
+            written: Instant::now(),
+        };
         while !stop.load(Ordering::Relaxed) {
             duties.run(self, client, layout, node, lease);
             let wanted = {
@@ -302,6 +317,8 @@ fn revision_of(change: &Change) -> i64 {
 struct Duties {
     /// The lease epoch whose marker is written.
     marked: u64,
+    /// When the marker was last written.
+    written: Instant,
 }
 
 impl Duties {
@@ -314,9 +331,12 @@ impl Duties {
         lease: &Lease,
     ) {
         if let Some((id, epoch)) = lease.current() {
-            if epoch != self.marked && client.put(&lease_marker(layout, node, id), b"", id).is_ok()
+            let stale = self.written.elapsed() >= REFRESH && notify.state.lock().wanted();
+            if (epoch != self.marked || stale)
+                && client.put(&lease_marker(layout, node, id), b"", id).is_ok()
             {
                 self.marked = epoch;
+                self.written = Instant::now();
             }
         }
         let spent = std::mem::take(&mut *notify.ended.lock());
