@@ -410,12 +410,18 @@ impl State {
     fn apply_revision(&mut self, layout: &Layout, markers: &[u8], changes: &[Change]) {
         let mut ending: HashSet<&[u8]> = HashSet::new();
         let mut lease_ended = false;
+        // Keys written in this revision: a write lock's head written here
+        // is granted here (created first, or stamped at hand-over, before
+        // or after its predecessor's delete in the same transaction).
+        let mut written = Written::default();
         for change in changes {
             match change {
                 Change::Put(kv) => {
                     if let Some(owner) = kv.key.strip_prefix(markers) {
                         ending.insert(owner);
                     }
+                    written.keys.insert(&kv.key);
+                    written.revision = kv.mod_revision;
                 }
                 Change::Delete { key, .. } => lease_ended |= key.starts_with(markers),
             }
@@ -432,49 +438,30 @@ impl State {
                 continue;
             };
             match change {
-                Change::Put(kv) => self.put(family, name, kv),
+                Change::Put(kv) => self.put(family, name, kv, &written),
                 Change::Delete { .. } => {
                     let why = if lease_ended || ending.contains(owner) {
                         Event::Orphaned
                     } else {
                         Event::Released
                     };
-                    self.delete(family, name, key, why);
+                    self.delete(family, name, key, why, &written);
                 }
             }
         }
     }
 
-    fn put(&mut self, family: Family, name: LockName, kv: &KeyValue) {
+    fn put(&mut self, family: Family, name: LockName, kv: &KeyValue, written: &Written) {
         let lines = self.locks.entry(name.clone()).or_default();
         let mut events = Vec::new();
         match family {
-            Family::Exclusive => match lines.exclusive.iter().position(|e| e.key == kv.key) {
-                // The stamp of a hand-over.
-                Some(0) if lines.token.is_none() => {
-                    lines.exclusive[0] = kv.clone();
-                    lines.token = Some(kv.mod_revision as u64);
-                    events.push((
-                        Event::Locked,
-                        HoldKind::Exclusive,
-                        kv.mod_revision as u64,
-                        holder(kv),
-                    ));
+            Family::Exclusive => {
+                match lines.exclusive.iter().position(|e| e.key == kv.key) {
+                    Some(i) => lines.exclusive[i] = kv.clone(),
+                    None => lines.exclusive.push(kv.clone()),
                 }
-                Some(_) => {}
-                None => {
-                    lines.exclusive.push(kv.clone());
-                    if lines.exclusive.len() == 1 {
-                        lines.token = Some(kv.create_revision as u64);
-                        events.push((
-                            Event::Locked,
-                            HoldKind::Exclusive,
-                            kv.create_revision as u64,
-                            holder(kv),
-                        ));
-                    }
-                }
-            },
+                grant_head(lines, written, &mut events);
+            }
             Family::Shared => {
                 if !lines.shared.iter().any(|e| e.key == kv.key) {
                     lines.shared.push(kv.clone());
@@ -486,7 +473,14 @@ impl State {
         self.emit(&name, events);
     }
 
-    fn delete(&mut self, family: Family, name: LockName, key: &[u8], why: Event) {
+    fn delete(
+        &mut self,
+        family: Family,
+        name: LockName,
+        key: &[u8],
+        why: Event,
+        written: &Written,
+    ) {
         let Some(lines) = self.locks.get_mut(&name) else {
             return;
         };
@@ -499,6 +493,7 @@ impl State {
                         if let Some(token) = lines.token.take() {
                             events.push((why, HoldKind::Exclusive, token, holder(&kv)));
                         }
+                        grant_head(lines, written, &mut events);
                     }
                 }
             }
@@ -586,6 +581,31 @@ impl State {
             }
         }
         held
+    }
+}
+
+/// The keys one revision wrote, and that revision.
+#[derive(Default)]
+struct Written<'k> {
+    keys: HashSet<&'k [u8]>,
+    revision: i64,
+}
+
+/// Grants the write lock to the head of an exclusive line if it has none
+/// and the head was written in this revision: created first, or stamped
+/// at hand-over (its token is this revision).
+fn grant_head(
+    lines: &mut Lines,
+    written: &Written,
+    events: &mut Vec<(Event, HoldKind, u64, Box<[u8]>)>,
+) {
+    let Some(head) = lines.exclusive.first() else {
+        return;
+    };
+    if lines.token.is_none() && written.keys.contains(&head.key[..]) {
+        let token = written.revision as u64;
+        lines.token = Some(token);
+        events.push((Event::Locked, HoldKind::Exclusive, token, holder(head)));
     }
 }
 
@@ -769,6 +789,36 @@ mod tests {
             ]
         );
         assert!(state.locks.is_empty());
+    }
+
+    #[test]
+    fn a_hand_over_in_one_transaction_is_granted_in_either_op_order() {
+        use Family::Exclusive as X;
+        for stamp_first in [false, true] {
+            let (mut state, watcher) = watched();
+            let mut hand_over = vec![delete(X, 1, 12), put(X, 2, 11, 12, 0)];
+            if stamp_first {
+                hand_over.reverse();
+            }
+            let lines = run(
+                &mut state,
+                &watcher,
+                &[
+                    vec![put(X, 1, 10, 10, 0)],
+                    vec![put(X, 2, 11, 11, 0)],
+                    hand_over,
+                ],
+            );
+            assert_eq!(
+                lines,
+                [
+                    "Locked Exclusive 10 c1",
+                    "Released Exclusive 10 c1",
+                    "Locked Exclusive 12 c2",
+                ],
+                "stamp first: {stamp_first}"
+            );
+        }
     }
 
     #[test]
