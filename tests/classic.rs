@@ -810,9 +810,10 @@ fn q_gauges_and_counters(kind: Kind) {
     );
     drop(b);
     drop(u);
-    // Reaped before a's next command is served: no waiting. (A node may
-    // still be deleting a connection's keys that its own thread reaps:
-    // there the count is polled; a known gap, see the cluster notes.)
+    // Reaped before a's next command is served: no waiting. (On a node a
+    // closing connection's own thread deletes its keys in etcd, which under
+    // load takes longer than the liveness module waits for such threads
+    // (50 ms, FINISH_WAIT): there the count is polled, a known gap.)
     if kind.is_cluster() {
         a.wait_for_stat("shared_orphans", 3);
     }
