@@ -1,28 +1,80 @@
 //! Cluster mode end to end (issue 15): `lockd --cluster` nodes on a real
-//! three-member etcd, driven over TCP with the wire protocol.
+//! three-member etcd, driven over TCP with the wire protocol. Tests that
+//! leave etcd itself alone share one etcd, each under a prefix of its own;
+//! those that stop or kill members start their own.
 
 mod common;
 
 use common::etcd::{EtcdCluster, MEMBERS};
 use common::proxy::Proxy;
 use common::{Conn, Daemon, PATIENCE};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Where a test's nodes keep their keys: an etcd and a prefix.
+trait Place {
+    /// `etcd://...` for `--cluster`.
+    fn cluster_url(&self) -> String;
+    /// `--cluster-prefix`.
+    fn prefix(&self) -> String;
+}
+
+impl Place for EtcdCluster {
+    fn cluster_url(&self) -> String {
+        self.url()
+    }
+    fn prefix(&self) -> String {
+        "/lockd".into()
+    }
+}
+
+/// A prefix of its own on the etcd this test binary shares.
+struct Space {
+    etcd: Arc<EtcdCluster>,
+    prefix: String,
+}
+
+impl Space {
+    fn new() -> Space {
+        let etcd = common::etcd::shared();
+        let prefix =
+            String::from_utf8(common::etcd::node_config(&etcd).prefix).expect("utf-8 prefix");
+        Space { etcd, prefix }
+    }
+}
+
+impl Deref for Space {
+    type Target = EtcdCluster;
+    fn deref(&self) -> &EtcdCluster {
+        &self.etcd
+    }
+}
+
+impl Place for Space {
+    fn cluster_url(&self) -> String {
+        self.etcd.url()
+    }
+    fn prefix(&self) -> String {
+        self.prefix.clone()
+    }
+}
 
 /// The lease TTL of the nodes of expiry tests: short, so they are quick.
 const TTL_SECS: u64 = 2;
 
 /// A node with the default 5 s lease, which a loaded machine's slow etcd
 /// answers do not endanger.
-fn lockd_node(etcd: &EtcdCluster, name: &str) -> Daemon {
-    lockd_node_ttl(etcd, name, 5)
+fn lockd_node(place: &impl Place, name: &str) -> Daemon {
+    lockd_node_ttl(place, name, 5)
 }
 
-fn lockd_node_ttl(etcd: &EtcdCluster, name: &str, ttl_secs: u64) -> Daemon {
-    lockd_node_at(&etcd.url(), name, ttl_secs)
+fn lockd_node_ttl(place: &impl Place, name: &str, ttl_secs: u64) -> Daemon {
+    lockd_node_at(&place.cluster_url(), &place.prefix(), name, ttl_secs)
 }
 
-/// A node of the etcd at `url` (`etcd://...`).
-fn lockd_node_at(url: &str, name: &str, ttl_secs: u64) -> Daemon {
+/// A node of the etcd at `url` (`etcd://...`) under `prefix`.
+fn lockd_node_at(url: &str, prefix: &str, name: &str, ttl_secs: u64) -> Daemon {
     let ttl = format!("{ttl_secs}s");
     Daemon::start(
         &[
@@ -31,6 +83,8 @@ fn lockd_node_at(url: &str, name: &str, ttl_secs: u64) -> Daemon {
             "--no-state",
             "--cluster",
             url,
+            "--cluster-prefix",
+            prefix,
             "--cluster-lease-ttl",
             &ttl,
             "--node-name",
@@ -65,7 +119,7 @@ fn wait_for_waiters(conn: &mut Conn, name: &str, waiters: usize) {
 
 #[test]
 fn a_lock_held_through_one_node_is_held_through_the_other_and_tokens_grow() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
     let mut c1 = Conn::tcp(a.tcp_addr());
     let mut c2 = Conn::tcp(b.tcp_addr());
@@ -90,7 +144,7 @@ fn a_lock_held_through_one_node_is_held_through_the_other_and_tokens_grow() {
 
 #[test]
 fn waiters_through_two_nodes_are_served_in_order_and_a_close_orphans_at_once() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
     let mut holder = Conn::tcp(a.tcp_addr());
     let mut probe = Conn::tcp(b.tcp_addr());
@@ -122,7 +176,7 @@ fn waiters_through_two_nodes_are_served_in_order_and_a_close_orphans_at_once() {
 
 #[test]
 fn kill_9_of_a_node_frees_its_locks_once_its_lease_expires() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let mut a = lockd_node_ttl(&etcd, "a", TTL_SECS);
     let b = lockd_node_ttl(&etcd, "b", TTL_SECS);
     let mut holder = Conn::tcp(a.tcp_addr());
@@ -180,10 +234,15 @@ fn a_node_cut_off_from_etcd_closes_its_clients_and_refuses_new_ones_until_etcd_a
 /// and serves again once etcd answers.
 #[test]
 fn a_node_cut_off_by_the_network_closes_its_clients_before_its_lease_can_expire() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let proxies: Vec<Proxy> = etcd.endpoints().iter().map(|e| Proxy::start(e)).collect();
     let through: Vec<String> = proxies.iter().map(Proxy::addr).collect();
-    let a = lockd_node_at(&format!("etcd://{}", through.join(",")), "a", TTL_SECS);
+    let a = lockd_node_at(
+        &format!("etcd://{}", through.join(",")),
+        &etcd.prefix(),
+        "a",
+        TTL_SECS,
+    );
     let b = lockd_node(&etcd, "b");
     let mut client = Conn::tcp(a.tcp_addr());
     assert_eq!(client.cmd("g cut"), "1 Lock Get Success: cut\n");
@@ -275,7 +334,7 @@ fn a_bad_cluster_url_is_a_usage_error() {
 
 #[test]
 fn nodes_share_one_prefix_and_other_prefixes_are_other_clusters() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let a = lockd_node(&etcd, "a");
     let url = etcd.url();
     let other = Daemon::start(
@@ -298,7 +357,7 @@ fn nodes_share_one_prefix_and_other_prefixes_are_other_clusters() {
 
 #[test]
 fn deadlock_across_nodes_is_refused_at_once() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
     let mut c1 = Conn::tcp(a.tcp_addr());
     let mut c2 = Conn::tcp(b.tcp_addr());
@@ -408,7 +467,7 @@ fn killing_the_etcd_leader_under_load_grants_no_lock_twice() {
 
 #[test]
 fn listings_registry_and_counters_through_a_node_show_the_cluster() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
     let mut c1 = Conn::tcp(a.tcp_addr());
     let mut c2 = Conn::tcp(b.tcp_addr());
@@ -444,7 +503,7 @@ fn listings_registry_and_counters_through_a_node_show_the_cluster() {
 
 #[test]
 fn a_watcher_through_one_node_sees_grants_hand_overs_and_ends_through_the_other() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let a = lockd_node(&etcd, "a");
     let mut b = lockd_node_ttl(&etcd, "b", TTL_SECS);
     let mut h = Conn::tcp(b.tcp_addr());
@@ -490,7 +549,7 @@ fn a_watcher_through_one_node_sees_grants_hand_overs_and_ends_through_the_other(
 
 #[test]
 fn reader_writer_locks_are_refused_clearly_in_cluster_mode() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let a = lockd_node(&etcd, "a");
     let mut v2 = Conn::tcp(a.tcp_addr());
     v2.send(b"hello 2\n");
