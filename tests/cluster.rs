@@ -255,6 +255,7 @@ fn a_node_cut_off_by_the_network_closes_its_clients_before_its_lease_can_expire(
     // Closed by the node...
     assert!(client.read_to_end().is_empty());
     let closed = cut.elapsed();
+    eprintln!("client closed {closed:?} after the cut (lease TTL {TTL_SECS} s)");
     // ...while etcd still holds the lock for it: nobody else can have it
     // yet, so the client never believed in a lock given away.
     assert_eq!(probe.cmd("i cut"), "1 Lock Is Locked: cut\n");
