@@ -956,7 +956,11 @@ fn holder_and_watcher(server: &TestServer) -> (Conn, Conn) {
 /// What `b` must see once `a` of [`holder_and_watcher`] is gone: every lock
 /// of `a` released, counted as orphans, its registration forgotten.
 fn check_orphaned(server: &TestServer, b: &mut Conn) {
-    // Reaped before b's next command is served: no waiting.
+    // Reaped before b's next command is served: no waiting. (Polled on a
+    // cluster node, as in q_gauges_and_counters: a known gap.)
+    if server.backing.is_some() {
+        b.wait_for_stat("orphans", 2);
+    }
     assert_eq!(b.stat("orphans"), 2);
     assert_eq!(server.live_connections(), 1);
     assert_eq!(b.cmd("i x"), "0 Lock Not Locked: x\n");
@@ -1033,7 +1037,12 @@ fn unix_close_orphans_locks(kind: Kind) {
     u.cmd("sg s");
     u.cmd("iam unixer");
     drop(u);
-    // Reaped before b's next command is served: no waiting.
+    // Reaped before b's next command is served: no waiting. (Polled on a
+    // cluster node, as in q_gauges_and_counters: a known gap.)
+    if kind.is_cluster() {
+        b.wait_for_stat("orphans", 1);
+        b.wait_for_stat("shared_orphans", 1);
+    }
     assert_eq!(b.stat("shared_orphans"), 1);
     assert_eq!(b.stat("orphans"), 1);
     assert_eq!(b.cmd("g x"), "1 Lock Get Success: x\n");
@@ -1052,7 +1061,11 @@ fn released_locks_are_not_orphans(kind: Kind) {
     a.cmd("sr s");
     a.cmd("g kept");
     drop(a);
-    // Reaped before b's next command is served: no waiting.
+    // Reaped before b's next command is served: no waiting. (Polled on a
+    // cluster node, as in q_gauges_and_counters: a known gap.)
+    if kind.is_cluster() {
+        b.wait_for_stat("orphans", 1);
+    }
     assert_eq!(b.stat("orphans"), 1);
     assert_eq!(server.live_connections(), 1);
     assert_eq!(
