@@ -18,6 +18,7 @@ mod deadlock;
 pub mod keys;
 pub mod lease;
 mod listing;
+mod notify;
 mod rw;
 mod seam;
 pub mod watch;
@@ -39,9 +40,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::Waiters;
 
-/// The verbs cluster mode does not serve yet (watching); the session
-/// answers them with [`NOT_SUPPORTED`].
-pub const UNSUPPORTED_VERBS: &[&str] = &["watch"];
+/// The verbs cluster mode does not serve (none now); the session would
+/// answer them with [`NOT_SUPPORTED`].
+pub const UNSUPPORTED_VERBS: &[&str] = &[];
 
 /// Why a verb of [`UNSUPPORTED_VERBS`] is refused.
 pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
@@ -149,6 +150,7 @@ struct Shared {
     node: String,
     lease: Lease,
     waiters: Waiters,
+    notify: notify::Notify,
     clients: Mutex<HashMap<ClientId, Conn>>,
     seq: AtomicU64,
     stop: AtomicBool,
@@ -256,6 +258,7 @@ impl EtcdStore {
             node: config.node.clone(),
             lease,
             waiters: Waiters::new(revision),
+            notify: notify::Notify::new(),
             clients: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -280,6 +283,10 @@ impl EtcdStore {
                     let _ = s.jobs.send(Job::Settle(id));
                 }
             })
+        })?;
+        store.spawn("lockd-etcd-notify", |s| {
+            s.notify
+                .run(&s.client, &s.layout, &s.node, &s.lease, &s.stop)
         })?;
         store.spawn("lockd-etcd-grant", move |s| {
             while !s.stop.load(Ordering::Relaxed) {
@@ -392,6 +399,7 @@ impl EtcdStore {
             return Released::default();
         };
         self.shared.waiters.forget(id);
+        self.shared.notify.forget(id);
         let released = Released {
             exclusive: conn.exclusive.len(),
             read: conn.read.len(),
@@ -412,10 +420,13 @@ impl EtcdStore {
         if conn.registered.is_some() {
             doomed.push(self.shared.layout.registration(&conn.owner));
         }
-        deferred(
-            "disconnect",
-            self.shared.delete_or_later(doomed, conn.epoch),
-        );
+        // Marked as a connection's end, for watchers ([`notify`]).
+        if self.end_client(&doomed, &conn.owner, conn.lease).is_err() {
+            deferred(
+                "disconnect",
+                self.shared.delete_or_later(doomed, conn.epoch),
+            );
+        }
         released
     }
 
@@ -973,6 +984,8 @@ impl Shared {
             return;
         }
         conn.waiting = None;
+        // A settle that saw an older line may have registered it again.
+        self.waiters.forget(id);
         match (wait.family, grant) {
             (Family::Exclusive, Grant::Exclusive { token }) => {
                 conn.exclusive.insert(wait.name, (wait.key, token));

@@ -128,13 +128,11 @@ impl LockStore for EtcdStore {
         EtcdStore::read_locks(self, filter)
     }
 
-    // Watching is not in cluster mode yet: the session refuses `watch`
-    // through `unsupported` before it would call this.
     fn watch(
         &self,
-        _id: ClientId,
-        _pattern: &[u8],
+        id: ClientId,
+        pattern: &[u8],
     ) -> Result<(Vec<WatchEvent>, Option<Watcher>), StoreError> {
-        Ok((Vec::new(), None))
+        EtcdStore::watch(self, id, pattern)
     }
 }
