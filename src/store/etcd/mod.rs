@@ -13,6 +13,7 @@
 //! vouched for and its connection must be closed.
 
 pub mod client;
+pub mod commit;
 mod deadlock;
 pub mod keys;
 pub mod lease;
@@ -27,6 +28,7 @@ use client::{
     Client, ClientConfig, Compare, EtcdError, KeyValue, Op, OpResult, Order, Range, Relation,
     Target,
 };
+use commit::{CommitStats, Committer, MAX_TXN_OPS};
 use crossbeam_channel::{Receiver, Sender};
 use keys::{Family, Layout};
 use lease::Lease;
@@ -48,9 +50,6 @@ pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
 /// The line a node without a lease sends a new client before closing.
 pub const NOT_SERVING: &[u8] =
     b"0 Error: no cluster lease: this node cannot reach etcd (try another node)\n";
-
-/// etcd's default limit on the operations of one transaction.
-const MAX_TXN_OPS: usize = 128;
 
 /// Settings of an [`EtcdStore`].
 #[derive(Clone, Debug)]
@@ -187,6 +186,8 @@ impl Drop for Life {
 
 struct Shared {
     client: Client,
+    /// Group commit: every write goes through it.
+    commit: Committer,
     layout: Layout,
     node: String,
     lease: Lease,
@@ -267,8 +268,10 @@ impl EtcdStore {
         })?;
         let lease = Lease::grant(&client, ttl)?;
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        let (commit, commits) = Committer::new(&layout);
         let shared = Arc::new(Shared {
             client,
+            commit,
             layout,
             node: config.node.clone(),
             lease,
@@ -285,6 +288,9 @@ impl EtcdStore {
             _life: Arc::new(Life(Arc::clone(&shared))),
             shared,
         };
+        store.spawn("lockd-etcd-commit", move |s| {
+            commit::run(&s.client, &commits, &s.stop)
+        })?;
         store.spawn("lockd-etcd-lease", |s| {
             s.lease.keep(&s.client, &|epoch| s.lease_lost(epoch))
         })?;
@@ -462,7 +468,7 @@ impl EtcdStore {
             let txn = s.written(
                 &key,
                 &caller,
-                s.client.txn(&[], &[put, Op::Range(line)], &[]),
+                s.commit.txn(&[], &[put, Op::Range(line)], &[]),
             )?;
             (txn.revision, ranged(&txn.results, 1))
         } else {
@@ -476,7 +482,7 @@ impl EtcdStore {
                 target: Target::CreateRevision(0),
             };
             let head = Op::Range(Range { limit: 1, ..line });
-            let txn = s.written(&key, &caller, s.client.txn(&[nobody], &[put], &[head]))?;
+            let txn = s.written(&key, &caller, s.commit.txn(&[nobody], &[put], &[head]))?;
             if txn.succeeded {
                 return s.granted(
                     id,
@@ -591,7 +597,7 @@ impl EtcdStore {
         let txn = s.written(
             &key,
             &caller,
-            s.client.txn(&[], &[put, Op::Range(line)], &[]),
+            s.commit.txn(&[], &[put, Op::Range(line)], &[]),
         )?;
         let kvs = ranged(&txn.results, 1);
         let holds = holding(&kvs);
@@ -708,7 +714,12 @@ impl EtcdStore {
             let mut value = caller.default.to_vec();
             value.push(b'\n');
             value.extend_from_slice(name);
-            s.client.put(&key, &value, caller.lease)?;
+            let put = Op::Put {
+                key,
+                value,
+                lease: caller.lease,
+            };
+            s.commit.txn(&[], &[put], &[])?;
         }
         if let Some(conn) = s.clients.lock().get_mut(&id) {
             conn.registered = (!name.is_empty()).then(|| name.into());
@@ -721,6 +732,12 @@ impl EtcdStore {
     /// `/metrics`.
     pub fn token_marks(&self) -> (u64, Option<u64>) {
         (self.shared.last_token.load(Ordering::Relaxed) + 1, None)
+    }
+
+    /// What group commit sent so far: round trips and the commands they
+    /// carried.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.shared.commit.stats()
     }
 
     /// `me`: this client's names.
@@ -846,7 +863,7 @@ impl Shared {
     fn closes_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, StoreError> {
         let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
         let read = self
-            .client
+            .commit
             .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[]);
         let txn = match read {
             Ok(txn) => txn,
@@ -1033,7 +1050,7 @@ impl Shared {
             })
             .collect();
         for batch in ops.chunks(MAX_TXN_OPS) {
-            self.client.txn(&[], batch, &[])?;
+            self.commit.txn(&[], batch, &[])?;
         }
         Ok(())
     }
