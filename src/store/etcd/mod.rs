@@ -15,6 +15,7 @@
 pub mod client;
 pub mod commit;
 mod deadlock;
+mod handover;
 pub mod keys;
 pub mod lease;
 mod listing;
@@ -221,6 +222,11 @@ struct Wait {
     family: Family,
     name: LockName,
     key: Vec<u8>,
+    /// The key's create revision: its place in line.
+    created: i64,
+    /// The key's value and lease, for the write that stamps its grant.
+    value: Vec<u8>,
+    lease: i64,
 }
 
 /// Work for the node's grant thread.
@@ -458,9 +464,10 @@ impl EtcdStore {
         let caller = s.caller(id)?;
         let lock = s.layout.lock(Family::Exclusive, name);
         let key = s.new_key(Family::Exclusive, name, &caller);
+        let value = keys::value(0, &caller.default);
         let put = Op::Put {
             key: key.clone(),
-            value: keys::value(0, &caller.default),
+            value: value.clone(),
             lease: caller.lease,
         };
         let line = Range::prefix(&lock, Order::Created);
@@ -511,6 +518,9 @@ impl EtcdStore {
                         family: Family::Exclusive,
                         name: LockName::new(name),
                         key,
+                        created: kvs[mine].create_revision,
+                        value,
+                        lease: caller.lease,
                     },
                 )?;
                 s.wait_behind(id, &kvs[mine - 1].key, revision);
@@ -589,9 +599,10 @@ impl EtcdStore {
         }
         let caller = s.caller(id)?;
         let key = s.new_key(Family::Shared, name, &caller);
+        let value = keys::value(limit, &caller.default);
         let put = Op::Put {
             key: key.clone(),
-            value: keys::value(limit, &caller.default),
+            value: value.clone(),
             lease: caller.lease,
         };
         let txn = s.written(
@@ -606,7 +617,7 @@ impl EtcdStore {
                 let holders = admitted(&holds, mine) as u64;
                 s.granted(id, &caller, Family::Shared, name, key, holders)
             }
-            Some(_) if queue => {
+            Some(mine) if queue => {
                 if s.closes_cycle(&caller, &key)? {
                     return Ok(WaitStart::Deadlock);
                 }
@@ -617,6 +628,9 @@ impl EtcdStore {
                         family: Family::Shared,
                         name: LockName::new(name),
                         key,
+                        created: kvs[mine].create_revision,
+                        value,
+                        lease: caller.lease,
                     },
                 )?;
                 s.wait_on_lock(id, &lock, txn.revision);
@@ -899,54 +913,39 @@ impl Shared {
 
     /// A waiter's predecessor went: grant it if it is now at the head (an
     /// exclusive grant is stamped with a write, whose revision is its
-    /// token), else wait again behind the key now before it.
+    /// token: see [`handover`]), else wait again behind the key now before
+    /// it.
     fn settle(&self, id: ClientId) {
         let Some(wait) = self.clients.lock().get(&id).and_then(|c| c.waiting.clone()) else {
             return;
         };
-        let lock = self.layout.lock(wait.family, wait.name.as_bytes());
-        let Ok((revision, kvs)) = self.client.range(&Range::prefix(&lock, Order::Created)) else {
-            // etcd hiccup: look again shortly (the lease guard covers a
-            // longer outage).
-            std::thread::sleep(Duration::from_millis(50));
-            let _ = self.jobs.send(Job::Settle(id));
-            return;
-        };
-        let Some(mine) = kvs.iter().position(|kv| kv.key == wait.key) else {
-            return; // cancelled, or its lease is gone
-        };
         let grant = match wait.family {
-            Family::Exclusive if mine == 0 => {
-                let stamp = self.client.txn(
-                    &[Compare {
-                        key: wait.key.clone(),
-                        range_end: None,
-                        relation: Relation::Equal,
-                        target: Target::CreateRevision(kvs[0].create_revision),
-                    }],
-                    &[Op::Put {
-                        key: wait.key.clone(),
-                        value: kvs[0].value.clone(),
-                        lease: kvs[0].lease,
-                    }],
-                    &[],
-                );
-                match stamp {
-                    Ok(txn) if txn.succeeded => Grant::Exclusive {
-                        token: txn.revision as u64,
-                    },
-                    Ok(_) => return,
-                    Err(_) => {
-                        let _ = self.jobs.send(Job::Settle(id));
-                        return;
-                    }
+            Family::Exclusive => match self.take_turn(&wait) {
+                handover::Turn::Granted(token) => Grant::Exclusive { token },
+                handover::Turn::Behind(before, revision) => {
+                    self.wait_behind(id, &before, revision);
+                    return;
                 }
-            }
-            Family::Exclusive => {
-                self.wait_behind(id, &kvs[mine - 1].key, revision);
-                return;
-            }
+                handover::Turn::Gone => return,
+                handover::Turn::Again => {
+                    // etcd hiccup: look again shortly (the lease guard
+                    // covers a longer outage).
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = self.jobs.send(Job::Settle(id));
+                    return;
+                }
+            },
             Family::Shared => {
+                let lock = self.layout.lock(wait.family, wait.name.as_bytes());
+                let Ok((revision, kvs)) = self.client.range(&Range::prefix(&lock, Order::Created))
+                else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = self.jobs.send(Job::Settle(id));
+                    return;
+                };
+                let Some(mine) = kvs.iter().position(|kv| kv.key == wait.key) else {
+                    return; // cancelled, or its lease is gone
+                };
                 let holds = holding(&kvs);
                 if !holds[mine] {
                     self.wait_on_lock(id, &lock, revision);
@@ -957,28 +956,7 @@ impl Shared {
                 }
             }
         };
-        let mut clients = self.clients.lock();
-        let Some(conn) = clients.get_mut(&id) else {
-            return;
-        };
-        if conn.waiting.as_ref().map(|w| &w.key) != Some(&wait.key)
-            || !self.lease.is_live(conn.epoch)
-        {
-            return;
-        }
-        conn.waiting = None;
-        match (wait.family, grant) {
-            (Family::Exclusive, Grant::Exclusive { token }) => {
-                conn.exclusive.insert(wait.name, (wait.key, token));
-                self.grants.fetch_add(1, Ordering::Relaxed);
-                self.last_token.fetch_max(token, Ordering::Relaxed);
-            }
-            // Only shared grants are made for a shared wait above.
-            _ => {
-                conn.shared.insert(wait.name, wait.key);
-            }
-        }
-        let _ = conn.notify.try_send(grant);
+        self.deliver(id, &wait, grant);
     }
 
     fn release(&self, id: ClientId, family: Family, name: &[u8]) -> Result<bool, StoreError> {
@@ -996,7 +974,10 @@ impl Shared {
             return Ok(false);
         };
         let caller = self.caller(id)?;
-        self.delete_or_later(vec![key], caller.epoch)?;
+        match family {
+            Family::Exclusive => self.release_exclusive(key, caller.epoch)?,
+            Family::Shared => self.delete_or_later(vec![key], caller.epoch)?,
+        }
         self.still_live(&caller)?;
         Ok(true)
     }

@@ -75,6 +75,16 @@ impl Waiters {
         inner.seen
     }
 
+    /// The waiters waiting for the delete of `key`.
+    pub fn waiting_for_key(&self, key: &[u8]) -> Vec<Id> {
+        let inner = self.inner.lock();
+        inner
+            .by_target
+            .get(&Target::Key(key.to_vec()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// `id` waits for nothing any more.
     pub fn forget(&self, id: Id) {
         self.inner.lock().remove(id);
@@ -205,8 +215,10 @@ mod tests {
         assert_eq!(w.seen(), 12);
         assert!(w.dispatch(13, &[delete(b"/p/x/61/a.1")]).is_empty());
         assert_eq!(w.len(), 1);
+        assert_eq!(w.waiting_for_key(b"/p/x/61/b.2"), vec![2]);
         w.forget(2);
         assert!(w.is_empty());
+        assert!(w.waiting_for_key(b"/p/x/61/b.2").is_empty());
     }
 
     #[test]
