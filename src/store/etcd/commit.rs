@@ -1,11 +1,13 @@
 //! Group commit: the transactions of a node's clients go to etcd together.
 //!
 //! Connection threads hand their transactions to [`Committer::txn`] and
-//! block; the node's one committer thread ([`run`]) takes every pending
-//! transaction while the previous round trip was in flight, nests them in
-//! one outer transaction ([`Client::txns`]), and hands each caller its own
-//! answer. A node's throughput is thus not one etcd round trip per
-//! command.
+//! block; a committer thread ([`run`]) takes every transaction pending
+//! when it is free, nests them in one outer transaction
+//! ([`Client::txns`]), and hands each caller its own answer. A node's
+//! throughput is thus not one etcd round trip per command. [`COMMITTERS`]
+//! threads share the queue, so a command never waits for a whole round
+//! trip of another batch when a committer is free (a release, say, behind
+//! a queued `wg` on the same lock).
 //!
 //! Each nested transaction keeps its own compares and branches, so a
 //! compare that fails fails only its own command. Two rules keep each
@@ -28,7 +30,8 @@
 
 use super::client::{Client, Compare, EtcdError, Op, Txn, TxnResult};
 use super::keys::Layout;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +44,15 @@ pub const MAX_TXN_OPS: usize = 128;
 /// A bound on one batch's request body, well inside etcd's default 1.5 MiB
 /// request limit.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Committer threads per node: batches in flight at once. Two keep most
+/// commands of a busy node in few batches (etcd's cost per request is what
+/// group commit saves), while a command that must wait for the next batch
+/// goes as soon as one committer is free. Commands on one lock may then be
+/// in flight in two batches: etcd applies the batches one after the other,
+/// and such commands were asked for at the same time, so either order is
+/// one a single server could have chosen.
+pub const COMMITTERS: usize = 2;
 
 /// How often an idle committer looks whether the node is stopping.
 const IDLE: Duration = Duration::from_millis(200);
@@ -77,31 +89,48 @@ struct Counters {
 
 /// The connection threads' side of group commit. Cheap to share.
 pub struct Committer {
-    tx: Sender<Pending>,
+    queue: Queue,
     root: Vec<u8>,
     registry: Vec<u8>,
-    counters: Arc<Counters>,
 }
 
-/// The committer thread's side: where pending commands arrive.
-pub struct Queue {
-    rx: Receiver<Pending>,
-    counters: Arc<Counters>,
+/// The committer threads' side: where pending commands wait. Clones are
+/// one queue.
+#[derive(Clone)]
+pub struct Queue(Arc<Inner>);
+
+struct Inner {
+    state: Mutex<State>,
+    /// Signalled when a command arrives or is left for the next batch.
+    ready: Condvar,
+    counters: Counters,
+}
+
+struct State {
+    /// Arrived and not yet sent, in arrival order.
+    held: VecDeque<Pending>,
+    /// The committers stopped: nothing is taken any more.
+    closed: bool,
 }
 
 impl Committer {
     /// A committer for keys laid out by `layout`, and the queue its
     /// thread serves with [`run`].
     pub fn new(layout: &Layout) -> (Committer, Queue) {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let counters = Arc::new(Counters::default());
+        let queue = Queue(Arc::new(Inner {
+            state: Mutex::new(State {
+                held: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            counters: Counters::default(),
+        }));
         let committer = Committer {
-            tx,
+            queue: queue.clone(),
             root: layout.root().to_vec(),
             registry: layout.registry(),
-            counters: Arc::clone(&counters),
         };
-        (committer, Queue { rx, counters })
+        (committer, queue)
     }
 
     /// Runs one transaction as part of the next batch; blocks until it
@@ -131,13 +160,20 @@ impl Committer {
             reply,
         };
         let stopped = || EtcdError::Protocol("the node's etcd committer has stopped".into());
-        self.tx.send(pending).map_err(|_| stopped())?;
+        {
+            let mut state = self.queue.0.state.lock();
+            if state.closed {
+                return Err(stopped());
+            }
+            state.held.push_back(pending);
+        }
+        self.queue.0.ready.notify_one();
         answer.recv().map_err(|_| stopped())?
     }
 
     /// What the committer sent so far.
     pub fn stats(&self) -> CommitStats {
-        let c = &self.counters;
+        let c = &self.queue.0.counters;
         CommitStats {
             transactions: c.transactions.load(Ordering::Relaxed),
             commands: c.commands.load(Ordering::Relaxed),
@@ -187,22 +223,36 @@ impl Committer {
     }
 }
 
-/// Serves `queue` until `stop` is set or every [`Committer`] is gone:
+/// Serves `queue` until `stop` is set:
 /// takes every pending command that fits the rules of the module docs,
-/// sends them as one transaction, answers each.
+/// sends them as one transaction, answers each. [`COMMITTERS`] threads
+/// serve one queue, so that many batches can be in flight: what arrives
+/// while they all wait for etcd goes in the next batch.
 pub fn run(client: &Client, queue: &Queue, stop: &AtomicBool) {
-    let mut held: VecDeque<Pending> = VecDeque::new();
-    while !stop.load(Ordering::Relaxed) {
-        if held.is_empty() {
-            match queue.rx.recv_timeout(IDLE) {
-                Ok(pending) => held.push_back(pending),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+    let inner = &queue.0;
+    loop {
+        let batch = {
+            let mut state = inner.state.lock();
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    // Dropping the commands answers their callers: stopped.
+                    state.closed = true;
+                    state.held.clear();
+                    return;
+                }
+                if !state.held.is_empty() {
+                    break;
+                }
+                inner.ready.wait_for(&mut state, IDLE);
             }
-        }
-        held.extend(queue.rx.try_iter());
-        let batch = pick(&mut held);
-        send(client, batch, &queue.counters);
+            let batch = pick(&mut state.held);
+            if !state.held.is_empty() {
+                // Left for the next batch: another committer may be idle.
+                inner.ready.notify_one();
+            }
+            batch
+        };
+        send(client, batch, &inner.counters);
     }
 }
 
@@ -428,6 +478,34 @@ mod tests {
         };
         let (units, alone) = c.units(&read);
         assert!(units.is_empty() && !alone);
+    }
+
+    #[test]
+    fn once_the_committers_stop_every_command_fails_instead_of_waiting() {
+        let (c, q, layout) = committer();
+        let client = Client::new(&super::super::client::ClientConfig {
+            endpoints: vec!["127.0.0.1:9".into()],
+            request_timeout: Duration::from_millis(100),
+            watch_idle: Duration::from_millis(100),
+        });
+        let put = Op::Put {
+            key: layout.entry(Family::Exclusive, b"a", b"o", 1),
+            value: Vec::new(),
+            lease: 0,
+        };
+        // A command queued before the stop is answered too.
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| c.txn(&[], std::slice::from_ref(&put), &[]));
+            while q.0.state.lock().held.is_empty() {
+                std::thread::yield_now();
+            }
+            run(&client, &q, &AtomicBool::new(true));
+            assert!(matches!(waiting.join(), Ok(Err(EtcdError::Protocol(_)))));
+        });
+        assert!(matches!(
+            c.txn(&[], &[put], &[]),
+            Err(EtcdError::Protocol(_))
+        ));
     }
 
     #[test]

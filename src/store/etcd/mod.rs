@@ -294,9 +294,12 @@ impl EtcdStore {
             _life: Arc::new(Life(Arc::clone(&shared))),
             shared,
         };
-        store.spawn("lockd-etcd-commit", move |s| {
-            commit::run(&s.client, &commits, &s.stop)
-        })?;
+        for _ in 0..commit::COMMITTERS {
+            let commits = commits.clone();
+            store.spawn("lockd-etcd-commit", move |s| {
+                commit::run(&s.client, &commits, &s.stop)
+            })?;
+        }
         store.spawn("lockd-etcd-lease", |s| {
             s.lease.keep(&s.client, &|epoch| s.lease_lost(epoch))
         })?;
@@ -897,16 +900,16 @@ impl Shared {
         Ok(true)
     }
 
-    /// Waits for `predecessor` to go; looks again at once if the watch may
-    /// already have passed its delete.
+    /// Waits for `predecessor` to go; looks again at once if its delete
+    /// went by since the read at `read_at`.
     fn wait_behind(&self, id: ClientId, predecessor: &[u8], read_at: i64) {
-        if self.waiters.wait_for_key(id, predecessor) > read_at {
+        if self.waiters.wait_for_key(id, predecessor, read_at) {
             let _ = self.jobs.send(Job::Settle(id));
         }
     }
 
     fn wait_on_lock(&self, id: ClientId, lock: &[u8], read_at: i64) {
-        if self.waiters.wait_for_lock(id, lock) > read_at {
+        if self.waiters.wait_for_lock(id, lock, read_at) {
             let _ = self.jobs.send(Job::Settle(id));
         }
     }
