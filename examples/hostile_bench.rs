@@ -166,17 +166,21 @@ struct Latency {
     max: Duration,
     /// When the slowest reply came, from the start.
     max_at: Duration,
+    /// Replies slower than 50 ms: a loaded machine's stray delays show
+    /// as a few; a server that stalls its clients, as many.
+    over_50ms: usize,
 }
 
 impl std::fmt::Display for Latency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} replies, p99 {:.2} ms, max {:.2} ms (at {:.1} s)",
+            "{} replies, p99 {:.2} ms, max {:.2} ms (at {:.1} s), {} over 50 ms",
             self.replies,
             self.p99.as_secs_f64() * 1e3,
             self.max.as_secs_f64() * 1e3,
-            self.max_at.as_secs_f64()
+            self.max_at.as_secs_f64(),
+            self.over_50ms
         )
     }
 }
@@ -209,6 +213,10 @@ fn bystander(addr: &str, time: Duration, stop: &AtomicBool) -> Result<Latency> {
         p99: times[times.len() * 99 / 100].0,
         max,
         max_at,
+        over_50ms: times
+            .iter()
+            .filter(|(t, _)| *t > Duration::from_millis(50))
+            .count(),
     })
 }
 

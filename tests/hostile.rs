@@ -22,12 +22,14 @@
 
 mod common;
 
-use common::{wait_until, Conn, TestServer};
+use common::{assert_bytes, check, poll_until, wait_until, Conn, TestServer};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
+use tungstenite::{Message, WebSocket};
 
 /// The tests of this file run one at a time: they count this process's
 /// memory and threads, which the others would disturb.
@@ -200,6 +202,68 @@ fn clients_that_never_read_a_listing_cost_a_piece_each_and_are_dropped() {
 }
 
 #[test]
+fn a_client_that_reads_a_trickle_is_closed_within_the_write_timeout() {
+    let _turn = one_at_a_time();
+    let server = TestServer::with_config(|c| {
+        c.max_output = 64 * 1024;
+        c.write_timeout = Duration::from_secs(2);
+    });
+    let mut holder = server.connect();
+    take_locks(
+        &mut holder,
+        "a-rather-long-lock-name-to-make-the-listing-big-",
+        5_000,
+    );
+
+    // It holds a lock, asks for some 30 MB of listings, and reads them a
+    // KiB every 100 ms: every write makes some progress within the write
+    // timeout, but no block of output drains within it.
+    let mut drip = server.connect();
+    assert_eq!(drip.cmd("g drip"), "1 Lock Get Success: drip\n");
+    let mut stream = drip.tcp_stream().try_clone().expect("clone");
+    stream.write_all(&b"dj\n".repeat(80)).expect("dj");
+    let hurry = Arc::new(AtomicBool::new(false));
+    let reader = thread::spawn({
+        let hurry = Arc::clone(&hurry);
+        move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 1024];
+            let mut total = 0usize;
+            while started.elapsed() < Duration::from_secs(30) {
+                match stream.read(&mut buf) {
+                    Ok(0) => return (total, true),
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return (total, true),
+                }
+                // Once told, it reads what reached it before the close
+                // (what the kernels held then: a few MB).
+                if !hurry.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+            (total, false)
+        }
+    });
+
+    // It is closed and orphaned long before it could read what it asked
+    // for (at this pace, over an hour).
+    let mut bystander = server.connect();
+    poll_until(Duration::from_secs(20), || {
+        check(bystander.cmd("i drip").starts_with("0 "), || {
+            "the trickling client still holds its lock".into()
+        })
+    });
+    hurry.store(true, Ordering::Relaxed);
+    let (read, closed) = reader.join().expect("reader");
+    assert!(closed, "the connection stayed open ({read} bytes read)");
+    assert!(read < 20 << 20, "it read {read} bytes");
+    assert_eq!(bystander.stat("orphans"), 1);
+    assert!(holder.cmd("ping").starts_with("1 "), "the holder stays");
+}
+
+#[test]
 fn slowloris_connections_then_closed_leave_no_thread_and_no_lock() {
     let _turn = one_at_a_time();
     let server = TestServer::start();
@@ -270,4 +334,131 @@ fn a_trickled_websocket_upgrade_is_dropped_and_others_are_served() {
         closed,
         "the trickled upgrade was held for the whole request"
     );
+}
+
+/// A WebSocket client of `server`'s first WebSocket listener.
+fn ws_connect(server: &TestServer) -> WebSocket<TcpStream> {
+    let addr = server.handle.as_ref().expect("running").websocket_addrs()[0];
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), tcp).expect("handshake");
+    ws
+}
+
+/// Sends `command` and returns the one message that answers it: its bytes
+/// and whether it was text.
+fn ws_cmd(ws: &mut WebSocket<TcpStream>, command: &str) -> (Vec<u8>, bool) {
+    ws.send(Message::text(command)).expect("send");
+    loop {
+        match ws.read().expect("read reply") {
+            Message::Text(t) => return (t.as_bytes().to_vec(), true),
+            Message::Binary(b) => return (b.to_vec(), false),
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn a_websocket_listing_in_fragments_is_one_message_byte_for_byte() {
+    let _turn = one_at_a_time();
+    // Fragments of 4 KiB: the listings below span dozens of them.
+    let server = TestServer::with_config(|c| {
+        c.max_output = 4096;
+        c.websocket = vec!["127.0.0.1:0".into()];
+    });
+    let mut holder = server.connect();
+    let names = take_locks(&mut holder, "n", 2500);
+    for name in &names[..3] {
+        assert!(holder.cmd(&format!("sg {name}")).starts_with("1 "));
+    }
+    assert_eq!(holder.cmd("iam holder"), "1 ok\n");
+
+    let mut ws = ws_connect(&server);
+    let mut tcp = server.connect();
+    for command in ["dump", "dump shared", "dj"] {
+        let (reply, text) = ws_cmd(&mut ws, command);
+        assert!(text, "{command}: not a text message");
+        assert_bytes(&reply, tcp.cmd_bytes(command.as_bytes()));
+        assert!(reply.len() > 4096 || command == "dump shared");
+    }
+    // Protocol 2 on both: a block ends with its empty line.
+    assert_eq!(ws_cmd(&mut ws, "hello 2").0, tcp.cmd_bytes(b"hello 2"));
+    for command in ["d", "sd", "who"] {
+        let (reply, text) = ws_cmd(&mut ws, command);
+        assert!(text, "{command}: not a text message");
+        tcp.send(format!("{command}\n").as_bytes());
+        let mut expected = tcp.block().concat().into_bytes();
+        expected.push(b'\n');
+        assert_bytes(&reply, expected);
+    }
+    assert_eq!(ws_cmd(&mut ws, "ping").0, b"1 pong\n", "in step");
+
+    // The one change: a text message cannot carry bytes that are not
+    // UTF-8, so a name with them, in a fragment after the first, shows
+    // U+FFFD for them (as dj always does).
+    assert!(holder
+        .cmd_bytes(b"g \xffz")
+        .starts_with(b"1 Lock Get Success"));
+    let (reply, text) = ws_cmd(&mut ws, "d");
+    assert!(text);
+    let raw = server.connect().multi(b"d");
+    assert!(raw.ends_with(b"\xffz: holder\n"));
+    assert_bytes(&reply, format!("{}\n", String::from_utf8_lossy(&raw)));
+}
+
+#[test]
+fn websocket_clients_that_never_read_a_listing_cost_a_piece_each() {
+    let _turn = one_at_a_time();
+    let server = TestServer::with_config(|c| {
+        c.max_output = 64 * 1024;
+        c.write_timeout = Duration::from_secs(2);
+        c.websocket = vec!["127.0.0.1:0".into()];
+    });
+    let mut holder = server.connect();
+    take_locks(
+        &mut holder,
+        "a-rather-long-lock-name-to-make-the-listing-big-",
+        20_000,
+    );
+    let listing = holder.cmd_bytes(b"dj").len();
+    let clients = 10;
+    let mut silent: Vec<WebSocket<TcpStream>> = (0..clients)
+        .map(|i| {
+            let mut ws = ws_connect(&server);
+            let (reply, _) = ws_cmd(&mut ws, &format!("g ws{i}"));
+            assert_eq!(reply, format!("1 Lock Get Success: ws{i}\n").as_bytes());
+            ws
+        })
+        .collect();
+    let before = proc_status("VmRSS:");
+
+    // Each asks for its listing (some 2 MB) four times over and never
+    // reads: more than the kernel's buffers hold (about 3 MB), so the
+    // server blocks on each. Built whole, each would hold a listing or two
+    // here.
+    for ws in &mut silent {
+        for _ in 0..4 {
+            ws.send(Message::text("dj")).expect("dj");
+        }
+    }
+    // Until --write-timeout closes them (orphaned), once each has made
+    // enough of its listings to fill the kernel's buffers (seconds of CPU
+    // in a debug build), others are served and memory stays bounded.
+    let mut bystander = server.connect();
+    let mut peak = before;
+    poll_until(Duration::from_secs(20), || {
+        assert_eq!(bystander.cmd("ping"), "1 pong\n");
+        peak = peak.max(proc_status("VmRSS:"));
+        let gone = (0..clients).all(|i| bystander.cmd(&format!("i ws{i}")).starts_with("0 "));
+        check(gone, || "the silent clients still hold their locks".into())
+    });
+    let grown = (peak.saturating_sub(before) * 1024) as usize;
+    assert!(
+        grown < clients * listing / 2,
+        "the server grew by {} MB for {clients} listings of {} MB",
+        grown >> 20,
+        listing >> 20
+    );
+    drop(silent);
 }

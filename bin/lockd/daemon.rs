@@ -196,7 +196,7 @@ pub const FLAGS: &[FlagSpec] = &[
         long: "write-timeout",
         value: "SECS",
         arity: Arity::Value,
-        help: "close a client that has not read its replies for SECS (default 60)",
+        help: "close a client that does not take a block of its replies (at most --max-output bytes) within SECS in total, however slowly it reads (default 60)",
     },
     FlagSpec {
         short: "",

@@ -52,8 +52,9 @@ pub struct ServerConfig {
     pub tcp_keepalive: Option<Duration>,
     /// Close connections silent for this long (waiting ones excepted).
     pub idle_timeout: Option<Duration>,
-    /// A write that cannot complete for this long drops the connection
-    /// (a client that does not read its replies).
+    /// A block of output (a batch of replies, a piece of a listing) not
+    /// taken by the client within this long in total, however slowly it
+    /// reads, drops the connection and releases its locks.
     pub write_timeout: Duration,
     /// Reply bytes a connection may hold unsent (`--max-output`): a
     /// listing bigger than this is made and sent a piece of this size at a

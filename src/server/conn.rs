@@ -4,14 +4,15 @@
 //! The loop is generic over [`Framing`]: lines on TCP, Unix and TLS
 //! streams, messages on WebSocket. Line replies are buffered and written
 //! when no complete line is left in the input buffer, so a pipelined batch
-//! costs one write; a WebSocket reply is one message per command. No store
+//! costs one write; a WebSocket reply is one message per command (a long
+//! listing sent as fragments of one message). No store
 //! lock is ever held across socket I/O.
 //!
 //! Output is bounded per connection: replies go out once 64 KiB (or
 //! `--max-output`, if smaller) is buffered, and a listing is made and sent
 //! a piece of `--max-output` at a time, so a peer that does not read stops
 //! being read itself, holds at most that much here, and is dropped when a
-//! write makes no progress for `--write-timeout`.
+//! block of output is not taken within `--write-timeout` in total.
 
 use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
@@ -100,15 +101,30 @@ impl Conn<'_> {
         if out.is_empty() {
             return Ok(());
         }
-        let result = {
+        let result = self.drain(|| {
             let mut io = self.io.borrow_mut();
             io.write_all(out).and_then(|()| io.flush())
-        };
+        });
         out.clear();
         if out.capacity() > FLUSH_AT {
             out.shrink_to(1024);
         }
         result
+    }
+
+    /// Runs `send`, which writes one block of output (at most
+    /// `--max-output` bytes, or one WebSocket frame), and fails it with
+    /// `TimedOut` unless the peer took the whole block within
+    /// `--write-timeout` in total: a peer that reads a byte now and then is
+    /// closed as surely as one that never reads.
+    pub(crate) fn drain<T>(&self, send: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        self.io
+            .borrow_mut()
+            .drain_within(self.state.config.write_timeout);
+        let result = send();
+        let restored = self.io.borrow_mut().drained();
+        let value = result?;
+        restored.map(|()| value)
     }
 
     /// A reader and writer over the stream, for a framing to own.
@@ -334,7 +350,7 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
     };
     let _counted = state.host.metrics.connection(transport);
     let stream = match tls {
-        None => Stream::Plain(Shared(socket)),
+        None => Stream::Plain(Shared::new(socket)),
         Some(tls) => {
             let accepted = tls
                 .connection()
@@ -439,10 +455,15 @@ pub(crate) fn run(
             // A listing goes out a piece of at most --max-output at a
             // time: the next piece is made only once the socket took the
             // last (each write bounded by --write-timeout), and nothing
-            // more is read from the peer meanwhile.
+            // more is read from the peer meanwhile. Each piece is made
+            // under one of the server's few listing permits.
             Step::List(mut listing) => {
-                let bound = conn.state.config.max_output;
-                while session.list(&mut listing, &mut out, bound) {
+                let state = conn.state;
+                let bound = state.config.max_output;
+                while state
+                    .listings
+                    .with(|| session.list(&mut listing, &mut out, bound))
+                {
                     framing.part(&mut out)?;
                 }
             }

@@ -12,6 +12,7 @@ mod config;
 mod conn;
 mod listen;
 mod liveness;
+mod permits;
 mod stream;
 mod websocket;
 
@@ -118,6 +119,8 @@ pub(crate) struct State {
     /// about to be disconnected too.
     pub(crate) closing_all: AtomicBool,
     listeners: Vec<Arc<Listener>>,
+    /// Listings being made at once (see `permits`).
+    pub(crate) listings: permits::Permits,
     /// Cluster mode's store, to refuse clients while it has no lease.
     #[cfg(feature = "cluster")]
     cluster: Option<EtcdStore>,
@@ -276,6 +279,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             closing_all: AtomicBool::new(false),
             listeners: listeners.into_iter().map(Arc::new).collect(),
+            listings: permits::Permits::per_core(),
             #[cfg(feature = "cluster")]
             cluster,
             wake,

@@ -111,19 +111,90 @@ impl Write for &Socket {
 }
 
 /// A socket shared by `Arc`, read and written through it (what rustls's
-/// `StreamOwned` owns).
-#[derive(Debug, Clone)]
-pub(crate) struct Shared(pub(crate) Arc<Socket>);
+/// `StreamOwned` owns), with the deadline of the block of output now
+/// being written, if any.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    socket: Arc<Socket>,
+    drain: Option<Drain>,
+}
+
+/// A block of output that must be written within a total time: see
+/// [`Stream::drain_within`].
+#[derive(Debug)]
+struct Drain {
+    deadline: Instant,
+    /// The socket's write timeout outside a block, to put back.
+    timeout: Duration,
+    /// A write of the block already went out: the next is bounded by what
+    /// is left of the deadline, not by the socket's timeout.
+    started: bool,
+    /// The socket's write timeout was cut to meet the deadline.
+    cut: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(socket: Arc<Socket>) -> Shared {
+        Shared {
+            socket,
+            drain: None,
+        }
+    }
+
+    fn drain_within(&mut self, timeout: Duration) {
+        self.drain = Some(Drain {
+            deadline: Instant::now() + timeout,
+            timeout,
+            started: false,
+            cut: false,
+        });
+    }
+
+    fn drained(&mut self) -> io::Result<()> {
+        match self.drain.take() {
+            Some(drain) if drain.cut => self.socket.set_write_timeout(Some(drain.timeout)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client did not take its replies within --write-timeout",
+    )
+}
 
 impl Read for Shared {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+        (&*self.socket).read(buf)
     }
 }
 
 impl Write for Shared {
+    /// Within a block, the first write is bounded by the socket's own
+    /// timeout (the block's whole time, as it starts at once), and each
+    /// later one by what is left: one system call in the usual case, a
+    /// `setsockopt` more for each write of a peer that reads slowly.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        if let Some(drain) = &mut self.drain {
+            if drain.started {
+                let left = drain.deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(write_timed_out());
+                }
+                drain.cut = true;
+                self.socket.set_write_timeout(Some(left))?;
+            }
+            drain.started = true;
+            // The socket's timeout ran out (EAGAIN): a write timeout, not
+            // the read timeout that ends an idle connection or a lease.
+            return match (&*self.socket).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(write_timed_out()),
+                result => result,
+            };
+        }
+        (&*self.socket).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -146,7 +217,7 @@ impl Stream {
     /// a `TimedOut`.
     pub(crate) fn accept_tls(socket: Arc<Socket>, tls: ServerConnection) -> io::Result<Stream> {
         let sock = Arc::clone(&socket);
-        let mut stream = StreamOwned::new(tls, Shared(socket));
+        let mut stream = StreamOwned::new(tls, Shared::new(socket));
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
         while stream.conn.is_handshaking() {
@@ -171,6 +242,27 @@ impl Stream {
             stream.conn.complete_io(&mut stream.sock)?;
         }
         Ok(Stream::Tls(Box::new(stream)))
+    }
+
+    /// Starts a block of output that must be written, flushes included,
+    /// within `timeout` in total however slowly the peer reads (the socket's
+    /// write timeout, which must be `timeout` now, bounds one write only).
+    /// Writes past it fail with `TimedOut`. Ended by [`Stream::drained`].
+    pub(crate) fn drain_within(&mut self, timeout: Duration) {
+        self.shared().drain_within(timeout);
+    }
+
+    /// Ends the block that [`Stream::drain_within`] started, putting the
+    /// socket's write timeout back if it was cut.
+    pub(crate) fn drained(&mut self) -> io::Result<()> {
+        self.shared().drained()
+    }
+
+    fn shared(&mut self) -> &mut Shared {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &mut s.sock,
+        }
     }
 
     /// Input taken from the socket that the reader has not had yet: plain
