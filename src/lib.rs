@@ -84,4 +84,4 @@ pub use error::{AuthError, Error, Phase};
 pub use name::LockName;
 pub use secret::Secret;
 #[cfg(feature = "server")]
-pub use server::{Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};
+pub use server::{Addresses, Server, ServerConfig, ServerHandle, Shutdown, ShutdownHandle};

@@ -76,6 +76,32 @@ impl Histogram {
     }
 }
 
+/// A histogram one connection keeps to itself, under a lock it holds
+/// anyway: plain adds where the shared [`Histogram`] needs three atomic
+/// ones. Folded into the shared totals when the connection ends, and
+/// added to them when they are read (see [`Metrics::overall`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct LocalHistogram(Snapshot);
+
+impl LocalHistogram {
+    fn observe(&mut self, duration: Duration) {
+        let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_US.partition_point(|&bound| bound < us);
+        self.0.buckets[bucket] += 1;
+        self.0.count += 1;
+        self.0.sum_us = self.0.sum_us.saturating_add(us);
+    }
+
+    /// Adds these counts to `shared`.
+    fn add_to(&self, shared: &Histogram) {
+        for (total, n) in shared.buckets.iter().zip(self.0.buckets) {
+            total.fetch_add(n, Relaxed);
+        }
+        shared.count.fetch_add(self.0.count, Relaxed);
+        shared.sum_us.fetch_add(self.0.sum_us, Relaxed);
+    }
+}
+
 /// A histogram's counts at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -188,6 +214,14 @@ impl LockHistograms {
     pub fn hold(&self, kind: LockKind) -> &Histogram {
         &self.hold[kind as usize]
     }
+
+    /// Adds every count of these histograms to `total`.
+    fn add_to(&self, total: &LockHistograms) {
+        let pairs = self.wait.iter().flatten().zip(total.wait.iter().flatten());
+        for (from, to) in pairs.chain(self.hold.iter().zip(&total.hold)) {
+            LocalHistogram(from.snapshot()).add_to(to);
+        }
+    }
 }
 
 /// How a connection reached the server, for the per-transport gauge.
@@ -298,14 +332,15 @@ impl Metrics {
         }
     }
 
-    /// A grant: counted by kind.
-    pub fn observe_grant(&self, kind: LockKind) {
-        self.grants[kind as usize].fetch_add(1, Relaxed);
-    }
-
     /// How long a lock was held, at its release or orphaning.
     pub fn observe_hold(&self, kind: LockKind, name: &[u8], held: Duration) {
         self.overall.hold(kind).observe(held);
+        self.observe_selected_hold(kind, name, held);
+    }
+
+    /// A hold time the connection counted itself (see [`Holds`]): only
+    /// the series of a `--metrics-locks` lock, if `name` has one.
+    fn observe_selected_hold(&self, kind: LockKind, name: &[u8], held: Duration) {
         if let Some(lock) = self.lock_series(name) {
             lock.hold(kind).observe(held);
         }
@@ -338,9 +373,18 @@ impl Metrics {
         Some(lock)
     }
 
-    /// The histograms over all locks.
-    pub fn overall(&self) -> &LockHistograms {
-        &self.overall
+    /// The histograms over all locks, now: the shared ones plus what each
+    /// connection still counts itself (a copy, made under the lock of the
+    /// connections' records).
+    pub fn overall(&self) -> LockHistograms {
+        let all = LockHistograms::default();
+        let grants = Default::default();
+        let clients = self.clients.lock();
+        self.overall.add_to(&all);
+        for times in clients.values() {
+            times.0.lock().add_to(&all, &grants);
+        }
+        all
     }
 
     /// The locks with their own series, sorted by name.
@@ -360,10 +404,11 @@ impl Metrics {
         Holds {
             client: client.into(),
             times,
+            clock: None,
         }
     }
 
-    /// The connection of `holds` ended.
+    /// The connection of `holds` ended: its counts join the shared ones.
     pub fn leave(&self, holds: &Holds) {
         let mut clients = self.clients.lock();
         // A newer connection may have the same name by now: keep it.
@@ -373,6 +418,11 @@ impl Metrics {
         {
             clients.remove(&holds.client);
         }
+        let mut record = holds.times.0.lock();
+        record.add_to(&self.overall, &self.grants);
+        // Counted once: a second `leave` adds nothing.
+        record.grants = [0; 3];
+        record.held = Default::default();
     }
 
     /// Every connection's hold record, for looking up hold times.
@@ -387,9 +437,15 @@ impl Metrics {
         self.dropped.load(Relaxed)
     }
 
-    /// Grants of one kind so far (`g`, `wg`, `sg`, `wsg`).
+    /// Grants of one kind so far (`g`, `wg`, `sg`, `wsg`): the shared
+    /// count plus what each connection still counts itself.
     pub fn grants(&self, kind: LockKind) -> u64 {
-        self.grants[kind as usize].load(Relaxed)
+        let clients = self.clients.lock();
+        let live: u64 = clients
+            .values()
+            .map(|times| times.0.lock().grants[kind as usize])
+            .sum();
+        self.grants[kind as usize].load(Relaxed) + live
     }
 
     /// Counts a connection of `transport` until the guard is dropped
@@ -417,6 +473,29 @@ impl Metrics {
 pub struct Holds {
     client: Box<[u8]>,
     times: Arc<HoldTimes>,
+    /// A clock reading and how many grants and releases used it: see
+    /// [`Holds::new_batch`].
+    clock: Option<(Instant, u32)>,
+}
+
+/// Most grants and releases that share one clock reading. A command costs
+/// well under a microsecond, so a shared reading is stale by a few
+/// microseconds at most: far below the histograms' first bound (100 µs).
+const CLOCK_SHARED_BY: u32 = 32;
+
+/// The shared clock reading of `clock`, or a new one.
+fn now(clock: &mut Option<(Instant, u32)>) -> Instant {
+    match clock {
+        Some((now, uses)) if *uses < CLOCK_SHARED_BY => {
+            *uses += 1;
+            *now
+        }
+        _ => {
+            let now = Instant::now();
+            *clock = Some((now, 1));
+            now
+        }
+    }
 }
 
 /// When each of one connection's holds began, by kind. Keyed by foldhash,
@@ -424,7 +503,80 @@ pub struct Holds {
 /// `--max-locks-per-connection`), so a client that picked colliding names
 /// would slow no one but itself, and it is hashed on every `g` and `r`.
 #[derive(Debug, Default)]
-struct HoldTimes(Mutex<[HashMap<LockName, Instant, foldhash::fast::RandomState>; 3]>);
+struct HoldTimes(Mutex<HoldRecord>);
+
+/// A lock name as a hold record keeps it: in place up to [`INLINE`]
+/// bytes, so a grant of a short name allocates nothing here.
+#[derive(Clone, Debug)]
+enum HeldName {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+/// Longest name a [`HeldName`] keeps in place.
+const INLINE: usize = 30;
+
+impl HeldName {
+    fn new(name: &[u8]) -> HeldName {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..name.len()].copy_from_slice(name);
+                HeldName::Inline { len, bytes }
+            }
+            _ => HeldName::Heap(name.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            HeldName::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            HeldName::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for HeldName {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+// Hashed and compared as the bytes, as `Borrow<[u8]>` requires.
+impl std::hash::Hash for HeldName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for HeldName {
+    fn eq(&self, other: &HeldName) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for HeldName {}
+
+/// What [`HoldTimes`] guards.
+#[derive(Debug, Default)]
+struct HoldRecord {
+    /// When each hold began, by kind.
+    since: [HashMap<HeldName, Instant, foldhash::fast::RandomState>; 3],
+    /// This connection's share of the grant counts and hold histograms
+    /// (see [`LocalHistogram`]).
+    grants: [u64; 3],
+    held: [LocalHistogram; 3],
+}
+
+impl HoldRecord {
+    /// Adds this connection's counts to the shared totals.
+    fn add_to(&self, overall: &LockHistograms, grants: &[AtomicU64; 3]) {
+        for kind in LockKind::ALL {
+            self.held[kind as usize].add_to(overall.hold(kind));
+            grants[kind as usize].fetch_add(self.grants[kind as usize], Relaxed);
+        }
+    }
+}
 
 /// A lock a connection held when it let go of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -440,41 +592,59 @@ pub struct Let {
 impl Holds {
     /// The connection got `name` (a second grant of a lock it holds
     /// already is no new hold).
-    pub fn granted(&mut self, metrics: &Metrics, kind: LockKind, name: &[u8]) {
-        let mut times = self.times.0.lock();
-        if let Entry::Vacant(free) = times[kind as usize].entry(name.into()) {
-            free.insert(Instant::now());
-            metrics.observe_grant(kind);
+    pub fn granted(&mut self, kind: LockKind, name: &[u8]) {
+        let mut record = self.times.0.lock();
+        if let Entry::Vacant(free) = record.since[kind as usize].entry(HeldName::new(name)) {
+            free.insert(now(&mut self.clock));
+            record.grants[kind as usize] += 1;
         }
     }
 
     /// The connection released `name`.
     pub fn released(&mut self, metrics: &Metrics, kind: LockKind, name: &[u8]) {
-        let mut times = self.times.0.lock();
-        let held = &mut times[kind as usize];
+        let mut record = self.times.0.lock();
+        let since = &mut record.since[kind as usize];
         // `g` asks whether a read hold became the write hold: usually
         // there is none, and no name to hash.
-        if held.is_empty() {
+        if since.is_empty() {
             return;
         }
-        let removed = held.remove_entry(name);
-        drop(times);
-        if let Some((name, since)) = removed {
-            metrics.observe_hold(kind, name.as_bytes(), since.elapsed());
-        }
+        let Some((name, since)) = since.remove_entry(name) else {
+            return;
+        };
+        let held = now(&mut self.clock).saturating_duration_since(since);
+        record.held[kind as usize].observe(held);
+        drop(record);
+        metrics.observe_selected_hold(kind, name.as_bytes(), held);
+    }
+
+    /// Commands that come next are a new batch (fresh input from the
+    /// peer, or the end of a wait, a pause or a listing): the next grant
+    /// or release reads the clock. Within a batch of pipelined commands,
+    /// up to 32 grants and releases share one reading,
+    /// where each read the clock twice (a tenth of a pipelined `g`/`r`).
+    pub fn new_batch(&mut self) {
+        self.clock = None;
     }
 
     /// The connection let go of everything (`ra`, or its end): each lock
     /// with how long it was held, longest first.
     pub fn release_all(&mut self, metrics: &Metrics) -> Vec<Let> {
-        let taken = std::mem::take(&mut *self.times.0.lock());
+        let mut record = self.times.0.lock();
+        let taken = std::mem::take(&mut record.since);
         let mut all: Vec<Let> = Vec::new();
+        let now = Instant::now();
         for (kind, held) in LockKind::ALL.into_iter().zip(taken) {
             for (name, since) in held {
-                let held = since.elapsed();
-                metrics.observe_hold(kind, name.as_bytes(), held);
+                let held = now.saturating_duration_since(since);
+                record.held[kind as usize].observe(held);
+                let name = LockName::from(name.as_bytes());
                 all.push(Let { kind, name, held });
             }
+        }
+        drop(record);
+        for lock in &all {
+            metrics.observe_selected_hold(lock.kind, lock.name.as_bytes(), lock.held);
         }
         all.sort_by_key(|l| std::cmp::Reverse(l.held));
         all
@@ -491,7 +661,7 @@ impl HoldClock {
     /// When `client` (a default name) got `name`, if it holds it.
     pub fn since(&self, client: &[u8], kind: LockKind, name: &[u8]) -> Option<Instant> {
         let times = self.clients.get(client)?;
-        let since = times.0.lock()[kind as usize].get(name).copied();
+        let since = times.0.lock().since[kind as usize].get(name).copied();
         since
     }
 }
@@ -550,13 +720,38 @@ mod tests {
     }
 
     #[test]
+    fn held_names_short_and_long_are_found_by_their_bytes() {
+        let m = Metrics::new(&[]);
+        let mut holds = m.holds(b"127.0.0.1:2");
+        let names = [&b""[..], &[b'a'; INLINE][..], &[b'b'; INLINE + 1][..]];
+        for name in names {
+            assert_eq!(HeldName::new(name).as_bytes(), name);
+            holds.granted(LockKind::Read, name);
+        }
+        let clock = m.hold_clock();
+        assert!(names
+            .iter()
+            .all(|n| clock.since(b"127.0.0.1:2", LockKind::Read, n).is_some()));
+        holds.released(&m, LockKind::Read, &[b'b'; INLINE + 1]);
+        let mut left: Vec<_> = holds.release_all(&m).into_iter().map(|l| l.name).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [LockName::from(""), LockName::from(&[b'a'; INLINE][..])]
+        );
+        m.leave(&holds);
+        assert_eq!(m.overall().hold(LockKind::Read).snapshot().count, 3);
+        assert_eq!(m.grants(LockKind::Read), 3);
+    }
+
+    #[test]
     fn holds_count_each_grant_once_and_observe_at_release() {
         let m = Metrics::new(&[]);
         let mut holds = m.holds(b"127.0.0.1:1");
         let x = LockName::from("x");
-        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
-        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
-        holds.granted(&m, LockKind::Shared, x.as_bytes());
+        holds.granted(LockKind::Exclusive, x.as_bytes());
+        holds.granted(LockKind::Exclusive, x.as_bytes());
+        holds.granted(LockKind::Shared, x.as_bytes());
         assert_eq!(m.grants(LockKind::Exclusive), 1);
         holds.released(&m, LockKind::Exclusive, b"x");
         holds.released(&m, LockKind::Exclusive, b"x");
@@ -565,7 +760,7 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!((left[0].kind, &left[0].name), (LockKind::Shared, &x));
         assert!(holds.release_all(&m).is_empty());
-        holds.granted(&m, LockKind::Exclusive, x.as_bytes());
+        holds.granted(LockKind::Exclusive, x.as_bytes());
         let clock = m.hold_clock();
         assert!(clock
             .since(b"127.0.0.1:1", LockKind::Exclusive, b"x")

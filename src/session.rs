@@ -220,8 +220,24 @@ impl Session {
         }
     }
 
+    /// The next command was read from the peer just now (not buffered
+    /// behind others): it starts a new batch for the hold-time clock.
+    pub fn fresh_input(&mut self) {
+        self.holds.new_batch();
+    }
+
     /// Executes one line, appending its reply to `out`.
     pub fn execute(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+        let step = self.execute_line(line, out);
+        if !matches!(step, Step::Done) {
+            // A wait, a pause or a listing: time passes before the next
+            // command.
+            self.holds.new_batch();
+        }
+        step
+    }
+
+    fn execute_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
         let command = match protocol::parse_line(line) {
             Parsed::Empty => return Step::Done,
             Parsed::Command(command) => command,
@@ -309,7 +325,7 @@ impl Session {
                 WaitStart::Granted(_) => {
                     // An upgrade: the read hold became the write hold.
                     (self.holds).released(host.metrics(), LockKind::Read, name.as_bytes());
-                    (self.holds).granted(host.metrics(), LockKind::Exclusive, name.as_bytes());
+                    self.holds.granted(LockKind::Exclusive, name.as_bytes());
                     status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes())
                 }
                 WaitStart::Limit(error) => {
@@ -357,7 +373,7 @@ impl Session {
             }
             Command::SharedGet(name) => match table.lock_shared(id, name.as_bytes()) {
                 Ok(holders) => {
-                    (self.holds).granted(host.metrics(), LockKind::Shared, name.as_bytes());
+                    self.holds.granted(LockKind::Shared, name.as_bytes());
                     status(
                         out,
                         holders as u64,
@@ -625,6 +641,7 @@ impl Session {
     /// Ends a wait: `grant` if one came, else it timed out (unless the
     /// grant won the race with the timeout).
     pub fn finish_wait(&mut self, wait: Wait, grant: Option<Grant>, out: &mut Vec<u8>) {
+        self.holds.new_batch();
         let grant = match grant {
             Some(grant) => Some(grant),
             None if self.host.store().cancel_wait(self.id) => None,
@@ -652,7 +669,7 @@ impl Session {
             // An upgrade: the read hold became the write hold.
             (self.holds).released(self.host.metrics(), LockKind::Read, name);
         }
-        self.holds.granted(self.host.metrics(), kind, name);
+        self.holds.granted(kind, name);
         match grant {
             Grant::Exclusive { token } => status(out, token, reply::LOCK_GET_SUCCESS, name),
             Grant::Read { readers } => status(out, readers as u64, reply::READ_GET_SUCCESS, name),

@@ -107,7 +107,8 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
         );
     }
 
-    let overall = [(String::new(), metrics.overall())];
+    let overall = metrics.overall();
+    let overall = [(String::new(), &overall)];
     histograms(&mut out, "lockd", &overall);
     let per_lock = metrics.per_lock();
     let per_lock: Vec<(String, &LockHistograms)> = per_lock

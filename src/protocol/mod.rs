@@ -394,16 +394,45 @@ impl std::error::Error for ParseError {}
 /// Text of `0 Error: ...` for an unknown verb on protocol 2.
 pub const UNKNOWN_VERB: &str = "unknown command";
 
+/// A trimmed, non-empty line's verb as sent and the rest after the
+/// space, if any.
+fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
+    match line.iter().position(|&b| b == b' ') {
+        Some(space) => (&line[..space], &line[space + 1..]),
+        None => (line, &b""[..]),
+    }
+}
+
+/// Whether the reply to `line` (without its `\n`) can show another
+/// client's state: `false` only for the verbs that read or release this
+/// client's own holds, or touch no lock (`r`, `rr`, `sr`, `ra`, `t`,
+/// `ping`, `hello`, `ttl`, `me`). Before a command that can, the server
+/// releases what clients that hung up held (see `server::liveness`).
+pub fn sees_others(line: &[u8]) -> bool {
+    let line = trim(line);
+    !matches!(
+        Verb::from_bytes(split_verb(line).0),
+        Some(
+            Verb::Release
+                | Verb::ReadRelease
+                | Verb::SharedRelease
+                | Verb::ReleaseAll
+                | Verb::Token
+                | Verb::Ping
+                | Verb::Hello
+                | Verb::Ttl
+                | Verb::Me
+        )
+    )
+}
+
 /// Parses one line (without its `\n`).
 pub fn parse_line(line: &[u8]) -> Parsed<'_> {
     let line = trim(line);
     if line.is_empty() {
         return Parsed::Empty;
     }
-    let (verb, rest) = match line.iter().position(|&b| b == b' ') {
-        Some(space) => (&line[..space], &line[space + 1..]),
-        None => (line, &b""[..]),
-    };
+    let (verb, rest) = split_verb(line);
     let Some(verb) = Verb::from_bytes(verb) else {
         return Parsed::Unknown;
     };
@@ -635,6 +664,20 @@ pub fn normalize(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_own_hold_verbs_skip_settling() {
+        for own in [
+            "r x", " rr x\r", "sr x", "ra", "t x", "ping", "hello 2", "ttl 5", "me",
+        ] {
+            assert!(!sees_others(own.as_bytes()), "{own}");
+        }
+        for other in [
+            "g x", "i x", "si x", "q", "wg 5 x", "sg x", "d", "rx", "r\tx", "",
+        ] {
+            assert!(sees_others(other.as_bytes()), "{other}");
+        }
+    }
 
     fn cmd(line: &[u8]) -> Command<'_> {
         match parse_line(line) {

@@ -18,6 +18,7 @@ use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
 use super::{websocket, State};
 use crate::metrics::Transport;
+use crate::protocol;
 use crate::protocol::line::{Line, LineReader};
 use crate::protocol::reply;
 use crate::session::{Session, Step, Wait};
@@ -178,7 +179,11 @@ impl Read for ConnIo<'_> {
             presence.idle();
         }
         let result = self.conn.io.borrow_mut().read(buf);
-        if matches!(result, Ok(n) if n > 0) && !presence.busy() {
+        if matches!(result, Ok(0)) {
+            // The peer is done sending: what is left to serve are its last
+            // commands, as after a hang-up the liveness module reported.
+            presence.peer_closed();
+        } else if result.is_ok() && !presence.busy() {
             // The liveness module saw the hang-up and released our locks
             // while this read took the peer's last commands: answer them
             // anyway, as a connection that joins the store again.
@@ -426,10 +431,16 @@ pub(crate) fn run(
         }
         let step = match input {
             Input::Command { line, fresh } => {
+                if fresh {
+                    session.fresh_input();
+                }
                 // A connection whose own peer has left serves only that
                 // peer's last commands, whose replies nobody reads: it
                 // skips the settling (in a mass close, thousands of them).
-                if fresh && !conn.presence.hung_up() {
+                // So does a command that only reads or releases this
+                // client's own holds (`r` of a `g`/`r` loop): it costs a
+                // system call.
+                if fresh && !conn.presence.hung_up() && protocol::sees_others(line) {
                     // Before serving new input, release the locks of peers
                     // that hung up but whose threads have not run yet.
                     let state = conn.state;
@@ -517,6 +528,7 @@ fn watch(
             match framing.next(out)? {
                 Input::Command { line, fresh } => {
                     if fresh {
+                        session.fresh_input();
                         // As in the main loop: peers that hung up lose
                         // their locks before a snapshot can show them.
                         let state = conn.state;

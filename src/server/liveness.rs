@@ -157,7 +157,13 @@ impl Presence {
         &self.woken
     }
 
-    /// Whether the peer was seen to hang up.
+    /// The thread read the end of the peer's input.
+    pub(crate) fn peer_closed(&self) {
+        self.hung_up.store(true, SeqCst);
+    }
+
+    /// Whether the peer was seen to hang up (by the liveness module, or by
+    /// the thread reading the end of its input).
     pub(crate) fn hung_up(&self) -> bool {
         self.hung_up.load(SeqCst)
     }
@@ -226,14 +232,16 @@ impl Liveness {
     /// Forgets connection `id`, which is ending (its locks released).
     pub(crate) fn forget(&self, id: u64) {
         let mut conns = self.conns.lock();
-        if let Some(presence) = conns.remove(&id) {
-            // The socket is still open: `presence` holds it.
-            let _ = epoll::delete(&self.epoll, &*presence.socket);
-        }
+        let presence = conns.remove(&id);
         if conns.is_empty() {
             self.drained.notify_all();
         }
         drop(conns);
+        if let Some(presence) = presence {
+            // The socket is still open: `presence` holds it. Outside the
+            // lock, which a sweep needs for every hang-up it handles.
+            let _ = epoll::delete(&self.epoll, &*presence.socket);
+        }
         let mut finishing = self.finishing.lock();
         if finishing.remove(&id) {
             self.finishing_count.fetch_sub(1, SeqCst);

@@ -183,10 +183,66 @@ impl State {
     }
 }
 
-/// A bound server, not yet running.
-pub struct Server {
+/// Where a server listens: what [`Server`] (bound) and [`ServerHandle`]
+/// (running) both tell, through `Deref`.
+pub struct Addresses {
     state: Arc<State>,
+    http: Option<SocketAddr>,
+}
+
+impl Addresses {
+    /// The address of the `--http` listener, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// The first TCP address, with the real port when bound to port 0.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addrs().into_iter().next()
+    }
+
+    /// Every TCP address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.state.tcp_addrs()
+    }
+
+    /// Every WebSocket address.
+    pub fn websocket_addrs(&self) -> Vec<SocketAddr> {
+        self.state.websocket_addrs()
+    }
+
+    /// Every Unix socket path.
+    pub fn unix_paths(&self) -> Vec<PathBuf> {
+        self.state
+            .listeners
+            .iter()
+            .filter_map(|l| l.unix_path().map(Path::to_path_buf))
+            .collect()
+    }
+
+    /// The Unix socket files this server created, which it removes when it
+    /// stops (not those of inherited listeners).
+    pub fn socket_files(&self) -> Vec<PathBuf> {
+        self.state
+            .listeners
+            .iter()
+            .filter_map(|l| l.owned_socket_file().map(Path::to_path_buf))
+            .collect()
+    }
+}
+
+/// A bound server, not yet running. Its addresses: see [`Addresses`].
+pub struct Server {
+    addresses: Addresses,
     http: Option<HttpListener>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Addresses;
+
+    fn deref(&self) -> &Addresses {
+        &self.addresses
+    }
 }
 
 impl Server {
@@ -289,46 +345,11 @@ impl Server {
         if let Some(cluster) = &state.cluster {
             close_on_lease_loss(&state, cluster)?;
         }
-        Ok(Server { state, http })
-    }
-
-    /// The address of the `--http` listener, if there is one.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(HttpListener::local_addr)
-    }
-
-    /// The first TCP address, with the real port when bound to port 0.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addrs().into_iter().next()
-    }
-
-    /// Every TCP address.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.state.tcp_addrs()
-    }
-
-    /// Every WebSocket address.
-    pub fn websocket_addrs(&self) -> Vec<SocketAddr> {
-        self.state.websocket_addrs()
-    }
-
-    /// Every Unix socket path.
-    pub fn unix_paths(&self) -> Vec<PathBuf> {
-        self.state
-            .listeners
-            .iter()
-            .filter_map(|l| l.unix_path().map(Path::to_path_buf))
-            .collect()
-    }
-
-    /// The Unix socket files this server created, which it removes when it
-    /// stops (not those of inherited listeners).
-    pub fn socket_files(&self) -> Vec<PathBuf> {
-        self.state
-            .listeners
-            .iter()
-            .filter_map(|l| l.owned_socket_file().map(Path::to_path_buf))
-            .collect()
+        let addresses = Addresses {
+            state,
+            http: http.as_ref().and_then(HttpListener::local_addr),
+        };
+        Ok(Server { addresses, http })
     }
 
     /// Starts the accept loops on their own threads.
@@ -336,8 +357,8 @@ impl Server {
     /// # Errors
     /// A thread could not be started.
     pub fn spawn(self) -> Result<ServerHandle, Error> {
-        let liveness = Arc::clone(&self.state.liveness);
-        let server = Arc::downgrade(&self.state);
+        let liveness = Arc::clone(&self.addresses.state.liveness);
+        let server = Arc::downgrade(&self.addresses.state);
         let liveness_thread = thread::Builder::new()
             .name("lockd-liveness".into())
             .stack_size(LIVENESS_STACK)
@@ -352,8 +373,8 @@ impl Server {
             })
             .map_err(|e| Error::io("cannot start the liveness thread", e))?;
         let mut accept_threads = Vec::new();
-        for listener in &self.state.listeners {
-            let state = Arc::clone(&self.state);
+        for listener in &self.addresses.state.listeners {
+            let state = Arc::clone(&self.addresses.state);
             let listener = Arc::clone(listener);
             let thread = thread::Builder::new()
                 .name("lockd-accept".into())
@@ -362,11 +383,13 @@ impl Server {
             accept_threads.push(thread);
         }
         let http = match self.http {
-            Some(http) => Some(http.spawn(Arc::clone(&self.state.host) as Arc<dyn Observe>)?),
+            Some(http) => {
+                Some(http.spawn(Arc::clone(&self.addresses.state.host) as Arc<dyn Observe>)?)
+            }
             None => None,
         };
         Ok(ServerHandle {
-            state: self.state,
+            addresses: self.addresses,
             accept_threads,
             liveness_thread: Some(liveness_thread),
             http,
@@ -385,47 +408,35 @@ impl Server {
 }
 
 /// A running server. Dropping it disconnects everyone and waits for the
-/// threads to finish.
+/// threads to finish. Its addresses: see [`Addresses`].
 pub struct ServerHandle {
-    state: Arc<State>,
+    addresses: Addresses,
     accept_threads: Vec<JoinHandle<()>>,
     /// Joined last: while it sweeps, it holds the state.
     liveness_thread: Option<JoinHandle<()>>,
     http: Option<HttpServer>,
 }
 
+impl std::ops::Deref for ServerHandle {
+    type Target = Addresses;
+
+    fn deref(&self) -> &Addresses {
+        &self.addresses
+    }
+}
+
 impl ServerHandle {
-    /// The address of the `--http` listener, if there is one.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(HttpServer::local_addr)
-    }
-
-    /// The first TCP address.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addrs().into_iter().next()
-    }
-
-    /// Every TCP address.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.state.tcp_addrs()
-    }
-
-    /// Every WebSocket address.
-    pub fn websocket_addrs(&self) -> Vec<SocketAddr> {
-        self.state.websocket_addrs()
-    }
-
     /// A cheap handle that can stop the server from another thread (a
     /// signal handler thread, say).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            state: Arc::clone(&self.state),
+            state: Arc::clone(&self.addresses.state),
         }
     }
 
     /// Starts stopping the server; returns at once. See [`Shutdown`].
     pub fn shutdown(&self, mode: Shutdown) {
-        self.state.shutdown(mode);
+        self.addresses.state.shutdown(mode);
     }
 
     /// Blocks until the server has been shut down and every connection has
@@ -445,12 +456,12 @@ impl ServerHandle {
             let _ = thread.join();
         }
         drop(self.http.take());
-        self.state.liveness.wait_drained();
-        self.state.liveness.stop();
+        self.addresses.state.liveness.wait_drained();
+        self.addresses.state.liveness.stop();
         if let Some(thread) = self.liveness_thread.take() {
             let _ = thread.join();
         }
-        for listener in &self.state.listeners {
+        for listener in &self.addresses.state.listeners {
             if let Some(path) = listener.owned_socket_file() {
                 let _ = std::fs::remove_file(path);
             }
@@ -461,7 +472,7 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         if self.liveness_thread.is_some() {
-            self.state.shutdown(Shutdown::Immediate);
+            self.addresses.state.shutdown(Shutdown::Immediate);
             self.join();
         }
     }
