@@ -1,23 +1,80 @@
 //! Cluster mode end to end (issue 15): `lockd --cluster` nodes on a real
-//! three-member etcd, driven over TCP with the wire protocol.
+//! three-member etcd, driven over TCP with the wire protocol. Tests that
+//! leave etcd itself alone share one etcd, each under a prefix of its own;
+//! those that stop or kill members start their own.
 
 mod common;
 
 use common::etcd::{EtcdCluster, MEMBERS};
+use common::proxy::Proxy;
 use common::{Conn, Daemon, PATIENCE};
-use std::time::Instant;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a test's nodes keep their keys: an etcd and a prefix.
+trait Place {
+    /// `etcd://...` for `--cluster`.
+    fn cluster_url(&self) -> String;
+    /// `--cluster-prefix`.
+    fn prefix(&self) -> String;
+}
+
+impl Place for EtcdCluster {
+    fn cluster_url(&self) -> String {
+        self.url()
+    }
+    fn prefix(&self) -> String {
+        "/lockd".into()
+    }
+}
+
+/// A prefix of its own on the etcd this test binary shares.
+struct Space {
+    etcd: Arc<EtcdCluster>,
+    prefix: String,
+}
+
+impl Space {
+    fn new() -> Space {
+        let etcd = common::etcd::shared();
+        let prefix =
+            String::from_utf8(common::etcd::node_config(&etcd).prefix).expect("utf-8 prefix");
+        Space { etcd, prefix }
+    }
+}
+
+impl Deref for Space {
+    type Target = EtcdCluster;
+    fn deref(&self) -> &EtcdCluster {
+        &self.etcd
+    }
+}
+
+impl Place for Space {
+    fn cluster_url(&self) -> String {
+        self.etcd.url()
+    }
+    fn prefix(&self) -> String {
+        self.prefix.clone()
+    }
+}
 
 /// The lease TTL of the nodes of expiry tests: short, so they are quick.
 const TTL_SECS: u64 = 2;
 
 /// A node with the default 5 s lease, which a loaded machine's slow etcd
 /// answers do not endanger.
-fn lockd_node(etcd: &EtcdCluster, name: &str) -> Daemon {
-    lockd_node_ttl(etcd, name, 5)
+fn lockd_node(place: &impl Place, name: &str) -> Daemon {
+    lockd_node_ttl(place, name, 5)
 }
 
-fn lockd_node_ttl(etcd: &EtcdCluster, name: &str, ttl_secs: u64) -> Daemon {
-    let url = etcd.url();
+fn lockd_node_ttl(place: &impl Place, name: &str, ttl_secs: u64) -> Daemon {
+    lockd_node_at(&place.cluster_url(), &place.prefix(), name, ttl_secs)
+}
+
+/// A node of the etcd at `url` (`etcd://...`) under `prefix`.
+fn lockd_node_at(url: &str, prefix: &str, name: &str, ttl_secs: u64) -> Daemon {
     let ttl = format!("{ttl_secs}s");
     Daemon::start(
         &[
@@ -25,7 +82,9 @@ fn lockd_node_ttl(etcd: &EtcdCluster, name: &str, ttl_secs: u64) -> Daemon {
             "127.0.0.1:0",
             "--no-state",
             "--cluster",
-            &url,
+            url,
+            "--cluster-prefix",
+            prefix,
             "--cluster-lease-ttl",
             &ttl,
             "--node-name",
@@ -60,7 +119,7 @@ fn wait_for_waiters(conn: &mut Conn, name: &str, waiters: usize) {
 
 #[test]
 fn a_lock_held_through_one_node_is_held_through_the_other_and_tokens_grow() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
     let mut c1 = Conn::tcp(a.tcp_addr());
     let mut c2 = Conn::tcp(b.tcp_addr());
@@ -85,7 +144,7 @@ fn a_lock_held_through_one_node_is_held_through_the_other_and_tokens_grow() {
 
 #[test]
 fn waiters_through_two_nodes_are_served_in_order_and_a_close_orphans_at_once() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
     let mut holder = Conn::tcp(a.tcp_addr());
     let mut probe = Conn::tcp(b.tcp_addr());
@@ -117,7 +176,7 @@ fn waiters_through_two_nodes_are_served_in_order_and_a_close_orphans_at_once() {
 
 #[test]
 fn kill_9_of_a_node_frees_its_locks_once_its_lease_expires() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let mut a = lockd_node_ttl(&etcd, "a", TTL_SECS);
     let b = lockd_node_ttl(&etcd, "b", TTL_SECS);
     let mut holder = Conn::tcp(a.tcp_addr());
@@ -167,6 +226,62 @@ fn a_node_cut_off_from_etcd_closes_its_clients_and_refuses_new_ones_until_etcd_a
         let g = fresh.cmd("g cut");
         common::check(g == "1 Lock Get Success: cut\n", || g)
     });
+}
+
+/// The network between a node and etcd goes silent (a proxy holds every
+/// byte back; nothing is closed or refused): the node closes its clients
+/// while etcd still holds their locks, refuses newcomers with a clear line,
+/// and serves again once etcd answers.
+#[test]
+fn a_node_cut_off_by_the_network_closes_its_clients_before_its_lease_can_expire() {
+    let etcd = Space::new();
+    let proxies: Vec<Proxy> = etcd.endpoints().iter().map(|e| Proxy::start(e)).collect();
+    let through: Vec<String> = proxies.iter().map(Proxy::addr).collect();
+    let a = lockd_node_at(
+        &format!("etcd://{}", through.join(",")),
+        &etcd.prefix(),
+        "a",
+        TTL_SECS,
+    );
+    let b = lockd_node(&etcd, "b");
+    let mut client = Conn::tcp(a.tcp_addr());
+    assert_eq!(client.cmd("g cut"), "1 Lock Get Success: cut\n");
+    let mut probe = Conn::tcp(b.tcp_addr());
+    assert_eq!(probe.cmd("i cut"), "1 Lock Is Locked: cut\n");
+    for proxy in &proxies {
+        proxy.cut(true);
+    }
+    let cut = Instant::now();
+    // Closed by the node...
+    assert!(client.read_to_end().is_empty());
+    let closed = cut.elapsed();
+    eprintln!("client closed {closed:?} after the cut (lease TTL {TTL_SECS} s)");
+    // ...while etcd still holds the lock for it: nobody else can have it
+    // yet, so the client never believed in a lock given away.
+    assert_eq!(probe.cmd("i cut"), "1 Lock Is Locked: cut\n");
+    assert!(
+        closed < Duration::from_secs(TTL_SECS),
+        "closed {closed:?} after the cut, lease TTL {TTL_SECS} s"
+    );
+    let mut refused = Conn::tcp(a.tcp_addr());
+    let line = String::from_utf8(refused.read_to_end()).expect("utf-8");
+    assert!(line.starts_with("0 Error: no cluster lease"), "{line:?}");
+    // The lease then expires: the lock is free for the other node.
+    common::poll_until(PATIENCE, || {
+        let i = probe.cmd("i cut");
+        common::check(i == "0 Lock Not Locked: cut\n", || i)
+    });
+    for proxy in &proxies {
+        proxy.cut(false);
+    }
+    common::poll_until(PATIENCE, || {
+        let mut again = Conn::tcp(a.tcp_addr());
+        let reply = again.cmd("ping");
+        common::check(reply == "1 pong\n", || reply)
+    });
+    let mut fresh = Conn::tcp(a.tcp_addr());
+    assert_eq!(fresh.cmd("g cut"), "1 Lock Get Success: cut\n");
+    assert_eq!(probe.cmd("g cut"), "0 Lock Get Failure: cut\n");
 }
 
 #[test]
@@ -220,7 +335,7 @@ fn a_bad_cluster_url_is_a_usage_error() {
 
 #[test]
 fn nodes_share_one_prefix_and_other_prefixes_are_other_clusters() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let a = lockd_node(&etcd, "a");
     let url = etcd.url();
     let other = Daemon::start(
@@ -243,7 +358,7 @@ fn nodes_share_one_prefix_and_other_prefixes_are_other_clusters() {
 
 #[test]
 fn deadlock_across_nodes_is_refused_at_once() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
     let mut c1 = Conn::tcp(a.tcp_addr());
     let mut c2 = Conn::tcp(b.tcp_addr());
@@ -353,7 +468,7 @@ fn killing_the_etcd_leader_under_load_grants_no_lock_twice() {
 
 #[test]
 fn listings_registry_and_counters_through_a_node_show_the_cluster() {
-    let etcd = EtcdCluster::start();
+    let etcd = Space::new();
     let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
     let mut c1 = Conn::tcp(a.tcp_addr());
     let mut c2 = Conn::tcp(b.tcp_addr());
@@ -388,13 +503,59 @@ fn listings_registry_and_counters_through_a_node_show_the_cluster() {
 }
 
 #[test]
-fn reader_writer_locks_and_watch_are_refused_clearly_in_cluster_mode() {
-    let etcd = EtcdCluster::start();
+fn a_watcher_through_one_node_sees_grants_hand_overs_and_ends_through_the_other() {
+    let etcd = Space::new();
+    let a = lockd_node(&etcd, "a");
+    let mut b = lockd_node_ttl(&etcd, "b", TTL_SECS);
+    let mut h = Conn::tcp(b.tcp_addr());
+    let nh = h.name();
+    assert_eq!(h.cmd("g job"), "1 Lock Get Success: job\n");
+    let t1 = token_of(&h.cmd("t job"));
+    let mut w = Conn::tcp(a.tcp_addr());
+    w.send(b"watch *\n");
+    assert_eq!(w.line_string(), "1 Watching: *\n");
+    assert_eq!(w.line_string(), format!("held x {t1} {nh} job\n"));
+    assert_eq!(w.line_string(), "synced\n");
+    // A waiter through node a gets the lock node b's client releases: the
+    // watcher sees the release, then the grant with the waiter's token.
+    let mut q = Conn::tcp(a.tcp_addr());
+    let nq = q.name();
+    q.send(b"wg 15000 job\n");
+    let mut probe = Conn::tcp(a.tcp_addr());
+    wait_for_waiters(&mut probe, "job", 1);
+    assert_eq!(h.cmd("r job"), "1 Lock Release Success: job\n");
+    let t2 = token_of(&String::from_utf8(q.line()).expect("utf-8"));
+    assert_eq!(w.line_string(), format!("released x {t1} {nh} job\n"));
+    assert_eq!(w.line_string(), format!("locked x {t2} {nq} job\n"));
+    assert_eq!(q.cmd("sg s"), "1 Shared Lock Get Success: s\n");
+    assert_eq!(w.line_string(), format!("locked s 1 {nq} s\n"));
+    // A connection's end orphans its locks.
+    drop(q);
+    let mut ends = vec![w.line_string(), w.line_string()];
+    ends.sort();
+    assert_eq!(
+        ends,
+        [
+            format!("orphaned s 0 {nq} s\n"),
+            format!("orphaned x {t2} {nq} job\n")
+        ]
+    );
+    // So does the end of a killed node's lease.
+    assert_eq!(h.cmd("g k"), "1 Lock Get Success: k\n");
+    let t3 = token_of(&h.cmd("t k"));
+    assert_eq!(w.line_string(), format!("locked x {t3} {nh} k\n"));
+    b.kill_9();
+    assert_eq!(w.line_string(), format!("orphaned x {t3} {nh} k\n"));
+}
+
+#[test]
+fn reader_writer_locks_are_refused_clearly_in_cluster_mode() {
+    let etcd = Space::new();
     let a = lockd_node(&etcd, "a");
     let mut v2 = Conn::tcp(a.tcp_addr());
     v2.send(b"hello 2\n");
     assert!(v2.line().starts_with(b"2 lockd "));
-    for verb in ["wr 0 x", "rr x", "watch *"] {
+    for verb in ["wr 0 x", "rr x"] {
         assert_eq!(
             v2.cmd(verb),
             "0 Error: not supported in cluster mode\n",

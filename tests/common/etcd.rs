@@ -1,6 +1,7 @@
 //! A real three-member etcd cluster on loopback for the cluster tests:
-//! Debian's `etcd` binary, each member in a fresh temp dir, every member
-//! stopped by PID on drop.
+//! Debian's `etcd` binary (3.4), or the one `LOCKD_ETCD_BIN` names (e.g. a
+//! 3.5 build), each member in a fresh temp dir, every member stopped by PID
+//! on drop.
 //!
 //! etcd binds its client and peer ports itself, so port 0 cannot be used
 //! (the members must know each other's peer ports before they start).
@@ -8,9 +9,13 @@
 //! start takes the next unused block, and a start that fails (a port was
 //! taken meanwhile) is retried on the next block.
 
-use super::TempDir;
+use super::{TempDir, TestServer};
+use lockd::store::etcd::EtcdConfig;
+use lockd::ServerConfig;
+use parking_lot::Mutex;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// Members of every cluster the tests start.
@@ -41,17 +46,26 @@ pub struct EtcdCluster {
     _dir: TempDir,
 }
 
-/// Whether the `etcd` binary is installed (`.ci/run` installs Debian's
+/// The etcd binary the tests run: `LOCKD_ETCD_BIN` if set, else `etcd`
+/// from the `PATH`.
+pub fn etcd_bin() -> std::ffi::OsString {
+    std::env::var_os("LOCKD_ETCD_BIN").unwrap_or_else(|| "etcd".into())
+}
+
+/// Whether the etcd binary is installed (`.ci/run` installs Debian's
 /// `etcd-server`). Cluster tests fail without it rather than pass silently.
 pub fn require_etcd() {
-    let found = Command::new("etcd")
+    let found = Command::new(etcd_bin())
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(found, "etcd is not installed: apt-get install etcd-server");
+    assert!(
+        found,
+        "etcd is not installed (apt-get install etcd-server), or LOCKD_ETCD_BIN does not name it"
+    );
 }
 
 /// The first port of the next block of this process's range.
@@ -111,7 +125,7 @@ impl EtcdCluster {
             let data = cluster._dir.path.join(format!("m{i}"));
             let log = std::fs::File::create(cluster._dir.path.join(format!("m{i}.log")))
                 .map_err(|e| format!("log file: {e}"))?;
-            let child = Command::new("etcd")
+            let child = Command::new(etcd_bin())
                 .arg(format!("--name=m{i}"))
                 .arg(format!("--data-dir={}", data.display()))
                 .arg(format!(
@@ -135,6 +149,9 @@ impl EtcdCluster {
                 .arg("--heartbeat-interval=100")
                 .arg("--election-timeout=1000")
                 .arg("--log-level=warn")
+                // Test data is thrown away: no fsync per write, or a
+                // loaded machine's disk sets the pace of every test.
+                .arg("--unsafe-no-fsync")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -273,4 +290,64 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
     }
+}
+
+/// The cluster the tests of this binary share: started by the first that
+/// asks, stopped when the last one using it drops it (so a binary whose
+/// tests overlap starts one).
+pub fn shared() -> Arc<EtcdCluster> {
+    static SHARED: Mutex<Weak<EtcdCluster>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock();
+    if let Some(cluster) = shared.upgrade() {
+        return cluster;
+    }
+    let cluster = Arc::new(EtcdCluster::start());
+    *shared = Arc::downgrade(&cluster);
+    cluster
+}
+
+/// A config for a node of `etcd` under a prefix and a node name of its own
+/// (so tests sharing one etcd do not see each other's locks).
+pub fn node_config(etcd: &EtcdCluster) -> EtcdConfig {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut config = EtcdConfig::new(etcd.endpoints());
+    config.prefix = format!("/lockd-test-{}-{n}", std::process::id()).into_bytes();
+    config.node = format!("node{n}");
+    config
+}
+
+/// A cluster node in this process on the shared cluster, with defaults
+/// changed by `adjust` (as [`TestServer::with_config`]).
+pub fn node_server(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let etcd = shared();
+    let cluster = node_config(&etcd);
+    node_of(etcd, cluster, adjust)
+}
+
+/// `n` nodes of one cluster (one prefix) in this process on the shared
+/// etcd, each with defaults changed by `adjust`.
+pub fn nodes(n: usize, adjust: impl Fn(&mut ServerConfig)) -> Vec<TestServer> {
+    let etcd = shared();
+    let cluster = node_config(&etcd);
+    (0..n)
+        .map(|i| {
+            let mut config = cluster.clone();
+            config.node = format!("{}-{i}", cluster.node);
+            node_of(Arc::clone(&etcd), config, &adjust)
+        })
+        .collect()
+}
+
+fn node_of(
+    etcd: Arc<EtcdCluster>,
+    cluster: EtcdConfig,
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
+    let mut server = TestServer::with_config(|c| {
+        c.cluster = Some(cluster);
+        adjust(c);
+    });
+    server.backing = Some(etcd);
+    server
 }

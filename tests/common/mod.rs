@@ -5,6 +5,8 @@
 #[cfg(feature = "cluster")]
 pub mod etcd;
 pub mod lockctl;
+#[cfg(feature = "cluster")]
+pub mod proxy;
 pub mod rng;
 
 use lockd::{Server, ServerConfig, ServerHandle, Shutdown};
@@ -59,6 +61,65 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: TempDir,
     pub unix_path: Option<PathBuf>,
+    /// What the server's store needs running until it stops (a cluster
+    /// node's etcd).
+    pub backing: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// Which server a test that runs on both talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A single server, locks in memory.
+    Single,
+    /// A cluster node (in this process) on this test binary's shared etcd,
+    /// under a key prefix of its own.
+    #[cfg(feature = "cluster")]
+    Node,
+}
+
+impl Kind {
+    /// A server of this kind with defaults.
+    pub fn start(self) -> TestServer {
+        self.with_config(|_| {})
+    }
+
+    /// A server of this kind with defaults changed by `adjust`.
+    pub fn with_config(self, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        match self {
+            Kind::Single => TestServer::with_config(adjust),
+            #[cfg(feature = "cluster")]
+            Kind::Node => etcd::node_server(adjust),
+        }
+    }
+
+    /// Whether this is a cluster node.
+    pub fn is_cluster(self) -> bool {
+        self != Kind::Single
+    }
+}
+
+/// Runs each named case, a `fn(Kind)`, as a test against a single server
+/// (module `single`) and against a cluster node (module `cluster`).
+#[macro_export]
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod single {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case($crate::common::Kind::Single);
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case($crate::common::Kind::Node);
+                }
+            )*
+        }
+    };
 }
 
 impl TestServer {
@@ -84,6 +145,7 @@ impl TestServer {
             addr,
             dir,
             unix_path,
+            backing: None,
         }
     }
 

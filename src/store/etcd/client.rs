@@ -420,6 +420,19 @@ impl Client {
         Ok((header_revision(&answer)?, kvs))
     }
 
+    /// Reads a range as it was at `revision` (etcd's history).
+    ///
+    /// # Errors
+    /// See [`EtcdError`]; a compacted revision fails with etcd's status.
+    pub fn range_at(&self, range: &Range, revision: i64) -> Result<Vec<KeyValue>, EtcdError> {
+        let mut body = range_json(range);
+        if let Value::Object(fields) = &mut body {
+            fields.insert("revision".into(), json!(revision.to_string()));
+        }
+        let answer = self.call("/v3/kv/range", &body)?;
+        Ok(range_result(&answer)?.0)
+    }
+
     /// Writes `key` on `lease` (0: none); returns the write's revision.
     ///
     /// # Errors

@@ -61,7 +61,6 @@ impl Shared {
         {
             Ok(txn) => {
                 if txn.succeeded {
-                    self.waiters.forget(id);
                     self.deliver(
                         id,
                         &wait,
@@ -154,6 +153,8 @@ impl Shared {
             return;
         }
         conn.waiting = None;
+        // A settle that saw an older line may have registered it again.
+        self.waiters.forget(id);
         match grant {
             Grant::Exclusive { token } => {
                 conn.exclusive

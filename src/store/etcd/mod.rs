@@ -19,6 +19,7 @@ mod handover;
 pub mod keys;
 pub mod lease;
 mod listing;
+mod notify;
 mod seam;
 pub mod watch;
 
@@ -41,9 +42,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::Waiters;
 
-/// The verbs cluster mode does not serve yet (reader/writer locks and
-/// watching); the session answers them with [`NOT_SUPPORTED`].
-pub const UNSUPPORTED_VERBS: &[&str] = &["wr", "rr", "watch"];
+/// The verbs cluster mode does not serve yet (reader/writer locks); the
+/// session answers them with [`NOT_SUPPORTED`].
+pub const UNSUPPORTED_VERBS: &[&str] = &["wr", "rr"];
 
 /// Why a verb of [`UNSUPPORTED_VERBS`] is refused.
 pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
@@ -193,6 +194,7 @@ struct Shared {
     node: String,
     lease: Lease,
     waiters: Waiters,
+    notify: notify::Notify,
     clients: Mutex<HashMap<ClientId, Conn>>,
     seq: AtomicU64,
     stop: AtomicBool,
@@ -282,6 +284,7 @@ impl EtcdStore {
             node: config.node.clone(),
             lease,
             waiters: Waiters::new(revision),
+            notify: notify::Notify::new(),
             clients: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -312,6 +315,10 @@ impl EtcdStore {
                     let _ = s.jobs.send(Job::Settle(id));
                 }
             })
+        })?;
+        store.spawn("lockd-etcd-notify", |s| {
+            s.notify
+                .run(&s.client, &s.layout, &s.node, &s.lease, &s.stop)
         })?;
         store.spawn("lockd-etcd-grant", move |s| {
             while !s.stop.load(Ordering::Relaxed) {
@@ -419,6 +426,7 @@ impl EtcdStore {
             return Ok(Released::default());
         };
         self.shared.waiters.forget(id);
+        self.shared.notify.forget(id);
         let released = Released {
             exclusive: conn.exclusive.len(),
             read: 0,
@@ -433,7 +441,10 @@ impl EtcdStore {
         if conn.registered.is_some() {
             doomed.push(self.shared.layout.registration(&conn.owner));
         }
-        self.shared.delete_or_later(doomed, conn.epoch)?;
+        // Marked as a connection's end, for watchers ([`notify`]).
+        if self.end_client(&doomed, &conn.owner, conn.lease).is_err() {
+            self.shared.delete_or_later(doomed, conn.epoch)?;
+        }
         Ok(released)
     }
 

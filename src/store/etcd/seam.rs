@@ -144,9 +144,18 @@ impl LockStore for EtcdStore {
         UNSUPPORTED_VERBS.contains(&verb).then_some(NOT_SUPPORTED)
     }
 
-    // Reader/writer locks and watching are not in cluster mode yet: the
-    // session refuses `wr`, `rr` and `watch` through `unsupported` before
-    // it would call these, which answer as a store with no read holds.
+    fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
+        EtcdStore::watch(self, id, pattern).unwrap_or_else(|e| {
+            log(Priority::Warning, format_args!("cluster store: watch: {e}"));
+            // The seam cannot fail: a queue already cut off ends the
+            // connection rather than leave it believing it watches.
+            (Vec::new(), Some(Watcher::cut_off()))
+        })
+    }
+
+    // Reader/writer locks are not in cluster mode yet: the session refuses
+    // `wr` and `rr` through `unsupported` before it would call these, which
+    // answer as a store with no read holds.
 
     fn read_or_queue(&self, _id: ClientId, _name: &[u8], _queue: bool) -> WaitStart {
         WaitStart::Busy
@@ -158,9 +167,5 @@ impl LockStore for EtcdStore {
 
     fn read_locks(&self, _filter: &[u8]) -> Vec<ReadView> {
         Vec::new()
-    }
-
-    fn watch(&self, _id: ClientId, _pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
-        (Vec::new(), None)
     }
 }

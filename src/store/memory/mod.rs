@@ -23,6 +23,7 @@ mod shared;
 mod watch;
 
 pub use index::PAGE;
+pub(crate) use watch::matches as watch_matches;
 pub use watch::{Event, HoldKind, WatchEvent, Watcher, QUEUE as WATCH_QUEUE};
 
 use super::limits::{reached, LimitCounts, LimitError, LimitHit, LimitLog, Limits};

@@ -64,6 +64,26 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// A new queue of [`QUEUE`] events: its sending end, the flag that
+    /// marks it overflowed, and the watcher's end (for a store other than
+    /// the table).
+    pub(crate) fn queue() -> (Sender<WatchEvent>, Arc<AtomicBool>, Watcher) {
+        let (tx, events) = bounded(QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let watcher = Watcher {
+            events,
+            overflowed: Arc::clone(&overflowed),
+        };
+        (tx, overflowed, watcher)
+    }
+
+    /// A queue already cut off: its connection says so and closes.
+    pub(crate) fn cut_off() -> Watcher {
+        let (_, overflowed, watcher) = Watcher::queue();
+        overflowed.store(true, Ordering::SeqCst);
+        watcher
+    }
+
     /// True once the queue was full when an event came: the watcher has
     /// been dropped from the table and must be cut off.
     pub fn overflowed(&self) -> bool {
@@ -80,7 +100,7 @@ pub(super) struct Watching {
 }
 
 /// A lock name, or a prefix ending in `*` (`*` alone matches every lock).
-pub(super) fn matches(pattern: &[u8], name: &[u8]) -> bool {
+pub(crate) fn matches(pattern: &[u8], name: &[u8]) -> bool {
     match pattern.strip_suffix(b"*") {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
