@@ -10,7 +10,7 @@ use crossbeam_channel::Receiver;
 use lockd::store::etcd::{EtcdConfig, EtcdStore};
 use lockd::store::{Grant, WaitStart};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Barrier;
 use std::thread;
 
@@ -33,11 +33,13 @@ fn connect(store: &EtcdStore, id: u64) -> Receiver<Grant> {
 struct Books {
     holder: HashMap<Vec<u8>, u64>,
     token: HashMap<Vec<u8>, u64>,
+    /// Every token granted: tokens are unique across names too.
+    all: HashSet<u64>,
 }
 
 impl Books {
     /// A grant of `name` to `id`: nobody else may hold it, and its token
-    /// must be above every earlier grant's of that name.
+    /// must be above every earlier grant's of that name, and unique.
     fn granted(&mut self, id: u64, name: &[u8], token: u64) {
         if let Some(other) = self.holder.insert(name.to_vec(), id) {
             panic!(
@@ -45,6 +47,7 @@ impl Books {
                 String::from_utf8_lossy(name)
             );
         }
+        assert!(self.all.insert(token), "token {token} granted twice");
         let last = self.token.insert(name.to_vec(), token).unwrap_or(0);
         assert!(
             token > last,

@@ -19,10 +19,11 @@
 //!   both see it free. A command that writes or compares under a lock
 //!   another command of the batch touches waits for the next batch, and so
 //!   does every later command on that lock (first come, first served).
-//! - **Tokens.** Grants made in one batch are of distinct locks and share
-//!   its revision as their token. Every token is still larger than every
-//!   token of a grant answered before the command was asked for, and the
-//!   tokens of one lock grow strictly (`CLUSTER.md`).
+//! - **One grant per batch.** A token is the revision of the write that
+//!   made the grant, and a batch is applied at one revision: so a batch
+//!   carries at most one command that writes an exclusive lock's key
+//!   (`g`, `wg`, a hand-over), and tokens stay unique. Releases, shared
+//!   places, reads and deletes share batches freely.
 //!
 //! etcd refuses a whole request (for a duplicate key, an unknown lease, a
 //! request too large): the batch's commands are then sent one by one, so
@@ -45,14 +46,15 @@ pub const MAX_TXN_OPS: usize = 128;
 /// request limit.
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
-/// Committer threads per node: batches in flight at once. Two keep most
+/// Committer threads per node: batches in flight at once. A few keep the
 /// commands of a busy node in few batches (etcd's cost per request is what
 /// group commit saves), while a command that must wait for the next batch
-/// goes as soon as one committer is free. Commands on one lock may then be
+/// (a second grant, a second command on one lock) goes as soon as one
+/// committer is free. Commands on one lock may then be
 /// in flight in two batches: etcd applies the batches one after the other,
 /// and such commands were asked for at the same time, so either order is
 /// one a single server could have chosen.
-pub const COMMITTERS: usize = 2;
+pub const COMMITTERS: usize = 4;
 
 /// How often an idle committer looks whether the node is stopping.
 const IDLE: Duration = Duration::from_millis(200);
@@ -64,6 +66,9 @@ struct Pending {
     units: Vec<Vec<u8>>,
     /// It writes a range of keys that cannot be named: it goes alone.
     alone: bool,
+    /// It writes an exclusive lock's key, so it may draw a token: a
+    /// batch carries at most one such command (tokens are unique).
+    grants: bool,
     /// Estimated bytes on the wire.
     bytes: usize,
     reply: Sender<Result<TxnResult, EtcdError>>,
@@ -91,6 +96,7 @@ struct Counters {
 pub struct Committer {
     queue: Queue,
     root: Vec<u8>,
+    exclusive: Vec<u8>,
     registry: Vec<u8>,
 }
 
@@ -128,6 +134,7 @@ impl Committer {
         let committer = Committer {
             queue: queue.clone(),
             root: layout.root().to_vec(),
+            exclusive: layout.family(super::keys::Family::Exclusive),
             registry: layout.registry(),
         };
         (committer, queue)
@@ -153,6 +160,7 @@ impl Committer {
         let (units, alone) = self.units(&txn);
         let (reply, answer) = crossbeam_channel::bounded(1);
         let pending = Pending {
+            grants: self.grants(&txn),
             bytes: estimate(&txn),
             txn,
             units,
@@ -204,6 +212,14 @@ impl Committer {
         units.sort();
         units.dedup();
         (units, alone)
+    }
+
+    /// Whether a transaction writes an exclusive lock's key.
+    fn grants(&self, txn: &Txn) -> bool {
+        txn.success
+            .iter()
+            .chain(&txn.failure)
+            .any(|op| matches!(op, Op::Put { key, .. } if key.starts_with(&self.exclusive)))
     }
 
     /// Whether `key` is the prefix of one lock's keys,
@@ -265,8 +281,10 @@ fn pick(held: &mut VecDeque<Pending>) -> Vec<Pending> {
     let mut blocked: HashSet<Vec<u8>> = HashSet::new();
     let mut bytes = 0;
     let mut closed = false;
+    let mut granting = false;
     for pending in held.drain(..) {
         let fits = !closed
+            && !(granting && pending.grants)
             && batch.len() < MAX_TXN_OPS
             && (batch.is_empty() || bytes + pending.bytes <= MAX_BATCH_BYTES)
             && (batch.is_empty() || !pending.alone)
@@ -276,6 +294,7 @@ fn pick(held: &mut VecDeque<Pending>) -> Vec<Pending> {
                 .all(|u| !taken.contains(u) && !blocked.contains(u));
         if fits {
             bytes += pending.bytes;
+            granting |= pending.grants;
             taken.extend(pending.units.iter().cloned());
             closed = pending.alone;
             batch.push(pending);
@@ -365,9 +384,16 @@ mod tests {
         (c, q, layout)
     }
 
-    /// A command as `g` sends it: put the key if the lock's line is empty.
-    fn try_lock(c: &Committer, layout: &Layout, name: &[u8], seq: u64) -> Pending {
-        let lock = layout.lock(Family::Exclusive, name);
+    /// A command as `g` sends it (in `family`): put the key if the lock's
+    /// line is empty.
+    fn put_if_free(
+        c: &Committer,
+        layout: &Layout,
+        family: Family,
+        name: &[u8],
+        seq: u64,
+    ) -> Pending {
+        let lock = layout.lock(family, name);
         let txn = Txn {
             compares: vec![Compare {
                 key: lock.clone(),
@@ -376,7 +402,7 @@ mod tests {
                 target: Target::CreateRevision(0),
             }],
             success: vec![Op::Put {
-                key: layout.entry(Family::Exclusive, name, b"o", seq),
+                key: layout.entry(family, name, b"o", seq),
                 value: Vec::new(),
                 lease: 0,
             }],
@@ -385,9 +411,30 @@ mod tests {
         pending(c, txn)
     }
 
+    /// A command that takes a shared place: it draws no token.
+    fn try_lock(c: &Committer, layout: &Layout, name: &[u8], seq: u64) -> Pending {
+        put_if_free(c, layout, Family::Shared, name, seq)
+    }
+
+    #[test]
+    fn a_batch_carries_one_command_that_may_draw_a_token() {
+        let (c, _q, layout) = committer();
+        let grant = |name: &[u8], seq| put_if_free(&c, &layout, Family::Exclusive, name, seq);
+        let mut held: VecDeque<Pending> = [
+            grant(b"a", 1),
+            try_lock(&c, &layout, b"b", 2),
+            grant(b"c", 3),
+            try_lock(&c, &layout, b"d", 4),
+        ]
+        .into();
+        assert_eq!(seqs(&pick(&mut held)), vec![1, 2, 4]);
+        assert_eq!(seqs(&pick(&mut held)), vec![3]);
+    }
+
     fn pending(c: &Committer, txn: Txn) -> Pending {
         let (units, alone) = c.units(&txn);
         Pending {
+            grants: c.grants(&txn),
             bytes: estimate(&txn),
             txn,
             units,
@@ -439,11 +486,11 @@ mod tests {
         let release = Txn {
             success: vec![
                 Op::Delete {
-                    key: layout.entry(Family::Exclusive, b"a", b"o", 2),
+                    key: layout.entry(Family::Shared, b"a", b"o", 2),
                     range_end: None,
                 },
                 Op::Delete {
-                    key: layout.entry(Family::Exclusive, b"b", b"o", 9),
+                    key: layout.entry(Family::Shared, b"b", b"o", 9),
                     range_end: None,
                 },
             ],
