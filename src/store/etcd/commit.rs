@@ -284,7 +284,7 @@ fn pick(held: &mut VecDeque<Pending>) -> Vec<Pending> {
     let mut granting = false;
     for pending in held.drain(..) {
         let fits = !closed
-            && !(granting && pending.grants)
+            && (!granting || !pending.grants)
             && batch.len() < MAX_TXN_OPS
             && (batch.is_empty() || bytes + pending.bytes <= MAX_BATCH_BYTES)
             && (batch.is_empty() || !pending.alone)
