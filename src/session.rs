@@ -4,6 +4,8 @@
 //! connection held (the "orphaning" of `PROTOCOL.md`).
 
 mod listing;
+#[cfg(all(test, feature = "cluster"))]
+mod tests;
 
 pub use listing::Listing;
 use listing::What;
@@ -16,9 +18,11 @@ use crate::protocol::{self, Command, Name, Parsed, Verb};
 use crate::secret::Secret;
 use crate::stats::{bump, Stats};
 use crate::store::{
-    ClientId, Event, Grant, HoldKind, LimitError, LockStore, WaitStart, WatchEvent, Watcher,
+    ClientId, Event, Grant, HoldKind, LimitError, LockStore, StoreError, WaitStart, WatchEvent,
+    Watcher,
 };
 use crossbeam_channel::{bounded, Receiver};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,8 +61,9 @@ pub enum Step {
     /// A failed `auth`: pause this long before reading on, so guessing
     /// is slow (the reply is in the buffer).
     Pause(Duration),
-    /// Send the reply, then close the connection (too many failed `auth`).
-    Close,
+    /// Send the reply, then close the connection, for this reason (too
+    /// many failed `auth`, or the store no longer vouches for its locks).
+    Close(&'static str),
     /// A listing: its opening is in the buffer; call [`Session::list`]
     /// for the rest, a bounded piece at a time.
     List(Listing),
@@ -322,39 +327,49 @@ impl Session {
         let id = self.id;
         match command {
             Command::Get(name) => match table.lock_or_queue(id, name.as_bytes(), false) {
-                WaitStart::Granted(_) => {
+                Ok(WaitStart::Granted(_)) => {
                     // An upgrade: the read hold became the write hold.
                     (self.holds).released(host.metrics(), LockKind::Read, name.as_bytes());
                     self.holds.granted(LockKind::Exclusive, name.as_bytes());
                     status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes())
                 }
-                WaitStart::Limit(error) => {
+                Ok(WaitStart::Limit(error)) => {
                     self.refuse(error, reply::LOCK_GET_FAILURE, name.as_bytes(), out)
                 }
-                _ => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
+                Ok(_) => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
+                Err(e) => {
+                    let classic = Some((reply::LOCK_GET_FAILURE, name.as_bytes()));
+                    return self.failed(e, Verb::Get, classic, out);
+                }
             },
-            Command::Release(name) => {
-                if table.release(id, name.as_bytes()) {
+            Command::Release(name) => match table.release(id, name.as_bytes()) {
+                Ok(true) => {
                     let kind = LockKind::Exclusive;
                     self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::LOCK_RELEASE_SUCCESS, name.as_bytes());
-                } else {
-                    status(out, 0, reply::LOCK_RELEASE_FAILURE, name.as_bytes());
                 }
-            }
-            Command::IsLocked(name) => {
-                if table.is_locked(name.as_bytes()) {
-                    status(out, 1, reply::LOCK_IS_LOCKED, name.as_bytes());
-                } else {
-                    status(out, 0, reply::LOCK_NOT_LOCKED, name.as_bytes());
+                Ok(false) => status(out, 0, reply::LOCK_RELEASE_FAILURE, name.as_bytes()),
+                Err(e) => {
+                    let classic = Some((reply::LOCK_RELEASE_FAILURE, name.as_bytes()));
+                    return self.failed(e, Verb::Release, classic, out);
                 }
-            }
+            },
+            Command::IsLocked(name) => match table.is_locked(name.as_bytes()) {
+                Ok(true) => status(out, 1, reply::LOCK_IS_LOCKED, name.as_bytes()),
+                Ok(false) => status(out, 0, reply::LOCK_NOT_LOCKED, name.as_bytes()),
+                // Either classic answer would claim to know.
+                Err(e) => return self.failed(e, Verb::IsLocked, None, out),
+            },
             Command::Holders(filter) if config.dump && filter.as_bytes().is_empty() => {
                 return self.listing(What::Holders, Verb::Holders, out);
             }
             Command::Holders(filter) => {
                 if config.dump {
-                    for lock in table.exclusive_locks(filter.as_bytes()) {
+                    let locks = match table.exclusive_locks(filter.as_bytes()) {
+                        Ok(locks) => locks,
+                        Err(e) => return self.failed(e, Verb::Holders, None, out),
+                    };
+                    for lock in locks {
                         reply::pair_line(out, lock.name.as_bytes(), lock.holder.display());
                     }
                 } else {
@@ -381,27 +396,41 @@ impl Session {
                         name.as_bytes(),
                     )
                 }
-                Err(error) => self.refuse(error, reply::SHARED_GET_FAILURE, name.as_bytes(), out),
+                Err(StoreError::Limit(error)) => {
+                    self.refuse(error, reply::SHARED_GET_FAILURE, name.as_bytes(), out)
+                }
+                Err(e) => {
+                    let classic = Some((reply::SHARED_GET_FAILURE, name.as_bytes()));
+                    return self.failed(e, Verb::SharedGet, classic, out);
+                }
             },
-            Command::SharedRelease(name) => {
-                if table.release_shared(id, name.as_bytes()) {
+            Command::SharedRelease(name) => match table.release_shared(id, name.as_bytes()) {
+                Ok(true) => {
                     let kind = LockKind::Shared;
                     self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::SHARED_RELEASE_SUCCESS, name.as_bytes());
-                } else {
-                    status(out, 0, reply::SHARED_RELEASE_FAILURE, name.as_bytes());
                 }
-            }
+                Ok(false) => status(out, 0, reply::SHARED_RELEASE_FAILURE, name.as_bytes()),
+                Err(e) => {
+                    let classic = Some((reply::SHARED_RELEASE_FAILURE, name.as_bytes()));
+                    return self.failed(e, Verb::SharedRelease, classic, out);
+                }
+            },
             Command::SharedIsLocked(name) => match table.shared_count(name.as_bytes()) {
-                0 => status(out, 0, reply::SHARED_NOT_LOCKED, name.as_bytes()),
-                n => status(out, n as u64, reply::SHARED_IS_LOCKED, name.as_bytes()),
+                Ok(0) => status(out, 0, reply::SHARED_NOT_LOCKED, name.as_bytes()),
+                Ok(n) => status(out, n as u64, reply::SHARED_IS_LOCKED, name.as_bytes()),
+                Err(e) => return self.failed(e, Verb::SharedIsLocked, None, out),
             },
             Command::SharedHolders(filter) if config.dump && filter.as_bytes().is_empty() => {
                 return self.listing(What::SharedHolders, Verb::SharedHolders, out);
             }
             Command::SharedHolders(filter) => {
                 if config.dump {
-                    for lock in table.shared_locks(filter.as_bytes()) {
+                    let locks = match table.shared_locks(filter.as_bytes()) {
+                        Ok(locks) => locks,
+                        Err(e) => return self.failed(e, Verb::SharedHolders, None, out),
+                    };
+                    for lock in locks {
                         for holder in &lock.holders {
                             reply::pair_line(out, lock.name.as_bytes(), holder.display());
                         }
@@ -423,7 +452,9 @@ impl Session {
             }
             Command::Iam(name) => {
                 if config.registry {
-                    table.register(id, &name);
+                    if let Err(e) = table.register(id, &name) {
+                        return self.failed(e, Verb::Iam, None, out);
+                    }
                     // For the orphan log line: a hang-up may be reaped, and
                     // the store forget the name, before this session ends.
                     self.registered = (!name.is_empty()).then(|| name.into());
@@ -437,7 +468,11 @@ impl Session {
             }
             Command::Who(filter) => {
                 if config.dump && config.registry {
-                    for client in table.registered(&filter) {
+                    let clients = match table.registered(&filter) {
+                        Ok(clients) => clients,
+                        Err(e) => return self.failed(e, Verb::Who, None, out),
+                    };
+                    for client in clients {
                         reply::pair_line(out, &client.default, client.display());
                     }
                 } else {
@@ -447,7 +482,13 @@ impl Session {
             }
             Command::Stats => {
                 host.before_stats();
-                let counts = table.counts();
+                let counts = match table.counts() {
+                    Ok(counts) => counts,
+                    Err(e) => {
+                        host.stats().count_command(Verb::Stats);
+                        return self.failed(e, Verb::Stats, None, out);
+                    }
+                };
                 let report = host
                     .stats()
                     .report(counts, config.max_connections, self.version >= 2);
@@ -474,24 +515,34 @@ impl Session {
             Command::WaitRead { timeout_ms, name } => {
                 return self.start_wait(Kind::Read, name, 0, timeout_ms, out)
             }
-            Command::ReadRelease(name) => {
-                if table.release_read(id, name.as_bytes()) {
+            Command::ReadRelease(name) => match table.release_read(id, name.as_bytes()) {
+                Ok(true) => {
                     let kind = LockKind::Read;
                     self.holds.released(host.metrics(), kind, name.as_bytes());
                     status(out, 1, reply::READ_RELEASE_SUCCESS, name.as_bytes());
-                } else {
-                    status(out, 0, reply::READ_RELEASE_FAILURE, name.as_bytes());
                 }
-            }
-            Command::Token(name) => match table.token(id, name.as_bytes()) {
-                Some(token) => status(out, token, reply::LOCK_TOKEN, name.as_bytes()),
-                None => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
+                Ok(false) => status(out, 0, reply::READ_RELEASE_FAILURE, name.as_bytes()),
+                Err(e) => {
+                    let classic = Some((reply::READ_RELEASE_FAILURE, name.as_bytes()));
+                    return self.failed(e, Verb::ReadRelease, classic, out);
+                }
             },
-            Command::ReleaseAll => {
-                self.holds.release_all(host.metrics());
-                reply::push_number(out, table.release_all(id).total() as u64);
-                out.extend_from_slice(b" Released\n");
-            }
+            Command::Token(name) => match table.token(id, name.as_bytes()) {
+                Ok(Some(token)) => status(out, token, reply::LOCK_TOKEN, name.as_bytes()),
+                Ok(None) => status(out, 0, reply::LOCK_NOT_HELD, name.as_bytes()),
+                Err(e) => {
+                    let classic = Some((reply::LOCK_NOT_HELD, name.as_bytes()));
+                    return self.failed(e, Verb::Token, classic, out);
+                }
+            },
+            Command::ReleaseAll => match table.release_all(id) {
+                Ok(released) => {
+                    self.holds.release_all(host.metrics());
+                    reply::push_number(out, released.total() as u64);
+                    out.extend_from_slice(b" Released\n");
+                }
+                Err(e) => return self.failed(e, Verb::ReleaseAll, None, out),
+            },
             Command::Ping => out.extend_from_slice(reply::PONG),
             Command::Ttl(seconds) => {
                 self.lease = (seconds > 0).then(|| Duration::from_secs(seconds));
@@ -508,7 +559,10 @@ impl Session {
             }
             Command::Watch(pattern) => {
                 if config.dump {
-                    let (held, watcher) = table.watch(id, pattern.as_bytes());
+                    let (held, watcher) = match table.watch(id, pattern.as_bytes()) {
+                        Ok(watch) => watch,
+                        Err(e) => return self.failed(e, Verb::Watch, None, out),
+                    };
                     if watcher.is_some() {
                         self.watcher = watcher;
                     }
@@ -547,8 +601,32 @@ impl Session {
 
     /// Appends about `bound` more bytes of a listing to `out`; `false`
     /// once it is complete. The caller sends `out` between calls.
-    pub fn list(&self, listing: &mut Listing, out: &mut Vec<u8>, bound: usize) -> bool {
-        listing.fill(self.host.store(), out, bound)
+    ///
+    /// A store that fails before the first page gets a failure reply in
+    /// place of the listing, as any verb would (see [`Session::failed`]).
+    ///
+    /// # Errors
+    /// The store failed in the middle of the listing (the reply cannot be
+    /// completed), or a failure reply is not enough: the connection must
+    /// end.
+    pub fn list(&self, listing: &mut Listing, out: &mut Vec<u8>, bound: usize) -> io::Result<bool> {
+        let error = match listing.fill(self.host.store(), out, bound) {
+            Ok(more) => return Ok(more),
+            Err(error) => error,
+        };
+        self.log_failure(&error);
+        let Some(end) = listing.retract(out) else {
+            return Err(io::Error::other(format!("listing cut short: {error}")));
+        };
+        if self.version < 2 {
+            return Err(io::Error::other(CLASSIC_CANNOT_SAY));
+        }
+        reply::error(out, &error);
+        out.extend_from_slice(end);
+        if error.locks_lost() {
+            return Err(io::Error::other(LOCKS_LOST));
+        }
+        Ok(false)
     }
 
     /// Counts and logs a failed `auth` (at most one line a second for the
@@ -567,7 +645,7 @@ impl Session {
             );
         }
         if self.auth_failures >= MAX_AUTH_FAILURES {
-            return Step::Close;
+            return Step::Close("too many failed auth attempts");
         }
         Step::Pause(AUTH_PAUSE * (1 << (self.auth_failures - 1)))
     }
@@ -587,6 +665,14 @@ impl Session {
             Kind::Read => table.read_or_queue(self.id, name.as_bytes(), queue),
             Kind::Shared => table.lock_shared_or_queue(self.id, name.as_bytes(), limit, queue),
         };
+        let start = match start {
+            Ok(start) => start,
+            Err(e) => {
+                // Not granted: on a classic connection, the timeout reply.
+                let classic = Some((timeout_text(kind), name.as_bytes()));
+                return self.failed(e, kind.verb(), classic, out);
+            }
+        };
         let metrics = self.host.metrics();
         match start {
             WaitStart::Granted(grant) => {
@@ -602,7 +688,8 @@ impl Session {
             WaitStart::Deadlock => {
                 bump(&self.host.stats().deadlocks);
                 let holder = match kind {
-                    Kind::Exclusive => table.exclusive_locks(name.as_bytes()).pop(),
+                    Kind::Exclusive => (table.exclusive_locks(name.as_bytes()).ok())
+                        .and_then(|mut locks| locks.pop()),
                     Kind::Read | Kind::Shared => None,
                 };
                 let holder = holder.map(|lock| lock.holder.default);
@@ -619,12 +706,7 @@ impl Session {
                 status(out, 0, text, name.as_bytes());
             }
             WaitStart::Limit(error) => {
-                let text = match kind {
-                    Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
-                    Kind::Shared => reply::SHARED_GET_TIMEOUT,
-                    Kind::Read => reply::READ_GET_TIMEOUT,
-                };
-                self.refuse(error, text, name.as_bytes(), out);
+                self.refuse(error, timeout_text(kind), name.as_bytes(), out);
             }
             WaitStart::Queued => {
                 return Step::Wait(Wait {
@@ -681,12 +763,44 @@ impl Session {
 
     fn reply_timeout(&self, kind: Kind, name: &[u8], out: &mut Vec<u8>) {
         bump(&self.host.stats().wait_timeouts);
-        let text = match kind {
-            Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
-            Kind::Shared => reply::SHARED_GET_TIMEOUT,
-            Kind::Read => reply::READ_GET_TIMEOUT,
-        };
-        status(out, 0, text, name);
+        status(out, 0, timeout_text(kind), name);
+    }
+
+    /// A store call failed. Protocol 2 hears `0 Error: WHY` (a multi-line
+    /// verb's block closed as usual). A classic connection, which has no
+    /// error line, gets `classic` (`0 TEXT: NAME`) when the verb has a
+    /// failure reply that stays true (`g`: not granted); where every
+    /// answer would claim to know the locks (`i`, `d`, `q`, ...) the
+    /// connection ends instead. It ends on either protocol when the store
+    /// no longer vouches for this connection's locks.
+    fn failed(
+        &self,
+        error: StoreError,
+        verb: Verb,
+        classic: Option<(&str, &[u8])>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        self.log_failure(&error);
+        if self.version >= 2 {
+            reply::error(out, &error);
+            self.end_block(verb, out);
+        } else if let Some((text, name)) = classic {
+            status(out, 0, text, name);
+        } else {
+            return Step::Close(CLASSIC_CANNOT_SAY);
+        }
+        if error.locks_lost() {
+            return Step::Close(LOCKS_LOST);
+        }
+        Step::Done
+    }
+
+    /// Logs a failed store call, at most once a second for the server.
+    fn log_failure(&self, error: &StoreError) {
+        let stats = self.host.stats();
+        if stats.log_allowed(&stats.store_failure_logged) {
+            ::log::warn!("{}: lock store: {error}", self.name);
+        }
     }
 
     /// A request a cap refused: `0 Error: limit reached: ...` on protocol
@@ -724,6 +838,33 @@ impl Session {
             ::log::info!("{}: a line of {} bytes", self.name, line.len());
         } else {
             ::log::info!("{}: {}", self.name, line.escape_ascii());
+        }
+    }
+}
+
+/// Why a classic connection ends when its store failed (see
+/// [`Session::failed`]).
+const CLASSIC_CANNOT_SAY: &str = "the lock store failed and a classic reply would claim to know";
+
+/// Why a connection ends when its store no longer vouches for its locks.
+const LOCKS_LOST: &str = "the lock store no longer vouches for this connection's locks";
+
+/// The timeout reply of a wait of `kind`.
+fn timeout_text(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Exclusive => reply::LOCK_GET_TIMEOUT,
+        Kind::Shared => reply::SHARED_GET_TIMEOUT,
+        Kind::Read => reply::READ_GET_TIMEOUT,
+    }
+}
+
+impl Kind {
+    /// The verb that waits for this kind.
+    fn verb(self) -> Verb {
+        match self {
+            Kind::Exclusive => Verb::WaitGet,
+            Kind::Shared => Verb::WaitSharedGet,
+            Kind::Read => Verb::WaitRead,
         }
     }
 }

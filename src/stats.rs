@@ -32,6 +32,8 @@ pub struct Stats {
     /// When a failed `auth` was last logged, in seconds since `started`
     /// plus one (0: never).
     pub auth_failure_logged: AtomicU64,
+    /// When a failed lock-store call was last logged, likewise.
+    pub store_failure_logged: AtomicU64,
     started: Instant,
 }
 
@@ -50,6 +52,7 @@ impl Default for Stats {
             ttl_expirations: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_failure_logged: AtomicU64::new(0),
+            store_failure_logged: AtomicU64::new(0),
             started: Instant::now(),
         }
     }

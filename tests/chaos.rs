@@ -27,8 +27,7 @@
 //! replays a seed.
 //!
 //! The same clients also run across two cluster nodes (issue 15) on one
-//! etcd, each session through one node or the other, without read holds
-//! (not served in cluster mode yet): 3 s by default,
+//! etcd, each session through one node or the other: 3 s by default,
 //! `LOCKD_CHAOS_CLUSTER_SECS=N` for longer.
 
 mod common;
@@ -115,8 +114,6 @@ fn status(line: &str) -> Result<(u64, String, String), String> {
 
 struct Session<'a> {
     client: usize,
-    /// Whether read holds (`wr`, `rr`) are in the mix.
-    rw: bool,
     start: Instant,
     reader: BufReader<TcpStream>,
     /// Lock -> index of its grant in `history`.
@@ -301,14 +298,7 @@ impl Session<'_> {
     }
 
     fn op(&mut self, rng: &mut Rng) -> Result<(), String> {
-        let roll = rng.below(100);
-        // Without read holds, their share of the mix pings.
-        let roll = if !self.rw && (28..=44).contains(&roll) {
-            99
-        } else {
-            roll
-        };
-        match roll {
+        match rng.below(100) {
             0..=11 => {
                 let lock = *rng.pick(&EXCLUSIVE);
                 let requested = self.now();
@@ -540,7 +530,7 @@ impl Session<'_> {
     fn abandon_wait(&mut self, rng: &mut Rng) -> Result<(), String> {
         self.tally.abandoned += 1;
         let kind = rng.below(10);
-        let (exclusive, read) = (kind < 5, self.rw && (5..7).contains(&kind));
+        let (exclusive, read) = (kind < 5, (5..7).contains(&kind));
         let lock = *rng.pick(&EXCLUSIVE);
         let semaphore = *rng.pick(&SEMAPHORES);
         let requested = self.now();
@@ -619,7 +609,6 @@ impl Session<'_> {
 fn client(
     client: usize,
     addrs: &[SocketAddr],
-    rw: bool,
     mut rng: Rng,
     start: Instant,
     until: Instant,
@@ -635,7 +624,6 @@ fn client(
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let mut session = Session {
                 client,
-                rw,
                 start,
                 reader: BufReader::new(stream),
                 exclusive: HashMap::new(),
@@ -787,7 +775,6 @@ fn sixty_four_clients_of_chaos(kind: Kind) {
         servers.len()
     );
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-    let rw = !kind.is_cluster();
     let mut rng = Rng::new(seed);
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
@@ -799,7 +786,7 @@ fn sixty_four_clients_of_chaos(kind: Kind) {
                 .stack_size(256 * 1024)
                 .spawn({
                     let addrs = addrs.clone();
-                    move || client(i, &addrs, rw, rng, start, until)
+                    move || client(i, &addrs, rng, start, until)
                 })
                 .expect("spawn client")
         })

@@ -547,24 +547,3 @@ fn a_watcher_through_one_node_sees_grants_hand_overs_and_ends_through_the_other(
     b.kill_9();
     assert_eq!(w.line_string(), format!("orphaned x {t3} {nh} k\n"));
 }
-
-#[test]
-fn reader_writer_locks_are_refused_clearly_in_cluster_mode() {
-    let etcd = Space::new();
-    let a = lockd_node(&etcd, "a");
-    let mut v2 = Conn::tcp(a.tcp_addr());
-    v2.send(b"hello 2\n");
-    assert!(v2.line().starts_with(b"2 lockd "));
-    for verb in ["wr 0 x", "rr x"] {
-        assert_eq!(
-            v2.cmd(verb),
-            "0 Error: not supported in cluster mode\n",
-            "{verb}"
-        );
-    }
-    assert_eq!(v2.cmd("ping"), "1 pong\n", "the connection goes on");
-    // A classic connection hears nothing, as for a verb it does not know.
-    let mut classic = Conn::tcp(a.tcp_addr());
-    classic.send(b"wr 0 x\nrr x\n");
-    assert_eq!(classic.cmd("g x"), "1 Lock Get Success: x\n");
-}

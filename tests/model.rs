@@ -22,7 +22,7 @@ mod common;
 
 use common::rng::{seed_override, seeds, Rng};
 use crossbeam_channel::{bounded, Receiver};
-use lockd::store::{ClientId, Counts, Grant, Released, Table, WaitStart};
+use lockd::store::{ClientId, Counts, Grant, LockStore, Released, Table, WaitStart};
 use lockd::token::TokenCounter;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
@@ -506,14 +506,22 @@ impl Sim {
                 self.check_state();
             }
         }
-        self.eq(self.table.counts().locks, 0, "locks at the end");
+        self.eq(self.table.counts().unwrap().locks, 0, "locks at the end");
         self.eq(
-            self.table.counts().shared_locks,
+            self.table.counts().unwrap().shared_locks,
             0,
             "shared locks at the end",
         );
-        self.eq(self.table.counts().read_locks, 0, "read locks at the end");
-        self.eq(self.table.counts().waiting, 0, "waiting at the end");
+        self.eq(
+            self.table.counts().unwrap().read_locks,
+            0,
+            "read locks at the end",
+        );
+        self.eq(
+            self.table.counts().unwrap().waiting,
+            0,
+            "waiting at the end",
+        );
         self.coverage
     }
 
@@ -557,33 +565,33 @@ impl Sim {
                 let queue = self.rng.chance(85);
                 self.note(format!("c{id} lock_or_queue {shown:?} queue={queue}"));
                 let want = self.model.lock(id, name, queue);
-                let got = self.table.lock_or_queue(id, name, queue);
+                let got = self.table.lock_or_queue(id, name, queue).unwrap();
                 self.compare_start(name, want, got);
             }
             26..=35 => {
                 self.note(format!("c{id} release {shown:?}"));
                 let want = self.model.release(id, name);
-                let got = self.table.release(id, name);
+                let got = self.table.release(id, name).unwrap();
                 self.eq(got, want, "release");
             }
             36..=45 => {
                 let queue = self.rng.chance(85);
                 self.note(format!("c{id} read_or_queue {shown:?} queue={queue}"));
                 let want = self.model.read(id, name, queue);
-                let got = self.table.read_or_queue(id, name, queue);
+                let got = self.table.read_or_queue(id, name, queue).unwrap();
                 self.compare_start(name, want, got);
             }
             46..=53 => {
                 self.note(format!("c{id} release_read {shown:?}"));
                 let want = self.model.release_read(id, name);
-                let got = self.table.release_read(id, name);
+                let got = self.table.release_read(id, name).unwrap();
                 self.eq(got, want, "release_read");
             }
             54..=58 => {
                 self.note(format!("c{id} lock_shared {shown:?}"));
                 let want = self.model.lock_shared(id, name);
-                let got = self.table.lock_shared(id, name);
-                self.eq(got, Ok(want), "lock_shared holders");
+                let got = self.table.lock_shared(id, name).unwrap();
+                self.eq(got, want, "lock_shared holders");
             }
             59..=70 => {
                 let limit = self.rng.below(4) as u32;
@@ -592,19 +600,22 @@ impl Sim {
                     "c{id} lock_shared_or_queue {shown:?} limit={limit} queue={queue}"
                 ));
                 let want = self.model.lock_shared_or_queue(id, name, limit, queue);
-                let got = self.table.lock_shared_or_queue(id, name, limit, queue);
+                let got = self
+                    .table
+                    .lock_shared_or_queue(id, name, limit, queue)
+                    .unwrap();
                 self.compare_start(name, want, got);
             }
             71..=79 => {
                 self.note(format!("c{id} release_shared {shown:?}"));
                 let want = self.model.release_shared(id, name);
-                let got = self.table.release_shared(id, name);
+                let got = self.table.release_shared(id, name).unwrap();
                 self.eq(got, want, "release_shared");
             }
             80..=83 => {
                 self.note(format!("c{id} release_all"));
                 let want = self.model.release_all(id);
-                let got = self.table.release_all(id);
+                let got = self.table.release_all(id).unwrap();
                 self.eq(got, want, "release_all");
             }
             84..=88 => self.cancel_wait(id),
@@ -688,7 +699,7 @@ impl Sim {
     fn check_state(&self) {
         let model = &self.model;
         self.eq(
-            self.table.counts(),
+            self.table.counts().unwrap(),
             Counts {
                 locks: model.locks.values().filter(|l| l.writer.is_some()).count(),
                 read_locks: model
@@ -707,6 +718,7 @@ impl Sim {
         let got: Vec<ExclusiveRow> = self
             .table
             .exclusive_locks(b"")
+            .unwrap()
             .into_iter()
             .map(|v| {
                 let waiters = v.waiters.iter().map(|w| w.to_vec()).collect();
@@ -735,6 +747,7 @@ impl Sim {
         let got: Vec<ReadRow> = self
             .table
             .read_locks(b"")
+            .unwrap()
             .into_iter()
             .map(|v| {
                 let readers = v.readers.iter().map(|r| r.to_vec()).collect();
@@ -756,6 +769,7 @@ impl Sim {
         let got: Vec<SharedRow> = self
             .table
             .shared_locks(b"")
+            .unwrap()
             .into_iter()
             .map(|v| {
                 let holders = v.holders.iter().map(|h| h.default.to_vec()).collect();
@@ -780,15 +794,19 @@ impl Sim {
         for name in NAMES {
             let lock = model.locks.get(name);
             let held = lock.is_some_and(|l| l.writer.is_some() || !l.readers.is_empty());
-            self.eq(self.table.is_locked(name), held, "is_locked");
+            self.eq(self.table.is_locked(name).unwrap(), held, "is_locked");
             let holders = model.shared.get(name).map_or(0, |l| l.holders.len());
-            self.eq(self.table.shared_count(name), holders, "shared_count");
+            self.eq(
+                self.table.shared_count(name).unwrap(),
+                holders,
+                "shared_count",
+            );
             for client in self.slots.iter().flatten() {
                 let want = lock
                     .and_then(|l| l.writer)
                     .filter(|(w, _)| *w == client.id)
                     .and_then(|(_, token)| token);
-                self.eq(self.table.token(client.id, name), want, "token");
+                self.eq(self.table.token(client.id, name).unwrap(), want, "token");
             }
         }
     }

@@ -6,11 +6,109 @@
 //!
 //! A state another connection must reach is polled with `q` under a
 //! deadline; silence is checked by sending `ping` behind the commands.
+//!
+//! Every test runs twice: against a single server, and against a node of
+//! a cluster on a real three-member etcd (issue 15), where readers and
+//! writers share the lock's line of keys.
 
 mod common;
 
-use common::{Conn, TestServer};
+use common::etcd::EtcdCluster;
+use common::{Conn, Daemon, TestServer};
 use std::time::{Duration, Instant};
+
+/// Where a test runs.
+enum Server {
+    /// A single server, in this process.
+    Single(TestServer),
+    /// One `lockd --cluster` node (stopped before its etcd).
+    Node { node: Daemon, _etcd: EtcdCluster },
+}
+
+impl Server {
+    fn single() -> Server {
+        Server::Single(TestServer::start())
+    }
+
+    fn node() -> Server {
+        let etcd = EtcdCluster::start();
+        let url = etcd.url();
+        let args = ["--listen", "127.0.0.1:0", "--no-state", "--cluster", &url];
+        Server::Node {
+            node: Daemon::start(&args, 1),
+            _etcd: etcd,
+        }
+    }
+
+    fn connect(&self) -> Conn {
+        match self {
+            Server::Single(server) => server.connect(),
+            Server::Node { node, .. } => Conn::tcp(node.tcp_addr()),
+        }
+    }
+
+    fn connect2(&self) -> Conn {
+        let mut conn = self.connect();
+        conn.hello2();
+        conn
+    }
+
+    fn wait_for_stat2(&self, key: &str, value: u64) {
+        self.connect2().wait_for_stat(key, value);
+    }
+
+    /// Waits until the server counts `n` connections besides a probe.
+    fn wait_for_connections(&self, n: usize) {
+        match self {
+            Server::Single(server) => server.wait_for_connections(n),
+            Server::Node { .. } => self.connect().wait_for_stat("connections", n as u64 + 1),
+        }
+    }
+
+    /// `single` on a single server, `cluster` through a cluster node (where
+    /// each grant costs etcd round trips).
+    fn scale(&self, single: usize, cluster: usize) -> usize {
+        match self {
+            Server::Single(_) => single,
+            Server::Node { .. } => cluster,
+        }
+    }
+}
+
+/// Each test, once on a single server and once through a cluster node.
+macro_rules! on_both {
+    ($($test:ident),* $(,)?) => {
+        mod single {
+            $(#[test]
+            fn $test() {
+                super::$test(&super::Server::single());
+            })*
+        }
+        mod cluster {
+            $(#[test]
+            fn $test() {
+                super::$test(&super::Server::node());
+            })*
+        }
+    };
+}
+
+on_both!(
+    readers_share_a_name_and_classic_clients_see_it_held,
+    the_empty_name_and_odd_bytes_can_be_read_held,
+    a_writer_makes_readers_wait,
+    malformed_wr_is_an_error_on_protocol_2_and_silent_on_classic,
+    one_line_serves_a_writer_or_every_reader_up_to_the_next_writer,
+    a_reader_upgrades_once_it_is_the_only_one_and_two_upgraders_deadlock,
+    read_holds_are_orphaned_and_released_by_ra,
+    dj_lists_readers_and_their_line,
+    extended_q_counts_read_locks_and_the_new_verbs,
+    a_two_cycle_through_a_read_hold_is_refused,
+    a_three_cycle_through_a_full_semaphore_and_a_read_hold_is_refused,
+    chains_through_read_holds_and_semaphores_just_wait,
+    two_thousand_waiters_are_served_in_arrival_order_three_times,
+    a_long_mixed_line_is_served_in_order,
+);
 
 /// The fencing token of a `wg`/`g` success reply for `name`, checking the
 /// rest of the reply byte for byte.
@@ -31,9 +129,7 @@ fn queue(poll: &mut Conn, conn: &mut Conn, line: &str, waiting: u64) {
 
 // ------------------------------------------------------------- the verbs
 
-#[test]
-fn readers_share_a_name_and_classic_clients_see_it_held() {
-    let server = TestServer::start();
+fn readers_share_a_name_and_classic_clients_see_it_held(server: &Server) {
     let (mut a, mut b, mut c) = (server.connect(), server.connect(), server.connect2());
     assert_eq!(a.cmd("wr 0 x y"), "1 Read Lock Get Success: x y\n");
     assert_eq!(b.cmd("wr 100 x  y"), "2 Read Lock Get Success: x y\n");
@@ -64,9 +160,7 @@ fn readers_share_a_name_and_classic_clients_see_it_held() {
     assert_eq!(c.stat("command_rr"), 4);
 }
 
-#[test]
-fn the_empty_name_and_odd_bytes_can_be_read_held() {
-    let server = TestServer::start();
+fn the_empty_name_and_odd_bytes_can_be_read_held(server: &Server) {
     let mut a = server.connect();
     assert_eq!(a.cmd("wr 0"), "1 Read Lock Get Success: \n");
     a.send(b"wr 0 n\0\xff\n");
@@ -76,9 +170,7 @@ fn the_empty_name_and_odd_bytes_can_be_read_held() {
     assert_eq!(a.line(), b"1 Read Lock Release Success: n\0\xff\n");
 }
 
-#[test]
-fn a_writer_makes_readers_wait() {
-    let server = TestServer::start();
+fn a_writer_makes_readers_wait(server: &Server) {
     let (mut w, mut r, mut poll) = (server.connect(), server.connect(), server.connect2());
     let t = token(&w.cmd("g x"), "x");
     assert_eq!(r.cmd("wr 0 x"), "0 Read Lock Get Timeout: x\n");
@@ -95,9 +187,7 @@ fn a_writer_makes_readers_wait() {
     assert_eq!(w.cmd("wr 0 x"), "0 Read Lock Get Timeout: x\n");
 }
 
-#[test]
-fn malformed_wr_is_an_error_on_protocol_2_and_silent_on_classic() {
-    let server = TestServer::start();
+fn malformed_wr_is_an_error_on_protocol_2_and_silent_on_classic(server: &Server) {
     let mut c = server.connect();
     assert_eq!(c.before_pong("wr x y\nwr\n"), "");
     let mut p = server.connect2();
@@ -108,9 +198,7 @@ fn malformed_wr_is_an_error_on_protocol_2_and_silent_on_classic() {
     assert_eq!(p.stat("invalid_commands"), 3);
 }
 
-#[test]
-fn one_line_serves_a_writer_or_every_reader_up_to_the_next_writer() {
-    let server = TestServer::start();
+fn one_line_serves_a_writer_or_every_reader_up_to_the_next_writer(server: &Server) {
     let mut poll = server.connect2();
     let mut w0 = server.connect();
     let t0 = token(&w0.cmd("wg 0 L"), "L");
@@ -144,9 +232,7 @@ fn one_line_serves_a_writer_or_every_reader_up_to_the_next_writer() {
     assert_eq!(poll.stat("grants"), 2);
 }
 
-#[test]
-fn a_reader_upgrades_once_it_is_the_only_one_and_two_upgraders_deadlock() {
-    let server = TestServer::start();
+fn a_reader_upgrades_once_it_is_the_only_one_and_two_upgraders_deadlock(server: &Server) {
     let mut poll = server.connect2();
     let (mut a, mut b, mut w) = (server.connect(), server.connect(), server.connect());
     // The only reader upgrades at once, even with g.
@@ -172,9 +258,7 @@ fn a_reader_upgrades_once_it_is_the_only_one_and_two_upgraders_deadlock() {
     assert!(token(&w.line_string(), "x") > t2);
 }
 
-#[test]
-fn read_holds_are_orphaned_and_released_by_ra() {
-    let server = TestServer::start();
+fn read_holds_are_orphaned_and_released_by_ra(server: &Server) {
     let mut a = server.connect();
     assert_eq!(a.cmd("wr 0 x"), "1 Read Lock Get Success: x\n");
     assert_eq!(a.cmd("wr 0 y"), "1 Read Lock Get Success: y\n");
@@ -195,9 +279,7 @@ fn read_holds_are_orphaned_and_released_by_ra() {
     assert_eq!(server.connect2().stat("read_locks"), 0);
 }
 
-#[test]
-fn dj_lists_readers_and_their_line() {
-    let server = TestServer::start();
+fn dj_lists_readers_and_their_line(server: &Server) {
     let (mut a, mut b, mut c) = (server.connect(), server.connect(), server.connect());
     let (na, nb, nc) = (a.name(), b.name(), c.name());
     assert_eq!(a.cmd("wr 0 x"), "1 Read Lock Get Success: x\n");
@@ -214,19 +296,17 @@ fn dj_lists_readers_and_their_line() {
     );
     drop(a);
     drop(b);
-    token(&c.line_string(), "x");
+    let t = token(&c.line_string(), "x");
     assert_eq!(
         poll.cmd("dj"),
         format!(
-            "{{\"exclusive\":{{\"x\":{{\"holder\":\"{nc}\",\"name\":null,\"token\":1,\
+            "{{\"exclusive\":{{\"x\":{{\"holder\":\"{nc}\",\"name\":null,\"token\":{t},\
              \"waiters\":[]}}}},\"shared\":{{}}}}\n"
         )
     );
 }
 
-#[test]
-fn extended_q_counts_read_locks_and_the_new_verbs() {
-    let server = TestServer::start();
+fn extended_q_counts_read_locks_and_the_new_verbs(server: &Server) {
     let mut a = server.connect2();
     a.send(b"q\n");
     let keys: Vec<String> = a
@@ -245,9 +325,7 @@ fn extended_q_counts_read_locks_and_the_new_verbs() {
 
 // -------------------------------------------------------------- deadlocks
 
-#[test]
-fn a_two_cycle_through_a_read_hold_is_refused() {
-    let server = TestServer::start();
+fn a_two_cycle_through_a_read_hold_is_refused(server: &Server) {
     let (mut a, mut b) = (server.connect(), server.connect());
     assert_eq!(a.cmd("wr 0 x"), "1 Read Lock Get Success: x\n");
     assert_eq!(b.cmd("g y"), "1 Lock Get Success: y\n");
@@ -258,9 +336,7 @@ fn a_two_cycle_through_a_read_hold_is_refused() {
     token(&a.line_string(), "y");
 }
 
-#[test]
-fn a_three_cycle_through_a_full_semaphore_and_a_read_hold_is_refused() {
-    let server = TestServer::start();
+fn a_three_cycle_through_a_full_semaphore_and_a_read_hold_is_refused(server: &Server) {
     let (mut a, mut b, mut c) = (server.connect(), server.connect(), server.connect());
     // a reads x and waits for the semaphore s, full with b.
     assert_eq!(a.cmd("wr 0 x"), "1 Read Lock Get Success: x\n");
@@ -284,9 +360,7 @@ fn a_three_cycle_through_a_full_semaphore_and_a_read_hold_is_refused() {
     assert_eq!(a.line_string(), "1 Shared Lock Get Success: s\n");
 }
 
-#[test]
-fn chains_through_read_holds_and_semaphores_just_wait() {
-    let server = TestServer::start();
+fn chains_through_read_holds_and_semaphores_just_wait(server: &Server) {
     let (mut a, mut b, mut c) = (server.connect(), server.connect(), server.connect());
     // c -> b (semaphore) -> a (read hold): a chain, not a cycle.
     assert_eq!(a.cmd("wr 0 x"), "1 Read Lock Get Success: x\n");
@@ -350,11 +424,10 @@ fn until_waiting(poll: &mut Conn, n: u64) {
 
 /// Issue 14: thousands of waiters on one lock, each handed the lock in
 /// turn, get it in exactly the order they arrived, each with a token above
-/// the one before. Three rounds on the same connections.
-#[test]
-fn two_thousand_waiters_are_served_in_arrival_order_three_times() {
-    let n = waiters_allowed(2000);
-    let server = TestServer::start();
+/// the one before. Three rounds on the same connections (40 waiters
+/// through a cluster node, where each hand-over is etcd round trips).
+fn two_thousand_waiters_are_served_in_arrival_order_three_times(server: &Server) {
+    let n = waiters_allowed(server.scale(2000, 40));
     let mut poll = server.connect2();
     let mut holder = server.connect();
     let mut waiters: Vec<Conn> = Vec::with_capacity(n);
@@ -393,9 +466,7 @@ fn two_thousand_waiters_are_served_in_arrival_order_three_times() {
 
 /// Readers and writers mixed in one long line: each writer alone, each run
 /// of readers together, in arrival order.
-#[test]
-fn a_long_mixed_line_is_served_in_order() {
-    let server = TestServer::start();
+fn a_long_mixed_line_is_served_in_order(server: &Server) {
     let mut poll = server.connect2();
     let mut holder = server.connect();
     token(&holder.cmd("g M"), "M");

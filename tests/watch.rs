@@ -2,8 +2,7 @@
 //! snapshot, `synced` and every kind of event in whole bytes, over TCP,
 //! Unix and WebSocket; a watcher that never reads is cut off without
 //! slowing anyone; watchers whose snapshots race with grants still add up
-//! to the truth. The cases run against a single server and a cluster node
-//! (reader/writer holds, not served in cluster mode yet, single only).
+//! to the truth. The cases run against a single server and a cluster node.
 
 mod common;
 
@@ -32,15 +31,11 @@ on_both!(
 );
 
 fn snapshot_synced_and_every_event_in_whole_bytes(kind: Kind) {
-    // Read holds are not served in cluster mode yet.
-    let rw = !kind.is_cluster();
     let server = kind.start();
     let (mut a, mut b, mut c) = (server.connect(), server.connect(), server.connect());
     let (na, nb, nc) = (a.name(), b.name(), c.name());
     let t1 = token(&a.cmd("wg 0 a1"), "a1");
-    if rw {
-        assert_eq!(b.cmd("wr 0 a 2"), "1 Read Lock Get Success: a 2\n");
-    }
+    assert_eq!(b.cmd("wr 0 a 2"), "1 Read Lock Get Success: a 2\n");
     assert_eq!(b.cmd("sg a3"), "1 Shared Lock Get Success: a3\n");
     assert_eq!(c.cmd("sg a3"), "2 Shared Lock Get Success: a3\n");
     assert_eq!(c.cmd("g other"), "1 Lock Get Success: other\n");
@@ -48,9 +43,7 @@ fn snapshot_synced_and_every_event_in_whole_bytes(kind: Kind) {
     w.send(b"watch a*\n");
     assert_eq!(w.line_string(), "1 Watching: a*\n");
     // Sorted by name, bytewise: "a 2" before "a1".
-    if rw {
-        assert_eq!(w.line_string(), format!("held rd 1 {nb} a 2\n"));
-    }
+    assert_eq!(w.line_string(), format!("held rd 1 {nb} a 2\n"));
     assert_eq!(w.line_string(), format!("held x {t1} {na} a1\n"));
     assert_eq!(w.line_string(), format!("held s 1 {nb} a3\n"));
     assert_eq!(w.line_string(), format!("held s 2 {nc} a3\n"));
@@ -58,17 +51,13 @@ fn snapshot_synced_and_every_event_in_whole_bytes(kind: Kind) {
     assert_eq!(a.cmd("r a1"), "1 Lock Release Success: a1\n");
     assert_eq!(w.line_string(), format!("released x {t1} {na} a1\n"));
     assert_eq!(c.cmd("r other"), "1 Lock Release Success: other\n");
-    if rw {
-        assert_eq!(c.cmd("wr 0 a 2"), "2 Read Lock Get Success: a 2\n");
-        assert_eq!(w.line_string(), format!("locked rd 2 {nc} a 2\n"));
-        assert_eq!(b.cmd("rr a 2"), "1 Read Lock Release Success: a 2\n");
-        assert_eq!(w.line_string(), format!("released rd 1 {nb} a 2\n"));
-    }
+    assert_eq!(c.cmd("wr 0 a 2"), "2 Read Lock Get Success: a 2\n");
+    assert_eq!(w.line_string(), format!("locked rd 2 {nc} a 2\n"));
+    assert_eq!(b.cmd("rr a 2"), "1 Read Lock Release Success: a 2\n");
+    assert_eq!(w.line_string(), format!("released rd 1 {nb} a 2\n"));
     // An upgrade: the read hold goes, the write hold comes.
     let t2 = token(&c.cmd("wg 0 a 2"), "a 2");
-    if rw {
-        assert_eq!(w.line_string(), format!("released rd 0 {nc} a 2\n"));
-    }
+    assert_eq!(w.line_string(), format!("released rd 0 {nc} a 2\n"));
     assert_eq!(w.line_string(), format!("locked x {t2} {nc} a 2\n"));
     assert_eq!(c.cmd("sr a3"), "1 Shared Lock Release Success: a3\n");
     assert_eq!(w.line_string(), format!("released s 1 {nc} a3\n"));
@@ -173,7 +162,6 @@ fn a_watcher_that_never_reads_is_cut_off_and_slows_nobody() {
 /// snapshot and events, and must never see a lock taken twice or freed
 /// while free, and must end with the true state: nothing held.
 fn snapshots_racing_with_grants_add_up_to_the_truth(kind: Kind) {
-    let rw = !kind.is_cluster();
     let server = kind.start();
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
@@ -192,9 +180,6 @@ fn snapshots_racing_with_grants_add_up_to_the_truth(kind: Kind) {
                             c.cmd(&format!("r {name}")),
                             format!("1 Lock Release Success: {name}\n")
                         );
-                    }
-                    if !rw {
-                        continue;
                     }
                     let reply = c.cmd(&format!("wr 0 {name}"));
                     if reply.ends_with(&format!("Read Lock Get Success: {name}\n")) {

@@ -13,7 +13,7 @@ use super::Parts;
 use crate::metrics::LockKind;
 use crate::name::LockName;
 use crate::protocol::reply::json_string;
-use crate::store::{ExclusiveView, ReadView, SharedView};
+use crate::store::{ExclusiveView, ReadView, SharedView, StoreError};
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -110,10 +110,13 @@ fn percent_decode(text: &str) -> Vec<u8> {
 }
 
 /// The reply body.
-pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
+///
+/// # Errors
+/// The store could not answer.
+pub fn render(parts: &Parts<'_>, query: &Query) -> Result<Vec<u8>, StoreError> {
     let now = Instant::now();
-    let exclusive = parts.store.exclusive_locks(b"");
-    let shared = parts.store.shared_locks(b"");
+    let exclusive = parts.store.exclusive_locks(b"")?;
+    let shared = parts.store.shared_locks(b"")?;
     let (exclusive_total, shared_total) = (exclusive.len(), shared.len());
     let exclusive: Vec<ExclusiveView> = exclusive
         .into_iter()
@@ -124,7 +127,7 @@ pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
         .filter(|l| query.wants(l.name.as_bytes()))
         .collect();
     let (exclusive_matched, shared_matched) = (exclusive.len(), shared.len());
-    let readers: Vec<ReadView> = (parts.store.read_locks(b"").into_iter())
+    let readers: Vec<ReadView> = (parts.store.read_locks(b"")?.into_iter())
         .filter(|l| query.wants(l.name.as_bytes()))
         .collect();
     let clock = parts.metrics.hold_clock();
@@ -215,7 +218,7 @@ pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
         }
         out.extend_from_slice(b"]}");
     }
-    let counts = parts.store.counts();
+    let counts = parts.store.counts()?;
     let stats = parts.stats.report(counts, parts.max_connections, true);
     let stat = |key: &str| {
         stats
@@ -237,7 +240,7 @@ pub fn render(parts: &Parts<'_>, query: &Query) -> Vec<u8> {
         stat("uptime_seconds"),
     );
     out.push(b'\n');
-    out
+    Ok(out)
 }
 
 fn optional_string(out: &mut Vec<u8>, value: Option<&[u8]>) {

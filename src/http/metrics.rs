@@ -30,7 +30,7 @@ use super::Parts;
 use crate::metrics::{
     LockHistograms, LockKind, Outcome, Snapshot, Transport, BUCKETS, MAX_LOCK_SERIES,
 };
-use crate::store::{ExclusiveView, ReadView, SharedView};
+use crate::store::{ExclusiveView, ReadView, SharedView, StoreError};
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -46,9 +46,12 @@ const GAUGES: &[&str] = &[
 ];
 
 /// The whole scrape.
-pub(crate) fn render(parts: &Parts<'_>) -> String {
+///
+/// # Errors
+/// The store could not answer.
+pub(crate) fn render(parts: &Parts<'_>) -> Result<String, StoreError> {
     let mut out = String::with_capacity(16 * 1024);
-    let counts = parts.store.counts();
+    let counts = parts.store.counts()?;
     let report = parts.stats.report(counts, parts.max_connections, true);
 
     family(
@@ -130,7 +133,7 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
         metrics.lock_series_dropped()
     );
 
-    held_now(&mut out, parts);
+    held_now(&mut out, parts)?;
 
     let (next, mark) = parts.store.token_marks();
     family(
@@ -161,14 +164,14 @@ pub(crate) fn render(parts: &Parts<'_>) -> String {
         env!("CARGO_PKG_VERSION")
     );
     process(&mut out);
-    out
+    Ok(out)
 }
 
 /// Gauges of what is held now, from a copy of the table: the longest
 /// current hold of each kind (a histogram only learns of a hold when it
 /// ends), and for the locks `--metrics-locks` selects that are held now
 /// (the first [`MAX_LOCK_SERIES`] by name) their hold age and waiters.
-fn held_now(out: &mut String, parts: &Parts<'_>) {
+fn held_now(out: &mut String, parts: &Parts<'_>) -> Result<(), StoreError> {
     let now = Instant::now();
     let clock = parts.metrics.hold_clock();
     let age = |holder: &[u8], kind: LockKind, name: &[u8]| {
@@ -176,8 +179,8 @@ fn held_now(out: &mut String, parts: &Parts<'_>) {
             now.saturating_duration_since(since).as_secs_f64()
         })
     };
-    let exclusive = parts.store.exclusive_locks(b"");
-    let shared = parts.store.shared_locks(b"");
+    let exclusive = parts.store.exclusive_locks(b"")?;
+    let shared = parts.store.shared_locks(b"")?;
     let exclusive_age =
         |l: &ExclusiveView| age(&l.holder.default, LockKind::Exclusive, l.name.as_bytes());
     let shared_age = |l: &SharedView| {
@@ -194,7 +197,7 @@ fn held_now(out: &mut String, parts: &Parts<'_>) {
     let oldest = [
         exclusive.iter().map(exclusive_age).fold(0.0, f64::max),
         shared.iter().map(shared_age).fold(0.0, f64::max),
-        (parts.store.read_locks(b"").iter())
+        (parts.store.read_locks(b"")?.iter())
             .map(read_age)
             .fold(0.0, f64::max),
     ];
@@ -263,6 +266,7 @@ fn held_now(out: &mut String, parts: &Parts<'_>) {
             "lockd_lock_waiters{{lock=\"{name}\",kind=\"{kind}\"}} {waiters}"
         );
     }
+    Ok(())
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

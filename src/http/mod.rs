@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::stats::Stats;
-use crate::store::LockStore;
+use crate::store::{LockStore, StoreError};
 use history::History;
 use parking_lot::Mutex;
 use std::io;
@@ -251,14 +251,20 @@ impl Shared {
         let parts = self.source.parts();
         match path {
             "/healthz" => Reply::text(200, "ok\n"),
-            "/metrics" => Reply {
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                ..Reply::ok(metrics::render(&parts).into_bytes())
+            "/metrics" => match metrics::render(&parts) {
+                Ok(text) => Reply {
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    ..Reply::ok(text.into_bytes())
+                },
+                Err(e) => Reply::unavailable(&e),
             },
             "/locks.json" if !parts.dump => Reply::text(403, "0 disabled: lockd runs with --no-dump\n"),
-            "/locks.json" => Reply {
-                content_type: "application/json",
-                ..Reply::ok(locks::render(&parts, &locks::Query::parse(query)))
+            "/locks.json" => match locks::render(&parts, &locks::Query::parse(query)) {
+                Ok(json) => Reply {
+                    content_type: "application/json",
+                    ..Reply::ok(json)
+                },
+                Err(e) => Reply::unavailable(&e),
             },
             "/history.json" => Reply {
                 content_type: "application/json",
@@ -307,6 +313,11 @@ impl Reply {
             status,
             ..Reply::ok(body.into())
         }
+    }
+
+    /// 503: the lock store could not answer (cluster mode: etcd).
+    fn unavailable(error: &StoreError) -> Reply {
+        Reply::text(503, &format!("0 Error: {error}\n"))
     }
 
     fn header(mut self, name: &'static str, value: &str) -> Reply {

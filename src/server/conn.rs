@@ -473,18 +473,15 @@ pub(crate) fn run(
                 let bound = state.config.max_output;
                 while state
                     .listings
-                    .with(|| session.list(&mut listing, &mut out, bound))
+                    .with(|| session.list(&mut listing, &mut out, bound))?
                 {
                     framing.part(&mut out)?;
                 }
             }
-            Step::Close => {
+            Step::Close(why) => {
                 framing.reply(&mut out)?;
                 framing.flush(&mut out)?;
-                return Err(io::Error::new(
-                    ErrorKind::PermissionDenied,
-                    "too many failed auth attempts",
-                ));
+                return Err(io::Error::other(why));
             }
         }
         if let Some(timeout) = session.take_read_timeout_change() {

@@ -662,7 +662,7 @@ mod tests {
         };
         let handle = Server::bind(config).expect("bind").spawn().expect("spawn");
         let state = Arc::clone(&handle.state);
-        let store = || state.host.store.counts();
+        let store = || state.host.store.counts().expect("memory counts");
         let addr = handle.local_addr().expect("addr");
         let connect = || {
             let stream = TcpStream::connect(addr).expect("connect");

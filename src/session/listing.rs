@@ -7,7 +7,7 @@
 
 use crate::name::LockName;
 use crate::protocol::reply::{self, ExclusiveEntry, ReadEntry, SharedEntry};
-use crate::store::{ClientNames, ExclusiveView, LockStore, ReadView, SharedView};
+use crate::store::{ClientNames, ExclusiveView, LockStore, ReadView, SharedView, StoreError};
 use std::collections::VecDeque;
 
 /// Which listing.
@@ -62,6 +62,9 @@ pub struct Listing {
     first: bool,
     /// Closing bytes of a multi-line listing (the empty line of protocol 2).
     end: &'static [u8],
+    /// Bytes of the opening, while no page has been read (see
+    /// [`Listing::retract`]); `None` after.
+    opening: Option<usize>,
 }
 
 impl Listing {
@@ -73,12 +76,14 @@ impl Listing {
             What::SharedHolders | What::DumpShared => Part::Shared,
             What::Who => Part::Clients,
         };
+        let before = out.len();
         match what {
             What::Dump | What::DumpShared => out.extend_from_slice(reply::DUMP_OPEN),
             What::Json => out.extend_from_slice(reply::JSON_OPEN),
             What::Holders | What::SharedHolders | What::Who => {}
         }
         Listing {
+            opening: Some(out.len() - before),
             what,
             part,
             pending: Pending::Clients(VecDeque::new()),
@@ -92,17 +97,36 @@ impl Listing {
 
     /// Appends about `bound` more bytes of the listing to `out` (at least
     /// one entry, whatever its size). `false` once the listing is complete.
-    pub(crate) fn fill(&mut self, store: &dyn LockStore, out: &mut Vec<u8>, bound: usize) -> bool {
+    ///
+    /// # Errors
+    /// The store could not hand out the next page.
+    pub(crate) fn fill(
+        &mut self,
+        store: &dyn LockStore,
+        out: &mut Vec<u8>,
+        bound: usize,
+    ) -> Result<bool, StoreError> {
         let limit = out.len().saturating_add(bound.max(1));
         while out.len() < limit {
             if self.part == Part::End {
-                return false;
+                return Ok(false);
             }
             if !self.write_one(out) {
-                self.next_page(store, out);
+                self.next_page(store, out)?;
             }
         }
-        self.part != Part::End
+        Ok(self.part != Part::End)
+    }
+
+    /// After the first [`Listing::fill`] failed: takes the opening back out
+    /// of `out` (where it still is, the last bytes, since nothing was read
+    /// to follow it), so that a failure reply goes in its place. Returns
+    /// the bytes that close the reply; `None` once a page was read and the
+    /// listing can only be cut short.
+    pub(crate) fn retract(&self, out: &mut Vec<u8>) -> Option<&'static [u8]> {
+        let opening = self.opening?;
+        out.truncate(out.len().saturating_sub(opening));
+        Some(self.end)
     }
 
     /// Formats the next pending entry; `false` when none is pending.
@@ -155,36 +179,38 @@ impl Listing {
 
     /// Copies the next page out of the store, or moves on to the next part
     /// when the current one is done.
-    fn next_page(&mut self, store: &dyn LockStore, out: &mut Vec<u8>) {
+    fn next_page(&mut self, store: &dyn LockStore, out: &mut Vec<u8>) -> Result<(), StoreError> {
         if self.last_page {
             self.next_part(out);
-            return;
+            return Ok(());
         }
         let after = self.after.as_ref().map(LockName::as_bytes);
         match self.part {
             Part::Exclusive => {
-                let page = store.exclusive_page(after);
+                let page = store.exclusive_page(after)?;
                 self.pending = Pending::Exclusive(page.items.into());
                 self.resume_after(page.next);
             }
             Part::Shared => {
-                let page = store.shared_page(after);
+                let page = store.shared_page(after)?;
                 self.pending = Pending::Shared(page.items.into());
                 self.resume_after(page.next);
             }
             Part::Read => {
-                let page = store.read_page(after);
+                let page = store.read_page(after)?;
                 self.pending = Pending::Read(page.items.into());
                 self.resume_after(page.next);
             }
             Part::Clients => {
-                let page = store.registered_page(self.after_registration);
+                let page = store.registered_page(self.after_registration)?;
                 self.pending = Pending::Clients(page.items.into());
                 self.last_page = page.next.is_none();
                 self.after_registration = page.next.unwrap_or(u64::MAX);
             }
             Part::End => {}
         }
+        self.opening = None;
+        Ok(())
     }
 
     fn resume_after(&mut self, next: Option<LockName>) {

@@ -22,186 +22,177 @@ pub use memory::{
 };
 
 use crossbeam_channel::Sender;
+use std::fmt;
+
+/// Why a store could not do what was asked. The in-memory table fails only
+/// with [`StoreError::Limit`]; a clustered store also when it cannot reach
+/// its backend, or no longer vouches for a client's locks.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A cap of [`Limits`] refused it; nothing changed.
+    Limit(LimitError),
+    /// etcd did not answer: nothing is known of the lock now. What the
+    /// call may have written is undone as soon as etcd answers again.
+    #[cfg(feature = "cluster")]
+    Etcd(etcd::client::EtcdError),
+    /// The node lost its cluster lease: the client's locks may already
+    /// belong to others, and its connection must be closed.
+    LocksLost,
+}
+
+impl StoreError {
+    /// Whether the client's locks can no longer be vouched for, so that
+    /// its connection must be closed.
+    pub fn locks_lost(&self) -> bool {
+        matches!(self, StoreError::LocksLost)
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Limit(e) => e.fmt(f),
+            #[cfg(feature = "cluster")]
+            StoreError::Etcd(e) => write!(f, "cluster store unavailable: {e}"),
+            StoreError::LocksLost => f.write_str(
+                "cluster lease lost: the locks of this connection are gone (connect again)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Limit(_) => None,
+            #[cfg(feature = "cluster")]
+            StoreError::Etcd(e) => Some(e),
+            StoreError::LocksLost => None,
+        }
+    }
+}
+
+impl From<LimitError> for StoreError {
+    fn from(e: LimitError) -> StoreError {
+        StoreError::Limit(e)
+    }
+}
 
 /// What a session needs of a lock store: the operations behind every verb.
 /// Names and meanings follow [`memory::Table`], whose docs say more.
+///
+/// A call that asks the store something may fail with a [`StoreError`]
+/// (see [`StoreError::locks_lost`]). Calls that only let go of something
+/// (`disconnect`, `cancel_wait`) cannot: a store that cannot answer then
+/// finishes the job later, or lets it go with the client's lease.
 pub trait LockStore: Send + Sync {
     /// Adds a client; grants for its waits arrive on `notify` (room for one).
+    /// A store that cannot take clients now records it all the same, and
+    /// fails its later calls with [`StoreError::LocksLost`].
     fn connect(&self, id: ClientId, default_name: Box<[u8]>, notify: Sender<Grant>);
     /// Removes a client, releasing all it holds and taking it out of line.
     /// Idempotent.
     fn disconnect(&self, id: ClientId) -> Released;
     /// `g` and `wg`: the write lock, or a place in line when `queue` is
     /// set.
-    fn lock_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart;
+    fn lock_or_queue(
+        &self,
+        id: ClientId,
+        name: &[u8],
+        queue: bool,
+    ) -> Result<WaitStart, StoreError>;
     /// `r`: `true` if this client held the write lock.
-    fn release(&self, id: ClientId, name: &[u8]) -> bool;
+    fn release(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError>;
     /// `wr`: a read hold, or a place in line when `queue` is set.
-    fn read_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart;
+    fn read_or_queue(
+        &self,
+        id: ClientId,
+        name: &[u8],
+        queue: bool,
+    ) -> Result<WaitStart, StoreError>;
     /// `rr`: `true` if this client read-held the lock.
-    fn release_read(&self, id: ClientId, name: &[u8]) -> bool;
+    fn release_read(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError>;
     /// `i`: whether a writer or any reader holds the lock.
-    fn is_locked(&self, name: &[u8]) -> bool;
+    fn is_locked(&self, name: &[u8]) -> Result<bool, StoreError>;
     /// `t`: this client's fencing token for the lock, if it holds it.
-    fn token(&self, id: ClientId, name: &[u8]) -> Option<u64>;
-    /// `sg`: joins the holders of a shared lock; holders now, or the cap
-    /// that refused it.
-    fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, LimitError>;
+    fn token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// `sg`: joins the holders of a shared lock; holders now.
+    fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, StoreError>;
     /// `wsg`: a place among at most `limit` holders (0: no limit), or in
     /// line when `queue` is set.
-    fn lock_shared_or_queue(&self, id: ClientId, name: &[u8], limit: u32, queue: bool)
-        -> WaitStart;
-    /// `sr`: `true` if this client held the shared lock.
-    fn release_shared(&self, id: ClientId, name: &[u8]) -> bool;
-    /// `si`: how many hold the shared lock.
-    fn shared_count(&self, name: &[u8]) -> usize;
-    /// `ra`: releases everything this client holds.
-    fn release_all(&self, id: ClientId) -> Released;
-    /// Ends a wait that timed out; `false` when the grant won the race.
-    fn cancel_wait(&self, id: ClientId) -> bool;
-    /// `iam`: registers a name (empty removes it).
-    fn register(&self, id: ClientId, name: &[u8]);
-    /// `me`: this client's names.
-    fn names(&self, id: ClientId) -> Option<ClientNames>;
-    /// `who`: registered clients, oldest registration first.
-    fn registered(&self, filter: &[u8]) -> Vec<ClientNames>;
-    /// `d`, `dump`, `dj`: exclusive locks sorted by name.
-    fn exclusive_locks(&self, filter: &[u8]) -> Vec<ExclusiveView>;
-    /// `sd`, `dump shared`, `dj`: shared locks sorted by name.
-    fn shared_locks(&self, filter: &[u8]) -> Vec<SharedView>;
-    /// `dj`: read-held locks sorted by name.
-    fn read_locks(&self, filter: &[u8]) -> Vec<ReadView>;
-    /// `d`, `dump`, `dj` page by page: write-held locks after `after`
-    /// in name order. A store that cannot page returns the rest at once.
-    fn exclusive_page(&self, after: Option<&[u8]>) -> Page<ExclusiveView> {
-        let mut items = self.exclusive_locks(b"");
-        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
-        Page { items, next: None }
-    }
-    /// `sd`, `dump shared`, `dj` page by page: shared locks after `after`.
-    fn shared_page(&self, after: Option<&[u8]>) -> Page<SharedView> {
-        let mut items = self.shared_locks(b"");
-        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
-        Page { items, next: None }
-    }
-    /// `dj` page by page: read-held locks after `after`.
-    fn read_page(&self, after: Option<&[u8]>) -> Page<ReadView> {
-        let mut items = self.read_locks(b"");
-        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
-        Page { items, next: None }
-    }
-    /// `who` page by page: registered clients after registration `after`
-    /// (0: from the first).
-    fn registered_page(&self, after: u64) -> Page<ClientNames, u64> {
-        let items = if after == 0 {
-            self.registered(b"")
-        } else {
-            Vec::new()
-        };
-        Page { items, next: None }
-    }
-    /// Gauges for `q`.
-    fn counts(&self) -> Counts;
-    /// `watch`: the snapshot of what `pattern` matches, and the event
-    /// queue on the client's first pattern.
-    fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>);
-    /// The fencing-token counter's next token and saved mark (none when
-    /// tokens live in memory only), for `/metrics`.
-    fn token_marks(&self) -> (u64, Option<u64>);
-    /// Why this store does not serve `verb` (a wire verb, e.g. `wr`), if
-    /// it does not: the session then answers `0 Error: WHY` (protocol 2)
-    /// or nothing (classic) without calling the store.
-    fn unsupported(&self, _verb: &str) -> Option<&'static str> {
-        None
-    }
-}
-
-impl LockStore for Table {
-    fn connect(&self, id: ClientId, default_name: Box<[u8]>, notify: Sender<Grant>) {
-        Table::connect(self, id, default_name, notify);
-    }
-    fn disconnect(&self, id: ClientId) -> Released {
-        Table::disconnect(self, id)
-    }
-    fn lock_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
-        Table::lock_or_queue(self, id, name, queue)
-    }
-    fn release(&self, id: ClientId, name: &[u8]) -> bool {
-        Table::release(self, id, name)
-    }
-    fn read_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
-        Table::read_or_queue(self, id, name, queue)
-    }
-    fn release_read(&self, id: ClientId, name: &[u8]) -> bool {
-        Table::release_read(self, id, name)
-    }
-    fn is_locked(&self, name: &[u8]) -> bool {
-        Table::is_locked(self, name)
-    }
-    fn token(&self, id: ClientId, name: &[u8]) -> Option<u64> {
-        Table::token(self, id, name)
-    }
-    fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, LimitError> {
-        Table::lock_shared(self, id, name)
-    }
     fn lock_shared_or_queue(
         &self,
         id: ClientId,
         name: &[u8],
         limit: u32,
         queue: bool,
-    ) -> WaitStart {
-        Table::lock_shared_or_queue(self, id, name, limit, queue)
+    ) -> Result<WaitStart, StoreError>;
+    /// `sr`: `true` if this client held the shared lock.
+    fn release_shared(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError>;
+    /// `si`: how many hold the shared lock.
+    fn shared_count(&self, name: &[u8]) -> Result<usize, StoreError>;
+    /// `ra`: releases everything this client holds.
+    fn release_all(&self, id: ClientId) -> Result<Released, StoreError>;
+    /// Ends a wait that timed out; `false` when the grant won the race.
+    fn cancel_wait(&self, id: ClientId) -> bool;
+    /// `iam`: registers a name (empty removes it).
+    fn register(&self, id: ClientId, name: &[u8]) -> Result<(), StoreError>;
+    /// `me`: this client's names.
+    fn names(&self, id: ClientId) -> Option<ClientNames>;
+    /// `who`: registered clients, oldest registration first.
+    fn registered(&self, filter: &[u8]) -> Result<Vec<ClientNames>, StoreError>;
+    /// `d`, `dump`, `dj`: exclusive locks sorted by name.
+    fn exclusive_locks(&self, filter: &[u8]) -> Result<Vec<ExclusiveView>, StoreError>;
+    /// `sd`, `dump shared`, `dj`: shared locks sorted by name.
+    fn shared_locks(&self, filter: &[u8]) -> Result<Vec<SharedView>, StoreError>;
+    /// `dj`: read-held locks sorted by name.
+    fn read_locks(&self, filter: &[u8]) -> Result<Vec<ReadView>, StoreError>;
+    /// `d`, `dump`, `dj` page by page: write-held locks after `after`
+    /// in name order. A store that cannot page returns the rest at once.
+    fn exclusive_page(&self, after: Option<&[u8]>) -> Result<Page<ExclusiveView>, StoreError> {
+        let mut items = self.exclusive_locks(b"")?;
+        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
+        Ok(Page { items, next: None })
     }
-    fn release_shared(&self, id: ClientId, name: &[u8]) -> bool {
-        Table::release_shared(self, id, name)
+    /// `sd`, `dump shared`, `dj` page by page: shared locks after `after`.
+    fn shared_page(&self, after: Option<&[u8]>) -> Result<Page<SharedView>, StoreError> {
+        let mut items = self.shared_locks(b"")?;
+        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
+        Ok(Page { items, next: None })
     }
-    fn shared_count(&self, name: &[u8]) -> usize {
-        Table::shared_count(self, name)
+    /// `dj` page by page: read-held locks after `after`.
+    fn read_page(&self, after: Option<&[u8]>) -> Result<Page<ReadView>, StoreError> {
+        let mut items = self.read_locks(b"")?;
+        items.retain(|l| after.is_none_or(|a| l.name.as_bytes() > a));
+        Ok(Page { items, next: None })
     }
-    fn release_all(&self, id: ClientId) -> Released {
-        Table::release_all(self, id)
+    /// `who` page by page: registered clients after registration `after`
+    /// (0: from the first).
+    fn registered_page(&self, after: u64) -> Result<Page<ClientNames, u64>, StoreError> {
+        let items = if after == 0 {
+            self.registered(b"")?
+        } else {
+            Vec::new()
+        };
+        Ok(Page { items, next: None })
     }
-    fn cancel_wait(&self, id: ClientId) -> bool {
-        Table::cancel_wait(self, id)
-    }
-    fn register(&self, id: ClientId, name: &[u8]) {
-        Table::register(self, id, name);
-    }
-    fn names(&self, id: ClientId) -> Option<ClientNames> {
-        Table::names(self, id)
-    }
-    fn registered(&self, filter: &[u8]) -> Vec<ClientNames> {
-        Table::registered(self, filter)
-    }
-    fn exclusive_locks(&self, filter: &[u8]) -> Vec<ExclusiveView> {
-        Table::exclusive_locks(self, filter)
-    }
-    fn shared_locks(&self, filter: &[u8]) -> Vec<SharedView> {
-        Table::shared_locks(self, filter)
-    }
-    fn read_locks(&self, filter: &[u8]) -> Vec<ReadView> {
-        Table::read_locks(self, filter)
-    }
-    fn exclusive_page(&self, after: Option<&[u8]>) -> Page<ExclusiveView> {
-        Table::exclusive_page(self, after)
-    }
-    fn shared_page(&self, after: Option<&[u8]>) -> Page<SharedView> {
-        Table::shared_page(self, after)
-    }
-    fn read_page(&self, after: Option<&[u8]>) -> Page<ReadView> {
-        Table::read_page(self, after)
-    }
-    fn registered_page(&self, after: u64) -> Page<ClientNames, u64> {
-        Table::registered_page(self, after)
-    }
-    fn counts(&self) -> Counts {
-        Table::counts(self)
-    }
-    fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
-        Table::watch(self, id, pattern)
-    }
-    fn token_marks(&self) -> (u64, Option<u64>) {
-        Table::token_marks(self)
+    /// Gauges for `q`.
+    fn counts(&self) -> Result<Counts, StoreError>;
+    /// `watch`: the snapshot of what `pattern` matches, and the event
+    /// queue on the client's first pattern.
+    fn watch(
+        &self,
+        id: ClientId,
+        pattern: &[u8],
+    ) -> Result<(Vec<WatchEvent>, Option<Watcher>), StoreError>;
+    /// The fencing-token counter's next token and saved mark (none when
+    /// tokens live in memory only), for `/metrics`.
+    fn token_marks(&self) -> (u64, Option<u64>);
+    /// Why this store does not serve `verb` (a wire verb, e.g. `watch`),
+    /// if it does not: the session then answers `0 Error: WHY` (protocol
+    /// 2) or nothing (classic) without calling the store.
+    fn unsupported(&self, _verb: &str) -> Option<&'static str> {
+        None
     }
 }

@@ -1,8 +1,9 @@
 //! Deadlock detection across nodes.
 //!
 //! The waits-for graph is already in etcd: a client waits for the lock of
-//! its one key that does not hold, and depends on that lock's holders (the
-//! head of an exclusive line; the holding keys of a shared one). A client
+//! its one key that does not hold (or of its read key marked for an
+//! upgrade), and depends on that lock's other holders (the writer or the
+//! readers of an exclusive line; the holding keys of a shared one). A client
 //! that has just queued reads every line at one revision after its own
 //! put, and looks for a cycle through itself.
 //!
@@ -15,6 +16,7 @@
 
 use super::client::KeyValue;
 use super::keys::{Family, Layout};
+use super::rw::{self, Status};
 use std::collections::{HashMap, HashSet};
 
 /// Whether `me`, which has just queued with `my_key`, closes a cycle of
@@ -48,7 +50,9 @@ pub fn closes_cycle(
         if waiter != me && *revision >= mine {
             continue;
         }
-        for holder in graph.holders.get(lock).into_iter().flatten() {
+        // An upgrading reader holds what it waits for: not its own edge.
+        let others = graph.holders.get(lock).into_iter().flatten();
+        for holder in others.filter(|h| **h != waiter) {
             if *holder == me {
                 return true;
             }
@@ -67,7 +71,8 @@ pub fn by_lock(kvs: &mut [KeyValue]) {
 
 #[derive(Default)]
 struct Graph<'k> {
-    /// Owner → (the lock it waits for, its waiting key's create revision).
+    /// Owner → (the lock it waits for, when it began to: its waiting key's
+    /// create revision, or an upgrading reader's mark).
     waits: HashMap<&'k [u8], (&'k [u8], i64)>,
     /// Lock → owners holding it.
     holders: HashMap<&'k [u8], Vec<&'k [u8]>>,
@@ -85,19 +90,29 @@ impl<'k> Graph<'k> {
                 .take_while(|kv| Layout::lock_of(&kv.key).unwrap_or(&[]) == lock)
                 .count();
             let line = &kvs[start..start + len];
-            let holds = match family {
-                Family::Exclusive => (0..line.len()).map(|i| i == 0).collect(),
-                Family::Shared => super::holding(line),
+            // Whether each key holds, and since when it waits, if it does.
+            let states: Vec<(bool, Option<i64>)> = match family {
+                Family::Exclusive => (rw::statuses(line).into_iter().zip(line))
+                    .map(|(status, kv)| match status {
+                        Status::Write | Status::Read => (true, None),
+                        Status::Upgrading => (true, Some(kv.mod_revision)),
+                        Status::Waiting => (false, Some(kv.create_revision)),
+                    })
+                    .collect(),
+                Family::Shared => (super::holding(line).into_iter().zip(line))
+                    .map(|(held, kv)| (held, (!held).then_some(kv.create_revision)))
+                    .collect(),
             };
-            for (kv, held) in line.iter().zip(holds) {
+            for (kv, (held, since)) in line.iter().zip(states) {
                 let Some((_, owner)) = layout.parse_entry(family, &kv.key) else {
                     continue;
                 };
                 if held {
                     self.holders.entry(lock).or_default().push(owner);
-                } else {
-                    self.waits.insert(owner, (lock, kv.create_revision));
-                    self.keys.insert(&kv.key, kv.create_revision);
+                }
+                if let Some(since) = since {
+                    self.waits.insert(owner, (lock, since));
+                    self.keys.insert(&kv.key, since);
                 }
             }
             start += len;
@@ -135,6 +150,28 @@ mod tests {
                 .entry(Family::Exclusive, name.as_bytes(), who.as_bytes(), 0);
             self.exclusive.push(kv(&key, 0, self.revision));
             key
+        }
+
+        /// `who` reads exclusive `name`; returns the key.
+        fn read(&mut self, who: &str, name: &str) -> Vec<u8> {
+            self.revision += 1;
+            let key = self
+                .layout
+                .entry(Family::Exclusive, name.as_bytes(), who.as_bytes(), 0);
+            let mut kv = kv(&key, 0, self.revision);
+            kv.value = keys::claim_value(keys::Claim::Read, b"c");
+            self.exclusive.push(kv);
+            key
+        }
+
+        /// The reader of `key` asks to upgrade.
+        fn mark(&mut self, key: &[u8]) {
+            self.revision += 1;
+            let kv = (self.exclusive.iter_mut())
+                .find(|kv| kv.key == key)
+                .expect("a reader's key");
+            kv.value = keys::claim_value(keys::Claim::Upgrade, b"c");
+            kv.mod_revision = self.revision;
         }
 
         fn s(&mut self, who: &str, name: &str, limit: u32) -> Vec<u8> {
@@ -188,6 +225,30 @@ mod tests {
         assert!(!l.closes("b", &b));
         let c = l.x("c", "x");
         assert!(l.closes("c", &c));
+    }
+
+    #[test]
+    fn two_readers_asking_to_upgrade_make_a_cycle_and_the_later_gives_up() {
+        let mut l = Lines::new();
+        let a = l.read("a", "x");
+        let b = l.read("b", "x");
+        l.x("w", "x");
+        l.mark(&a);
+        assert!(!l.closes("a", &a), "a waits for b, who waits for nothing");
+        l.mark(&b);
+        assert!(l.closes("b", &b));
+        assert!(!l.closes("a", &a), "the older upgrade keeps waiting");
+    }
+
+    #[test]
+    fn a_cycle_through_a_read_hold_is_seen() {
+        let mut l = Lines::new();
+        l.read("a", "x");
+        l.x("b", "y");
+        let a = l.x("a", "y");
+        assert!(!l.closes("a", &a));
+        let b = l.x("b", "x");
+        assert!(l.closes("b", &b));
     }
 
     #[test]

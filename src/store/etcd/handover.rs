@@ -89,7 +89,9 @@ impl Shared {
             .into_iter()
             .filter_map(|id| {
                 let wait = clients.get(&id)?.waiting.clone()?;
-                (wait.family == Family::Exclusive && wait.created > 0).then_some((id, wait))
+                let writer = matches!(wait.mode, super::Mode::Lock);
+                (writer && wait.family == Family::Exclusive && wait.created > 0)
+                    .then_some((id, wait))
             })
             .min_by_key(|(_, wait)| wait.created)
     }

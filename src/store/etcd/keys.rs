@@ -1,7 +1,7 @@
 //! Where the etcd store keeps what: key layout and values.
 //!
 //! ```text
-//! PREFIX/x/<hex name>/<owner>.<seq>   an exclusive holder or waiter
+//! PREFIX/x/<hex name>/<owner>.<seq>   a writer or reader, holding or waiting
 //! PREFIX/s/<hex name>/<owner>.<seq>   a shared holder or waiter
 //! PREFIX/n/<owner>                    a registered name (iam)
 //! owner = <node>.<lease hex>.<conn>
@@ -10,7 +10,10 @@
 //! lease id in the owner makes every key of a lease new: a node that lost
 //! its lease never writes a key of the old one again. The keys of one name,
 //! ordered by create revision, are its holders and its line of waiters.
-//! A value is `<limit>\n<default name of the client>`.
+//! A value is `<tag>\n<default name of the client>`. The tag is the limit
+//! of a shared wait (0: none; a writer's is 0 too), or, in an exclusive
+//! line, `r` for a reader and `u` for a reader waiting to upgrade to the
+//! write lock (see [`Claim`]).
 
 use crate::name::LockName;
 
@@ -126,10 +129,53 @@ pub fn value(limit: u32, default_name: &[u8]) -> Vec<u8> {
     value
 }
 
-/// The limit and default name in a value written by [`value`].
+/// What a key of an exclusive line stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// A writer (`g`, `wg`), holding or waiting.
+    Write,
+    /// A reader (`wr`), holding or waiting.
+    Read,
+    /// A reader that holds and waits to upgrade to the write lock.
+    Upgrade,
+}
+
+const READ_TAG: &[u8] = b"r";
+const UPGRADE_TAG: &[u8] = b"u";
+
+/// A value of an exclusive line's key: `r` or `u` for a reader, else a
+/// writer's (the same as [`value`] with limit 0).
+pub fn claim_value(claim: Claim, default_name: &[u8]) -> Vec<u8> {
+    let tag = match claim {
+        Claim::Write => &b"0"[..],
+        Claim::Read => READ_TAG,
+        Claim::Upgrade => UPGRADE_TAG,
+    };
+    let mut value = tag.to_vec();
+    value.push(b'\n');
+    value.extend_from_slice(default_name);
+    value
+}
+
+/// What the key of an exclusive line with this value stands for.
+pub fn claim(value: &[u8]) -> Claim {
+    match value.iter().position(|&b| b == b'\n').map(|n| &value[..n]) {
+        Some(READ_TAG) => Claim::Read,
+        Some(UPGRADE_TAG) => Claim::Upgrade,
+        _ => Claim::Write,
+    }
+}
+
+/// The limit and default name in a value written by [`value`] (a
+/// reader's limit is 0, see [`claim_value`]).
 pub fn parse_value(value: &[u8]) -> Option<(u32, &[u8])> {
     let newline = value.iter().position(|&b| b == b'\n')?;
-    let limit = std::str::from_utf8(&value[..newline]).ok()?.parse().ok()?;
+    let tag = &value[..newline];
+    let limit = if tag == READ_TAG || tag == UPGRADE_TAG {
+        0
+    } else {
+        std::str::from_utf8(tag).ok()?.parse().ok()?
+    };
     Some((limit, &value[newline + 1..]))
 }
 
@@ -193,5 +239,15 @@ mod tests {
         let v = value(3, b"unix:1\n\xFF");
         assert_eq!(parse_value(&v), Some((3, &b"unix:1\n\xFF"[..])));
         assert_eq!(parse_value(b"x\nname"), None);
+    }
+
+    #[test]
+    fn exclusive_values_say_writer_reader_or_upgrading_reader() {
+        for claimed in [Claim::Write, Claim::Read, Claim::Upgrade] {
+            let v = claim_value(claimed, b"r\nu");
+            assert_eq!(claim(&v), claimed);
+            assert_eq!(parse_value(&v), Some((0, &b"r\nu"[..])));
+        }
+        assert_eq!(claim(&value(0, b"a")), Claim::Write);
     }
 }

@@ -4,9 +4,10 @@
 
 use super::client::{KeyValue, Op, Order, Range};
 use super::keys::{self, Family};
+use super::rw::{self, Status};
 use super::{holding, ranged, EtcdStore, Shared, StoreError};
 use crate::name::LockName;
-use crate::store::{ClientNames, Counts, ExclusiveView, LimitCounts, SharedView};
+use crate::store::{ClientNames, Counts, ExclusiveView, LimitCounts, ReadView, SharedView};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
@@ -28,29 +29,59 @@ impl EtcdStore {
             .collect())
     }
 
-    /// Exclusive locks of the cluster, sorted by name; only `filter`
+    /// Write-held locks of the cluster, sorted by name; only `filter`
     /// unless it is empty. One read: every line is seen at one revision.
     ///
     /// # Errors
     /// See [`StoreError`].
     pub fn exclusive_locks(&self, filter: &[u8]) -> Result<Vec<ExclusiveView>, StoreError> {
+        Ok(self.exclusive_namespace(filter)?.0)
+    }
+
+    /// Read-held locks of the cluster, sorted by name; only `filter`
+    /// unless it is empty.
+    ///
+    /// # Errors
+    /// See [`StoreError`].
+    pub fn read_locks(&self, filter: &[u8]) -> Result<Vec<ReadView>, StoreError> {
+        Ok(self.exclusive_namespace(filter)?.1)
+    }
+
+    /// The write-held and the read-held locks, from one read. The waiters
+    /// of a line are listed in line order, an upgrading reader first.
+    fn exclusive_namespace(
+        &self,
+        filter: &[u8],
+    ) -> Result<(Vec<ExclusiveView>, Vec<ReadView>), StoreError> {
         let s = &self.shared;
         let (lines, registry) = s.snapshot(Family::Exclusive, filter)?;
-        Ok(lines
-            .into_iter()
-            .filter_map(|(name, kvs)| {
-                let (head, rest) = kvs.split_first()?;
-                Some(ExclusiveView {
-                    holder: s.names_of(Family::Exclusive, head, &registry),
-                    token: head.mod_revision as u64,
-                    waiters: rest
-                        .iter()
-                        .map(|kv| s.names_of(Family::Exclusive, kv, &registry).default)
-                        .collect(),
+        let (mut written, mut read) = (Vec::new(), Vec::new());
+        let default = |kv: &KeyValue| s.names_of(Family::Exclusive, kv, &registry).default;
+        for (name, kvs) in lines {
+            let status = rw::statuses(&kvs);
+            let waiters = (kvs.iter().zip(&status))
+                .filter(|(_, status)| status.waits())
+                .map(|(kv, _)| default(kv))
+                .collect();
+            match status.first() {
+                Some(Status::Write) => written.push(ExclusiveView {
+                    holder: s.names_of(Family::Exclusive, &kvs[0], &registry),
+                    token: kvs[0].mod_revision as u64,
+                    waiters,
                     name,
-                })
-            })
-            .collect())
+                }),
+                Some(_) => read.push(ReadView {
+                    readers: (kvs.iter().zip(&status))
+                        .filter(|(_, status)| matches!(status, Status::Read | Status::Upgrading))
+                        .map(|(kv, _)| default(kv))
+                        .collect(),
+                    waiters,
+                    name,
+                }),
+                None => {}
+            }
+        }
+        Ok((written, read))
     }
 
     /// Shared locks of the cluster with at least one holder, sorted by
@@ -90,13 +121,16 @@ impl EtcdStore {
     /// # Errors
     /// See [`StoreError`].
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        let locks = self.exclusive_locks(b"")?.len();
+        let (written, read) = self.exclusive_namespace(b"")?;
         let shared_locks = self.shared_locks(b"")?.len();
+        let waiting = (self.shared.clients.lock().values())
+            .filter(|c| c.waiting.is_some())
+            .count();
         Ok(Counts {
-            locks,
-            read_locks: 0,
+            locks: written.len(),
+            read_locks: read.len(),
             shared_locks,
-            waiting: self.shared.waiters.len(),
+            waiting,
             grants: self.shared.grants.load(Ordering::Relaxed),
             refused: LimitCounts::default(),
         })

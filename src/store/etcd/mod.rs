@@ -5,7 +5,8 @@
 //! [`EtcdStore`] offers the session what [`crate::store::Table`] offers,
 //! with every answer coming from etcd: the holders and waiters of a lock
 //! are its keys ordered by create revision (see [`keys`]), so every node
-//! sees one order. A node's clients' keys hang on the node's lease
+//! sees one order; readers and writers of a name share its line (`rw.rs`).
+//! A node's clients' keys hang on the node's lease
 //! ([`lease`]); waiters wake through the node's one watch ([`watch`]).
 //!
 //! Every call may fail with a [`StoreError`]: etcd unreachable, or the
@@ -20,12 +21,13 @@ pub mod keys;
 pub mod lease;
 mod listing;
 mod notify;
+mod rw;
 mod seam;
 pub mod watch;
 
+use crate::log::{log, Priority};
 use crate::name::LockName;
-use crate::store::WaitStart;
-use crate::store::{ClientId, ClientNames, Grant, Released};
+use crate::store::{ClientId, ClientNames, Grant, Released, StoreError, WaitStart};
 use client::{
     Client, ClientConfig, Compare, EtcdError, KeyValue, Op, OpResult, Order, Range, Relation,
     Target,
@@ -36,15 +38,14 @@ use keys::{Family, Layout};
 use lease::Lease;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::Waiters;
 
-/// The verbs cluster mode does not serve yet (reader/writer locks); the
-/// session answers them with [`NOT_SUPPORTED`].
-pub const UNSUPPORTED_VERBS: &[&str] = &["wr", "rr"];
+/// The verbs cluster mode does not serve (none now); the session would
+/// answer them with [`NOT_SUPPORTED`].
+pub const UNSUPPORTED_VERBS: &[&str] = &[];
 
 /// Why a verb of [`UNSUPPORTED_VERBS`] is refused.
 pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
@@ -117,49 +118,6 @@ pub fn parse_cluster_url(url: &str) -> Result<Vec<String>, String> {
     Ok(endpoints)
 }
 
-/// Why the etcd store could not answer.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// etcd failed or could not be reached.
-    Etcd(EtcdError),
-    /// The node's lease was lost: this client's locks may already belong
-    /// to others. Its connection must be closed.
-    LeaseLost,
-    /// The node has no lease now and takes no new clients.
-    NotServing,
-}
-
-impl StoreError {
-    /// Whether the client's locks can no longer be vouched for.
-    pub fn locks_lost(&self) -> bool {
-        matches!(self, StoreError::LeaseLost)
-    }
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Etcd(e) => write!(f, "{e}"),
-            StoreError::LeaseLost => {
-                f.write_str("cluster lease lost: locks of this connection are gone")
-            }
-            StoreError::NotServing => {
-                f.write_str("node has no cluster lease: etcd does not answer (try again)")
-            }
-        }
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StoreError::Etcd(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
 impl From<EtcdError> for StoreError {
     fn from(e: EtcdError) -> StoreError {
         StoreError::Etcd(e)
@@ -214,6 +172,7 @@ struct Conn {
     lease: i64,
     notify: Sender<Grant>,
     exclusive: HashMap<LockName, (Vec<u8>, u64)>,
+    read: HashMap<LockName, Vec<u8>>,
     shared: HashMap<LockName, Vec<u8>>,
     waiting: Option<Wait>,
 }
@@ -229,6 +188,18 @@ struct Wait {
     /// The key's value and lease, for the write that stamps its grant.
     value: Vec<u8>,
     lease: i64,
+    mode: Mode,
+}
+
+/// What a wait is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The family's lock: the write lock, or a shared place.
+    Lock,
+    /// A read hold (see `rw.rs`).
+    Read,
+    /// The write lock for a reader, whose key is its read hold's.
+    Upgrade,
 }
 
 /// Work for the node's grant thread.
@@ -241,6 +212,18 @@ enum Job {
         /// The keys.
         keys: Vec<Vec<u8>>,
         /// The lease epoch they were written under.
+        epoch: u64,
+    },
+    /// An upgrading reader's key to turn back into a plain reader's (see
+    /// [`Shared::unmark`]), as soon as etcd answers, while the lease lives.
+    Unmark {
+        /// The key.
+        key: Vec<u8>,
+        /// The client's default name, in the key's value.
+        default: Box<[u8]>,
+        /// The lease the key hangs on.
+        lease: i64,
+        /// The lease epoch it was written under.
         epoch: u64,
     },
 }
@@ -325,6 +308,12 @@ impl EtcdStore {
                 match jobs_rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(Job::Settle(id)) => s.settle(id),
                     Ok(Job::Delete { keys, epoch }) => s.clean_up(keys, epoch),
+                    Ok(Job::Unmark {
+                        key,
+                        default,
+                        lease,
+                        epoch,
+                    }) => s.unmark_later(key, default, lease, epoch),
                     Err(_) => {}
                 }
             }
@@ -384,9 +373,9 @@ impl EtcdStore {
     /// Adds a client. Grants of its waits arrive on `notify`.
     ///
     /// # Errors
-    /// [`StoreError::NotServing`] while the node has no lease: the client
+    /// [`StoreError::LocksLost`] while the node has no lease: the client
     /// is still recorded (so [`EtcdStore::disconnect`] finds it), and every
-    /// call of it fails with [`StoreError::LeaseLost`].
+    /// later call of it fails the same way.
     pub fn connect(
         &self,
         id: ClientId,
@@ -406,46 +395,54 @@ impl EtcdStore {
                 lease,
                 notify,
                 exclusive: HashMap::new(),
+                read: HashMap::new(),
                 shared: HashMap::new(),
                 waiting: None,
             },
         );
         if epoch == 0 {
-            return Err(StoreError::NotServing);
+            return Err(StoreError::LocksLost);
         }
         Ok(())
     }
 
     /// Removes a client and deletes all its keys in one transaction, so
-    /// every node sees its locks released at once.
-    ///
-    /// # Errors
-    /// etcd failed; the keys then go with the node's lease.
-    pub fn disconnect(&self, id: ClientId) -> Result<Released, StoreError> {
+    /// every node sees its locks released at once. If etcd fails, the keys
+    /// are deleted as soon as it answers, or go with the node's lease.
+    pub fn disconnect(&self, id: ClientId) -> Released {
         let Some(conn) = self.shared.clients.lock().remove(&id) else {
-            return Ok(Released::default());
+            return Released::default();
         };
         self.shared.waiters.forget(id);
         self.shared.notify.forget(id);
         let released = Released {
             exclusive: conn.exclusive.len(),
-            read: 0,
+            read: conn.read.len(),
             shared: conn.shared.len(),
         };
         if !self.shared.lease.is_live(conn.epoch) {
-            return Ok(released);
+            return released;
         }
         let mut doomed: Vec<Vec<u8>> = conn.exclusive.into_values().map(|(key, _)| key).collect();
+        doomed.extend(conn.read.into_values());
         doomed.extend(conn.shared.into_values());
-        doomed.extend(conn.waiting.map(|w| w.key));
+        // An upgrade waits with its read hold's key, already in the list.
+        doomed.extend(
+            conn.waiting
+                .filter(|w| w.mode != Mode::Upgrade)
+                .map(|w| w.key),
+        );
         if conn.registered.is_some() {
             doomed.push(self.shared.layout.registration(&conn.owner));
         }
         // Marked as a connection's end, for watchers ([`notify`]).
         if self.end_client(&doomed, &conn.owner, conn.lease).is_err() {
-            self.shared.delete_or_later(doomed, conn.epoch)?;
+            deferred(
+                "disconnect",
+                self.shared.delete_or_later(doomed, conn.epoch),
+            );
         }
-        Ok(released)
+        released
     }
 
     /// `g`: takes the exclusive lock if nobody holds or waits for it (or it
@@ -474,6 +471,9 @@ impl EtcdStore {
         let s = &self.shared;
         if let Some(token) = s.held_token(id, name)? {
             return Ok(WaitStart::Granted(Grant::Exclusive { token }));
+        }
+        if let Some(key) = s.read_key(id, name)? {
+            return self.upgrade(id, name, key, queue);
         }
         let caller = s.caller(id)?;
         let lock = s.layout.lock(Family::Exclusive, name);
@@ -535,6 +535,7 @@ impl EtcdStore {
                         created: kvs[mine].create_revision,
                         value,
                         lease: caller.lease,
+                        mode: Mode::Lock,
                     },
                 )?;
                 s.wait_behind(id, &kvs[mine - 1].key, revision);
@@ -570,7 +571,7 @@ impl EtcdStore {
     /// `t`: the fencing token of a lock this client holds.
     ///
     /// # Errors
-    /// [`StoreError::LeaseLost`] once the node lost its lease.
+    /// [`StoreError::LocksLost`] once the node lost its lease.
     pub fn token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
         self.shared.held_token(id, name)
     }
@@ -645,6 +646,7 @@ impl EtcdStore {
                         created: kvs[mine].create_revision,
                         value,
                         lease: caller.lease,
+                        mode: Mode::Lock,
                     },
                 )?;
                 s.wait_on_lock(id, &lock, txn.revision);
@@ -693,38 +695,42 @@ impl EtcdStore {
             };
             let released = Released {
                 exclusive: conn.exclusive.len(),
-                read: 0,
+                read: conn.read.len(),
                 shared: conn.shared.len(),
             };
             let mut keys: Vec<Vec<u8>> = conn.exclusive.drain().map(|(_, (k, _))| k).collect();
+            keys.extend(conn.read.drain().map(|(_, k)| k));
             keys.extend(conn.shared.drain().map(|(_, k)| k));
             (keys, released)
         };
-        s.delete_or_later(doomed, caller.epoch)?;
+        deferred("ra", s.delete_or_later(doomed, caller.epoch));
         s.still_live(&caller)?;
         Ok(released)
     }
 
-    /// Ends a wait that timed out. `Ok(false)` when the grant won the race:
-    /// the client holds the lock and its [`Grant`] is on its channel.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn cancel_wait(&self, id: ClientId) -> Result<bool, StoreError> {
+    /// Ends a wait that timed out. `false` when the grant won the race:
+    /// the client holds the lock and its [`Grant`] is on its channel. The
+    /// waiting key is deleted now, or as soon as etcd answers.
+    pub fn cancel_wait(&self, id: ClientId) -> bool {
         let s = &self.shared;
-        let (wait, epoch) = {
+        let (wait, epoch, default, lease) = {
             let mut clients = s.clients.lock();
             let Some(conn) = clients.get_mut(&id) else {
-                return Ok(false);
+                return false;
             };
             let Some(wait) = conn.waiting.take() else {
-                return Ok(false);
+                return false;
             };
-            (wait, conn.epoch)
+            (wait, conn.epoch, conn.default.clone(), conn.lease)
         };
         s.waiters.forget(id);
-        s.delete_or_later(vec![wait.key], epoch)?;
-        Ok(true)
+        if wait.mode == Mode::Upgrade {
+            // The read hold stays: only its mark goes.
+            s.unmark(&wait.key, &default, lease, epoch);
+        } else {
+            deferred("wait", s.delete_or_later(vec![wait.key], epoch));
+        }
+        true
     }
 
     /// `iam`: registers a name for every node to see (the empty name
@@ -789,6 +795,7 @@ impl Shared {
             let mut clients = self.clients.lock();
             for conn in clients.values_mut().filter(|c| c.epoch == epoch) {
                 conn.exclusive.clear();
+                conn.read.clear();
                 conn.shared.clear();
                 conn.waiting = None;
             }
@@ -801,7 +808,7 @@ impl Shared {
 
     fn caller(&self, id: ClientId) -> Result<Caller, StoreError> {
         let clients = self.clients.lock();
-        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get(&id).ok_or(StoreError::LocksLost)?;
         let caller = Caller {
             owner: conn.owner.clone(),
             lease: conn.lease,
@@ -817,7 +824,7 @@ impl Shared {
         if self.lease.is_live(caller.epoch) {
             Ok(())
         } else {
-            Err(StoreError::LeaseLost)
+            Err(StoreError::LocksLost)
         }
     }
 
@@ -830,18 +837,18 @@ impl Shared {
     /// longer be vouched for.
     fn held_token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
         let clients = self.clients.lock();
-        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get(&id).ok_or(StoreError::LocksLost)?;
         if !self.lease.is_live(conn.epoch) {
-            return Err(StoreError::LeaseLost);
+            return Err(StoreError::LocksLost);
         }
         Ok(conn.exclusive.get(name).map(|(_, t)| *t))
     }
 
     fn holds_shared(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
         let clients = self.clients.lock();
-        let conn = clients.get(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get(&id).ok_or(StoreError::LocksLost)?;
         if !self.lease.is_live(conn.epoch) {
-            return Err(StoreError::LeaseLost);
+            return Err(StoreError::LocksLost);
         }
         Ok(conn.shared.contains_key(name))
     }
@@ -859,7 +866,7 @@ impl Shared {
     ) -> Result<WaitStart, StoreError> {
         self.still_live(caller)?;
         let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
         let grant = match family {
             Family::Exclusive => {
                 conn.exclusive.insert(LockName::new(name), (key, number));
@@ -880,7 +887,7 @@ impl Shared {
     fn queue(&self, id: ClientId, caller: &Caller, wait: Wait) -> Result<(), StoreError> {
         self.still_live(caller)?;
         let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LeaseLost)?;
+        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
         conn.waiting = Some(wait);
         Ok(())
     }
@@ -889,26 +896,37 @@ impl Shared {
     /// waiters in which its key is the newest (see [`deadlock`]); if so its
     /// key is gone when this returns.
     fn closes_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, StoreError> {
-        let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
-        let read = self
-            .commit
-            .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[]);
-        let txn = match read {
-            Ok(txn) => txn,
+        match self.in_cycle(caller, key) {
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
+                Ok(true)
+            }
             Err(e) => {
                 self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+
+    /// Whether the caller, waiting with `key`, closes a cycle of waiters
+    /// in which its wait is the newest (see [`deadlock`]).
+    fn in_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, EtcdError> {
+        let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
+        let txn = self
+            .commit
+            .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[])?;
         let mut exclusive = ranged(&txn.results, 0);
         let mut shared = ranged(&txn.results, 1);
         deadlock::by_lock(&mut exclusive);
         deadlock::by_lock(&mut shared);
-        if !deadlock::closes_cycle(&self.layout, &exclusive, &shared, &caller.owner, key) {
-            return Ok(false);
-        }
-        self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
-        Ok(true)
+        Ok(deadlock::closes_cycle(
+            &self.layout,
+            &exclusive,
+            &shared,
+            &caller.owner,
+            key,
+        ))
     }
 
     /// Waits for `predecessor` to go; looks again at once if its delete
@@ -933,6 +951,11 @@ impl Shared {
         let Some(wait) = self.clients.lock().get(&id).and_then(|c| c.waiting.clone()) else {
             return;
         };
+        match wait.mode {
+            Mode::Read => return self.settle_read(id, wait),
+            Mode::Upgrade => return self.settle_upgrade(id, wait),
+            Mode::Lock => {}
+        }
         let grant = match wait.family {
             Family::Exclusive => match self.take_turn(&wait) {
                 handover::Turn::Granted(token) => Grant::Exclusive { token },
@@ -988,10 +1011,12 @@ impl Shared {
             return Ok(false);
         };
         let caller = self.caller(id)?;
-        match family {
-            Family::Exclusive => self.release_exclusive(key, caller.epoch)?,
-            Family::Shared => self.delete_or_later(vec![key], caller.epoch)?,
-        }
+        // The client holds it no more; a failed delete is retried.
+        let deleted = match family {
+            Family::Exclusive => self.release_exclusive(key, caller.epoch),
+            Family::Shared => self.delete_or_later(vec![key], caller.epoch),
+        };
+        deferred("release", deleted);
         self.still_live(&caller)?;
         Ok(true)
     }
@@ -1048,6 +1073,17 @@ impl Shared {
             self.commit.txn(&[], batch, &[])?;
         }
         Ok(())
+    }
+}
+
+/// Logs a delete that failed and is retried in the background (see
+/// [`Shared::delete_or_later`]): for the client the lock is gone already.
+fn deferred(what: &str, result: Result<(), StoreError>) {
+    if let Err(e) = result {
+        log(
+            Priority::Warning,
+            format_args!("cluster store: {what}: {e} (the delete is retried)"),
+        );
     }
 }
 

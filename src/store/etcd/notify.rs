@@ -6,9 +6,11 @@
 //! under the store's prefix on one etcd watch stream and keeps a mirror of
 //! the lock lines (the keys of each lock, in create order). Each change of
 //! the mirror becomes the events the in-memory table would emit:
-//! - the first key of an exclusive line holds the lock once granted:
-//!   created first (its token is its create revision), or stamped by a
-//!   write when handed over (the write's revision);
+//! - the first key of an exclusive line holds the write lock once granted:
+//!   created first (its token is its create revision), or written when
+//!   handed over or upgraded (that write's revision);
+//! - readers share the exclusive line and hold as `rw::statuses` says; an
+//!   upgrade is its read `released`, then the write `locked`;
 //! - a shared key holds a place when the etcd store's holding rule says so; places
 //!   that a release frees are `locked` in line order after the `released`.
 //!
@@ -34,14 +36,14 @@
 //! resumed stream starts from stays recent on a quiet prefix: one older
 //! than etcd's compaction cuts the watchers off).
 //!
-//! Not covered yet: read holds (`wr`, not served in cluster mode), and a
-//! node whose lease was renewed and that dies before its notify thread has
+//! Not covered yet: a node whose lease was renewed and that dies before its notify thread has
 //! written the new lease's marker (a few seconds at most): its deletes read
 //! `released`.
 
 use super::client::{Client, Event as Change, KeyValue, Op, Order, Range, WatchMessage};
 use super::keys::{self, Family, Layout};
 use super::lease::Lease;
+use super::rw::{self, Status};
 use super::{EtcdStore, StoreError, MAX_TXN_OPS};
 use crate::name::LockName;
 use crate::store::memory::watch_matches;
@@ -94,8 +96,10 @@ struct State {
 struct Lines {
     /// Exclusive holder and waiters, oldest first.
     exclusive: Vec<KeyValue>,
-    /// The token of `exclusive[0]` once it is granted.
+    /// The token of `exclusive[0]` once it is granted the write lock.
     token: Option<u64>,
+    /// Where each of `exclusive` stands (see [`rw::statuses`]).
+    statuses: Vec<Status>,
     /// Shared holders and waiters, oldest first.
     shared: Vec<KeyValue>,
     /// Which of `shared` hold a place.
@@ -376,11 +380,15 @@ fn read_mirror(
     }
     for (name, lines) in &mut locks {
         lines.holds = super::holding(&lines.shared);
+        lines.statuses = rw::statuses(&lines.exclusive);
         let Some(head) = lines.exclusive.first() else {
             continue;
         };
+        if lines.statuses[0] != Status::Write {
+            continue;
+        }
         lines.token = if head.mod_revision > head.create_revision {
-            // Stamped at hand-over.
+            // Stamped at hand-over, or written by an upgrade.
             Some(head.mod_revision as u64)
         } else {
             // Granted at once if it was first when it was created; else a
@@ -456,11 +464,21 @@ impl State {
         let mut events = Vec::new();
         match family {
             Family::Exclusive => {
-                match lines.exclusive.iter().position(|e| e.key == kv.key) {
-                    Some(i) => lines.exclusive[i] = kv.clone(),
-                    None => lines.exclusive.push(kv.clone()),
-                }
-                grant_head(lines, written, &mut events);
+                let old = match lines.exclusive.iter().position(|e| e.key == kv.key) {
+                    // A stamp of a hand-over, an upgrade's write, or a
+                    // reader's mark.
+                    Some(i) => {
+                        let old = lines.statuses.clone();
+                        lines.exclusive[i] = kv.clone();
+                        old
+                    }
+                    None => {
+                        lines.exclusive.push(kv.clone());
+                        lines.statuses.push(Status::Waiting);
+                        lines.statuses.clone()
+                    }
+                };
+                exclusive_changed(lines, &old, written, &mut events);
             }
             Family::Shared => {
                 if !lines.shared.iter().any(|e| e.key == kv.key) {
@@ -489,12 +507,20 @@ impl State {
             Family::Exclusive => {
                 if let Some(i) = lines.exclusive.iter().position(|e| e.key == key) {
                     let kv = lines.exclusive.remove(i);
-                    if i == 0 {
+                    let was = lines.statuses.remove(i);
+                    if i == 0 && was == Status::Write {
                         if let Some(token) = lines.token.take() {
                             events.push((why, HoldKind::Exclusive, token, holder(&kv)));
                         }
-                        grant_head(lines, written, &mut events);
+                    } else if reading(was) {
+                        let count = lines.statuses.iter().filter(|s| reading(**s)).count();
+                        events.push((why, HoldKind::Read, count as u64, holder(&kv)));
                     }
+                    if i == 0 {
+                        lines.token = None;
+                    }
+                    let old = lines.statuses.clone();
+                    exclusive_changed(lines, &old, written, &mut events);
                 }
             }
             Family::Shared => {
@@ -575,6 +601,10 @@ impl State {
             if let (Some(token), Some(head)) = (lines.token, lines.exclusive.first()) {
                 add(HoldKind::Exclusive, token, head);
             }
+            let reads = lines.exclusive.iter().zip(&lines.statuses);
+            for (i, (kv, _)) in reads.filter(|(_, s)| reading(**s)).enumerate() {
+                add(HoldKind::Read, i as u64 + 1, kv);
+            }
             let holding = lines.shared.iter().zip(&lines.holds).filter(|(_, h)| **h);
             for (i, (kv, _)) in holding.enumerate() {
                 add(HoldKind::Shared, i as u64 + 1, kv);
@@ -591,22 +621,52 @@ struct Written<'k> {
     revision: i64,
 }
 
-/// Grants the write lock to the head of an exclusive line if it has none
-/// and the head was written in this revision: created first, or stamped
-/// at hand-over (its token is this revision).
-fn grant_head(
+/// Whether a key of an exclusive line holds a read.
+fn reading(status: Status) -> bool {
+    matches!(status, Status::Read | Status::Upgrading)
+}
+
+/// An exclusive line changed (`old`: where its keys stood before, aligned
+/// with them): reads that went (an upgrade), the head's write grant when
+/// the head claims the write lock, has no token yet and was written in this
+/// revision (created first, stamped at hand-over, or upgraded: its token is
+/// this revision), then reads that came, in line order, each with the
+/// reader count after it.
+fn exclusive_changed(
     lines: &mut Lines,
+    old: &[Status],
     written: &Written,
     events: &mut Vec<(Event, HoldKind, u64, Box<[u8]>)>,
 ) {
-    let Some(head) = lines.exclusive.first() else {
-        return;
-    };
-    if lines.token.is_none() && written.keys.contains(&head.key[..]) {
+    let now = rw::statuses(&lines.exclusive);
+    let mut count = old.iter().filter(|s| reading(**s)).count() as u64;
+    for (i, kv) in lines.exclusive.iter().enumerate() {
+        if reading(old[i]) && !reading(now[i]) {
+            count -= 1;
+            events.push((Event::Released, HoldKind::Read, count, holder(kv)));
+        }
+    }
+    let head_written = lines
+        .exclusive
+        .first()
+        .is_some_and(|head| written.keys.contains(&head.key[..]));
+    if now.first() == Some(&Status::Write) && lines.token.is_none() && head_written {
         let token = written.revision as u64;
         lines.token = Some(token);
-        events.push((Event::Locked, HoldKind::Exclusive, token, holder(head)));
+        events.push((
+            Event::Locked,
+            HoldKind::Exclusive,
+            token,
+            holder(&lines.exclusive[0]),
+        ));
     }
+    for (i, kv) in lines.exclusive.iter().enumerate() {
+        if reading(now[i]) && !reading(old[i]) {
+            count += 1;
+            events.push((Event::Locked, HoldKind::Read, count, holder(kv)));
+        }
+    }
+    lines.statuses = now;
 }
 
 /// The shared places that now hold and did not: `locked` in line order,
@@ -852,6 +912,48 @@ mod tests {
                 "Orphaned Shared 0 c3",
             ]
         );
+    }
+
+    fn claim(conn: u64, create: i64, revision: i64, claim: keys::Claim) -> Change {
+        Change::Put(KeyValue {
+            key: key(Family::Exclusive, conn),
+            value: keys::claim_value(claim, format!("c{conn}").as_bytes()),
+            create_revision: create,
+            mod_revision: revision,
+            lease: 1,
+        })
+    }
+
+    #[test]
+    fn readers_share_the_line_and_an_upgrade_is_a_read_gone_then_a_write() {
+        use keys::Claim::{Read, Upgrade, Write};
+        let (mut state, watcher) = watched();
+        let lines = run(
+            &mut state,
+            &watcher,
+            &[
+                vec![claim(1, 40, 40, Read)],
+                vec![claim(2, 41, 41, Read)],
+                vec![claim(3, 42, 42, Write)],
+                vec![claim(4, 43, 43, Read)],
+                vec![delete(Family::Exclusive, 1, 44)],
+                vec![claim(2, 41, 45, Upgrade)],
+                vec![claim(2, 41, 46, Write)],
+            ],
+        );
+        assert_eq!(
+            lines,
+            [
+                "Locked Read 1 c1",
+                "Locked Read 2 c2",
+                "Released Read 1 c1",
+                "Released Read 0 c2",
+                "Locked Exclusive 46 c2",
+            ]
+        );
+        let held = state.snapshot(b"*");
+        assert_eq!(held.len(), 1);
+        assert_eq!((held[0].kind, held[0].n), (HoldKind::Exclusive, 46));
     }
 
     #[test]

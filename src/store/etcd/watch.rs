@@ -2,9 +2,11 @@
 //! it wakes.
 //!
 //! A waiter for an exclusive lock waits for the key just before its own
-//! to be deleted; a waiter for a shared place waits for any delete under
-//! its lock. Deletions reach them through this node's single watch, so a
-//! release wakes one waiter, not every node's.
+//! to be deleted; a waiter for a shared place (or an upgrade of a read
+//! hold) waits for any delete under its lock; a waiting reader waits for
+//! the writer (or upgrading reader) ahead of it to change or go. Changes
+//! reach them through this node's single watch, so a release wakes one
+//! waiter, not every node's.
 //!
 //! A waiter registers with the revision of the read that told it what to
 //! wait for. If the delete it waits for went by after that read but
@@ -35,6 +37,8 @@ enum Target {
     Key(Vec<u8>),
     /// Any delete of a key under this lock prefix.
     Lock(Vec<u8>),
+    /// A write or the delete of this key.
+    Change(Vec<u8>),
 }
 
 /// The waiters of this node, by what they wait for.
@@ -74,6 +78,13 @@ impl Waiters {
         self.register(id, Target::Key(key.to_vec()), read_at)
     }
 
+    /// `id` waits for `key` to be written or deleted, as read at
+    /// `read_at`. Returns whether it must look again now. Writes are not
+    /// remembered: it looks again whenever the watch went past its read.
+    pub fn wait_for_change(&self, id: Id, key: &[u8], read_at: i64) -> bool {
+        self.register(id, Target::Change(key.to_vec()), read_at)
+    }
+
     /// `id` waits for any delete under `lock`, as read at `read_at`.
     /// Returns whether it must look again now.
     pub fn wait_for_lock(&self, id: Id, lock: &[u8], read_at: i64) -> bool {
@@ -83,7 +94,9 @@ impl Waiters {
     fn register(&self, id: Id, target: Target, read_at: i64) -> bool {
         let mut inner = self.inner.lock();
         inner.remove(id);
-        let missed = read_at < inner.forgotten
+        let wrote = matches!(target, Target::Change(_)) && read_at < inner.seen;
+        let missed = wrote
+            || read_at < inner.forgotten
             || inner
                 .deleted
                 .iter()
@@ -127,24 +140,28 @@ impl Waiters {
         let mut inner = self.inner.lock();
         let mut wake = Vec::new();
         for event in events {
-            if let Event::Delete { key, revision } = event {
-                if inner.deleted.len() == REMEMBERED {
-                    if let Some((gone, _)) = inner.deleted.pop_front() {
-                        inner.forgotten = inner.forgotten.max(gone);
-                    }
-                }
-                inner.deleted.push_back((*revision, key.clone()));
-                let mut targets = vec![Target::Key(key.clone())];
-                if let Some(lock) = super::keys::Layout::lock_of(key) {
-                    targets.push(Target::Lock(lock.to_vec()));
-                }
-                for target in targets {
-                    if let Some(ids) = inner.by_target.remove(&target) {
-                        for id in &ids {
-                            inner.by_id.remove(id);
+            let targets = match event {
+                Event::Put(kv) => vec![Target::Change(kv.key.clone())],
+                Event::Delete { key, revision } => {
+                    if inner.deleted.len() == REMEMBERED {
+                        if let Some((gone, _)) = inner.deleted.pop_front() {
+                            inner.forgotten = inner.forgotten.max(gone);
                         }
-                        wake.extend(ids);
                     }
+                    inner.deleted.push_back((*revision, key.clone()));
+                    let mut targets = vec![Target::Key(key.clone()), Target::Change(key.clone())];
+                    if let Some(lock) = super::keys::Layout::lock_of(key) {
+                        targets.push(Target::Lock(lock.to_vec()));
+                    }
+                    targets
+                }
+            };
+            for target in targets {
+                if let Some(ids) = inner.by_target.remove(&target) {
+                    for id in &ids {
+                        inner.by_id.remove(id);
+                    }
+                    wake.extend(ids);
                 }
             }
         }
@@ -171,7 +188,7 @@ impl Target {
     /// Whether the delete of `key` is what this waits for.
     fn matches(&self, key: &[u8]) -> bool {
         match self {
-            Target::Key(k) => k == key,
+            Target::Key(k) | Target::Change(k) => k == key,
             Target::Lock(lock) => super::keys::Layout::lock_of(key) == Some(&lock[..]),
         }
     }
@@ -257,6 +274,28 @@ mod tests {
         w.forget(2);
         assert!(w.is_empty());
         assert!(w.waiting_for_key(b"/p/x/61/b.2").is_empty());
+    }
+
+    #[test]
+    fn a_change_waiter_wakes_on_a_write_or_the_delete_of_its_key() {
+        let w = Waiters::new(0);
+        assert!(!w.wait_for_change(1, b"/p/x/61/w.1", 0));
+        w.wait_for_change(2, b"/p/x/61/w.1", 0);
+        let put = Event::Put(crate::store::etcd::client::KeyValue {
+            key: b"/p/x/61/w.1".to_vec(),
+            value: Vec::new(),
+            create_revision: 1,
+            mod_revision: 2,
+            lease: 0,
+        });
+        let mut woken = w.dispatch(2, &[put]);
+        woken.sort();
+        assert_eq!(woken, vec![1, 2]);
+        assert!(
+            w.wait_for_change(1, b"/p/x/61/w.1", 1),
+            "a write went by since the read: look again"
+        );
+        assert_eq!(w.dispatch(3, &[delete(b"/p/x/61/w.1", 3)]), vec![1]);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(crate) use watch::matches as watch_matches;
 pub use watch::{Event, HoldKind, WatchEvent, Watcher, QUEUE as WATCH_QUEUE};
 
 use super::limits::{reached, LimitCounts, LimitError, LimitHit, LimitLog, Limits};
+use super::{LockStore, StoreError};
 use crate::name::LockName;
 use crate::token::TokenCounter;
 use crossbeam_channel::Sender;
@@ -326,9 +327,22 @@ impl Table {
         start
     }
 
+    /// `g`: takes the write lock if nobody else holds it or waits for it
+    /// (or this client already holds it, or is its only reader: the read
+    /// hold becomes the write hold). Returns the grant's fencing token.
+    pub fn try_lock(&self, id: ClientId, name: &[u8]) -> Option<u64> {
+        match self.lock_or_queue(id, name, false) {
+            Ok(WaitStart::Granted(Grant::Exclusive { token })) => Some(token),
+            _ => None,
+        }
+    }
+}
+
+/// The memory table never fails but for its caps ([`StoreError::Limit`]).
+impl LockStore for Table {
     /// Adds a client. Grants for its waits arrive on `notify`, which must
     /// have room for one message (a client waits for one lock at a time).
-    pub fn connect(&self, id: ClientId, default_name: Box<[u8]>, notify: Sender<Grant>) {
+    fn connect(&self, id: ClientId, default_name: Box<[u8]>, notify: Sender<Grant>) {
         self.inner.write().clients.insert(
             id,
             Client {
@@ -345,7 +359,7 @@ impl Table {
 
     /// Removes a client: releases everything it holds (handing each lock to
     /// its next waiters), takes it out of any line, forgets its name.
-    pub fn disconnect(&self, id: ClientId) -> Released {
+    fn disconnect(&self, id: ClientId) -> Released {
         let mut inner = self.inner.write();
         inner.unwatch(id);
         inner.stop_waiting(id);
@@ -356,130 +370,129 @@ impl Table {
         released
     }
 
-    /// `g`: takes the write lock if nobody else holds it or waits for it
-    /// (or this client already holds it, or is its only reader: the read
-    /// hold becomes the write hold). Returns the grant's fencing token.
-    pub fn try_lock(&self, id: ClientId, name: &[u8]) -> Option<u64> {
-        match self.lock_or_queue(id, name, false) {
-            WaitStart::Granted(Grant::Exclusive { token }) => Some(token),
-            _ => None,
-        }
-    }
-
     /// `wg`: takes the write lock, or queues for it when `queue` is set,
     /// unless queueing would close a cycle of waiters.
-    pub fn lock_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
+    fn lock_or_queue(
+        &self,
+        id: ClientId,
+        name: &[u8],
+        queue: bool,
+    ) -> Result<WaitStart, StoreError> {
         let start = self.inner.write().lock(id, name, queue);
-        self.counted(start)
+        Ok(self.counted(start))
     }
 
     /// `r`: releases the write lock if this client holds it, handing the
     /// name to the head of its line.
-    pub fn release(&self, id: ClientId, name: &[u8]) -> bool {
-        self.inner.write().release_write(id, name, Event::Released)
+    fn release(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.inner.write().release_write(id, name, Event::Released))
     }
 
     /// `wr`: takes a read hold, or queues for one when `queue` is set,
     /// unless queueing would close a cycle of waiters. Granted at once only
     /// when no writer holds the name and nobody waits for it.
-    pub fn read_or_queue(&self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
+    fn read_or_queue(
+        &self,
+        id: ClientId,
+        name: &[u8],
+        queue: bool,
+    ) -> Result<WaitStart, StoreError> {
         let start = self.inner.write().read(id, name, queue);
-        self.counted(start)
+        Ok(self.counted(start))
     }
 
     /// `rr`: gives up this client's read hold, serving the line if it was
     /// the last.
-    pub fn release_read(&self, id: ClientId, name: &[u8]) -> bool {
-        self.inner.write().release_read(id, name, Event::Released)
+    fn release_read(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.inner.write().release_read(id, name, Event::Released))
     }
 
     /// `i`: is the name held by a writer or any reader?
-    pub fn is_locked(&self, name: &[u8]) -> bool {
-        self.inner
+    fn is_locked(&self, name: &[u8]) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
             .read()
             .locks
             .get(name)
-            .is_some_and(rw::Lock::held)
+            .is_some_and(rw::Lock::held))
     }
 
     /// `t`: the fencing token of a lock this client write-holds.
-    pub fn token(&self, id: ClientId, name: &[u8]) -> Option<u64> {
+    fn token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
         let inner = self.inner.read();
-        let writer = inner.locks.get(name)?.writer?;
-        (writer.id == id).then_some(writer.token)
+        let writer = inner.locks.get(name).and_then(|l| l.writer);
+        Ok(writer.filter(|w| w.id == id).map(|w| w.token))
     }
 
     /// `sg`: takes a place among the holders (no limit). Returns the
     /// holder count.
-    ///
-    /// # Errors
-    ///
-    /// A cap of [`Limits`] refused it.
-    pub fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, LimitError> {
+    /// [`StoreError::Limit`] when a cap of [`Limits`] refused it.
+    fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, StoreError> {
         let result = self.inner.write().add_shared_holder(id, name);
         if let Err(error) = result {
             self.limits.hit(error.hit);
         }
-        result
+        Ok(result?)
     }
 
     /// `wsg`: takes a place among at most `limit` holders (0: no limit),
     /// or queues for one when `queue` is set. Waiters are served in order,
     /// so a newcomer queues behind anyone already waiting.
-    pub fn lock_shared_or_queue(
+    fn lock_shared_or_queue(
         &self,
         id: ClientId,
         name: &[u8],
         limit: u32,
         queue: bool,
-    ) -> WaitStart {
+    ) -> Result<WaitStart, StoreError> {
         let start = self.inner.write().lock_shared(id, name, limit, queue);
-        self.counted(start)
+        Ok(self.counted(start))
     }
 
     /// `sr`: gives up this client's place, admitting waiters that now fit.
-    pub fn release_shared(&self, id: ClientId, name: &[u8]) -> bool {
-        self.inner.write().release_shared(id, name, Event::Released)
+    fn release_shared(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.inner.write().release_shared(id, name, Event::Released))
     }
 
     /// `si`: how many hold the shared lock.
-    pub fn shared_count(&self, name: &[u8]) -> usize {
-        self.inner
-            .read()
-            .shared
-            .get(name)
-            .map_or(0, |l| l.holders.len())
+    fn shared_count(&self, name: &[u8]) -> Result<usize, StoreError> {
+        let inner = self.inner.read();
+        Ok(inner.shared.get(name).map_or(0, |l| l.holders.len()))
     }
 
     /// `ra`: releases everything this client holds.
-    pub fn release_all(&self, id: ClientId) -> Released {
-        self.inner.write().release_all(id, Event::Released)
+    fn release_all(&self, id: ClientId) -> Result<Released, StoreError> {
+        Ok(self.inner.write().release_all(id, Event::Released))
     }
 
     /// `watch`: registers `pattern` (a name, or a prefix ending in `*`) for
     /// client `id`. Returns the `held` snapshot of what it matches, sorted
     /// by name, and the client's event queue if this was its first pattern.
     /// Events after the snapshot arrive on the queue, none missed.
-    pub fn watch(&self, id: ClientId, pattern: &[u8]) -> (Vec<WatchEvent>, Option<Watcher>) {
+    fn watch(
+        &self,
+        id: ClientId,
+        pattern: &[u8],
+    ) -> Result<(Vec<WatchEvent>, Option<Watcher>), StoreError> {
         let (mut held, watcher) = self.inner.write().watch(id, pattern);
         held.sort_by(|a, b| a.name.cmp(&b.name));
-        (held, watcher)
+        Ok((held, watcher))
     }
 
     /// Ends a wait that timed out. `false` when the grant won the race: the
     /// client now holds the lock and its [`Grant`] is on its channel.
-    pub fn cancel_wait(&self, id: ClientId) -> bool {
+    fn cancel_wait(&self, id: ClientId) -> bool {
         self.inner.write().stop_waiting(id)
     }
 
     /// `iam`: registers a name (the empty name removes the registration).
-    /// The latest registration sorts last in [`Table::registered`].
-    pub fn register(&self, id: ClientId, name: &[u8]) {
+    /// The latest registration sorts last in [`LockStore::registered`].
+    fn register(&self, id: ClientId, name: &[u8]) -> Result<(), StoreError> {
         let mut inner = self.inner.write();
         inner.registrations += 1;
         let seq = inner.registrations;
         let Some(client) = inner.clients.get_mut(&id) else {
-            return;
+            return Ok(());
         };
         let before = std::mem::replace(
             &mut client.registered,
@@ -491,16 +504,17 @@ impl Table {
         if !name.is_empty() {
             inner.by_registration.insert(seq, id);
         }
+        Ok(())
     }
 
     /// `me`: this client's names.
-    pub fn names(&self, id: ClientId) -> Option<ClientNames> {
+    fn names(&self, id: ClientId) -> Option<ClientNames> {
         self.inner.read().clients.get(&id).map(Client::names)
     }
 
     /// `who`: registered clients, oldest registration first; only those
     /// registered exactly as `filter` unless it is empty.
-    pub fn registered(&self, filter: &[u8]) -> Vec<ClientNames> {
+    fn registered(&self, filter: &[u8]) -> Result<Vec<ClientNames>, StoreError> {
         let mut found: Vec<(u64, ClientNames)> = {
             let inner = self.inner.read();
             inner
@@ -513,46 +527,47 @@ impl Table {
                 .collect()
         };
         found.sort_by_key(|(seq, _)| *seq);
-        found.into_iter().map(|(_, names)| names).collect()
+        Ok(found.into_iter().map(|(_, names)| names).collect())
     }
 
     /// Write-held locks, sorted by name; only `filter` unless it is empty.
     /// The whole table is copied a page at a time (see
-    /// [`Table::exclusive_page`]), so it never holds the lock for long.
-    pub fn exclusive_locks(&self, filter: &[u8]) -> Vec<ExclusiveView> {
+    /// [`LockStore::exclusive_page`]), so it never holds the lock for long.
+    fn exclusive_locks(&self, filter: &[u8]) -> Result<Vec<ExclusiveView>, StoreError> {
         if filter.is_empty() {
             return all_pages(|after| self.exclusive_page(after));
         }
         let inner = self.inner.read();
         let lock = inner.locks.get(filter);
-        lock.and_then(|l| inner.exclusive_view(l))
+        Ok(lock
+            .and_then(|l| inner.exclusive_view(l))
             .into_iter()
-            .collect()
+            .collect())
     }
 
     /// Read-held locks, sorted by name; only `filter` unless it is empty.
-    pub fn read_locks(&self, filter: &[u8]) -> Vec<ReadView> {
+    fn read_locks(&self, filter: &[u8]) -> Result<Vec<ReadView>, StoreError> {
         if filter.is_empty() {
             return all_pages(|after| self.read_page(after));
         }
         let inner = self.inner.read();
         let lock = inner.locks.get(filter);
-        lock.and_then(|l| inner.read_view(l)).into_iter().collect()
+        Ok(lock.and_then(|l| inner.read_view(l)).into_iter().collect())
     }
 
     /// Shared locks, sorted by name; only `filter` unless it is empty.
-    pub fn shared_locks(&self, filter: &[u8]) -> Vec<SharedView> {
+    fn shared_locks(&self, filter: &[u8]) -> Result<Vec<SharedView>, StoreError> {
         if filter.is_empty() {
             return all_pages(|after| self.shared_page(after));
         }
         let inner = self.inner.read();
         let lock = inner.shared.get(filter);
-        lock.map(|l| inner.shared_view(l)).into_iter().collect()
+        Ok(lock.map(|l| inner.shared_view(l)).into_iter().collect())
     }
 
     /// A page of write-held locks after `after` (from the first when
     /// `None`), in name order.
-    pub fn exclusive_page(&self, after: Option<&[u8]>) -> Page<ExclusiveView> {
+    fn exclusive_page(&self, after: Option<&[u8]>) -> Result<Page<ExclusiveView>, StoreError> {
         let (mut items, next) = {
             let inner = self.inner.read();
             let (locks, next) = inner.lock_index.page(&inner.locks, after);
@@ -563,11 +578,11 @@ impl Table {
             (items, next)
         };
         items.sort_by(|a, b| a.name.cmp(&b.name));
-        Page { items, next }
+        Ok(Page { items, next })
     }
 
     /// A page of read-held locks after `after`, in name order.
-    pub fn read_page(&self, after: Option<&[u8]>) -> Page<ReadView> {
+    fn read_page(&self, after: Option<&[u8]>) -> Result<Page<ReadView>, StoreError> {
         let (mut items, next) = {
             let inner = self.inner.read();
             let (locks, next) = inner.lock_index.page(&inner.locks, after);
@@ -578,11 +593,11 @@ impl Table {
             (items, next)
         };
         items.sort_by(|a, b| a.name.cmp(&b.name));
-        Page { items, next }
+        Ok(Page { items, next })
     }
 
     /// A page of shared locks after `after`, in name order.
-    pub fn shared_page(&self, after: Option<&[u8]>) -> Page<SharedView> {
+    fn shared_page(&self, after: Option<&[u8]>) -> Result<Page<SharedView>, StoreError> {
         let (mut items, next) = {
             let inner = self.inner.read();
             let (locks, next) = inner.shared_index.page(&inner.shared, after);
@@ -590,12 +605,12 @@ impl Table {
             (items, next)
         };
         items.sort_by(|a, b| a.name.cmp(&b.name));
-        Page { items, next }
+        Ok(Page { items, next })
     }
 
     /// A page of registered clients, registered after the registration
     /// `after` (0: from the first), oldest registration first.
-    pub fn registered_page(&self, after: u64) -> Page<ClientNames, u64> {
+    fn registered_page(&self, after: u64) -> Result<Page<ClientNames, u64>, StoreError> {
         let inner = self.inner.read();
         let start = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
         let mut order = inner.by_registration.range(start);
@@ -606,39 +621,41 @@ impl Table {
             last = Some(seq);
         }
         let next = order.next().and(last);
-        Page { items, next }
+        Ok(Page { items, next })
     }
 
     /// The fencing-token counter's (next token, mark on disk); no mark
     /// when tokens are kept in memory only.
-    pub fn token_marks(&self) -> (u64, Option<u64>) {
+    fn token_marks(&self) -> (u64, Option<u64>) {
         self.inner.read().tokens.marks()
     }
 
     /// Gauges for `q`.
-    pub fn counts(&self) -> Counts {
+    fn counts(&self) -> Result<Counts, StoreError> {
         let inner = self.inner.read();
-        Counts {
+        Ok(Counts {
             locks: inner.write_held,
             read_locks: inner.read_held,
             shared_locks: inner.shared.len(),
             waiting: inner.waiting,
             grants: inner.grants,
             refused: self.limits.counts(),
-        }
+        })
     }
 }
 
 /// Every page of a listing, from the first to the last.
-fn all_pages<T>(mut page: impl FnMut(Option<&[u8]>) -> Page<T>) -> Vec<T> {
+fn all_pages<T>(
+    mut page: impl FnMut(Option<&[u8]>) -> Result<Page<T>, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     let mut all = Vec::new();
     let mut after: Option<LockName> = None;
     loop {
-        let Page { items, next } = page(after.as_ref().map(LockName::as_bytes));
+        let Page { items, next } = page(after.as_ref().map(LockName::as_bytes))?;
         all.extend(items);
         match next {
             Some(name) => after = Some(name),
-            None => return all,
+            None => return Ok(all),
         }
     }
 }

@@ -13,7 +13,7 @@ fn join(table: &Table, id: ClientId) -> Receiver<Grant> {
 }
 
 fn empty(t: &Table) -> bool {
-    let c = t.counts();
+    let c = t.counts().unwrap();
     c.locks + c.read_locks + c.shared_locks + c.waiting == 0 && t.inner.read().locks.is_empty()
 }
 
@@ -25,11 +25,11 @@ fn exclusive_lock_and_tokens() {
     let first = t.try_lock(1, b"x").expect("free");
     assert_eq!(t.try_lock(1, b"x"), Some(first), "re-get keeps its token");
     assert_eq!(t.try_lock(2, b"x"), None);
-    assert!(!t.release(2, b"x"));
-    assert!(t.release(1, b"x"));
+    assert!(!t.release(2, b"x").unwrap());
+    assert!(t.release(1, b"x").unwrap());
     let second = t.try_lock(2, b"x").expect("free again");
     assert!(second > first);
-    assert_eq!(t.counts().locks, 1);
+    assert_eq!(t.counts().unwrap().locks, 1);
 }
 
 #[test]
@@ -39,9 +39,9 @@ fn handoff_in_order_and_on_disconnect() {
     let b = join(&t, 2);
     let c = join(&t, 3);
     t.try_lock(1, b"x").expect("free");
-    assert_eq!(t.lock_or_queue(2, b"x", true), WaitStart::Queued);
-    assert_eq!(t.lock_or_queue(3, b"x", true), WaitStart::Queued);
-    assert_eq!(t.counts().waiting, 2);
+    assert_eq!(t.lock_or_queue(2, b"x", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(3, b"x", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.counts().unwrap().waiting, 2);
     assert_eq!(
         t.disconnect(1),
         Released {
@@ -51,10 +51,10 @@ fn handoff_in_order_and_on_disconnect() {
     );
     assert!(matches!(b.try_recv(), Ok(Grant::Exclusive { .. })));
     assert!(c.try_recv().is_err());
-    assert!(t.token(2, b"x").is_some());
+    assert!(t.token(2, b"x").unwrap().is_some());
     t.disconnect(3);
-    assert_eq!(t.counts().waiting, 0);
-    assert!(t.release(2, b"x"));
+    assert_eq!(t.counts().unwrap().waiting, 0);
+    assert!(t.release(2, b"x").unwrap());
     assert!(empty(&t));
 }
 
@@ -65,11 +65,11 @@ fn deadlock_cycle_refused_chain_allowed() {
     t.try_lock(1, b"a").expect("free");
     t.try_lock(2, b"b").expect("free");
     t.try_lock(3, b"c").expect("free");
-    assert_eq!(t.lock_or_queue(1, b"b", true), WaitStart::Queued);
-    assert_eq!(t.lock_or_queue(2, b"c", true), WaitStart::Queued);
-    assert_eq!(t.lock_or_queue(3, b"a", true), WaitStart::Deadlock);
+    assert_eq!(t.lock_or_queue(1, b"b", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(2, b"c", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(3, b"a", true).unwrap(), WaitStart::Deadlock);
     assert!(t.cancel_wait(2));
-    assert_eq!(t.lock_or_queue(3, b"a", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(3, b"a", true).unwrap(), WaitStart::Queued);
     drop(rx);
 }
 
@@ -78,13 +78,19 @@ fn semaphore_limit_and_order() {
     let t = table();
     let rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
     let grant = |holders| WaitStart::Granted(Grant::Shared { holders });
-    assert_eq!(t.lock_shared_or_queue(1, b"s", 2, true), grant(1));
-    assert_eq!(t.lock_shared_or_queue(2, b"s", 2, true), grant(2));
-    assert_eq!(t.lock_shared_or_queue(3, b"s", 2, true), WaitStart::Queued);
-    assert_eq!(t.lock_shared_or_queue(4, b"s", 3, false), WaitStart::Busy);
-    assert!(t.release_shared(1, b"s"));
+    assert_eq!(t.lock_shared_or_queue(1, b"s", 2, true).unwrap(), grant(1));
+    assert_eq!(t.lock_shared_or_queue(2, b"s", 2, true).unwrap(), grant(2));
+    assert_eq!(
+        t.lock_shared_or_queue(3, b"s", 2, true).unwrap(),
+        WaitStart::Queued
+    );
+    assert_eq!(
+        t.lock_shared_or_queue(4, b"s", 3, false).unwrap(),
+        WaitStart::Busy
+    );
+    assert!(t.release_shared(1, b"s").unwrap());
     assert_eq!(rx[2].try_recv(), Ok(Grant::Shared { holders: 2 }));
-    assert_eq!(t.shared_count(b"s"), 2);
+    assert_eq!(t.shared_count(b"s").unwrap(), 2);
     assert!(!t.cancel_wait(3));
     t.disconnect(2);
     t.disconnect(3);
@@ -95,14 +101,19 @@ fn semaphore_limit_and_order() {
 fn registry_order() {
     let t = table();
     let _rx: Vec<_> = (1..=3).map(|id| join(&t, id)).collect();
-    t.register(2, b"x");
-    t.register(1, b"y");
-    t.register(2, b"x");
-    let who: Vec<_> = t.registered(b"").into_iter().map(|n| n.default).collect();
+    t.register(2, b"x").unwrap();
+    t.register(1, b"y").unwrap();
+    t.register(2, b"x").unwrap();
+    let who: Vec<_> = t
+        .registered(b"")
+        .unwrap()
+        .into_iter()
+        .map(|n| n.default)
+        .collect();
     assert_eq!(who, vec![b"c1"[..].into(), b"c2"[..].into()]);
-    t.register(1, b"");
-    assert_eq!(t.registered(b"").len(), 1);
-    assert_eq!(t.registered(b"y").len(), 0);
+    t.register(1, b"").unwrap();
+    assert_eq!(t.registered(b"").unwrap().len(), 1);
+    assert_eq!(t.registered(b"y").unwrap().len(), 0);
 }
 
 fn read(readers: usize) -> WaitStart {
@@ -113,31 +124,34 @@ fn read(readers: usize) -> WaitStart {
 fn readers_share_and_exclude_writers() {
     let t = table();
     let rx: Vec<_> = (1..=3).map(|id| join(&t, id)).collect();
-    assert_eq!(t.read_or_queue(1, b"x", false), read(1));
+    assert_eq!(t.read_or_queue(1, b"x", false).unwrap(), read(1));
     assert_eq!(
-        t.read_or_queue(1, b"x", false),
+        t.read_or_queue(1, b"x", false).unwrap(),
         read(1),
         "not counted twice"
     );
-    assert_eq!(t.read_or_queue(2, b"x", false), read(2));
-    assert!(t.is_locked(b"x"));
+    assert_eq!(t.read_or_queue(2, b"x", false).unwrap(), read(2));
+    assert!(t.is_locked(b"x").unwrap());
     assert_eq!(t.try_lock(3, b"x"), None);
-    assert_eq!(t.counts().read_locks, 1);
-    assert_eq!(t.counts().locks, 0);
-    assert!(t.exclusive_locks(b"").is_empty(), "d lists writers only");
-    assert_eq!(t.read_locks(b"x")[0].readers.len(), 2);
-    assert!(!t.release_read(3, b"x"));
-    assert!(t.release_read(1, b"x"));
-    assert!(t.release_read(2, b"x"));
-    assert!(!t.is_locked(b"x"));
+    assert_eq!(t.counts().unwrap().read_locks, 1);
+    assert_eq!(t.counts().unwrap().locks, 0);
+    assert!(
+        t.exclusive_locks(b"").unwrap().is_empty(),
+        "d lists writers only"
+    );
+    assert_eq!(t.read_locks(b"x").unwrap()[0].readers.len(), 2);
+    assert!(!t.release_read(3, b"x").unwrap());
+    assert!(t.release_read(1, b"x").unwrap());
+    assert!(t.release_read(2, b"x").unwrap());
+    assert!(!t.is_locked(b"x").unwrap());
     let token = t.try_lock(3, b"x").expect("free");
-    assert_eq!(t.read_or_queue(1, b"x", false), WaitStart::Busy);
+    assert_eq!(t.read_or_queue(1, b"x", false).unwrap(), WaitStart::Busy);
     assert_eq!(
-        t.read_or_queue(3, b"x", true),
+        t.read_or_queue(3, b"x", true).unwrap(),
         WaitStart::Deadlock,
         "own writer"
     );
-    assert_eq!(t.token(3, b"x"), Some(token));
+    assert_eq!(t.token(3, b"x").unwrap(), Some(token));
     drop(rx);
 }
 
@@ -146,24 +160,24 @@ fn one_line_serves_a_writer_or_the_readers_up_to_the_next_writer() {
     let t = table();
     let rx: Vec<_> = (1..=6).map(|id| join(&t, id)).collect();
     t.try_lock(1, b"x").expect("free");
-    assert_eq!(t.read_or_queue(2, b"x", true), WaitStart::Queued);
-    assert_eq!(t.read_or_queue(3, b"x", true), WaitStart::Queued);
-    assert_eq!(t.lock_or_queue(4, b"x", true), WaitStart::Queued);
-    assert_eq!(t.read_or_queue(5, b"x", true), WaitStart::Queued);
-    assert!(t.release(1, b"x"));
+    assert_eq!(t.read_or_queue(2, b"x", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(3, b"x", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(4, b"x", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(5, b"x", true).unwrap(), WaitStart::Queued);
+    assert!(t.release(1, b"x").unwrap());
     assert_eq!(rx[1].try_recv(), Ok(Grant::Read { readers: 1 }));
     assert_eq!(rx[2].try_recv(), Ok(Grant::Read { readers: 2 }));
     assert!(rx[3].try_recv().is_err() && rx[4].try_recv().is_err());
     // No writer starvation: a newcomer reader queues behind the writer.
-    assert_eq!(t.read_or_queue(6, b"x", false), WaitStart::Busy);
-    assert!(t.release_read(2, b"x"));
+    assert_eq!(t.read_or_queue(6, b"x", false).unwrap(), WaitStart::Busy);
+    assert!(t.release_read(2, b"x").unwrap());
     assert!(rx[3].try_recv().is_err());
     t.disconnect(3);
     assert!(matches!(rx[3].try_recv(), Ok(Grant::Exclusive { .. })));
-    assert!(t.release(4, b"x"));
+    assert!(t.release(4, b"x").unwrap());
     assert_eq!(rx[4].try_recv(), Ok(Grant::Read { readers: 1 }));
     assert_eq!(
-        t.release_all(5),
+        t.release_all(5).unwrap(),
         Released {
             read: 1,
             ..Released::default()
@@ -176,9 +190,9 @@ fn one_line_serves_a_writer_or_the_readers_up_to_the_next_writer() {
 fn a_writer_leaving_the_head_of_the_line_lets_readers_in() {
     let t = table();
     let rx: Vec<_> = (1..=3).map(|id| join(&t, id)).collect();
-    assert_eq!(t.read_or_queue(1, b"x", false), read(1));
-    assert_eq!(t.lock_or_queue(2, b"x", true), WaitStart::Queued);
-    assert_eq!(t.read_or_queue(3, b"x", true), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(1, b"x", false).unwrap(), read(1));
+    assert_eq!(t.lock_or_queue(2, b"x", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(3, b"x", true).unwrap(), WaitStart::Queued);
     assert!(t.cancel_wait(2));
     assert_eq!(rx[2].try_recv(), Ok(Grant::Read { readers: 2 }));
     t.disconnect(1);
@@ -191,28 +205,28 @@ fn upgrade_from_a_read_hold() {
     let t = table();
     let rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
     // The only reader upgrades at once, even with `g`.
-    assert_eq!(t.read_or_queue(1, b"x", false), read(1));
+    assert_eq!(t.read_or_queue(1, b"x", false).unwrap(), read(1));
     let token = t.try_lock(1, b"x").expect("upgrade");
-    assert_eq!(t.counts().read_locks, 0);
-    assert!(t.release(1, b"x"));
+    assert_eq!(t.counts().unwrap().read_locks, 0);
+    assert!(t.release(1, b"x").unwrap());
     assert!(
-        !t.release_read(1, b"x"),
+        !t.release_read(1, b"x").unwrap(),
         "the read hold became the write hold"
     );
     // With another reader, the upgrader waits at the head of the line.
-    assert_eq!(t.read_or_queue(1, b"x", false), read(1));
-    assert_eq!(t.read_or_queue(2, b"x", false), read(2));
-    assert_eq!(t.lock_or_queue(3, b"x", true), WaitStart::Queued);
-    assert_eq!(t.lock_or_queue(1, b"x", true), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(1, b"x", false).unwrap(), read(1));
+    assert_eq!(t.read_or_queue(2, b"x", false).unwrap(), read(2));
+    assert_eq!(t.lock_or_queue(3, b"x", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(1, b"x", true).unwrap(), WaitStart::Queued);
     // A second upgrader closes a cycle.
-    assert_eq!(t.lock_or_queue(2, b"x", true), WaitStart::Deadlock);
-    assert!(t.release_read(2, b"x"));
+    assert_eq!(t.lock_or_queue(2, b"x", true).unwrap(), WaitStart::Deadlock);
+    assert!(t.release_read(2, b"x").unwrap());
     match rx[0].try_recv() {
         Ok(Grant::Exclusive { token: t2 }) => assert!(t2 > token),
         other => panic!("{other:?}"),
     }
     assert!(rx[2].try_recv().is_err());
-    assert_eq!(t.release_all(1).total(), 1);
+    assert_eq!(t.release_all(1).unwrap().total(), 1);
     assert!(matches!(rx[2].try_recv(), Ok(Grant::Exclusive { .. })));
     t.disconnect(3);
     assert!(empty(&t));
@@ -223,26 +237,29 @@ fn cycles_through_read_holds_and_full_semaphores() {
     let t = table();
     let _rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
     // 1 reads a; 2 waits to write a (depends on 1).
-    assert_eq!(t.read_or_queue(1, b"a", false), read(1));
+    assert_eq!(t.read_or_queue(1, b"a", false).unwrap(), read(1));
     t.try_lock(2, b"b").expect("free");
-    assert_eq!(t.lock_or_queue(2, b"a", true), WaitStart::Queued);
+    assert_eq!(t.lock_or_queue(2, b"a", true).unwrap(), WaitStart::Queued);
     // 1 asking for b (held by 2) closes 1 -> 2 -> 1.
-    assert_eq!(t.lock_or_queue(1, b"b", true), WaitStart::Deadlock);
-    assert_eq!(t.read_or_queue(1, b"b", true), WaitStart::Deadlock);
+    assert_eq!(t.lock_or_queue(1, b"b", true).unwrap(), WaitStart::Deadlock);
+    assert_eq!(t.read_or_queue(1, b"b", true).unwrap(), WaitStart::Deadlock);
     // Through a full semaphore: 3 holds s (limit 1) and waits for b.
     assert_eq!(
-        t.lock_shared_or_queue(3, b"s", 1, false),
+        t.lock_shared_or_queue(3, b"s", 1, false).unwrap(),
         WaitStart::Granted(Grant::Shared { holders: 1 })
     );
-    assert_eq!(t.read_or_queue(3, b"b", true), WaitStart::Queued);
+    assert_eq!(t.read_or_queue(3, b"b", true).unwrap(), WaitStart::Queued);
     // 1 -> s (held by 3) -> b (held by 2) -> a (read by 1): length 3.
     assert_eq!(
-        t.lock_shared_or_queue(1, b"s", 1, true),
+        t.lock_shared_or_queue(1, b"s", 1, true).unwrap(),
         WaitStart::Deadlock
     );
     // 4 holds nothing anyone waits for: no cycle, it just waits.
-    assert_eq!(t.lock_shared_or_queue(4, b"s", 1, true), WaitStart::Queued);
-    assert_eq!(t.counts().waiting, 3);
+    assert_eq!(
+        t.lock_shared_or_queue(4, b"s", 1, true).unwrap(),
+        WaitStart::Queued
+    );
+    assert_eq!(t.counts().unwrap().waiting, 3);
 }
 
 #[test]
@@ -258,10 +275,10 @@ fn caps_refuse_and_change_nothing() {
     let _rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
     let limit = |hit, cap| WaitStart::Limit(LimitError { hit, cap });
     t.try_lock(1, b"a").expect("free");
-    assert_eq!(t.read_or_queue(1, b"b", false), read(1));
+    assert_eq!(t.read_or_queue(1, b"b", false).unwrap(), read(1));
     // Per connection: a third lock, a place in a line, an sg.
     assert_eq!(
-        t.lock_or_queue(1, b"c", false),
+        t.lock_or_queue(1, b"c", false).unwrap(),
         limit(LimitHit::LocksPerConnection, 2)
     );
     assert_eq!(
@@ -269,24 +286,34 @@ fn caps_refuse_and_change_nothing() {
         Some(()),
         "a re-get is no new lock"
     );
-    assert_eq!(
+    assert!(matches!(
         t.lock_shared(1, b"s"),
-        Err(LimitError {
+        Err(StoreError::Limit(LimitError {
             hit: LimitHit::LocksPerConnection,
             cap: 2
-        })
-    );
+        }))
+    ));
     // The whole table: a third name is fine, a fourth is not.
     assert_eq!(
-        t.lock_shared_or_queue(2, b"s", 0, false),
+        t.lock_shared_or_queue(2, b"s", 0, false).unwrap(),
         WaitStart::Granted(Grant::Shared { holders: 1 })
     );
-    assert_eq!(t.read_or_queue(2, b"d", true), limit(LimitHit::Locks, 3));
-    assert_eq!(t.read_or_queue(2, b"b", false), read(2), "an existing name");
+    assert_eq!(
+        t.read_or_queue(2, b"d", true).unwrap(),
+        limit(LimitHit::Locks, 3)
+    );
+    assert_eq!(
+        t.read_or_queue(2, b"b", false).unwrap(),
+        read(2),
+        "an existing name"
+    );
     // Waiters: one in line, the second refused.
-    assert_eq!(t.lock_or_queue(3, b"a", true), WaitStart::Queued);
-    assert_eq!(t.lock_or_queue(4, b"a", true), limit(LimitHit::Waiters, 1));
-    let c = t.counts();
+    assert_eq!(t.lock_or_queue(3, b"a", true).unwrap(), WaitStart::Queued);
+    assert_eq!(
+        t.lock_or_queue(4, b"a", true).unwrap(),
+        limit(LimitHit::Waiters, 1)
+    );
+    let c = t.counts().unwrap();
     assert_eq!(
         (c.locks, c.read_locks, c.shared_locks, c.waiting),
         (1, 1, 1, 1)
@@ -299,7 +326,7 @@ fn caps_refuse_and_change_nothing() {
             waiters: 1
         }
     );
-    assert!(t.exclusive_locks(b"c").is_empty() && t.read_locks(b"d").is_empty());
+    assert!(t.exclusive_locks(b"c").unwrap().is_empty() && t.read_locks(b"d").unwrap().is_empty());
 }
 
 fn line(e: &WatchEvent) -> String {
@@ -318,11 +345,11 @@ fn watch_snapshot_then_events_in_order() {
     let t = table();
     let _rx: Vec<_> = (1..=4).map(|id| join(&t, id)).collect();
     let token = t.try_lock(1, b"a1").expect("free");
-    assert_eq!(t.read_or_queue(2, b"a2", false), read(1));
-    assert_eq!(t.read_or_queue(3, b"a2", false), read(2));
+    assert_eq!(t.read_or_queue(2, b"a2", false).unwrap(), read(1));
+    assert_eq!(t.read_or_queue(3, b"a2", false).unwrap(), read(2));
     t.lock_shared(2, b"a3").expect("no cap");
     t.try_lock(2, b"b").expect("free");
-    let (held, watcher) = t.watch(4, b"a*");
+    let (held, watcher) = t.watch(4, b"a*").unwrap();
     let held: Vec<String> = held.iter().map(line).collect();
     assert_eq!(
         held,
@@ -334,12 +361,12 @@ fn watch_snapshot_then_events_in_order() {
         ]
     );
     let watcher = watcher.expect("first pattern");
-    let (more, again) = t.watch(4, b"b");
+    let (more, again) = t.watch(4, b"b").unwrap();
     assert_eq!(more.len(), 1);
     assert!(again.is_none(), "one queue per client");
-    assert!(t.release(1, b"a1"));
-    assert_eq!(t.lock_or_queue(1, b"a2", true), WaitStart::Queued);
-    assert_eq!(t.release_all(3).total(), 1);
+    assert!(t.release(1, b"a1").unwrap());
+    assert_eq!(t.lock_or_queue(1, b"a2", true).unwrap(), WaitStart::Queued);
+    assert_eq!(t.release_all(3).unwrap().total(), 1);
     t.disconnect(2);
     t.lock_shared(1, b"zzz").expect("no cap");
     let got: Vec<String> = watcher.events.try_iter().map(|e| line(&e)).collect();
@@ -377,17 +404,17 @@ fn watch_snapshot_then_events_in_order() {
 fn a_watcher_that_falls_behind_is_dropped_and_the_table_goes_on() {
     let t = table();
     let _rx: Vec<_> = (1..=2).map(|id| join(&t, id)).collect();
-    let (_, watcher) = t.watch(2, b"*");
+    let (_, watcher) = t.watch(2, b"*").unwrap();
     let watcher = watcher.expect("queue");
     for _ in 0..WATCH_QUEUE / 2 {
         t.try_lock(1, b"x").expect("free");
-        assert!(t.release(1, b"x"));
+        assert!(t.release(1, b"x").unwrap());
     }
     assert!(!watcher.overflowed());
     t.try_lock(1, b"x").expect("free");
     assert!(watcher.overflowed());
     assert_eq!(watcher.events.len(), WATCH_QUEUE);
-    assert!(t.release(1, b"x"));
+    assert!(t.release(1, b"x").unwrap());
     assert!(t.inner.read().watchers.is_empty());
 }
 
@@ -398,11 +425,15 @@ fn all_pages(t: &Table, shared: bool, mut between: impl FnMut(usize)) -> Vec<Loc
     let mut after: Option<LockName> = None;
     for page_no in 0.. {
         let next = if shared {
-            let page = t.shared_page(after.as_ref().map(LockName::as_bytes));
+            let page = t
+                .shared_page(after.as_ref().map(LockName::as_bytes))
+                .unwrap();
             listed.extend(page.items.into_iter().map(|l| l.name));
             page.next
         } else {
-            let page = t.exclusive_page(after.as_ref().map(LockName::as_bytes));
+            let page = t
+                .exclusive_page(after.as_ref().map(LockName::as_bytes))
+                .unwrap();
             listed.extend(page.items.into_iter().map(|l| l.name));
             page.next
         };
@@ -424,13 +455,18 @@ fn listings_page_a_big_namespace_in_order_and_miss_no_steady_lock() {
     let name = |i: usize| LockName::from(format!("k{i:06}").as_str());
     for i in 0..n {
         t.try_lock(1, name(i).as_bytes()).expect("free");
-        assert_eq!(t.lock_shared(1, name(i).as_bytes()), Ok(1));
+        assert_eq!(t.lock_shared(1, name(i).as_bytes()).unwrap(), 1);
     }
     assert!(t.inner.read().lock_index.is_built());
     let expected: Vec<LockName> = (0..n).map(name).collect();
     assert_eq!(all_pages(&t, false, |_| {}), expected);
     assert_eq!(all_pages(&t, true, |_| {}), expected);
-    let whole: Vec<LockName> = t.exclusive_locks(b"").into_iter().map(|l| l.name).collect();
+    let whole: Vec<LockName> = t
+        .exclusive_locks(b"")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
     assert_eq!(whole, expected, "the whole listing is its pages end to end");
 
     // Between pages, client 2 takes and drops names before and after the
@@ -440,7 +476,7 @@ fn listings_page_a_big_namespace_in_order_and_miss_no_steady_lock() {
             let churn = format!("k{:06}x{page}", i * (n / 50));
             t.try_lock(2, churn.as_bytes()).expect("free");
         }
-        t.release_all(2);
+        t.release_all(2).unwrap();
     });
     let steady: Vec<&LockName> = listed
         .iter()
@@ -450,13 +486,13 @@ fn listings_page_a_big_namespace_in_order_and_miss_no_steady_lock() {
     assert!(listed.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
 
     // Back under the threshold, the index goes, and a page is the rest.
-    t.release_all(1);
+    t.release_all(1).unwrap();
     assert!(!t.inner.read().lock_index.is_built());
     t.try_lock(1, b"b").expect("free");
     t.try_lock(1, b"a").expect("free");
     let names = all_pages(&t, false, |_| {});
     assert_eq!(names, [LockName::from("a"), LockName::from("b")]);
-    let rest = t.exclusive_page(Some(b"a"));
+    let rest = t.exclusive_page(Some(b"a")).unwrap();
     assert_eq!((rest.items.len(), rest.next), (1, None));
 }
 
@@ -466,15 +502,15 @@ fn who_pages_by_registration_and_forgets_the_departed() {
     for id in 1..=3 {
         let _ = join(&t, id);
     }
-    t.register(2, b"second");
-    t.register(1, b"first");
-    t.register(3, b"third");
-    t.register(2, b"again");
+    t.register(2, b"second").unwrap();
+    t.register(1, b"first").unwrap();
+    t.register(3, b"third").unwrap();
+    t.register(2, b"again").unwrap();
     t.disconnect(3);
-    let page = t.registered_page(0);
+    let page = t.registered_page(0).unwrap();
     let names: Vec<_> = page.items.iter().map(|c| c.display().to_vec()).collect();
     assert_eq!(names, [b"first".to_vec(), b"again".to_vec()]);
     assert_eq!(page.next, None);
-    t.register(1, b"");
-    assert_eq!(t.registered_page(0).items.len(), 1);
+    t.register(1, b"").unwrap();
+    assert_eq!(t.registered_page(0).unwrap().items.len(), 1);
 }

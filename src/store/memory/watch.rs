@@ -77,13 +77,6 @@ impl Watcher {
         (tx, overflowed, watcher)
     }
 
-    /// A queue already cut off: its connection says so and closes.
-    pub(crate) fn cut_off() -> Watcher {
-        let (_, overflowed, watcher) = Watcher::queue();
-        overflowed.store(true, Ordering::SeqCst);
-        watcher
-    }
-
     /// True once the queue was full when an event came: the watcher has
     /// been dropped from the table and must be cut off.
     pub fn overflowed(&self) -> bool {
