@@ -6,8 +6,9 @@
 //! `NAME/<lease>` if absent and reads the line's first key in one
 //! transaction; if it is not first it waits, through a watch, for the key
 //! created just before its own to be deleted, and looks again. To unlock
-//! it deletes its key. One lock and one unlock count as two operations,
-//! as `g` and `r` do in `lockctl bench`.
+//! it deletes its key. In W2 one lock and one unlock count as two
+//! operations, as `g` and `r` do in `lockctl bench`; in W4 each grant
+//! counts once, as in `lockctl bench` and `cluster_bench`.
 //!
 //! ```text
 //! cargo run --release --example etcd_recipe_bench -- ENDPOINTS W2|W4 CLIENTS SECONDS
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
             } else {
                 format!("/recipe/W2-{i}/")
             };
-            std::thread::spawn(move || run(&client, &name, &stop))
+            std::thread::spawn(move || run(&client, &name, contended, &stop))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(seconds));
@@ -83,18 +84,21 @@ fn main() -> ExitCode {
             .unwrap_or_default()
     };
     println!(
-        "etcd recipe {workload}: {clients} clients, {:.0} ops/s, p50 {:?}, p99 {:?}",
+        "etcd recipe {workload}: {clients} clients, {:.0} ops/s, p50 {:?}, p99 {:?}, ops {}",
         latencies.len() as f64 / elapsed.as_secs_f64(),
         pick(0.50),
-        pick(0.99)
+        pick(0.99),
+        latencies.len()
     );
     ExitCode::SUCCESS
 }
 
-/// Locks and unlocks `prefix` until `stop`; returns each operation's time.
+/// Locks and unlocks `prefix` until `stop`; returns the time of each lock
+/// and unlock, or with `grants_only` of each lock.
 fn run(
     client: &Client,
     prefix: &str,
+    grants_only: bool,
     stop: &AtomicBool,
 ) -> Result<Vec<Duration>, lockd::store::etcd::client::EtcdError> {
     let (lease, _) = client.lease_grant(60)?;
@@ -106,7 +110,9 @@ fn run(
         latencies.push(began.elapsed());
         let began = Instant::now();
         client.delete(&key, None)?;
-        latencies.push(began.elapsed());
+        if !grants_only {
+            latencies.push(began.elapsed());
+        }
     }
     client.lease_revoke(lease)?;
     Ok(latencies)

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# Cluster mode's benchmark, all in one run on one etcd (issue 15):
-#   W2 (64 connections, a lock each) and W4 (16 contenders on one lock)
-#   through a single-server lockd, through one cluster node, and with the
-#   same clients using etcd's own lock recipe directly.
+# Cluster mode's benchmark, all in one run on one three-member etcd (issue 15):
+#   W2 (64 connections, a lock each, g/r: every request counts) and
+#   W4 (16 contenders on one lock, wg/r: every grant counts)
+#   through a single-server lockd, through one cluster node, through three
+#   cluster nodes (connections spread over them), and with the same clients
+#   using etcd's own lock recipe directly; then the ratios to the recipe.
+# "etcd req/op" is how many KV requests etcd served per counted operation
+# (from etcd's own /metrics): group commit is what brings it below 1.
 # Needs etcd (apt-get install etcd-server). Starts a three-member etcd and
-# two lockd processes on loopback in a temp dir, stops them by PID at exit.
+# four lockd processes on loopback in a temp dir, stops them by PID at exit.
 #
-#   bash scripts/cluster-bench.sh [SECONDS]
+# With --no-fsync, etcd runs with --unsafe-no-fsync (3.4 and 3.5): a loaded
+# disk then no longer sets the pace of every etcd write, and what is left is
+# etcd's work per request, which group commit saves.
+#
+#   bash scripts/cluster-bench.sh [SECONDS] [--no-fsync]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-3}"
-cargo build --release --quiet --bin lockd --bin lockctl --example etcd_recipe_bench
+fsync=()
+[ "${2:-}" = --no-fsync ] && fsync=(--unsafe-no-fsync)
+cargo build --release --quiet --bin lockd --example etcd_recipe_bench --example cluster_bench
 bin=target/release
 dir="$(mktemp -d)"
 pids=()
@@ -30,7 +40,8 @@ for i in 0 1 2; do
     --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
     --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
     --initial-cluster "$cluster" --initial-cluster-state new \
-    --initial-cluster-token "bench-$base" --log-level error 2>"$dir/m$i.log" &
+    --initial-cluster-token "bench-$base" --log-level error ${fsync[@]+"${fsync[@]}"} \
+    2>"$dir/m$i.log" &
   pids+=($!)
 done
 endpoints="127.0.0.1:$base,127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4))"
@@ -39,17 +50,59 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-$bin/lockd --listen "127.0.0.1:$((base + 10))" --no-state 2>"$dir/single.log" &
+single="127.0.0.1:$((base + 10))"
+$bin/lockd --listen "$single" --no-state 2>"$dir/single.log" &
 pids+=($!)
-$bin/lockd --listen "127.0.0.1:$((base + 11))" --no-state --cluster "etcd://$endpoints" \
-  --node-name bench 2>"$dir/node.log" &
-pids+=($!)
+nodes=()
+for i in 1 2 3; do
+  nodes+=("127.0.0.1:$((base + 10 + i))")
+  $bin/lockd --listen "${nodes[-1]}" --no-state --cluster "etcd://$endpoints" \
+    --node-name "bench$i" 2>"$dir/node$i.log" &
+  pids+=($!)
+done
 sleep 1
 
-echo "== single-server lockd"
-$bin/lockctl -s "127.0.0.1:$((base + 10))" bench --workloads W2,W4 --duration "${secs}s" --no-echo
-echo "== one cluster node (lockd --cluster, three-member etcd)"
-$bin/lockctl -s "127.0.0.1:$((base + 11))" bench --workloads W2,W4 --duration "${secs}s" --no-echo
-echo "== etcd's lock recipe, same etcd"
-$bin/examples/etcd_recipe_bench "$endpoints" W2 64 "$secs"
-$bin/examples/etcd_recipe_bench "$endpoints" W4 16 "$secs"
+# KV requests etcd's members have served so far.
+etcd_requests() {
+  local total=0 n
+  for i in 0 1 2; do
+    n=$(curl -fs "http://127.0.0.1:$((base + 2 * i))/metrics" | awk '
+      /^grpc_server_handled_total\{.*grpc_method="(Txn|Range|Put|DeleteRange)".*grpc_service="etcdserverpb.KV"/ { s += $2 }
+      END { printf "%d", s }')
+    total=$((total + n))
+  done
+  echo "$total"
+}
+
+# run LABEL COMMAND...: prints the command's line plus etcd requests per op,
+# and remembers ops/s under LABEL.
+declare -A rate
+run() {
+  local label="$1" before after line ops
+  shift
+  before=$(etcd_requests)
+  line=$("$@")
+  after=$(etcd_requests)
+  ops=$(sed -n 's/.*ops \([0-9]*\)$/\1/p' <<<"$line")
+  rate[$label]=$(sed -n 's/.*, \([0-9]*\) ops\/s,.*/\1/p' <<<"$line")
+  printf '%-28s %s, etcd req/op %s\n' "$label" "$line" \
+    "$(awk -v r=$((after - before)) -v o="${ops:-0}" 'BEGIN { printf (o ? "%.2f" : "-"), (o ? r / o : 0) }')"
+}
+
+three="$(IFS=,; echo "${nodes[*]}")"
+for w in W2 W4; do
+  n=64; [ "$w" = W4 ] && n=16
+  echo "== $w ($n clients, ${secs}s each)"
+  run "$w single server" $bin/examples/cluster_bench "$single" "$w" "$n" "$secs"
+  run "$w one node" $bin/examples/cluster_bench "${nodes[0]}" "$w" "$n" "$secs"
+  run "$w three nodes" $bin/examples/cluster_bench "$three" "$w" "$n" "$secs"
+  run "$w etcd recipe" $bin/examples/etcd_recipe_bench "$endpoints" "$w" "$n" "$secs"
+done
+
+echo "== ratios to etcd's recipe, same run"
+for w in W2 W4; do
+  for target in "one node" "three nodes" "single server"; do
+    awk -v a="${rate[$w $target]:-0}" -v b="${rate[$w etcd recipe]:-0}" -v l="$w $target" \
+      'BEGIN { printf "%-22s %sx\n", l, (b ? sprintf("%.1f", a / b) : "-") }'
+  done
+done

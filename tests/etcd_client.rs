@@ -4,8 +4,8 @@ mod common;
 
 use common::etcd::EtcdCluster;
 use lockd::store::etcd::client::{
-    Client, ClientConfig, Compare, Event, Op, OpResult, Order, Range, Relation, Target,
-    WatchMessage,
+    Client, ClientConfig, Compare, EtcdError, Event, Op, OpResult, Order, Range, Relation, Target,
+    Txn, WatchMessage,
 };
 use std::time::Duration;
 
@@ -157,4 +157,70 @@ fn no_member_up_is_an_unreachable_error_naming_the_endpoints() {
     assert!(err.is_unreachable(), "{err}");
     let text = err.to_string();
     assert!(text.contains(&endpoints.join(",")), "{text}");
+}
+
+/// What group commit relies on: nested transactions each keep their own
+/// compare, all apply at one revision, reads see the writes before them,
+/// and etcd refuses the whole request when two of them write one key.
+#[test]
+fn nested_transactions_keep_their_own_compares_and_share_one_revision() {
+    let etcd = EtcdCluster::start();
+    let client = client_of(etcd.endpoints());
+    let taken = client.put(b"/t/a/holder", b"", 0).expect("put");
+    let put_if_free = |lock: &[u8], me: &[u8]| {
+        let mut key = lock.to_vec();
+        key.extend_from_slice(me);
+        Txn {
+            compares: vec![Compare {
+                key: lock.to_vec(),
+                range_end: Some(lockd::store::etcd::client::prefix_end(lock)),
+                relation: Relation::Equal,
+                target: Target::CreateRevision(0),
+            }],
+            success: vec![Op::Put {
+                key,
+                value: Vec::new(),
+                lease: 0,
+            }],
+            failure: vec![Op::Range(Range::prefix(lock, Order::Created))],
+        }
+    };
+    let read_b = Txn {
+        success: vec![Op::Range(Range::prefix(b"/t/b/", Order::Created))],
+        ..Txn::default()
+    };
+    let answers = client
+        .txns(&[
+            put_if_free(b"/t/a/", b"me"),
+            put_if_free(b"/t/b/", b"me"),
+            read_b,
+            put_if_free(b"/t/c/", b"me"),
+        ])
+        .expect("txns");
+    assert_eq!(answers.len(), 4);
+    assert!(!answers[0].succeeded, "a is taken: its failure branch ran");
+    match &answers[0].results[..] {
+        [OpResult::Range { kvs, .. }] => assert_eq!(kvs[0].create_revision, taken),
+        other => panic!("a's head: {other:?}"),
+    }
+    assert!(answers[1].succeeded && answers[3].succeeded);
+    let revision = answers[1].revision;
+    assert!(revision > taken);
+    assert!(answers.iter().all(|a| a.revision == revision));
+    match &answers[2].results[..] {
+        [OpResult::Range { kvs, .. }] => {
+            assert_eq!(kvs.len(), 1, "a read sees the writes nested before it");
+            assert_eq!(kvs[0].create_revision, revision);
+        }
+        other => panic!("b's line: {other:?}"),
+    }
+    let twice = client.txns(&[put_if_free(b"/t/d/", b"x"), put_if_free(b"/t/d/", b"x")]);
+    assert!(
+        matches!(twice, Err(EtcdError::Status { code: 3, .. })),
+        "one key written twice: the whole request is refused: {twice:?}"
+    );
+    let (_, kvs) = client
+        .range(&Range::prefix(b"/t/d/", Order::Key))
+        .expect("range");
+    assert!(kvs.is_empty(), "nothing of a refused request is applied");
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A failure talking to etcd.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum EtcdError {
     /// No member answered (all refused, timed out, or had no leader).
@@ -172,6 +172,17 @@ pub enum Op {
         /// End of the range, exclusive.
         range_end: Option<Vec<u8>>,
     },
+}
+
+/// One transaction: if every compare holds, `success`, else `failure`.
+#[derive(Clone, Debug, Default)]
+pub struct Txn {
+    /// The conditions.
+    pub compares: Vec<Compare>,
+    /// Ops run when every compare holds.
+    pub success: Vec<Op>,
+    /// Ops run otherwise.
+    pub failure: Vec<Op>,
 }
 
 /// The answer to one operation of a transaction, in order.
@@ -450,35 +461,54 @@ impl Client {
         success: &[Op],
         failure: &[Op],
     ) -> Result<TxnResult, EtcdError> {
-        let body = json!({
-            "compare": compares.iter().map(compare_json).collect::<Vec<_>>(),
-            "success": success.iter().map(op_json).collect::<Vec<_>>(),
-            "failure": failure.iter().map(op_json).collect::<Vec<_>>(),
-        });
+        let body = txn_json(compares, success, failure);
         let answer = self.call("/v3/kv/txn", &body)?;
-        let succeeded = flag(&answer, "succeeded");
-        let mut results = Vec::new();
-        if let Some(list) = answer.get("responses").and_then(Value::as_array) {
-            for r in list {
-                if let Some(range) = r.get("response_range") {
-                    let (kvs, count) = range_result(range)?;
-                    results.push(OpResult::Range { kvs, count });
-                } else if r.get("response_put").is_some() {
-                    results.push(OpResult::Put);
-                } else if let Some(d) = r.get("response_delete_range") {
-                    results.push(OpResult::Delete {
-                        deleted: int_field(d, "deleted")?,
-                    });
-                } else {
-                    return Err(EtcdError::Protocol(format!("txn response: {r}")));
-                }
-            }
+        txn_result(&answer, header_revision(&answer)?)
+    }
+
+    /// Runs several transactions as one: each is nested in an outer
+    /// transaction without compares (etcd 3.3 and later), so each keeps its
+    /// own compares and branches, and all of them are applied at one
+    /// revision, atomically, in one round trip. Each compare sees the
+    /// store as it was before the outer transaction; each read sees the
+    /// writes of the transactions before it. etcd refuses the whole
+    /// request when two of them write the same key.
+    ///
+    /// # Errors
+    /// See [`EtcdError`]: every transaction failed alike.
+    pub fn txns(&self, txns: &[Txn]) -> Result<Vec<TxnResult>, EtcdError> {
+        if let [one] = txns {
+            return Ok(vec![self.txn(&one.compares, &one.success, &one.failure)?]);
         }
-        Ok(TxnResult {
-            succeeded,
-            revision: header_revision(&answer)?,
-            results,
-        })
+        let nested: Vec<Value> = txns
+            .iter()
+            .map(|t| json!({ "request_txn": txn_json(&t.compares, &t.success, &t.failure) }))
+            .collect();
+        let answer = self.call(
+            "/v3/kv/txn",
+            &json!({ "compare": [], "success": nested, "failure": [] }),
+        )?;
+        let revision = header_revision(&answer)?;
+        let list = answer
+            .get("responses")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if list.len() != txns.len() {
+            return Err(EtcdError::Protocol(format!(
+                "{} answers to {} nested transactions",
+                list.len(),
+                txns.len()
+            )));
+        }
+        list.iter()
+            .map(|r| {
+                let inner = r
+                    .get("response_txn")
+                    .ok_or_else(|| EtcdError::Protocol(format!("nested txn response: {r}")))?;
+                txn_result(inner, revision)
+            })
+            .collect()
     }
 
     /// Grants a lease of `ttl` seconds; returns its id and granted TTL.
@@ -686,6 +716,41 @@ fn delete_json(key: &[u8], range_end: Option<&[u8]>) -> Value {
         d.insert("range_end".into(), b64(end));
     }
     Value::Object(d)
+}
+
+fn txn_json(compares: &[Compare], success: &[Op], failure: &[Op]) -> Value {
+    json!({
+        "compare": compares.iter().map(compare_json).collect::<Vec<_>>(),
+        "success": success.iter().map(op_json).collect::<Vec<_>>(),
+        "failure": failure.iter().map(op_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The answer to one transaction, at the outer transaction's `revision`.
+fn txn_result(answer: &Value, revision: i64) -> Result<TxnResult, EtcdError> {
+    let succeeded = flag(answer, "succeeded");
+    let mut results = Vec::new();
+    if let Some(list) = answer.get("responses").and_then(Value::as_array) {
+        for r in list {
+            if let Some(range) = r.get("response_range") {
+                let (kvs, count) = range_result(range)?;
+                results.push(OpResult::Range { kvs, count });
+            } else if r.get("response_put").is_some() {
+                results.push(OpResult::Put);
+            } else if let Some(d) = r.get("response_delete_range") {
+                results.push(OpResult::Delete {
+                    deleted: int_field(d, "deleted")?,
+                });
+            } else {
+                return Err(EtcdError::Protocol(format!("txn response: {r}")));
+            }
+        }
+    }
+    Ok(TxnResult {
+        succeeded,
+        revision,
+        results,
+    })
 }
 
 fn compare_json(c: &Compare) -> Value {

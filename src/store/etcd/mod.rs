@@ -14,7 +14,9 @@
 //! vouched for and its connection must be closed.
 
 pub mod client;
+pub mod commit;
 mod deadlock;
+mod handover;
 pub mod keys;
 pub mod lease;
 mod listing;
@@ -30,6 +32,7 @@ use client::{
     Client, ClientConfig, Compare, EtcdError, KeyValue, Op, OpResult, Order, Range, Relation,
     Target,
 };
+use commit::{CommitStats, Committer, MAX_TXN_OPS};
 use crossbeam_channel::{Receiver, Sender};
 use keys::{Family, Layout};
 use lease::Lease;
@@ -50,9 +53,6 @@ pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
 /// The line a node without a lease sends a new client before closing.
 pub const NOT_SERVING: &[u8] =
     b"0 Error: no cluster lease: this node cannot reach etcd (try another node)\n";
-
-/// etcd's default limit on the operations of one transaction.
-const MAX_TXN_OPS: usize = 128;
 
 /// Settings of an [`EtcdStore`].
 #[derive(Clone, Debug)]
@@ -146,6 +146,8 @@ impl Drop for Life {
 
 struct Shared {
     client: Client,
+    /// Group commit: every write goes through it.
+    commit: Committer,
     layout: Layout,
     node: String,
     lease: Lease,
@@ -181,6 +183,11 @@ struct Wait {
     family: Family,
     name: LockName,
     key: Vec<u8>,
+    /// The key's create revision: its place in line.
+    created: i64,
+    /// The key's value and lease, for the write that stamps its grant.
+    value: Vec<u8>,
+    lease: i64,
     mode: Mode,
 }
 
@@ -189,7 +196,7 @@ struct Wait {
 enum Mode {
     /// The family's lock: the write lock, or a shared place.
     Lock,
-    /// A read hold (see [`rw`]).
+    /// A read hold (see `rw.rs`).
     Read,
     /// The write lock for a reader, whose key is its read hold's.
     Upgrade,
@@ -252,8 +259,10 @@ impl EtcdStore {
         })?;
         let lease = Lease::grant(&client, ttl)?;
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        let (commit, commits) = Committer::new(&layout);
         let shared = Arc::new(Shared {
             client,
+            commit,
             layout,
             node: config.node.clone(),
             lease,
@@ -271,6 +280,12 @@ impl EtcdStore {
             _life: Arc::new(Life(Arc::clone(&shared))),
             shared,
         };
+        for _ in 0..commit::COMMITTERS {
+            let commits = commits.clone();
+            store.spawn("lockd-etcd-commit", move |s| {
+                commit::run(&s.client, &commits, &s.stop)
+            })?;
+        }
         store.spawn("lockd-etcd-lease", |s| {
             s.lease.keep(&s.client, &|epoch| s.lease_lost(epoch))
         })?;
@@ -463,9 +478,10 @@ impl EtcdStore {
         let caller = s.caller(id)?;
         let lock = s.layout.lock(Family::Exclusive, name);
         let key = s.new_key(Family::Exclusive, name, &caller);
+        let value = keys::value(0, &caller.default);
         let put = Op::Put {
             key: key.clone(),
-            value: keys::value(0, &caller.default),
+            value: value.clone(),
             lease: caller.lease,
         };
         let line = Range::prefix(&lock, Order::Created);
@@ -473,7 +489,7 @@ impl EtcdStore {
             let txn = s.written(
                 &key,
                 &caller,
-                s.client.txn(&[], &[put, Op::Range(line)], &[]),
+                s.commit.txn(&[], &[put, Op::Range(line)], &[]),
             )?;
             (txn.revision, ranged(&txn.results, 1))
         } else {
@@ -487,7 +503,7 @@ impl EtcdStore {
                 target: Target::CreateRevision(0),
             };
             let head = Op::Range(Range { limit: 1, ..line });
-            let txn = s.written(&key, &caller, s.client.txn(&[nobody], &[put], &[head]))?;
+            let txn = s.written(&key, &caller, s.commit.txn(&[nobody], &[put], &[head]))?;
             if txn.succeeded {
                 return s.granted(
                     id,
@@ -516,6 +532,9 @@ impl EtcdStore {
                         family: Family::Exclusive,
                         name: LockName::new(name),
                         key,
+                        created: kvs[mine].create_revision,
+                        value,
+                        lease: caller.lease,
                         mode: Mode::Lock,
                     },
                 )?;
@@ -595,15 +614,16 @@ impl EtcdStore {
         }
         let caller = s.caller(id)?;
         let key = s.new_key(Family::Shared, name, &caller);
+        let value = keys::value(limit, &caller.default);
         let put = Op::Put {
             key: key.clone(),
-            value: keys::value(limit, &caller.default),
+            value: value.clone(),
             lease: caller.lease,
         };
         let txn = s.written(
             &key,
             &caller,
-            s.client.txn(&[], &[put, Op::Range(line)], &[]),
+            s.commit.txn(&[], &[put, Op::Range(line)], &[]),
         )?;
         let kvs = ranged(&txn.results, 1);
         let holds = holding(&kvs);
@@ -612,7 +632,7 @@ impl EtcdStore {
                 let holders = admitted(&holds, mine) as u64;
                 s.granted(id, &caller, Family::Shared, name, key, holders)
             }
-            Some(_) if queue => {
+            Some(mine) if queue => {
                 if s.closes_cycle(&caller, &key)? {
                     return Ok(WaitStart::Deadlock);
                 }
@@ -623,6 +643,9 @@ impl EtcdStore {
                         family: Family::Shared,
                         name: LockName::new(name),
                         key,
+                        created: kvs[mine].create_revision,
+                        value,
+                        lease: caller.lease,
                         mode: Mode::Lock,
                     },
                 )?;
@@ -725,7 +748,12 @@ impl EtcdStore {
             let mut value = caller.default.to_vec();
             value.push(b'\n');
             value.extend_from_slice(name);
-            s.client.put(&key, &value, caller.lease)?;
+            let put = Op::Put {
+                key,
+                value,
+                lease: caller.lease,
+            };
+            s.commit.txn(&[], &[put], &[])?;
         }
         if let Some(conn) = s.clients.lock().get_mut(&id) {
             conn.registered = (!name.is_empty()).then(|| name.into());
@@ -738,6 +766,12 @@ impl EtcdStore {
     /// `/metrics`.
     pub fn token_marks(&self) -> (u64, Option<u64>) {
         (self.shared.last_token.load(Ordering::Relaxed) + 1, None)
+    }
+
+    /// What group commit sent so far: round trips and the commands they
+    /// carried.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.shared.commit.stats()
     }
 
     /// `me`: this client's names.
@@ -880,7 +914,7 @@ impl Shared {
     fn in_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, EtcdError> {
         let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
         let txn = self
-            .client
+            .commit
             .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[])?;
         let mut exclusive = ranged(&txn.results, 0);
         let mut shared = ranged(&txn.results, 1);
@@ -895,23 +929,24 @@ impl Shared {
         ))
     }
 
-    /// Waits for `predecessor` to go; looks again at once if the watch may
-    /// already have passed its delete.
+    /// Waits for `predecessor` to go; looks again at once if its delete
+    /// went by since the read at `read_at`.
     fn wait_behind(&self, id: ClientId, predecessor: &[u8], read_at: i64) {
-        if self.waiters.wait_for_key(id, predecessor) > read_at {
+        if self.waiters.wait_for_key(id, predecessor, read_at) {
             let _ = self.jobs.send(Job::Settle(id));
         }
     }
 
     fn wait_on_lock(&self, id: ClientId, lock: &[u8], read_at: i64) {
-        if self.waiters.wait_for_lock(id, lock) > read_at {
+        if self.waiters.wait_for_lock(id, lock, read_at) {
             let _ = self.jobs.send(Job::Settle(id));
         }
     }
 
     /// A waiter's predecessor went: grant it if it is now at the head (an
     /// exclusive grant is stamped with a write, whose revision is its
-    /// token), else wait again behind the key now before it.
+    /// token: see [`handover`]), else wait again behind the key now before
+    /// it.
     fn settle(&self, id: ClientId) {
         let Some(wait) = self.clients.lock().get(&id).and_then(|c| c.waiting.clone()) else {
             return;
@@ -921,49 +956,33 @@ impl Shared {
             Mode::Upgrade => return self.settle_upgrade(id, wait),
             Mode::Lock => {}
         }
-        let lock = self.layout.lock(wait.family, wait.name.as_bytes());
-        let Ok((revision, kvs)) = self.client.range(&Range::prefix(&lock, Order::Created)) else {
-            // etcd hiccup: look again shortly (the lease guard covers a
-            // longer outage).
-            std::thread::sleep(Duration::from_millis(50));
-            let _ = self.jobs.send(Job::Settle(id));
-            return;
-        };
-        let Some(mine) = kvs.iter().position(|kv| kv.key == wait.key) else {
-            return; // cancelled, or its lease is gone
-        };
         let grant = match wait.family {
-            Family::Exclusive if mine == 0 => {
-                let stamp = self.client.txn(
-                    &[Compare {
-                        key: wait.key.clone(),
-                        range_end: None,
-                        relation: Relation::Equal,
-                        target: Target::CreateRevision(kvs[0].create_revision),
-                    }],
-                    &[Op::Put {
-                        key: wait.key.clone(),
-                        value: kvs[0].value.clone(),
-                        lease: kvs[0].lease,
-                    }],
-                    &[],
-                );
-                match stamp {
-                    Ok(txn) if txn.succeeded => Grant::Exclusive {
-                        token: txn.revision as u64,
-                    },
-                    Ok(_) => return,
-                    Err(_) => {
-                        let _ = self.jobs.send(Job::Settle(id));
-                        return;
-                    }
+            Family::Exclusive => match self.take_turn(&wait) {
+                handover::Turn::Granted(token) => Grant::Exclusive { token },
+                handover::Turn::Behind(before, revision) => {
+                    self.wait_behind(id, &before, revision);
+                    return;
                 }
-            }
-            Family::Exclusive => {
-                self.wait_behind(id, &kvs[mine - 1].key, revision);
-                return;
-            }
+                handover::Turn::Gone => return,
+                handover::Turn::Again => {
+                    // etcd hiccup: look again shortly (the lease guard
+                    // covers a longer outage).
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = self.jobs.send(Job::Settle(id));
+                    return;
+                }
+            },
             Family::Shared => {
+                let lock = self.layout.lock(wait.family, wait.name.as_bytes());
+                let Ok((revision, kvs)) = self.client.range(&Range::prefix(&lock, Order::Created))
+                else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = self.jobs.send(Job::Settle(id));
+                    return;
+                };
+                let Some(mine) = kvs.iter().position(|kv| kv.key == wait.key) else {
+                    return; // cancelled, or its lease is gone
+                };
                 let holds = holding(&kvs);
                 if !holds[mine] {
                     self.wait_on_lock(id, &lock, revision);
@@ -974,30 +993,7 @@ impl Shared {
                 }
             }
         };
-        let mut clients = self.clients.lock();
-        let Some(conn) = clients.get_mut(&id) else {
-            return;
-        };
-        if conn.waiting.as_ref().map(|w| &w.key) != Some(&wait.key)
-            || !self.lease.is_live(conn.epoch)
-        {
-            return;
-        }
-        conn.waiting = None;
-        // A settle that saw an older line may have registered it again.
-        self.waiters.forget(id);
-        match (wait.family, grant) {
-            (Family::Exclusive, Grant::Exclusive { token }) => {
-                conn.exclusive.insert(wait.name, (wait.key, token));
-                self.grants.fetch_add(1, Ordering::Relaxed);
-                self.last_token.fetch_max(token, Ordering::Relaxed);
-            }
-            // Only shared grants are made for a shared wait above.
-            _ => {
-                conn.shared.insert(wait.name, wait.key);
-            }
-        }
-        let _ = conn.notify.try_send(grant);
+        self.deliver(id, &wait, grant);
     }
 
     fn release(&self, id: ClientId, family: Family, name: &[u8]) -> Result<bool, StoreError> {
@@ -1016,7 +1012,11 @@ impl Shared {
         };
         let caller = self.caller(id)?;
         // The client holds it no more; a failed delete is retried.
-        deferred("release", self.delete_or_later(vec![key], caller.epoch));
+        let deleted = match family {
+            Family::Exclusive => self.release_exclusive(key, caller.epoch),
+            Family::Shared => self.delete_or_later(vec![key], caller.epoch),
+        };
+        deferred("release", deleted);
         self.still_live(&caller)?;
         Ok(true)
     }
@@ -1070,7 +1070,7 @@ impl Shared {
             })
             .collect();
         for batch in ops.chunks(MAX_TXN_OPS) {
-            self.client.txn(&[], batch, &[])?;
+            self.commit.txn(&[], batch, &[])?;
         }
         Ok(())
     }

@@ -165,6 +165,10 @@ impl EtcdStore {
                     name: LockName::new(name),
                     key,
                     mode: Mode::Read,
+                    // Only a writer's wait is stamped at its grant.
+                    created: 0,
+                    value: Vec::new(),
+                    lease: caller.lease,
                 };
                 s.queue(id, &caller, wait)?;
                 s.wait_behind_writer(id, &kvs, mine, &lock, txn.revision);
@@ -266,6 +270,9 @@ impl EtcdStore {
             name: LockName::new(name),
             key,
             mode: Mode::Upgrade,
+            created: 0,
+            value: Vec::new(),
+            lease: caller.lease,
         };
         let cycle = s.in_cycle(&caller, &wait.key);
         if !matches!(cycle, Ok(false)) {
@@ -334,7 +341,7 @@ impl Shared {
     ) {
         match blocker(kvs, mine) {
             Some(key) => {
-                if self.waiters.wait_for_change(id, key) > read_at {
+                if self.waiters.wait_for_change(id, key, read_at) {
                     let _ = self.jobs.send(Job::Settle(id));
                 }
             }

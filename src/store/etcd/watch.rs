@@ -8,19 +8,24 @@
 //! reach them through this node's single watch, so a release wakes one
 //! waiter, not every node's.
 //!
-//! A waiter registers, then compares the revision the watch has seen with
-//! the revision of the read that told it what to wait for: if the watch is
-//! already past that read, the delete may have gone by before the waiter
-//! registered, and it looks again.
+//! A waiter registers with the revision of the read that told it what to
+//! wait for. If the delete it waits for went by after that read but
+//! before it registered, it looks again at once: the node remembers the
+//! deletes it dispatched lately, so a waiter looks again only when its
+//! delete did go by (or when the remembered ones do not reach back to its
+//! read), not whenever anything else changed meanwhile.
 
 use super::client::{Client, Event, WatchMessage};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Client ids, as the store knows them.
 type Id = u64;
+
+/// Deletes remembered for waiters that register late.
+const REMEMBERED: usize = 4096;
 
 /// How soon a broken watch is started again.
 const RESTART: Duration = Duration::from_millis(100);
@@ -46,6 +51,10 @@ struct Inner {
     seen: i64,
     by_target: HashMap<Target, Vec<Id>>,
     by_id: HashMap<Id, Target>,
+    /// Deletes dispatched lately: revision and key, oldest first.
+    deleted: VecDeque<(i64, Vec<u8>)>,
+    /// Deletes up to this revision may be missing from `deleted`.
+    forgotten: i64,
 }
 
 impl Waiters {
@@ -56,33 +65,57 @@ impl Waiters {
                 seen: revision,
                 by_target: HashMap::new(),
                 by_id: HashMap::new(),
+                deleted: VecDeque::new(),
+                forgotten: revision,
             }),
         }
     }
 
-    /// `id` waits for `key` to be deleted. Returns the revision seen so
-    /// far (see the module docs).
-    pub fn wait_for_key(&self, id: Id, key: &[u8]) -> i64 {
-        self.register(id, Target::Key(key.to_vec()))
+    /// `id` waits for `key` to be deleted, as read at revision `read_at`.
+    /// Returns whether it must look again now: the delete may have gone by
+    /// already (see the module docs).
+    pub fn wait_for_key(&self, id: Id, key: &[u8], read_at: i64) -> bool {
+        self.register(id, Target::Key(key.to_vec()), read_at)
     }
 
-    /// `id` waits for `key` to be written or deleted. Returns the revision
-    /// seen.
-    pub fn wait_for_change(&self, id: Id, key: &[u8]) -> i64 {
-        self.register(id, Target::Change(key.to_vec()))
+    /// `id` waits for `key` to be written or deleted, as read at
+    /// `read_at`. Returns whether it must look again now. Writes are not
+    /// remembered: it looks again whenever the watch went past its read.
+    pub fn wait_for_change(&self, id: Id, key: &[u8], read_at: i64) -> bool {
+        self.register(id, Target::Change(key.to_vec()), read_at)
     }
 
-    /// `id` waits for any delete under `lock`. Returns the revision seen.
-    pub fn wait_for_lock(&self, id: Id, lock: &[u8]) -> i64 {
-        self.register(id, Target::Lock(lock.to_vec()))
+    /// `id` waits for any delete under `lock`, as read at `read_at`.
+    /// Returns whether it must look again now.
+    pub fn wait_for_lock(&self, id: Id, lock: &[u8], read_at: i64) -> bool {
+        self.register(id, Target::Lock(lock.to_vec()), read_at)
     }
 
-    fn register(&self, id: Id, target: Target) -> i64 {
+    fn register(&self, id: Id, target: Target, read_at: i64) -> bool {
         let mut inner = self.inner.lock();
         inner.remove(id);
+        let wrote = matches!(target, Target::Change(_)) && read_at < inner.seen;
+        let missed = wrote
+            || read_at < inner.forgotten
+            || inner
+                .deleted
+                .iter()
+                .rev()
+                .take_while(|(revision, _)| *revision > read_at)
+                .any(|(_, key)| target.matches(key));
         inner.by_target.entry(target.clone()).or_default().push(id);
         inner.by_id.insert(id, target);
-        inner.seen
+        missed
+    }
+
+    /// The waiters waiting for the delete of `key`.
+    pub fn waiting_for_key(&self, key: &[u8]) -> Vec<Id> {
+        let inner = self.inner.lock();
+        inner
+            .by_target
+            .get(&Target::Key(key.to_vec()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// `id` waits for nothing any more.
@@ -109,7 +142,13 @@ impl Waiters {
         for event in events {
             let targets = match event {
                 Event::Put(kv) => vec![Target::Change(kv.key.clone())],
-                Event::Delete { key, .. } => {
+                Event::Delete { key, revision } => {
+                    if inner.deleted.len() == REMEMBERED {
+                        if let Some((gone, _)) = inner.deleted.pop_front() {
+                            inner.forgotten = inner.forgotten.max(gone);
+                        }
+                    }
+                    inner.deleted.push_back((*revision, key.clone()));
                     let mut targets = vec![Target::Key(key.clone()), Target::Change(key.clone())];
                     if let Some(lock) = super::keys::Layout::lock_of(key) {
                         targets.push(Target::Lock(lock.to_vec()));
@@ -135,11 +174,23 @@ impl Waiters {
         let mut inner = self.inner.lock();
         inner.by_target.clear();
         inner.seen = inner.seen.max(revision);
+        inner.deleted.clear();
+        inner.forgotten = inner.forgotten.max(revision);
         inner.by_id.drain().map(|(id, _)| id).collect()
     }
 
     fn seen(&self) -> i64 {
         self.inner.lock().seen
+    }
+}
+
+impl Target {
+    /// Whether the delete of `key` is what this waits for.
+    fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Target::Key(k) | Target::Change(k) => k == key,
+            Target::Lock(lock) => super::keys::Layout::lock_of(key) == Some(&lock[..]),
+        }
     }
 }
 
@@ -200,34 +251,36 @@ pub fn follow(
 mod tests {
     use super::*;
 
-    fn delete(key: &[u8]) -> Event {
+    fn delete(key: &[u8], revision: i64) -> Event {
         Event::Delete {
             key: key.to_vec(),
-            revision: 0,
+            revision,
         }
     }
 
     #[test]
     fn a_delete_wakes_the_waiter_on_that_key_and_the_lock_waiters_once() {
         let w = Waiters::new(10);
-        assert_eq!(w.wait_for_key(1, b"/p/x/61/a.1"), 10);
-        w.wait_for_key(2, b"/p/x/61/b.2");
-        w.wait_for_lock(3, b"/p/x/61/");
-        let mut woken = w.dispatch(12, &[delete(b"/p/x/61/a.1")]);
+        assert!(!w.wait_for_key(1, b"/p/x/61/a.1", 10));
+        assert!(!w.wait_for_key(2, b"/p/x/61/b.2", 10));
+        assert!(!w.wait_for_lock(3, b"/p/x/61/", 10));
+        let mut woken = w.dispatch(12, &[delete(b"/p/x/61/a.1", 12)]);
         woken.sort();
         assert_eq!(woken, vec![1, 3]);
         assert_eq!(w.seen(), 12);
-        assert!(w.dispatch(13, &[delete(b"/p/x/61/a.1")]).is_empty());
+        assert!(w.dispatch(13, &[delete(b"/p/x/61/a.1", 13)]).is_empty());
         assert_eq!(w.len(), 1);
+        assert_eq!(w.waiting_for_key(b"/p/x/61/b.2"), vec![2]);
         w.forget(2);
         assert!(w.is_empty());
+        assert!(w.waiting_for_key(b"/p/x/61/b.2").is_empty());
     }
 
     #[test]
     fn a_change_waiter_wakes_on_a_write_or_the_delete_of_its_key() {
         let w = Waiters::new(0);
-        w.wait_for_change(1, b"/p/x/61/w.1");
-        w.wait_for_change(2, b"/p/x/61/w.1");
+        assert!(!w.wait_for_change(1, b"/p/x/61/w.1", 0));
+        w.wait_for_change(2, b"/p/x/61/w.1", 0);
         let put = Event::Put(crate::store::etcd::client::KeyValue {
             key: b"/p/x/61/w.1".to_vec(),
             value: Vec::new(),
@@ -238,16 +291,60 @@ mod tests {
         let mut woken = w.dispatch(2, &[put]);
         woken.sort();
         assert_eq!(woken, vec![1, 2]);
-        w.wait_for_change(1, b"/p/x/61/w.1");
-        assert_eq!(w.dispatch(3, &[delete(b"/p/x/61/w.1")]), vec![1]);
+        assert!(
+            w.wait_for_change(1, b"/p/x/61/w.1", 1),
+            "a write went by since the read: look again"
+        );
+        assert_eq!(w.dispatch(3, &[delete(b"/p/x/61/w.1", 3)]), vec![1]);
     }
 
     #[test]
     fn registering_again_replaces_the_old_target() {
         let w = Waiters::new(0);
-        w.wait_for_key(1, b"k1");
-        w.wait_for_key(1, b"k2");
-        assert!(w.dispatch(1, &[delete(b"k1")]).is_empty());
-        assert_eq!(w.dispatch(2, &[delete(b"k2")]), vec![1]);
+        w.wait_for_key(1, b"k1", 0);
+        w.wait_for_key(1, b"k2", 0);
+        assert!(w.dispatch(1, &[delete(b"k1", 1)]).is_empty());
+        assert_eq!(w.dispatch(2, &[delete(b"k2", 2)]), vec![1]);
+    }
+
+    #[test]
+    fn a_late_waiter_looks_again_only_when_its_delete_went_by_after_its_read() {
+        let w = Waiters::new(10);
+        w.dispatch(
+            14,
+            &[
+                delete(b"/p/x/63/c.1", 11),
+                delete(b"/p/x/61/a.1", 12),
+                delete(b"/p/x/62/b.1", 14),
+            ],
+        );
+        assert!(
+            w.wait_for_key(1, b"/p/x/61/a.1", 11),
+            "gone at 12, read at 11"
+        );
+        assert!(
+            !w.wait_for_key(2, b"/p/x/61/a.1", 12),
+            "gone before the read"
+        );
+        assert!(
+            !w.wait_for_key(3, b"/p/x/61/z.9", 11),
+            "other writes do not count"
+        );
+        assert!(w.wait_for_lock(4, b"/p/x/62/", 13));
+        assert!(!w.wait_for_lock(5, b"/p/x/64/", 10));
+        assert!(
+            w.wait_for_key(6, b"/p/x/61/z.9", 9),
+            "older than what is remembered"
+        );
+    }
+
+    #[test]
+    fn what_is_no_longer_remembered_counts_as_missed() {
+        let w = Waiters::new(0);
+        for revision in 1..=(REMEMBERED as i64 + 10) {
+            w.dispatch(revision, &[delete(b"/p/x/61/k", revision)]);
+        }
+        assert!(w.wait_for_key(1, b"/p/x/62/other", 5));
+        assert!(!w.wait_for_key(2, b"/p/x/62/other", 20));
     }
 }
