@@ -43,13 +43,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::Waiters;
 
-/// The verbs cluster mode does not serve (none now); the session would
-/// answer them with [`NOT_SUPPORTED`].
-pub const UNSUPPORTED_VERBS: &[&str] = &[];
-
-/// Why a verb of [`UNSUPPORTED_VERBS`] is refused.
-pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
-
 /// The line a node without a lease sends a new client before closing.
 pub const NOT_SERVING: &[u8] =
     b"0 Error: no cluster lease: this node cannot reach etcd (try another node)\n";

@@ -10,7 +10,7 @@
 //! reported on [`EtcdStore::lease_lost`], on which the server closes every
 //! connection of the node.
 
-use super::{EtcdStore, NOT_SUPPORTED, UNSUPPORTED_VERBS};
+use super::EtcdStore;
 use crate::store::{
     ClientId, ClientNames, Counts, ExclusiveView, Grant, LockStore, ReadView, Released, SharedView,
     StoreError, WaitStart, WatchEvent, Watcher,
@@ -105,10 +105,6 @@ impl LockStore for EtcdStore {
 
     fn token_marks(&self) -> (u64, Option<u64>) {
         EtcdStore::token_marks(self)
-    }
-
-    fn unsupported(&self, verb: &str) -> Option<&'static str> {
-        UNSUPPORTED_VERBS.contains(&verb).then_some(NOT_SUPPORTED)
     }
 
     fn read_or_queue(
