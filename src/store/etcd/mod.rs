@@ -742,14 +742,18 @@ impl EtcdStore {
             value.push(b'\n');
             value.extend_from_slice(name);
             let put = Op::Put {
-                key,
+                key: key.clone(),
                 value,
                 lease: caller.lease,
             };
             s.commit.txn(&[], &[put], &[])?;
+            s.record(id, &caller, &key, |conn| {
+                conn.registered = Some(name.into())
+            })?;
+            return Ok(());
         }
         if let Some(conn) = s.clients.lock().get_mut(&id) {
-            conn.registered = (!name.is_empty()).then(|| name.into());
+            conn.registered = None;
         }
         Ok(())
     }
@@ -857,10 +861,8 @@ impl Shared {
         key: Vec<u8>,
         number: u64,
     ) -> Result<WaitStart, StoreError> {
-        self.still_live(caller)?;
-        let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
-        let grant = match family {
+        let written = key.clone();
+        let grant = self.record(id, caller, &written, |conn| match family {
             Family::Exclusive => {
                 conn.exclusive.insert(LockName::new(name), (key, number));
                 self.grants.fetch_add(1, Ordering::Relaxed);
@@ -873,16 +875,39 @@ impl Shared {
                     holders: number as usize,
                 }
             }
-        };
+        })?;
         Ok(WaitStart::Granted(grant))
     }
 
     fn queue(&self, id: ClientId, caller: &Caller, wait: Wait) -> Result<(), StoreError> {
+        let written = wait.key.clone();
+        self.record(id, caller, &written, |conn| conn.waiting = Some(wait))
+    }
+
+    /// Records `key`, which the caller just wrote to etcd, under its
+    /// connection (with `record`). A disconnect (the liveness sweep's, on
+    /// another thread) that took the connection away since
+    /// [`Shared::caller`] deleted only the keys recorded then: the writer
+    /// deletes its new key itself, else the lock would stay held until
+    /// the node's lease ends, and fails with [`StoreError::LocksLost`].
+    /// The clients' mutex orders the two: a key is either recorded before
+    /// the disconnect takes the connection, or found orphaned here.
+    fn record<T>(
+        &self,
+        id: ClientId,
+        caller: &Caller,
+        key: &[u8],
+        record: impl FnOnce(&mut Conn) -> T,
+    ) -> Result<T, StoreError> {
         self.still_live(caller)?;
-        let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
-        conn.waiting = Some(wait);
-        Ok(())
+        if let Some(conn) = self.clients.lock().get_mut(&id) {
+            return Ok(record(conn));
+        }
+        deferred(
+            "disconnect",
+            self.delete_or_later(vec![key.to_vec()], caller.epoch),
+        );
+        Err(StoreError::LocksLost)
     }
 
     /// Whether the caller, just queued with `key`, closes a cycle of

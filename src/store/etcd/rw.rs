@@ -148,10 +148,10 @@ impl EtcdStore {
         let status = statuses(&kvs);
         match kvs.iter().position(|kv| kv.key == key) {
             Some(mine) if status[mine].holds() => {
-                s.still_live(&caller)?;
-                let mut clients = s.clients.lock();
-                let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
-                conn.read.insert(LockName::new(name), key);
+                let written = key.clone();
+                s.record(id, &caller, &written, |conn| {
+                    conn.read.insert(LockName::new(name), key)
+                })?;
                 Ok(WaitStart::Granted(Grant::Read {
                     readers: readers(&status),
                 }))
@@ -241,7 +241,7 @@ impl EtcdStore {
             let txn = s.client.txn(&[unchanged], &[put], &[])?;
             if txn.succeeded {
                 let token = txn.revision as u64;
-                s.upgraded(id, &caller, name, token)?;
+                s.upgraded(id, &caller, name, &key, token)?;
                 return Ok(WaitStart::Granted(Grant::Exclusive { token }));
             }
         }
@@ -311,19 +311,21 @@ impl Shared {
     }
 
     /// Records an upgrade granted to the caller's own request: its read
-    /// key is its write key now.
+    /// key (`key`, just written again) is its write key now.
     fn upgraded(
         &self,
         id: ClientId,
         caller: &Caller,
         name: &[u8],
+        key: &[u8],
         token: u64,
     ) -> Result<(), StoreError> {
-        self.still_live(caller)?;
-        let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
-        let key = conn.read.remove(name).ok_or(StoreError::LocksLost)?;
-        conn.exclusive.insert(LockName::new(name), (key, token));
+        self.record(id, caller, key, |conn| {
+            let key = conn.read.remove(name)?;
+            conn.exclusive.insert(LockName::new(name), (key, token));
+            Some(())
+        })?
+        .ok_or(StoreError::LocksLost)?;
         self.grants.fetch_add(1, Ordering::Relaxed);
         self.last_token.fetch_max(token, Ordering::Relaxed);
         Ok(())
