@@ -105,103 +105,6 @@ fn blocker(kvs: &[KeyValue], mine: usize) -> Option<&[u8]> {
 }
 
 impl EtcdStore {
-    /// `wr`: a read hold when no writer holds the name and nobody waits
-    /// for it, or a place in its line when `queue` is set. A writer asking
-    /// to read its own lock would wait for itself: refused.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn read_or_queue(
-        &self,
-        id: ClientId,
-        name: &[u8],
-        queue: bool,
-    ) -> Result<WaitStart, StoreError> {
-        let s = &self.shared;
-        let lock = s.layout.lock(Family::Exclusive, name);
-        let line = Range::prefix(&lock, Order::Created);
-        if s.read_key(id, name)?.is_some() {
-            let (_, kvs) = s.client.range(&line)?;
-            let readers = readers(&statuses(&kvs));
-            return Ok(WaitStart::Granted(Grant::Read { readers }));
-        }
-        if s.held_token(id, name)?.is_some() {
-            return Ok(if queue {
-                WaitStart::Deadlock
-            } else {
-                WaitStart::Busy
-            });
-        }
-        let caller = s.caller(id)?;
-        let key = s.new_key(Family::Exclusive, name, &caller);
-        let put = Op::Put {
-            key: key.clone(),
-            value: keys::claim_value(Claim::Read, &caller.default),
-            lease: caller.lease,
-        };
-        let txn = s.written(
-            &key,
-            &caller,
-            s.client.txn(&[], &[put, Op::Range(line)], &[]),
-        )?;
-        let kvs = ranged(&txn.results, 1);
-        let status = statuses(&kvs);
-        match kvs.iter().position(|kv| kv.key == key) {
-            Some(mine) if status[mine].holds() => {
-                let written = key.clone();
-                s.record(id, &caller, &written, |conn| {
-                    conn.read.insert(LockName::new(name), key)
-                })?;
-                Ok(WaitStart::Granted(Grant::Read {
-                    readers: readers(&status),
-                }))
-            }
-            Some(mine) if queue => {
-                if s.closes_cycle(&caller, &key)? {
-                    return Ok(WaitStart::Deadlock);
-                }
-                let wait = Wait {
-                    family: Family::Exclusive,
-                    name: LockName::new(name),
-                    key,
-                    mode: Mode::Read,
-                    // Only a writer's wait is stamped at its grant.
-                    created: 0,
-                    value: Vec::new(),
-                    lease: caller.lease,
-                };
-                s.queue(id, &caller, wait)?;
-                s.wait_behind_writer(id, &kvs, mine, &lock, txn.revision);
-                Ok(WaitStart::Queued)
-            }
-            _ => {
-                s.delete_or_later(vec![key], caller.epoch)?;
-                Ok(WaitStart::Busy)
-            }
-        }
-    }
-
-    /// `rr`: gives up this client's read hold; the line moves on.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn release_read(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
-        let s = &self.shared;
-        let key = s
-            .clients
-            .lock()
-            .get_mut(&id)
-            .and_then(|c| c.read.remove(name));
-        let Some(key) = key else {
-            return Ok(false);
-        };
-        let caller = s.caller(id)?;
-        // The client holds it no more; a failed delete is retried.
-        deferred("rr", s.delete_or_later(vec![key], caller.epoch));
-        s.still_live(&caller)?;
-        Ok(true)
-    }
-
     /// `g`/`wg` by a reader of `name` (its read key is `key`): the write
     /// lock at once when it is the only holder, else (with `queue`) it
     /// marks its key and waits until the other readers are gone.
@@ -333,7 +236,7 @@ impl Shared {
 
     /// A waiting reader at `mine` waits for the writer or upgrading
     /// reader ahead of it to change or go.
-    fn wait_behind_writer(
+    pub(super) fn wait_behind_writer(
         &self,
         id: ClientId,
         kvs: &[KeyValue],
