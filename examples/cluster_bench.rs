@@ -14,6 +14,8 @@
 //! ```
 //! `scripts/cluster-bench.sh` runs it beside `etcd_recipe_bench` on one etcd.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
@@ -22,24 +24,12 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [servers, workload, clients, seconds] = &args[..] else {
-        eprintln!("usage: cluster_bench SERVERS(H:P,...) W2|W4 CLIENTS SECONDS");
-        return ExitCode::from(2);
+    let args = match common::args("cluster_bench SERVERS(H:P,...) W2|W4 CLIENTS SECONDS") {
+        Ok(args) => args,
+        Err(code) => return code,
     };
-    let (Ok(clients), Ok(seconds)) = (clients.parse::<usize>(), seconds.parse::<u64>()) else {
-        eprintln!("CLIENTS and SECONDS are numbers");
-        return ExitCode::from(2);
-    };
-    let contended = match workload.as_str() {
-        "W2" => false,
-        "W4" => true,
-        _ => {
-            eprintln!("workload is W2 or W4");
-            return ExitCode::from(2);
-        }
-    };
-    let servers: Vec<String> = servers.split(',').map(str::to_string).collect();
+    let (contended, clients, seconds) = (args.contended, args.clients, args.seconds);
+    let servers = &args.targets;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         holding: AtomicBool::new(false),
@@ -57,34 +47,12 @@ fn main() -> ExitCode {
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
     shared.stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(mut l)) => latencies.append(&mut l),
-            Ok(Err(e)) => {
-                eprintln!("lockd: {e}");
-                return ExitCode::from(1);
-            }
-            Err(_) => return ExitCode::from(1),
-        }
-    }
-    let elapsed = start.elapsed();
-    latencies.sort();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    println!(
-        "lockd {workload} via {} server(s): {clients} clients, {:.0} ops/s, p50 {:?}, p99 {:?}, ops {}",
-        servers.len(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        pick(0.50),
-        pick(0.99),
-        latencies.len()
-    );
-    ExitCode::SUCCESS
+    common::report(
+        &format!("lockd {} via {} server(s)", args.workload, servers.len()),
+        clients,
+        threads,
+        start,
+    )
 }
 
 struct Shared {

@@ -17,6 +17,8 @@
 //! W2: every client on a lock of its own; W4: every client on one lock.
 //! `scripts/cluster-bench.sh` runs it beside `lockctl bench` on one etcd.
 
+mod common;
+
 use lockd::store::etcd::client::{
     Client, ClientConfig, Compare, Event, Op, OpResult, Order, Range, Relation, Target,
     WatchMessage,
@@ -27,25 +29,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [endpoints, workload, clients, seconds] = &args[..] else {
-        eprintln!("usage: etcd_recipe_bench ENDPOINTS(H:P,...) W2|W4 CLIENTS SECONDS");
-        return ExitCode::from(2);
+    let args = match common::args("etcd_recipe_bench ENDPOINTS(H:P,...) W2|W4 CLIENTS SECONDS") {
+        Ok(args) => args,
+        Err(code) => return code,
     };
-    let (Ok(clients), Ok(seconds)) = (clients.parse::<usize>(), seconds.parse::<u64>()) else {
-        eprintln!("CLIENTS and SECONDS are numbers");
-        return ExitCode::from(2);
-    };
-    let contended = match workload.as_str() {
-        "W2" => false,
-        "W4" => true,
-        _ => {
-            eprintln!("workload is W2 or W4");
-            return ExitCode::from(2);
-        }
-    };
+    let (contended, clients, seconds) = (args.contended, args.clients, args.seconds);
     let client = Arc::new(Client::new(&ClientConfig {
-        endpoints: endpoints.split(',').map(str::to_string).collect(),
+        endpoints: args.targets.clone(),
         request_timeout: Duration::from_secs(5),
         watch_idle: Duration::from_secs(5),
     }));
@@ -64,33 +54,12 @@ fn main() -> ExitCode {
         .collect();
     std::thread::sleep(Duration::from_secs(seconds));
     stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(mut l)) => latencies.append(&mut l),
-            Ok(Err(e)) => {
-                eprintln!("etcd: {e}");
-                return ExitCode::from(1);
-            }
-            Err(_) => return ExitCode::from(1),
-        }
-    }
-    let elapsed = start.elapsed();
-    latencies.sort();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    println!(
-        "etcd recipe {workload}: {clients} clients, {:.0} ops/s, p50 {:?}, p99 {:?}, ops {}",
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        pick(0.50),
-        pick(0.99),
-        latencies.len()
-    );
-    ExitCode::SUCCESS
+    common::report(
+        &format!("etcd recipe {}", args.workload),
+        clients,
+        threads,
+        start,
+    )
 }
 
 /// Locks and unlocks `prefix` until `stop`; returns the time of each lock

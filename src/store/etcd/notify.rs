@@ -14,8 +14,8 @@
 //! - a shared key holds a place when the etcd store's holding rule says so; places
 //!   that a release frees are `locked` in line order after the `released`.
 //!
-//! Events go to the watchers through the same bounded queues, with the
-//! same drop rule, as the table's ([`Watcher`]).
+//! Events go to the watchers through the table's own [`Watchers`]: the same
+//! bounded queues, with the same drop rule.
 //!
 //! **Snapshot and stream line up.** A new watcher writes the node's marker
 //! key, waits until the mirror has applied that write's revision, and takes
@@ -46,13 +46,11 @@ use super::lease::Lease;
 use super::rw::{self, Status};
 use super::{EtcdStore, StoreError, MAX_TXN_OPS};
 use crate::name::LockName;
-use crate::store::memory::watch_matches;
+use crate::store::memory::Watchers;
 use crate::store::{ClientId, Event, HoldKind, WatchEvent, Watcher};
-use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a `watch` waits for the mirror to catch up with its marker
@@ -86,7 +84,7 @@ struct State {
     /// Whether the mirror is built and follows the stream.
     live: bool,
     locks: BTreeMap<LockName, Lines>,
-    watchers: Vec<Watching>,
+    watchers: Watchers,
     /// `watch` calls under way (they keep the thread following).
     starting: usize,
 }
@@ -110,13 +108,6 @@ impl Lines {
     fn is_empty(&self) -> bool {
         self.exclusive.is_empty() && self.shared.is_empty()
     }
-}
-
-struct Watching {
-    id: ClientId,
-    patterns: Vec<Box<[u8]>>,
-    tx: Sender<WatchEvent>,
-    overflowed: Arc<AtomicBool>,
 }
 
 /// `PREFIX/e/`: the markers.
@@ -150,7 +141,7 @@ impl Notify {
 
     /// Client `id` watches no more (it left).
     pub fn forget(&self, id: ClientId) {
-        self.state.lock().watchers.retain(|w| w.id != id);
+        self.state.lock().watchers.remove(id);
     }
 
     /// The notify thread: keeps the lease marker and deletes spent
@@ -258,9 +249,7 @@ impl Notify {
     /// Drops every watcher, marked overflowed, and forgets the mirror.
     fn cut_off(&self) {
         let mut state = self.state.lock();
-        for w in state.watchers.drain(..) {
-            w.overflowed.store(true, Ordering::SeqCst);
-        }
+        state.watchers.cut_off();
         state.live = false;
         state.locks.clear();
     }
@@ -282,18 +271,7 @@ impl Notify {
             }
         }
         let held = state.snapshot(pattern);
-        if let Some(w) = state.watchers.iter_mut().find(|w| w.id == id) {
-            w.patterns.push(pattern.into());
-            return Some((held, None));
-        }
-        let (tx, overflowed, watcher) = Watcher::queue();
-        state.watchers.push(Watching {
-            id,
-            patterns: vec![pattern.into()],
-            tx,
-            overflowed,
-        });
-        Some((held, Some(watcher)))
+        Some((held, state.watchers.add(id, pattern)))
     }
 
     pub(super) fn starting(&self, by: isize) {
@@ -543,31 +521,16 @@ impl State {
     /// Sends events of lock `name` to every watcher whose patterns match;
     /// a watcher whose queue is full is cut off.
     fn emit(&mut self, name: &LockName, events: Vec<(Event, HoldKind, u64, Box<[u8]>)>) {
-        if events.is_empty() || self.watchers.is_empty() {
+        if events.is_empty() || !self.watchers.want(name.as_bytes()) {
             return;
         }
-        let interested =
-            |w: &Watching| w.patterns.iter().any(|p| watch_matches(p, name.as_bytes()));
         for (event, kind, n, holder) in events {
-            let line = WatchEvent {
+            self.watchers.send(&WatchEvent {
                 event,
                 kind,
                 n,
                 holder,
                 name: name.clone(),
-            };
-            self.watchers.retain(|w| {
-                if !interested(w) {
-                    return true;
-                }
-                match w.tx.try_send(line.clone()) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_)) => {
-                        w.overflowed.store(true, Ordering::SeqCst);
-                        false
-                    }
-                    Err(TrySendError::Disconnected(_)) => false,
-                }
             });
         }
     }
@@ -765,13 +728,7 @@ mod tests {
     /// A state with one watcher of every lock; returns its queue.
     fn watched() -> (State, Watcher) {
         let mut state = State::default();
-        let (tx, overflowed, watcher) = Watcher::queue();
-        state.watchers.push(Watching {
-            id: 1,
-            patterns: vec![b"*"[..].into()],
-            tx,
-            overflowed,
-        });
+        let watcher = state.watchers.add(1, b"*").expect("a first pattern");
         (state, watcher)
     }
 

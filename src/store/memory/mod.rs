@@ -23,7 +23,7 @@ mod shared;
 mod watch;
 
 pub use index::PAGE;
-pub(crate) use watch::matches as watch_matches;
+pub(crate) use watch::Watchers;
 pub use watch::{Event, HoldKind, WatchEvent, Watcher, QUEUE as WATCH_QUEUE};
 
 use super::limits::{reached, LimitCounts, LimitError, LimitHit, LimitLog, Limits};
@@ -281,7 +281,7 @@ struct Inner {
     read_held: usize,
     tokens: TokenCounter,
     limits: Limits,
-    watchers: Vec<watch::Watching>,
+    watchers: Watchers,
 }
 
 impl Table {
@@ -309,7 +309,7 @@ impl Table {
                 read_held: 0,
                 tokens,
                 limits,
-                watchers: Vec::new(),
+                watchers: Watchers::default(),
             }),
         }
     }

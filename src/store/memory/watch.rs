@@ -64,19 +64,6 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// A new queue of [`QUEUE`] events: its sending end, the flag that
-    /// marks it overflowed, and the watcher's end (for a store other than
-    /// the table).
-    pub(crate) fn queue() -> (Sender<WatchEvent>, Arc<AtomicBool>, Watcher) {
-        let (tx, events) = bounded(QUEUE);
-        let overflowed = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher {
-            events,
-            overflowed: Arc::clone(&overflowed),
-        };
-        (tx, overflowed, watcher)
-    }
-
     /// True once the queue was full when an event came: the watcher has
     /// been dropped from the table and must be cut off.
     pub fn overflowed(&self) -> bool {
@@ -84,16 +71,87 @@ impl Watcher {
     }
 }
 
-/// A watcher as the table keeps it.
-pub(super) struct Watching {
+/// The watchers of a store (the table, or a cluster node's mirror): each
+/// watching client's patterns and the sending end of its queue.
+#[derive(Default)]
+pub(crate) struct Watchers(Vec<Watching>);
+
+struct Watching {
     id: ClientId,
     patterns: Vec<Box<[u8]>>,
     tx: Sender<WatchEvent>,
     overflowed: Arc<AtomicBool>,
 }
 
+impl Watching {
+    fn wants(&self, name: &[u8]) -> bool {
+        self.patterns.iter().any(|p| matches(p, name))
+    }
+}
+
+impl Watchers {
+    /// Nobody watches.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Some watcher's patterns match lock `name`.
+    pub(crate) fn want(&self, name: &[u8]) -> bool {
+        self.0.iter().any(|w| w.wants(name))
+    }
+
+    /// Adds `pattern` to client `id`'s watch; returns the watcher's end of
+    /// a new queue of [`QUEUE`] events on the client's first pattern.
+    pub(crate) fn add(&mut self, id: ClientId, pattern: &[u8]) -> Option<Watcher> {
+        if let Some(w) = self.0.iter_mut().find(|w| w.id == id) {
+            w.patterns.push(pattern.into());
+            return None;
+        }
+        let (tx, events) = bounded(QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        self.0.push(Watching {
+            id,
+            patterns: vec![pattern.into()],
+            tx,
+            overflowed: Arc::clone(&overflowed),
+        });
+        Some(Watcher { events, overflowed })
+    }
+
+    /// Forgets client `id`'s patterns (it left).
+    pub(crate) fn remove(&mut self, id: ClientId) {
+        self.0.retain(|w| w.id != id);
+    }
+
+    /// Queues `line` for every watcher whose patterns match its lock; a
+    /// watcher whose queue is full is dropped and marked overflowed.
+    pub(crate) fn send(&mut self, line: &WatchEvent) {
+        self.0.retain(|w| {
+            if !w.wants(line.name.as_bytes()) {
+                return true;
+            }
+            match w.tx.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    w.overflowed.store(true, Ordering::SeqCst);
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+    }
+
+    /// Drops every watcher, marked overflowed (the store can no longer
+    /// tell them the truth).
+    pub(crate) fn cut_off(&mut self) {
+        for w in self.0.drain(..) {
+            w.overflowed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// A lock name, or a prefix ending in `*` (`*` alone matches every lock).
-pub(crate) fn matches(pattern: &[u8], name: &[u8]) -> bool {
+fn matches(pattern: &[u8], name: &[u8]) -> bool {
     match pattern.strip_suffix(b"*") {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
@@ -111,11 +169,7 @@ impl Inner {
         holder: ClientId,
         name: &LockName,
     ) {
-        if self.watchers.is_empty() {
-            return;
-        }
-        let interested = |w: &Watching| w.patterns.iter().any(|p| matches(p, name.as_bytes()));
-        if !self.watchers.iter().any(interested) {
+        if !self.watchers.want(name.as_bytes()) {
             return;
         }
         let line = WatchEvent {
@@ -125,19 +179,7 @@ impl Inner {
             holder: self.default_name(holder),
             name: name.clone(),
         };
-        self.watchers.retain(|w| {
-            if !interested(w) {
-                return true;
-            }
-            match w.tx.try_send(line.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    w.overflowed.store(true, Ordering::SeqCst);
-                    false
-                }
-                Err(TrySendError::Disconnected(_)) => false,
-            }
-        });
+        self.watchers.send(&line);
     }
 
     /// Registers `pattern` for client `id` and returns what it matches now
@@ -181,23 +223,11 @@ impl Inner {
                 add(HoldKind::Shared, i as u64 + 1, holder, name);
             }
         }
-        if let Some(w) = self.watchers.iter_mut().find(|w| w.id == id) {
-            w.patterns.push(pattern.into());
-            return (held, None);
-        }
-        let (tx, events) = bounded(QUEUE);
-        let overflowed = Arc::new(AtomicBool::new(false));
-        self.watchers.push(Watching {
-            id,
-            patterns: vec![pattern.into()],
-            tx,
-            overflowed: Arc::clone(&overflowed),
-        });
-        (held, Some(Watcher { events, overflowed }))
+        (held, self.watchers.add(id, pattern))
     }
 
     /// Forgets a client's patterns (it left).
     pub(super) fn unwatch(&mut self, id: ClientId) {
-        self.watchers.retain(|w| w.id != id);
+        self.watchers.remove(id);
     }
 }
