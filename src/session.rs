@@ -282,12 +282,6 @@ impl Session {
             }
             return Step::Done;
         }
-        if let Some(why) = self.host.store().unsupported(verb.as_str()) {
-            if self.version >= 2 {
-                reply::error(out, &why);
-            }
-            return Step::Done;
-        }
         self.run(command, out)
     }
 

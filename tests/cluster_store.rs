@@ -7,7 +7,7 @@ use common::etcd::EtcdCluster;
 use common::PATIENCE;
 use crossbeam_channel::{Receiver, Sender};
 use lockd::store::etcd::{EtcdConfig, EtcdStore};
-use lockd::store::{Grant, WaitStart};
+use lockd::store::{Grant, LockStore, WaitStart};
 use std::time::{Duration, Instant};
 
 /// The lease TTL of the nodes of expiry tests: short, so they are quick.
@@ -337,7 +337,6 @@ fn shutdown_frees_every_lock_of_the_node_at_once() {
 
 #[test]
 fn the_store_serves_through_the_sessions_seam() {
-    use lockd::store::LockStore;
     let etcd = EtcdCluster::start();
     let (a, b) = (node(&etcd, "a"), node(&etcd, "b"));
     let (a, b): (&dyn LockStore, &dyn LockStore) = (&a, &b);
@@ -376,7 +375,6 @@ fn the_store_serves_through_the_sessions_seam() {
 /// lost, every call of the old clients says their locks are gone.
 #[test]
 fn through_the_seam_an_etcd_outage_is_an_error_and_grants_nothing() {
-    use lockd::store::LockStore;
     let etcd = EtcdCluster::start();
     let store = node_ttl(&etcd, "a", TTL);
     let lost = store.lease_lost();

@@ -8,7 +8,7 @@ use common::etcd::EtcdCluster;
 use common::PATIENCE;
 use crossbeam_channel::Receiver;
 use lockd::store::etcd::{EtcdConfig, EtcdStore};
-use lockd::store::{Grant, WaitStart};
+use lockd::store::{Grant, LockStore, WaitStart};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Barrier;

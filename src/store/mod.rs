@@ -189,10 +189,4 @@ pub trait LockStore: Send + Sync {
     /// The fencing-token counter's next token and saved mark (none when
     /// tokens live in memory only), for `/metrics`.
     fn token_marks(&self) -> (u64, Option<u64>);
-    /// Why this store does not serve `verb` (a wire verb, e.g. `watch`),
-    /// if it does not: the session then answers `0 Error: WHY` (protocol
-    /// 2) or nothing (classic) without calling the store.
-    fn unsupported(&self, _verb: &str) -> Option<&'static str> {
-        None
-    }
 }

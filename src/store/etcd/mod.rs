@@ -27,11 +27,8 @@ pub mod watch;
 
 use crate::log::{log, Priority};
 use crate::name::LockName;
-use crate::store::{ClientId, ClientNames, Grant, Released, StoreError, WaitStart};
-use client::{
-    Client, ClientConfig, Compare, EtcdError, KeyValue, Op, OpResult, Order, Range, Relation,
-    Target,
-};
+use crate::store::{ClientId, Grant, LockStore, StoreError, WaitStart};
+use client::{Client, ClientConfig, EtcdError, KeyValue, Op, OpResult, Order, Range};
 use commit::{CommitStats, Committer, MAX_TXN_OPS};
 use crossbeam_channel::{Receiver, Sender};
 use keys::{Family, Layout};
@@ -42,13 +39,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::Waiters;
-
-/// The verbs cluster mode does not serve (none now); the session would
-/// answer them with [`NOT_SUPPORTED`].
-pub const UNSUPPORTED_VERBS: &[&str] = &[];
-
-/// Why a verb of [`UNSUPPORTED_VERBS`] is refused.
-pub const NOT_SUPPORTED: &str = "not supported in cluster mode";
 
 /// The line a node without a lease sends a new client before closing.
 pub const NOT_SERVING: &[u8] =
@@ -406,45 +396,6 @@ impl EtcdStore {
         Ok(())
     }
 
-    /// Removes a client and deletes all its keys in one transaction, so
-    /// every node sees its locks released at once. If etcd fails, the keys
-    /// are deleted as soon as it answers, or go with the node's lease.
-    pub fn disconnect(&self, id: ClientId) -> Released {
-        let Some(conn) = self.shared.clients.lock().remove(&id) else {
-            return Released::default();
-        };
-        self.shared.waiters.forget(id);
-        self.shared.notify.forget(id);
-        let released = Released {
-            exclusive: conn.exclusive.len(),
-            read: conn.read.len(),
-            shared: conn.shared.len(),
-        };
-        if !self.shared.lease.is_live(conn.epoch) {
-            return released;
-        }
-        let mut doomed: Vec<Vec<u8>> = conn.exclusive.into_values().map(|(key, _)| key).collect();
-        doomed.extend(conn.read.into_values());
-        doomed.extend(conn.shared.into_values());
-        // An upgrade waits with its read hold's key, already in the list.
-        doomed.extend(
-            conn.waiting
-                .filter(|w| w.mode != Mode::Upgrade)
-                .map(|w| w.key),
-        );
-        if conn.registered.is_some() {
-            doomed.push(self.shared.layout.registration(&conn.owner));
-        }
-        // Marked as a connection's end, for watchers ([`notify`]).
-        if self.end_client(&doomed, &conn.owner, conn.lease).is_err() {
-            deferred(
-                "disconnect",
-                self.shared.delete_or_later(doomed, conn.epoch),
-            );
-        }
-        released
-    }
-
     /// `g`: takes the exclusive lock if nobody holds or waits for it (or it
     /// is already this client's). Returns the grant's fencing token.
     ///
@@ -457,329 +408,10 @@ impl EtcdStore {
         }
     }
 
-    /// `wg`: takes the exclusive lock, or queues for it when `queue` is
-    /// set. A queued client's grant arrives on its channel.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn lock_or_queue(
-        &self,
-        id: ClientId,
-        name: &[u8],
-        queue: bool,
-    ) -> Result<WaitStart, StoreError> {
-        let s = &self.shared;
-        if let Some(token) = s.held_token(id, name)? {
-            return Ok(WaitStart::Granted(Grant::Exclusive { token }));
-        }
-        if let Some(key) = s.read_key(id, name)? {
-            return self.upgrade(id, name, key, queue);
-        }
-        let caller = s.caller(id)?;
-        let lock = s.layout.lock(Family::Exclusive, name);
-        let key = s.new_key(Family::Exclusive, name, &caller);
-        let value = keys::value(0, &caller.default);
-        let put = Op::Put {
-            key: key.clone(),
-            value: value.clone(),
-            lease: caller.lease,
-        };
-        let line = Range::prefix(&lock, Order::Created);
-        let (revision, kvs) = if queue {
-            let txn = s.written(
-                &key,
-                &caller,
-                s.commit.txn(&[], &[put, Op::Range(line)], &[]),
-            )?;
-            (txn.revision, ranged(&txn.results, 1))
-        } else {
-            // Put only if the line is empty; else read its head, which is
-            // this very key when an earlier try was applied but its answer
-            // lost (the client then retried on another member).
-            let nobody = Compare {
-                key: lock.clone(),
-                range_end: Some(client::prefix_end(&lock)),
-                relation: Relation::Equal,
-                target: Target::CreateRevision(0),
-            };
-            let head = Op::Range(Range { limit: 1, ..line });
-            let txn = s.written(&key, &caller, s.commit.txn(&[nobody], &[put], &[head]))?;
-            if txn.succeeded {
-                return s.granted(
-                    id,
-                    &caller,
-                    Family::Exclusive,
-                    name,
-                    key,
-                    txn.revision as u64,
-                );
-            }
-            (txn.revision, ranged(&txn.results, 0))
-        };
-        match kvs.iter().position(|kv| kv.key == key) {
-            Some(0) => {
-                let token = kvs[0].mod_revision as u64;
-                s.granted(id, &caller, Family::Exclusive, name, key, token)
-            }
-            Some(mine) if queue => {
-                if s.closes_cycle(&caller, &key)? {
-                    return Ok(WaitStart::Deadlock);
-                }
-                s.queue(
-                    id,
-                    &caller,
-                    Wait {
-                        family: Family::Exclusive,
-                        name: LockName::new(name),
-                        key,
-                        created: kvs[mine].create_revision,
-                        value,
-                        lease: caller.lease,
-                        mode: Mode::Lock,
-                    },
-                )?;
-                s.wait_behind(id, &kvs[mine - 1].key, revision);
-                Ok(WaitStart::Queued)
-            }
-            _ => Ok(WaitStart::Busy),
-        }
-    }
-
-    /// `r`: releases the lock if this client holds it; its next waiter,
-    /// on whichever node, gets it.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn release(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
-        self.shared.release(id, Family::Exclusive, name)
-    }
-
-    /// `i`: does anyone hold the exclusive lock (or is it being handed to
-    /// its next waiter)?
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn is_locked(&self, name: &[u8]) -> Result<bool, StoreError> {
-        let lock = self.shared.layout.lock(Family::Exclusive, name);
-        let (_, kvs) = self.shared.client.range(&Range {
-            limit: 1,
-            ..Range::prefix(&lock, Order::Key)
-        })?;
-        Ok(!kvs.is_empty())
-    }
-
-    /// `t`: the fencing token of a lock this client holds.
-    ///
-    /// # Errors
-    /// [`StoreError::LocksLost`] once the node lost its lease.
-    pub fn token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {
-        self.shared.held_token(id, name)
-    }
-
-    /// `sg`: takes a place among the holders (no limit). Returns the
-    /// holder count.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn lock_shared(&self, id: ClientId, name: &[u8]) -> Result<usize, StoreError> {
-        match self.lock_shared_or_queue(id, name, 0, false)? {
-            WaitStart::Granted(Grant::Shared { holders }) => Ok(holders),
-            _ => Err(StoreError::Etcd(EtcdError::Protocol(
-                "an unlimited shared place was refused".into(),
-            ))),
-        }
-    }
-
-    /// `wsg`: takes a place among at most `limit` holders (0: no limit),
-    /// or queues for one when `queue` is set. A key holds when every key
-    /// before it holds and fewer than `limit` of them are there (an
-    /// unlimited one always holds).
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn lock_shared_or_queue(
-        &self,
-        id: ClientId,
-        name: &[u8],
-        limit: u32,
-        queue: bool,
-    ) -> Result<WaitStart, StoreError> {
-        let s = &self.shared;
-        let lock = s.layout.lock(Family::Shared, name);
-        let line = Range::prefix(&lock, Order::Created);
-        if s.holds_shared(id, name)? {
-            let (_, kvs) = s.client.range(&line)?;
-            let holders = holding(&kvs).iter().filter(|h| **h).count();
-            return Ok(WaitStart::Granted(Grant::Shared { holders }));
-        }
-        let caller = s.caller(id)?;
-        let key = s.new_key(Family::Shared, name, &caller);
-        let value = keys::value(limit, &caller.default);
-        let put = Op::Put {
-            key: key.clone(),
-            value: value.clone(),
-            lease: caller.lease,
-        };
-        let txn = s.written(
-            &key,
-            &caller,
-            s.commit.txn(&[], &[put, Op::Range(line)], &[]),
-        )?;
-        let kvs = ranged(&txn.results, 1);
-        let holds = holding(&kvs);
-        match kvs.iter().position(|kv| kv.key == key) {
-            Some(mine) if holds[mine] => {
-                let holders = admitted(&holds, mine) as u64;
-                s.granted(id, &caller, Family::Shared, name, key, holders)
-            }
-            Some(mine) if queue => {
-                if s.closes_cycle(&caller, &key)? {
-                    return Ok(WaitStart::Deadlock);
-                }
-                s.queue(
-                    id,
-                    &caller,
-                    Wait {
-                        family: Family::Shared,
-                        name: LockName::new(name),
-                        key,
-                        created: kvs[mine].create_revision,
-                        value,
-                        lease: caller.lease,
-                        mode: Mode::Lock,
-                    },
-                )?;
-                s.wait_on_lock(id, &lock, txn.revision);
-                Ok(WaitStart::Queued)
-            }
-            _ => {
-                s.delete_or_later(vec![key], caller.epoch)?;
-                Ok(WaitStart::Busy)
-            }
-        }
-    }
-
-    /// `sr`: gives up this client's place; waiters that now fit get in.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn release_shared(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
-        self.shared.release(id, Family::Shared, name)
-    }
-
-    /// `si`: how many hold the shared lock.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn shared_count(&self, name: &[u8]) -> Result<usize, StoreError> {
-        let lock = self.shared.layout.lock(Family::Shared, name);
-        let (_, kvs) = self
-            .shared
-            .client
-            .range(&Range::prefix(&lock, Order::Created))?;
-        Ok(holding(&kvs).iter().filter(|h| **h).count())
-    }
-
-    /// `ra`: releases everything this client holds, in one transaction;
-    /// returns how many.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn release_all(&self, id: ClientId) -> Result<Released, StoreError> {
-        let s = &self.shared;
-        let caller = s.caller(id)?;
-        let (doomed, released) = {
-            let mut clients = s.clients.lock();
-            let Some(conn) = clients.get_mut(&id) else {
-                return Ok(Released::default());
-            };
-            let released = Released {
-                exclusive: conn.exclusive.len(),
-                read: conn.read.len(),
-                shared: conn.shared.len(),
-            };
-            let mut keys: Vec<Vec<u8>> = conn.exclusive.drain().map(|(_, (k, _))| k).collect();
-            keys.extend(conn.read.drain().map(|(_, k)| k));
-            keys.extend(conn.shared.drain().map(|(_, k)| k));
-            (keys, released)
-        };
-        deferred("ra", s.delete_or_later(doomed, caller.epoch));
-        s.still_live(&caller)?;
-        Ok(released)
-    }
-
-    /// Ends a wait that timed out. `false` when the grant won the race:
-    /// the client holds the lock and its [`Grant`] is on its channel. The
-    /// waiting key is deleted now, or as soon as etcd answers.
-    pub fn cancel_wait(&self, id: ClientId) -> bool {
-        let s = &self.shared;
-        let (wait, epoch, default, lease) = {
-            let mut clients = s.clients.lock();
-            let Some(conn) = clients.get_mut(&id) else {
-                return false;
-            };
-            let Some(wait) = conn.waiting.take() else {
-                return false;
-            };
-            (wait, conn.epoch, conn.default.clone(), conn.lease)
-        };
-        s.waiters.forget(id);
-        if wait.mode == Mode::Upgrade {
-            // The read hold stays: only its mark goes.
-            s.unmark(&wait.key, &default, lease, epoch);
-        } else {
-            deferred("wait", s.delete_or_later(vec![wait.key], epoch));
-        }
-        true
-    }
-
-    /// `iam`: registers a name for every node to see (the empty name
-    /// removes the registration).
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn register(&self, id: ClientId, name: &[u8]) -> Result<(), StoreError> {
-        let s = &self.shared;
-        let caller = s.caller(id)?;
-        let key = s.layout.registration(&caller.owner);
-        if name.is_empty() {
-            s.delete_or_later(vec![key], caller.epoch)?;
-        } else {
-            let mut value = caller.default.to_vec();
-            value.push(b'\n');
-            value.extend_from_slice(name);
-            let put = Op::Put {
-                key,
-                value,
-                lease: caller.lease,
-            };
-            s.commit.txn(&[], &[put], &[])?;
-        }
-        if let Some(conn) = s.clients.lock().get_mut(&id) {
-            conn.registered = (!name.is_empty()).then(|| name.into());
-        }
-        Ok(())
-    }
-
-    /// A lower bound of the next token (one past the largest this node
-    /// granted; tokens are etcd revisions, so no mark is saved), for
-    /// `/metrics`.
-    pub fn token_marks(&self) -> (u64, Option<u64>) {
-        (self.shared.last_token.load(Ordering::Relaxed) + 1, None)
-    }
-
     /// What group commit sent so far: round trips and the commands they
     /// carried.
     pub fn commit_stats(&self) -> CommitStats {
         self.shared.commit.stats()
-    }
-
-    /// `me`: this client's names.
-    pub fn names(&self, id: ClientId) -> Option<ClientNames> {
-        self.shared.clients.lock().get(&id).map(|c| ClientNames {
-            default: c.default.clone(),
-            registered: c.registered.clone(),
-        })
     }
 }
 
@@ -864,10 +496,8 @@ impl Shared {
         key: Vec<u8>,
         number: u64,
     ) -> Result<WaitStart, StoreError> {
-        self.still_live(caller)?;
-        let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
-        let grant = match family {
+        let written = key.clone();
+        let grant = self.record(id, caller, &written, |conn| match family {
             Family::Exclusive => {
                 conn.exclusive.insert(LockName::new(name), (key, number));
                 self.grants.fetch_add(1, Ordering::Relaxed);
@@ -880,16 +510,39 @@ impl Shared {
                     holders: number as usize,
                 }
             }
-        };
+        })?;
         Ok(WaitStart::Granted(grant))
     }
 
     fn queue(&self, id: ClientId, caller: &Caller, wait: Wait) -> Result<(), StoreError> {
+        let written = wait.key.clone();
+        self.record(id, caller, &written, |conn| conn.waiting = Some(wait))
+    }
+
+    /// Records `key`, which the caller just wrote to etcd, under its
+    /// connection (with `record`). A disconnect (the liveness sweep's, on
+    /// another thread) that took the connection away since
+    /// [`Shared::caller`] deleted only the keys recorded then: the writer
+    /// deletes its new key itself, else the lock would stay held until
+    /// the node's lease ends, and fails with [`StoreError::LocksLost`].
+    /// The clients' mutex orders the two: a key is either recorded before
+    /// the disconnect takes the connection, or found orphaned here.
+    fn record<T>(
+        &self,
+        id: ClientId,
+        caller: &Caller,
+        key: &[u8],
+        record: impl FnOnce(&mut Conn) -> T,
+    ) -> Result<T, StoreError> {
         self.still_live(caller)?;
-        let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
-        conn.waiting = Some(wait);
-        Ok(())
+        if let Some(conn) = self.clients.lock().get_mut(&id) {
+            return Ok(record(conn));
+        }
+        deferred(
+            "disconnect",
+            self.delete_or_later(vec![key.to_vec()], caller.epoch),
+        );
+        Err(StoreError::LocksLost)
     }
 
     /// Whether the caller, just queued with `key`, closes a cycle of

@@ -118,7 +118,7 @@ fn markers(layout: &Layout) -> Vec<u8> {
 }
 
 /// The marker of one lease of a node: `PREFIX/e/<node>.<lease hex>`.
-fn lease_marker(layout: &Layout, node: &str, lease: i64) -> Vec<u8> {
+pub(super) fn lease_marker(layout: &Layout, node: &str, lease: i64) -> Vec<u8> {
     let mut key = markers(layout);
     key.extend_from_slice(format!("{node}.{lease:x}").as_bytes());
     key
@@ -257,7 +257,7 @@ impl Notify {
     /// Registers `pattern` for client `id` once the mirror has applied
     /// `revision`; returns what the pattern matches then, sorted by name,
     /// and the queue on the client's first pattern.
-    fn register(
+    pub(super) fn register(
         &self,
         id: ClientId,
         pattern: &[u8],
@@ -274,7 +274,7 @@ impl Notify {
         Some((held, state.watchers.add(id, pattern)))
     }
 
-    fn starting(&self, by: isize) {
+    pub(super) fn starting(&self, by: isize) {
         let mut state = self.state.lock();
         state.starting = state.starting.saturating_add_signed(by);
         self.moved.notify_all();
@@ -647,37 +647,6 @@ fn admit(lines: &mut Lines, events: &mut Vec<(Event, HoldKind, u64, Box<[u8]>)>)
 }
 
 impl EtcdStore {
-    /// `watch`: the snapshot of what `pattern` matches, sorted by name, and
-    /// the event queue on the client's first pattern.
-    ///
-    /// # Errors
-    /// The client's lease is gone, etcd did not take the marker write, or
-    /// the stream did not catch up with it in time.
-    pub fn watch(
-        &self,
-        id: ClientId,
-        pattern: &[u8],
-    ) -> Result<(Vec<WatchEvent>, Option<Watcher>), StoreError> {
-        let s = &self.shared;
-        let caller = s.caller(id)?;
-        s.notify.starting(1);
-        let marker = lease_marker(&s.layout, &s.node, caller.lease);
-        let result = s
-            .client
-            .put(&marker, b"", caller.lease)
-            .map_err(StoreError::from)
-            .and_then(|revision| {
-                s.notify.register(id, pattern, revision).ok_or_else(|| {
-                    StoreError::Etcd(super::client::EtcdError::Protocol(
-                        "the watch stream did not catch up in time".into(),
-                    ))
-                })
-            });
-        s.notify.starting(-1);
-        s.still_live(&caller)?;
-        result
-    }
-
     /// Deletes the keys of a client that ended, with its marker, so that
     /// watchers report them `orphaned`.
     ///

@@ -105,103 +105,6 @@ fn blocker(kvs: &[KeyValue], mine: usize) -> Option<&[u8]> {
 }
 
 impl EtcdStore {
-    /// `wr`: a read hold when no writer holds the name and nobody waits
-    /// for it, or a place in its line when `queue` is set. A writer asking
-    /// to read its own lock would wait for itself: refused.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn read_or_queue(
-        &self,
-        id: ClientId,
-        name: &[u8],
-        queue: bool,
-    ) -> Result<WaitStart, StoreError> {
-        let s = &self.shared;
-        let lock = s.layout.lock(Family::Exclusive, name);
-        let line = Range::prefix(&lock, Order::Created);
-        if s.read_key(id, name)?.is_some() {
-            let (_, kvs) = s.client.range(&line)?;
-            let readers = readers(&statuses(&kvs));
-            return Ok(WaitStart::Granted(Grant::Read { readers }));
-        }
-        if s.held_token(id, name)?.is_some() {
-            return Ok(if queue {
-                WaitStart::Deadlock
-            } else {
-                WaitStart::Busy
-            });
-        }
-        let caller = s.caller(id)?;
-        let key = s.new_key(Family::Exclusive, name, &caller);
-        let put = Op::Put {
-            key: key.clone(),
-            value: keys::claim_value(Claim::Read, &caller.default),
-            lease: caller.lease,
-        };
-        let txn = s.written(
-            &key,
-            &caller,
-            s.client.txn(&[], &[put, Op::Range(line)], &[]),
-        )?;
-        let kvs = ranged(&txn.results, 1);
-        let status = statuses(&kvs);
-        match kvs.iter().position(|kv| kv.key == key) {
-            Some(mine) if status[mine].holds() => {
-                s.still_live(&caller)?;
-                let mut clients = s.clients.lock();
-                let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
-                conn.read.insert(LockName::new(name), key);
-                Ok(WaitStart::Granted(Grant::Read {
-                    readers: readers(&status),
-                }))
-            }
-            Some(mine) if queue => {
-                if s.closes_cycle(&caller, &key)? {
-                    return Ok(WaitStart::Deadlock);
-                }
-                let wait = Wait {
-                    family: Family::Exclusive,
-                    name: LockName::new(name),
-                    key,
-                    mode: Mode::Read,
-                    // Only a writer's wait is stamped at its grant.
-                    created: 0,
-                    value: Vec::new(),
-                    lease: caller.lease,
-                };
-                s.queue(id, &caller, wait)?;
-                s.wait_behind_writer(id, &kvs, mine, &lock, txn.revision);
-                Ok(WaitStart::Queued)
-            }
-            _ => {
-                s.delete_or_later(vec![key], caller.epoch)?;
-                Ok(WaitStart::Busy)
-            }
-        }
-    }
-
-    /// `rr`: gives up this client's read hold; the line moves on.
-    ///
-    /// # Errors
-    /// See [`StoreError`].
-    pub fn release_read(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
-        let s = &self.shared;
-        let key = s
-            .clients
-            .lock()
-            .get_mut(&id)
-            .and_then(|c| c.read.remove(name));
-        let Some(key) = key else {
-            return Ok(false);
-        };
-        let caller = s.caller(id)?;
-        // The client holds it no more; a failed delete is retried.
-        deferred("rr", s.delete_or_later(vec![key], caller.epoch));
-        s.still_live(&caller)?;
-        Ok(true)
-    }
-
     /// `g`/`wg` by a reader of `name` (its read key is `key`): the write
     /// lock at once when it is the only holder, else (with `queue`) it
     /// marks its key and waits until the other readers are gone.
@@ -241,7 +144,7 @@ impl EtcdStore {
             let txn = s.client.txn(&[unchanged], &[put], &[])?;
             if txn.succeeded {
                 let token = txn.revision as u64;
-                s.upgraded(id, &caller, name, token)?;
+                s.upgraded(id, &caller, name, &key, token)?;
                 return Ok(WaitStart::Granted(Grant::Exclusive { token }));
             }
         }
@@ -311,19 +214,21 @@ impl Shared {
     }
 
     /// Records an upgrade granted to the caller's own request: its read
-    /// key is its write key now.
+    /// key (`key`, just written again) is its write key now.
     fn upgraded(
         &self,
         id: ClientId,
         caller: &Caller,
         name: &[u8],
+        key: &[u8],
         token: u64,
     ) -> Result<(), StoreError> {
-        self.still_live(caller)?;
-        let mut clients = self.clients.lock();
-        let conn = clients.get_mut(&id).ok_or(StoreError::LocksLost)?;
-        let key = conn.read.remove(name).ok_or(StoreError::LocksLost)?;
-        conn.exclusive.insert(LockName::new(name), (key, token));
+        self.record(id, caller, key, |conn| {
+            let key = conn.read.remove(name)?;
+            conn.exclusive.insert(LockName::new(name), (key, token));
+            Some(())
+        })?
+        .ok_or(StoreError::LocksLost)?;
         self.grants.fetch_add(1, Ordering::Relaxed);
         self.last_token.fetch_max(token, Ordering::Relaxed);
         Ok(())
@@ -331,7 +236,7 @@ impl Shared {
 
     /// A waiting reader at `mine` waits for the writer or upgrading
     /// reader ahead of it to change or go.
-    fn wait_behind_writer(
+    pub(super) fn wait_behind_writer(
         &self,
         id: ClientId,
         kvs: &[KeyValue],
