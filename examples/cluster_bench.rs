@@ -3,13 +3,13 @@
 //! servers (cluster nodes, or a single server), connection `i` to server
 //! `i mod N`.
 //!
-//! W2: every client loops `g NAME` / `r NAME` on a lock of its own; each
+//! W2 (W1 on one connection): every client loops `g NAME` / `r NAME` on a lock of its own; each
 //! request counts as one operation. W4: every client loops `wg` / `r` on
 //! one lock; each grant counts, and is checked: one holder at a time, each
 //! token above the previous one, across all servers.
 //!
 //! ```text
-//! cargo run --release --example cluster_bench -- SERVERS W2|W4 CLIENTS SECONDS
+//! cargo run --release --example cluster_bench -- SERVERS W1|W2|W4 CLIENTS SECONDS
 //! cargo run --release --example cluster_bench -- 127.0.0.1:9999,127.0.0.1:9998 W2 64 3
 //! ```
 //! `scripts/cluster-bench.sh` runs it beside `etcd_recipe_bench` on one etcd.
@@ -24,7 +24,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
-    let args = match common::args("cluster_bench SERVERS(H:P,...) W2|W4 CLIENTS SECONDS") {
+    let args = match common::args("cluster_bench SERVERS(H:P,...) W1|W2|W4 CLIENTS SECONDS") {
         Ok(args) => args,
         Err(code) => return code,
     };

@@ -11,10 +11,11 @@
 //! counts once, as in `lockctl bench` and `cluster_bench`.
 //!
 //! ```text
-//! cargo run --release --example etcd_recipe_bench -- ENDPOINTS W2|W4 CLIENTS SECONDS
+//! cargo run --release --example etcd_recipe_bench -- ENDPOINTS W1|W2|W4 CLIENTS SECONDS
 //! cargo run --release --example etcd_recipe_bench -- 127.0.0.1:2379 W2 64 3
 //! ```
-//! W2: every client on a lock of its own; W4: every client on one lock.
+//! W2 (W1 on one connection): every client on a lock of its own; W4: every
+//! client on one lock.
 //! `scripts/cluster-bench.sh` runs it beside `lockctl bench` on one etcd.
 
 mod common;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
-    let args = match common::args("etcd_recipe_bench ENDPOINTS(H:P,...) W2|W4 CLIENTS SECONDS") {
+    let args = match common::args("etcd_recipe_bench ENDPOINTS(H:P,...) W1|W2|W4 CLIENTS SECONDS") {
         Ok(args) => args,
         Err(code) => return code,
     };

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Cluster mode's benchmark, all in one run on one three-member etcd (issue 15):
+#   W1 (1 connection, g/r: every request counts),
 #   W2 (64 connections, a lock each, g/r: every request counts) and
 #   W4 (16 contenders on one lock, wg/r: every grant counts)
 #   through a single-server lockd, through one cluster node, through three
@@ -90,8 +91,8 @@ run() {
 }
 
 three="$(IFS=,; echo "${nodes[*]}")"
-for w in W2 W4; do
-  n=64; [ "$w" = W4 ] && n=16
+for w in W1 W2 W4; do
+  case "$w" in W1) n=1 ;; W2) n=64 ;; W4) n=16 ;; esac
   echo "== $w ($n clients, ${secs}s each)"
   run "$w single server" $bin/examples/cluster_bench "$single" "$w" "$n" "$secs"
   run "$w one node" $bin/examples/cluster_bench "${nodes[0]}" "$w" "$n" "$secs"
@@ -100,7 +101,7 @@ for w in W2 W4; do
 done
 
 echo "== ratios to etcd's recipe, same run"
-for w in W2 W4; do
+for w in W1 W2 W4; do
   for target in "one node" "three nodes" "single server"; do
     awk -v a="${rate[$w $target]:-0}" -v b="${rate[$w etcd recipe]:-0}" -v l="$w $target" \
       'BEGIN { printf "%-22s %sx\n", l, (b ? sprintf("%.1f", a / b) : "-") }'

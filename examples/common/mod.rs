@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// `TARGETS W2|W4 CLIENTS SECONDS`.
+/// `TARGETS W1|W2|W4 CLIENTS SECONDS`.
 pub struct Args {
     /// The comma-separated servers or etcd endpoints.
     pub targets: Vec<String>,
     pub workload: String,
-    /// W4 (every client on one lock) rather than W2 (a lock each).
+    /// W4 (every client on one lock) rather than W1/W2 (a lock each; W1
+    /// is W2's loop on one connection).
     pub contended: bool,
     pub clients: usize,
     pub seconds: u64,
@@ -31,9 +32,9 @@ pub fn args(usage: &str) -> Result<Args, ExitCode> {
         return Err(usage_error("CLIENTS and SECONDS are numbers"));
     };
     let contended = match workload.as_str() {
-        "W2" => false,
+        "W1" | "W2" => false,
         "W4" => true,
-        _ => return Err(usage_error("the workload is W2 or W4")),
+        _ => return Err(usage_error("the workload is W1, W2 or W4")),
     };
     Ok(Args {
         targets: targets.split(',').map(str::to_string).collect(),
