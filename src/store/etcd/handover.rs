@@ -142,8 +142,9 @@ impl Shared {
         }
     }
 
-    /// Gives a waiter its grant, if it still waits with this key and its
-    /// lease lives.
+    /// Gives a waiter its grant (a write lock, which also ends an
+    /// upgrader's read hold; a read hold; or a shared place), if it still
+    /// waits with this key and its lease lives.
     pub(super) fn deliver(&self, id: ClientId, wait: &Wait, grant: Grant) {
         let mut clients = self.clients.lock();
         let Some(conn) = clients.get_mut(&id) else {
@@ -159,12 +160,16 @@ impl Shared {
         self.waiters.forget(id);
         match grant {
             Grant::Exclusive { token } => {
+                conn.read.remove(&wait.name);
                 conn.exclusive
                     .insert(wait.name.clone(), (wait.key.clone(), token));
                 self.grants.fetch_add(1, Ordering::Relaxed);
                 self.last_token.fetch_max(token, Ordering::Relaxed);
             }
-            _ => {
+            Grant::Read { .. } => {
+                conn.read.insert(wait.name.clone(), wait.key.clone());
+            }
+            Grant::Shared { .. } => {
                 conn.shared.insert(wait.name.clone(), wait.key.clone());
             }
         }

@@ -316,7 +316,7 @@ impl Shared {
         // Readers admitted together are answered in line order, as a
         // single server admits them one after the other.
         let readers = readers(&status[..=mine]);
-        self.hand_over(id, wait, Grant::Read { readers });
+        self.deliver(id, &wait, Grant::Read { readers });
     }
 
     /// An upgrading reader's turn may have come: the write lock once it is
@@ -350,7 +350,7 @@ impl Shared {
         match self.client.txn(&[still_marked], &[put], &[]) {
             Ok(txn) if txn.succeeded => {
                 let token = txn.revision as u64;
-                self.hand_over(id, wait, Grant::Exclusive { token });
+                self.deliver(id, &wait, Grant::Exclusive { token });
             }
             // Unmarked meanwhile: the wait was cancelled.
             Ok(_) => {}
@@ -372,33 +372,6 @@ impl Shared {
                 None
             }
         }
-    }
-
-    /// Gives a waiter of an exclusive line what it waited for, unless its
-    /// wait ended meanwhile.
-    fn hand_over(&self, id: ClientId, wait: Wait, grant: Grant) {
-        let mut clients = self.clients.lock();
-        let Some(conn) = clients.get_mut(&id) else {
-            return;
-        };
-        if conn.waiting.as_ref().map(|w| &w.key) != Some(&wait.key)
-            || !self.lease.is_live(conn.epoch)
-        {
-            return;
-        }
-        conn.waiting = None;
-        match grant {
-            Grant::Exclusive { token } => {
-                conn.read.remove(&wait.name);
-                conn.exclusive.insert(wait.name, (wait.key, token));
-                self.grants.fetch_add(1, Ordering::Relaxed);
-                self.last_token.fetch_max(token, Ordering::Relaxed);
-            }
-            _ => {
-                conn.read.insert(wait.name, wait.key);
-            }
-        }
-        let _ = conn.notify.try_send(grant);
     }
 }
 
