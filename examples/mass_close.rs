@@ -5,38 +5,60 @@
 //! here asserts a time.
 //!
 //! ```text
-//! ulimit -n 20000; cargo run --release --example mass_close -- 2000 9000
+//! cargo run --release --example mass_close -- 2000 10000
 //! ```
 //!
-//! Each N needs about 2 N descriptors (both ends live in this process).
+//! The server runs in this process; the N client ends are held by a child
+//! (this program again, run as `mass_close --clients ADDR N`), so each
+//! process needs about N descriptors, and 10,000 connections fit under a
+//! limit of 20,000. The child closes its connections when told to on its
+//! standard input, and says when its last `close` returned.
 
 use lockd::{Server, ServerConfig, Shutdown};
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let sizes: Vec<usize> = match std::env::args().skip(1).map(|a| a.parse()).collect() {
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, addr, n] = args.as_slice() {
+        if flag == "--clients" {
+            return clients(addr.parse()?, n.parse()?);
+        }
+    }
+    let sizes: Vec<usize> = match args.iter().map(|a| a.parse()).collect() {
         Ok(sizes) if !Vec::is_empty(&sizes) => sizes,
-        Ok(_) => vec![2000, 9000],
+        Ok(_) => vec![2000, 10000],
         Err(e) => return Err(format!("usage: mass_close [N...]: {e}").into()),
     };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load.trim());
     println!(
-        "{:>7} {:>14} {:>16} {:>10}",
-        "conns", "released_ms", "bystander_max_ms", "q_sent"
+        "{:>7} {:>14} {:>16} {:>10} {:>12} {:>13}",
+        "conns", "released_ms", "bystander_max_ms", "q_sent", "closed_ms", "server_cpu_ms"
     );
     for n in sizes {
-        let (released, worst, probes) = run(n)?;
+        let run = run(n)?;
         println!(
-            "{n:>7} {:>14.1} {:>16.1} {probes:>10}",
-            released.as_secs_f64() * 1e3,
-            worst.as_secs_f64() * 1e3
+            "{n:>7} {:>14.1} {:>16.1} {:>10} {:>12.1} {:>13.0}",
+            ms(run.released),
+            ms(run.worst),
+            run.probes,
+            ms(run.closed),
+            ms(run.cpu)
         );
     }
     Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn locks(reply: &str) -> Option<u64> {
@@ -56,12 +78,29 @@ fn stats(conn: &mut BufReader<TcpStream>) -> std::io::Result<Option<u64>> {
     Ok(locks(&reply))
 }
 
-fn run(n: usize) -> Result<(Duration, Duration, u64), Box<dyn std::error::Error>> {
-    let mut config = ServerConfig::default();
-    config.listen = vec!["127.0.0.1:0".into()];
-    config.max_connections = n + 16;
-    let handle = Server::bind(config)?.spawn()?;
-    let addr = handle.local_addr().ok_or("no TCP address")?;
+/// CPU time this process (the server, and the bystander's few `q`) has
+/// used, from `/proc/self/stat` in clock ticks of 10 ms.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// The child: opens `n` connections to `addr`, takes a lock on each and
+/// sends part of a line, says `ready`; closes them all at the first line
+/// on its standard input and says `closed` with how long the closes took;
+/// ends at the end of its input.
+fn clients(addr: SocketAddr, n: usize) -> Result<()> {
     let mut holders = Vec::with_capacity(n);
     for i in 0..n {
         let mut conn = BufReader::new(TcpStream::connect(addr)?);
@@ -77,6 +116,95 @@ fn run(n: usize) -> Result<(Duration, Duration, u64), Box<dyn std::error::Error>
         }
         conn.get_mut().write_all(b"i part")?;
     }
+    let mut out = std::io::stdout();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    stdin.read_line(&mut line)?;
+    let start = Instant::now();
+    drop(holders);
+    writeln!(out, "closed {}", start.elapsed().as_micros())?;
+    out.flush()?;
+    while stdin.read_line(&mut line)? > 0 {}
+    Ok(())
+}
+
+struct Run {
+    released: Duration,
+    worst: Duration,
+    probes: u64,
+    /// How long the child's closes took.
+    closed: Duration,
+    /// The server's CPU time from the closes to the last release.
+    cpu: Duration,
+}
+
+/// The child process holding the client ends; killed (by PID) if left.
+struct Clients {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Clients {
+    fn start(addr: SocketAddr, n: usize) -> Result<Clients> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--clients", &addr.to_string(), &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("no pipes to the child".into());
+        };
+        Ok(Clients {
+            child,
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout),
+        })
+    }
+
+    fn expect(&mut self, word: &str) -> Result<String> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        match line.trim_end().strip_prefix(word) {
+            Some(rest) => Ok(rest.trim().to_string()),
+            None => Err(format!("the child said {line:?}, not {word}").into()),
+        }
+    }
+
+    fn tell(&mut self, word: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().ok_or("the child's input is closed")?;
+        stdin.write_all(word.as_bytes())?;
+        Ok(stdin.flush()?)
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(n: usize) -> Result<Run> {
+    let mut config = ServerConfig::default();
+    config.listen = vec!["127.0.0.1:0".into()];
+    config.max_connections = n + 16;
+    let handle = Server::bind(config)?.spawn()?;
+    let addr = handle.local_addr().ok_or("no TCP address")?;
+    let mut clients = Clients::start(addr, n)?;
+    clients.expect("ready")?;
     let mut bystander = BufReader::new(TcpStream::connect(addr)?);
     if stats(&mut bystander)? != Some(n as u64) {
         return Err("the locks are not all held".into());
@@ -96,8 +224,9 @@ fn run(n: usize) -> Result<(Duration, Duration, u64), Box<dyn std::error::Error>
     });
     let mut watcher = BufReader::new(TcpStream::connect(addr)?);
     thread::sleep(Duration::from_millis(50));
+    let cpu = cpu_time();
     let start = Instant::now();
-    drop(holders);
+    clients.tell("close\n")?;
     let released = loop {
         if stats(&mut watcher)? == Some(0) {
             break start.elapsed();
@@ -107,8 +236,17 @@ fn run(n: usize) -> Result<(Duration, Duration, u64), Box<dyn std::error::Error>
         }
         thread::sleep(Duration::from_millis(1));
     };
+    let cpu = cpu_time().saturating_sub(cpu);
     done.store(true, Ordering::Relaxed);
-    let (worst, sent) = probe.join().map_err(|_| "probe panicked")??;
+    let (worst, probes) = probe.join().map_err(|_| "probe panicked")??;
+    let closed = Duration::from_micros(clients.expect("closed")?.parse()?);
+    drop(clients);
     handle.stop(Shutdown::Immediate);
-    Ok((released, worst, sent))
+    Ok(Run {
+        released,
+        worst,
+        probes,
+        closed,
+        cpu,
+    })
 }
