@@ -40,15 +40,16 @@ fn main() -> Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average before: {}", load.trim());
     println!(
-        "{:>7} {:>14} {:>16} {:>10} {:>12} {:>13}",
-        "conns", "released_ms", "bystander_max_ms", "q_sent", "closed_ms", "server_cpu_ms"
+        "{:>7} {:>12} {:>14} {:>14} {:>7} {:>10} {:>14}",
+        "conns", "released_ms", "bystander_max", "bystander_p50", "q_sent", "closed_ms", "server_cpu_ms"
     );
     for n in sizes {
         let run = run(n)?;
         println!(
-            "{n:>7} {:>14.1} {:>16.1} {:>10} {:>12.1} {:>13.0}",
+            "{n:>7} {:>12.1} {:>14.1} {:>14.2} {:>7} {:>10.1} {:>14.0}",
             ms(run.released),
             ms(run.worst),
+            ms(run.median),
             run.probes,
             ms(run.closed),
             ms(run.cpu)
@@ -133,7 +134,8 @@ fn clients(addr: SocketAddr, n: usize) -> Result<()> {
 struct Run {
     released: Duration,
     worst: Duration,
-    probes: u64,
+    median: Duration,
+    probes: usize,
     /// How long the child's closes took.
     closed: Duration,
     /// The server's CPU time from the closes to the last release.
@@ -211,16 +213,14 @@ fn run(n: usize) -> Result<Run> {
     }
     let done = Arc::new(AtomicBool::new(false));
     let probe_done = Arc::clone(&done);
-    let probe = thread::spawn(move || -> std::io::Result<(Duration, u64)> {
-        let mut worst = Duration::ZERO;
-        let mut sent = 0;
+    let probe = thread::spawn(move || -> std::io::Result<Vec<Duration>> {
+        let mut times = Vec::new();
         while !probe_done.load(Ordering::Relaxed) {
             let start = Instant::now();
             stats(&mut bystander)?;
-            worst = worst.max(start.elapsed());
-            sent += 1;
+            times.push(start.elapsed());
         }
-        Ok((worst, sent))
+        Ok(times)
     });
     let mut watcher = BufReader::new(TcpStream::connect(addr)?);
     thread::sleep(Duration::from_millis(50));
@@ -238,14 +238,18 @@ fn run(n: usize) -> Result<Run> {
     };
     let cpu = cpu_time().saturating_sub(cpu);
     done.store(true, Ordering::Relaxed);
-    let (worst, probes) = probe.join().map_err(|_| "probe panicked")??;
+    let mut times = probe.join().map_err(|_| "probe panicked")??;
+    times.sort_unstable();
+    let median = times.get(times.len() / 2).copied().unwrap_or_default();
+    let worst = times.last().copied().unwrap_or_default();
     let closed = Duration::from_micros(clients.expect("closed")?.parse()?);
     drop(clients);
     handle.stop(Shutdown::Immediate);
     Ok(Run {
         released,
         worst,
-        probes,
+        median,
+        probes: times.len(),
         closed,
         cpu,
     })
