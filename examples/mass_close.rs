@@ -41,7 +41,13 @@ fn main() -> Result<()> {
     println!("load average before: {}", load.trim());
     println!(
         "{:>7} {:>12} {:>14} {:>14} {:>7} {:>10} {:>14}",
-        "conns", "released_ms", "bystander_max", "bystander_p50", "q_sent", "closed_ms", "server_cpu_ms"
+        "conns",
+        "released_ms",
+        "bystander_max",
+        "bystander_p50",
+        "q_sent",
+        "closed_ms",
+        "server_cpu_ms"
     );
     for n in sizes {
         let run = run(n)?;

@@ -174,16 +174,27 @@ impl Presence {
     }
 }
 
+/// The connections in the set, under one lock: a connection that ends
+/// takes it once, and a sweep once per batch of hang-ups.
+#[derive(Default)]
+struct Members {
+    conns: HashMap<u64, Arc<Presence>>,
+    /// Connections whose peer hung up while their threads were busy
+    /// answering its last commands, until they end (or are given up on).
+    finishing: HashSet<u64>,
+}
+
 /// The epoll set and the connections in it.
 pub(crate) struct Liveness {
     epoll: OwnedFd,
-    conns: Mutex<HashMap<u64, Arc<Presence>>>,
+    members: Mutex<Members>,
     /// Signalled when `conns` becomes empty.
     drained: Condvar,
     /// Held while reported hang-ups are taken from the set and handled.
     sweeping: Mutex<()>,
-    finishing: Mutex<HashSet<u64>>,
+    /// `finishing.len()`, read without the lock.
     finishing_count: AtomicUsize,
+    /// Signalled when `finishing` becomes empty.
     finished: Condvar,
     stop: Signal,
 }
@@ -193,10 +204,9 @@ impl Liveness {
     pub(crate) fn new() -> io::Result<Liveness> {
         Ok(Liveness {
             epoll: epoll::create(CreateFlags::CLOEXEC)?,
-            conns: Mutex::new(HashMap::new()),
+            members: Mutex::new(Members::default()),
             drained: Condvar::new(),
             sweeping: Mutex::new(()),
-            finishing: Mutex::new(HashSet::new()),
             finishing_count: AtomicUsize::new(0),
             finished: Condvar::new(),
             stop: Signal::new()?,
@@ -218,55 +228,59 @@ impl Liveness {
             wake,
             woken,
         });
-        let mut conns = self.conns.lock();
+        let mut members = self.members.lock();
         epoll::add(
             &self.epoll,
             &*presence.socket,
             EventData::new_u64(id),
             EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR | EventFlags::ONESHOT,
         )?;
-        conns.insert(id, Arc::clone(&presence));
+        members.conns.insert(id, Arc::clone(&presence));
         Ok(presence)
     }
 
     /// Forgets connection `id`, which is ending (its locks released).
     pub(crate) fn forget(&self, id: u64) {
-        let mut conns = self.conns.lock();
-        let presence = conns.remove(&id);
-        if conns.is_empty() {
+        let mut members = self.members.lock();
+        let presence = members.conns.remove(&id);
+        let drained = members.conns.is_empty();
+        // Only the last to finish wakes the commands waiting for them.
+        let finished = members.finishing.remove(&id) && {
+            self.finishing_count.fetch_sub(1, SeqCst);
+            members.finishing.is_empty()
+        };
+        drop(members);
+        if drained {
             self.drained.notify_all();
         }
-        drop(conns);
+        if finished {
+            self.finished.notify_all();
+        }
         if let Some(presence) = presence {
             // The socket is still open: `presence` holds it. Outside the
-            // lock, which a sweep needs for every hang-up it handles.
+            // lock, which every sweep and every ending connection takes.
             let _ = epoll::delete(&self.epoll, &*presence.socket);
-        }
-        let mut finishing = self.finishing.lock();
-        if finishing.remove(&id) {
-            self.finishing_count.fetch_sub(1, SeqCst);
-            self.finished.notify_all();
         }
     }
 
     /// How many connections are in the set.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.conns.lock().len()
+        self.members.lock().conns.len()
     }
 
     /// Blocks until every connection has been forgotten.
     pub(crate) fn wait_drained(&self) {
-        let mut conns = self.conns.lock();
-        while !conns.is_empty() {
-            self.drained.wait(&mut conns);
+        let mut members = self.members.lock();
+        while !members.conns.is_empty() {
+            self.drained.wait(&mut members);
         }
     }
 
     /// Shuts down every connection's socket (an immediate server stop):
     /// their threads wake up and end.
     pub(crate) fn shutdown_all(&self) {
-        for presence in self.conns.lock().values() {
+        for presence in self.members.lock().conns.values() {
             presence.socket.shutdown();
         }
     }
@@ -303,10 +317,13 @@ impl Liveness {
         matches!(poll(&mut fds, Some(&ZERO)), Ok(n) if n > 0)
     }
 
-    /// Takes every reported hang-up from the set and handles it.
+    /// Takes every reported hang-up from the set and handles it, a batch
+    /// at a time: one lock to find the batch's connections, one to note
+    /// those still busy.
     pub(crate) fn sweep(&self, reap: &dyn Fn(&Presence)) {
         let _sweeping = self.sweeping.lock();
         let mut events = Vec::with_capacity(BATCH);
+        let mut found = Vec::with_capacity(BATCH);
         loop {
             events.clear();
             let Ok(n) = epoll::wait(
@@ -316,11 +333,23 @@ impl Liveness {
             ) else {
                 return;
             };
-            for event in &events {
-                let id = event.data.u64();
-                let presence = self.conns.lock().get(&id).cloned();
-                if let Some(presence) = presence {
-                    self.hung_up(&presence, reap);
+            let members = self.members.lock();
+            found.extend(
+                events
+                    .iter()
+                    .filter_map(|event| members.conns.get(&event.data.u64()).cloned()),
+            );
+            drop(members);
+            found.retain(|presence| self.hung_up(presence, reap));
+            if !found.is_empty() {
+                // Busy: each ends by itself, soon. Unless it ended already.
+                let mut members = self.members.lock();
+                for presence in found.drain(..) {
+                    if members.conns.contains_key(&presence.id)
+                        && members.finishing.insert(presence.id)
+                    {
+                        self.finishing_count.fetch_add(1, SeqCst);
+                    }
                 }
             }
             if n < BATCH {
@@ -329,29 +358,24 @@ impl Liveness {
         }
     }
 
-    fn hung_up(&self, presence: &Presence, reap: &dyn Fn(&Presence)) {
+    /// Handles one hang-up; `true` if the connection's thread is busy
+    /// answering what its peer sent before, and will end by itself.
+    fn hung_up(&self, presence: &Presence, reap: &dyn Fn(&Presence)) -> bool {
         presence.hung_up.store(true, SeqCst);
         // Nothing unread and nothing held: no command of the peer's is
         // left to answer, and none can come after its hang-up.
         if presence.socket.unread_bytes() == 0 && presence.cas(Phase::Idle, Phase::Reaped) {
             reap(presence);
-            return;
+            return false;
         }
         if presence.cas(Phase::Waiting, Phase::Reaped) {
             reap(presence);
             let _ = presence.wake.try_send(());
-            return;
+            return false;
         }
         // Starting (holds nothing) or reaped: nothing to wait for.
         let phase = presence.phase.load(SeqCst);
-        if phase == Phase::Starting as u8 || phase == Phase::Reaped as u8 {
-            return;
-        }
-        // Busy: it ends by itself, soon. Unless it ended already.
-        let mut finishing = self.finishing.lock();
-        if self.conns.lock().contains_key(&presence.id) && finishing.insert(presence.id) {
-            self.finishing_count.fetch_add(1, SeqCst);
-        }
+        phase != Phase::Starting as u8 && phase != Phase::Reaped as u8
     }
 
     /// Called by a connection's thread before it serves fresh input: every
@@ -373,15 +397,11 @@ impl Liveness {
             return;
         }
         let deadline = Instant::now() + FINISH_WAIT;
-        let mut finishing = self.finishing.lock();
-        while !finishing.is_empty() {
-            if self
-                .finished
-                .wait_until(&mut finishing, deadline)
-                .timed_out()
-            {
+        let mut members = self.members.lock();
+        while !members.finishing.is_empty() {
+            if self.finished.wait_until(&mut members, deadline).timed_out() {
                 // Left to their threads, never waited for again.
-                finishing.clear();
+                members.finishing.clear();
                 self.finishing_count.store(0, SeqCst);
                 break;
             }
