@@ -174,8 +174,12 @@ impl Presence {
     }
 }
 
-/// The connections in the set, under one lock: a connection that ends
-/// takes it once, and a sweep once per batch of hang-ups.
+/// Shards of the connections in the set, by id: when thousands of
+/// connections end at once, each takes the lock of its own shard, and a
+/// sweep finding a hang-up's connection seldom waits behind them.
+const SHARDS: usize = 64;
+
+/// One shard of the connections in the set.
 #[derive(Default)]
 struct Members {
     conns: HashMap<u64, Arc<Presence>>,
@@ -187,15 +191,21 @@ struct Members {
 /// The epoll set and the connections in it.
 pub(crate) struct Liveness {
     epoll: OwnedFd,
-    members: Mutex<Members>,
-    /// Signalled when `conns` becomes empty.
+    shards: Box<[Mutex<Members>]>,
+    /// Connections in the set (`conns` of every shard).
+    count: AtomicUsize,
+    /// Connections finishing (`finishing` of every shard); changed only
+    /// under the lock of the shard whose set changes.
+    finishing_count: AtomicUsize,
+    /// Taken to wait for `count` or `finishing_count` to reach zero, and
+    /// by the thread that brings either to zero, to wake them.
+    quiet: Mutex<()>,
+    /// Signalled when `count` reaches zero.
     drained: Condvar,
+    /// Signalled when `finishing_count` reaches zero.
+    finished: Condvar,
     /// Held while reported hang-ups are taken from the set and handled.
     sweeping: Mutex<()>,
-    /// `finishing.len()`, read without the lock.
-    finishing_count: AtomicUsize,
-    /// Signalled when `finishing` becomes empty.
-    finished: Condvar,
     stop: Signal,
 }
 
@@ -204,11 +214,13 @@ impl Liveness {
     pub(crate) fn new() -> io::Result<Liveness> {
         Ok(Liveness {
             epoll: epoll::create(CreateFlags::CLOEXEC)?,
-            members: Mutex::new(Members::default()),
-            drained: Condvar::new(),
-            sweeping: Mutex::new(()),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            count: AtomicUsize::new(0),
             finishing_count: AtomicUsize::new(0),
+            quiet: Mutex::new(()),
+            drained: Condvar::new(),
             finished: Condvar::new(),
+            sweeping: Mutex::new(()),
             stop: Signal::new()?,
         })
     }
@@ -228,7 +240,8 @@ impl Liveness {
             wake,
             woken,
         });
-        let mut members = self.members.lock();
+        // In its shard before the set can report it.
+        let mut members = self.shard(id).lock();
         epoll::add(
             &self.epoll,
             &*presence.socket,
@@ -236,25 +249,35 @@ impl Liveness {
             EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR | EventFlags::ONESHOT,
         )?;
         members.conns.insert(id, Arc::clone(&presence));
+        self.count.fetch_add(1, SeqCst);
         Ok(presence)
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<Members> {
+        &self.shards[(id % SHARDS as u64) as usize]
+    }
+
+    /// Wakes the threads waiting on `condvar` for a count that has just
+    /// reached zero.
+    fn wake(&self, condvar: &Condvar) {
+        let _quiet = self.quiet.lock();
+        condvar.notify_all();
     }
 
     /// Forgets connection `id`, which is ending (its locks released).
     pub(crate) fn forget(&self, id: u64) {
-        let mut members = self.members.lock();
+        let mut members = self.shard(id).lock();
         let presence = members.conns.remove(&id);
-        let drained = members.conns.is_empty();
         // Only the last to finish wakes the commands waiting for them.
-        let finished = members.finishing.remove(&id) && {
-            self.finishing_count.fetch_sub(1, SeqCst);
-            members.finishing.is_empty()
-        };
+        let finished =
+            members.finishing.remove(&id) && self.finishing_count.fetch_sub(1, SeqCst) == 1;
         drop(members);
+        let drained = presence.is_some() && self.count.fetch_sub(1, SeqCst) == 1;
         if drained {
-            self.drained.notify_all();
+            self.wake(&self.drained);
         }
         if finished {
-            self.finished.notify_all();
+            self.wake(&self.finished);
         }
         if let Some(presence) = presence {
             // The socket is still open: `presence` holds it. Outside the
@@ -266,22 +289,24 @@ impl Liveness {
     /// How many connections are in the set.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.members.lock().conns.len()
+        self.count.load(SeqCst)
     }
 
     /// Blocks until every connection has been forgotten.
     pub(crate) fn wait_drained(&self) {
-        let mut members = self.members.lock();
-        while !members.conns.is_empty() {
-            self.drained.wait(&mut members);
+        let mut quiet = self.quiet.lock();
+        while self.count.load(SeqCst) > 0 {
+            self.drained.wait(&mut quiet);
         }
     }
 
     /// Shuts down every connection's socket (an immediate server stop):
     /// their threads wake up and end.
     pub(crate) fn shutdown_all(&self) {
-        for presence in self.members.lock().conns.values() {
-            presence.socket.shutdown();
+        for shard in &*self.shards {
+            for presence in shard.lock().conns.values() {
+                presence.socket.shutdown();
+            }
         }
     }
 
@@ -317,13 +342,10 @@ impl Liveness {
         matches!(poll(&mut fds, Some(&ZERO)), Ok(n) if n > 0)
     }
 
-    /// Takes every reported hang-up from the set and handles it, a batch
-    /// at a time: one lock to find the batch's connections, one to note
-    /// those still busy.
+    /// Takes every reported hang-up from the set and handles it.
     pub(crate) fn sweep(&self, reap: &dyn Fn(&Presence)) {
         let _sweeping = self.sweeping.lock();
         let mut events = Vec::with_capacity(BATCH);
-        let mut found = Vec::with_capacity(BATCH);
         loop {
             events.clear();
             let Ok(n) = epoll::wait(
@@ -333,21 +355,13 @@ impl Liveness {
             ) else {
                 return;
             };
-            let members = self.members.lock();
-            found.extend(
-                events
-                    .iter()
-                    .filter_map(|event| members.conns.get(&event.data.u64()).cloned()),
-            );
-            drop(members);
-            found.retain(|presence| self.hung_up(presence, reap));
-            if !found.is_empty() {
-                // Busy: each ends by itself, soon. Unless it ended already.
-                let mut members = self.members.lock();
-                for presence in found.drain(..) {
-                    if members.conns.contains_key(&presence.id)
-                        && members.finishing.insert(presence.id)
-                    {
+            for event in &events {
+                let id = event.data.u64();
+                let presence = self.shard(id).lock().conns.get(&id).cloned();
+                if presence.is_some_and(|presence| self.hung_up(&presence, reap)) {
+                    // Busy: it ends by itself, soon. Unless it ended already.
+                    let mut members = self.shard(id).lock();
+                    if members.conns.contains_key(&id) && members.finishing.insert(id) {
                         self.finishing_count.fetch_add(1, SeqCst);
                     }
                 }
@@ -397,12 +411,19 @@ impl Liveness {
             return;
         }
         let deadline = Instant::now() + FINISH_WAIT;
-        let mut members = self.members.lock();
-        while !members.finishing.is_empty() {
-            if self.finished.wait_until(&mut members, deadline).timed_out() {
+        let mut quiet = self.quiet.lock();
+        while self.finishing_count.load(SeqCst) > 0 {
+            if self.finished.wait_until(&mut quiet, deadline).timed_out() {
+                drop(quiet);
                 // Left to their threads, never waited for again.
-                members.finishing.clear();
-                self.finishing_count.store(0, SeqCst);
+                for shard in &*self.shards {
+                    let mut members = shard.lock();
+                    let given_up = members.finishing.len();
+                    if given_up > 0 {
+                        members.finishing.clear();
+                        self.finishing_count.fetch_sub(given_up, SeqCst);
+                    }
+                }
                 break;
             }
         }
@@ -460,6 +481,62 @@ mod tests {
             liveness.forget(id);
         }
         assert_eq!(liveness.finishing_count.load(SeqCst), 0);
+        assert_eq!(liveness.len(), 0);
+    }
+    /// Busy connections whose peers hung up, in different shards: a
+    /// command's settle waits until the last of them ends, and is woken
+    /// by it.
+    #[test]
+    fn settle_waits_for_busy_connections_to_end() {
+        let liveness = Arc::new(Liveness::new().expect("epoll"));
+        let reap = |_: &Presence| {};
+        let (own_socket, _own_peer) = pair();
+        let own = liveness.add(0, own_socket).expect("add");
+        let mut peers = Vec::new();
+        for id in 1..=3 {
+            let (socket, peer) = pair();
+            liveness.add(id, socket).expect("add").serving();
+            peers.push(peer);
+        }
+        drop(peers);
+        liveness.sweep(&reap);
+        assert_eq!(liveness.finishing_count.load(SeqCst), 3);
+        let ending = Arc::clone(&liveness);
+        let ends = std::thread::spawn(move || {
+            for id in 1..=3 {
+                ending.forget(id);
+            }
+        });
+        liveness.settle(&own, &reap);
+        // Not returned before they ended.
+        assert_eq!(liveness.finishing_count.load(SeqCst), 0);
+        assert_eq!(liveness.len(), 1);
+        ends.join().expect("forgets");
+        liveness.forget(0);
+        liveness.wait_drained();
+    }
+
+    /// A busy connection that outlasts the settle's wait is given up on
+    /// (never waited for again) and counted out once: its end later does
+    /// not count it out a second time.
+    #[test]
+    fn a_busy_connection_that_outlasts_the_wait_is_given_up_once() {
+        let liveness = Liveness::new().expect("epoll");
+        let reap = |_: &Presence| {};
+        let (own_socket, _own_peer) = pair();
+        let own = liveness.add(0, own_socket).expect("add");
+        let (socket, peer) = pair();
+        liveness.add(SHARDS as u64, socket).expect("add").serving();
+        drop(peer);
+        liveness.sweep(&reap);
+        assert_eq!(liveness.finishing_count.load(SeqCst), 1);
+        liveness.settle(&own, &reap);
+        assert_eq!(liveness.finishing_count.load(SeqCst), 0);
+        liveness.forget(SHARDS as u64);
+        assert_eq!(liveness.finishing_count.load(SeqCst), 0);
+        // In the same shard as the one given up on: still found.
+        assert_eq!(liveness.len(), 1);
+        liveness.forget(0);
         assert_eq!(liveness.len(), 0);
     }
 }
