@@ -126,14 +126,14 @@ impl LockStore for EtcdStore {
                     Family::Exclusive,
                     name,
                     key,
-                    txn.revision as u64,
+                    keys::token(txn.revision, txn.slot),
                 );
             }
             (txn.revision, ranged(&txn.results, 0))
         };
         match kvs.iter().position(|kv| kv.key == key) {
             Some(0) => {
-                let token = kvs[0].mod_revision as u64;
+                let token = keys::held_token(&kvs[0]);
                 s.granted(id, &caller, Family::Exclusive, name, key, token)
             }
             Some(mine) if queue => {
