@@ -291,6 +291,55 @@ fn slowloris_connections_then_closed_leave_no_thread_and_no_lock() {
     assert_eq!(after.cmd("g slow7"), "1 Lock Get Success: slow7\n");
 }
 
+/// Issue 17's mass close at a size that fits CI: 1,000 connections, each
+/// holding a lock and with part of a line sent, close at once. Every lock
+/// is released (as an orphan, once), a bystander is answered throughout,
+/// and every connection's thread ends. The times are measured by
+/// `examples/mass_close.rs`.
+#[test]
+fn a_mass_close_with_partial_lines_releases_every_lock_once() {
+    let _turn = one_at_a_time();
+    let server = TestServer::start();
+    let holders: Vec<TcpStream> = (0..1000)
+        .map(|i| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            stream
+                .write_all(format!("g mass{i}\n").as_bytes())
+                .expect("send");
+            stream
+        })
+        .collect();
+    server.wait_for_stat("locks", 1000);
+    let holders: Vec<TcpStream> = holders
+        .into_iter()
+        .map(|mut stream| {
+            let mut reply = [0u8; 64];
+            let n = stream.read(&mut reply).expect("grant");
+            assert!(reply[..n].starts_with(b"1 "), "not granted");
+            stream.write_all(b"i part").expect("partial line");
+            stream
+        })
+        .collect();
+    let mut bystander = server.connect();
+    assert_eq!(bystander.cmd("g mine"), "1 Lock Get Success: mine\n");
+    let closing = thread::spawn(move || drop(holders));
+    // Served while the others close: the count of locks only goes down.
+    let mut last = bystander.stat("locks");
+    poll_until(Duration::from_secs(20), || {
+        let now = bystander.stat("locks");
+        assert!(now <= last, "locks went from {last} up to {now}");
+        last = now;
+        check(now == 1, || format!("{now} locks still held"))
+    });
+    closing.join().expect("closing");
+    assert_eq!(bystander.stat("orphans"), 1000);
+    assert_eq!(bystander.cmd("i mass999"), "0 Lock Not Locked: mass999\n");
+    assert_eq!(bystander.cmd("i mine"), "1 Lock Is Locked: mine\n");
+    wait_until("the connections' threads to end", || {
+        server.live_connections() == 1
+    });
+}
+
 #[test]
 fn a_trickled_websocket_upgrade_is_dropped_and_others_are_served() {
     let _turn = one_at_a_time();
