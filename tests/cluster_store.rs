@@ -437,3 +437,70 @@ fn a_wait_that_closes_a_cycle_across_nodes_is_refused_and_the_other_keeps_waitin
     assert!(b.release(c2.id, b"y").expect("r"));
     exclusive_grant(&c1);
 }
+
+/// Two clients on two nodes close one cycle at the same moment, round
+/// after round: exactly one of the two waits is refused each time. Both
+/// refused would refuse a wait that closes no cycle; neither would leave
+/// both waiting forever. The cycle goes through write locks, a full
+/// semaphore, or a read hold, by round.
+#[test]
+fn two_nodes_closing_one_cycle_at_the_same_moment_refuse_exactly_one_wait() {
+    const ROUNDS: usize = 24;
+    let etcd = EtcdCluster::start();
+    let (a, b) = (node(&etcd, "a"), node(&etcd, "b"));
+    let c1 = connect(&a, 1, "a:1");
+    let c2 = connect(&b, 1, "b:1");
+    let start = std::sync::Barrier::new(2);
+    let mut refused = [0; 2];
+    for round in 0..ROUNDS {
+        let x = format!("x{round}").into_bytes();
+        let y = format!("y{round}").into_bytes();
+        // c1 holds x and asks for y; c2 holds y and asks for x.
+        let (c1_asks, c2_asks): (WaitStart, WaitStart) = std::thread::scope(|s| {
+            let one = s.spawn(|| {
+                a.try_lock(c1.id, &x).expect("g").expect("x is free");
+                start.wait();
+                match round % 3 {
+                    1 => a.lock_shared_or_queue(c1.id, &y, 1, true).expect("wsg"),
+                    _ => a.lock_or_queue(c1.id, &y, true).expect("wg"),
+                }
+            });
+            let two = s.spawn(|| {
+                match round % 3 {
+                    0 => assert!(b.try_lock(c2.id, &y).expect("g").is_some()),
+                    1 => assert!(matches!(
+                        b.lock_shared_or_queue(c2.id, &y, 1, false).expect("sg"),
+                        WaitStart::Granted(_)
+                    )),
+                    _ => assert!(matches!(
+                        b.read_or_queue(c2.id, &y, false).expect("wr"),
+                        WaitStart::Granted(_)
+                    )),
+                }
+                start.wait();
+                match round % 3 {
+                    2 => b.read_or_queue(c2.id, &x, true).expect("wr"),
+                    _ => b.lock_or_queue(c2.id, &x, true).expect("wg"),
+                }
+            });
+            (
+                one.join().expect("c1's thread"),
+                two.join().expect("c2's thread"),
+            )
+        });
+        // The refused one lets go of what it holds: the other is served.
+        let (loser, (winner, winners_node), which) = match (&c1_asks, &c2_asks) {
+            (WaitStart::Queued, WaitStart::Deadlock) => ((&b, &c2), (&c1, &a), 1),
+            (WaitStart::Deadlock, WaitStart::Queued) => ((&a, &c1), (&c2, &b), 0),
+            other => panic!("round {round}: exactly one wait must be refused: {other:?}"),
+        };
+        refused[which] += 1;
+        loser.0.release_all(loser.1.id).expect("ra");
+        assert!(
+            winner.grants.recv_timeout(PATIENCE).is_ok(),
+            "round {round}: the wait left is served"
+        );
+        winners_node.release_all(winner.id).expect("ra");
+    }
+    println!("refused: c1 {} times, c2 {} times", refused[0], refused[1]);
+}

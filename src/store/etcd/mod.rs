@@ -165,6 +165,9 @@ struct Conn {
     read: HashMap<LockName, Vec<u8>>,
     shared: HashMap<LockName, Vec<u8>>,
     waiting: Option<Wait>,
+    /// Its waits-for edge may be in etcd (see [`deadlock`]): deleted at
+    /// its end.
+    edge: bool,
 }
 
 /// A wait in a line.
@@ -388,6 +391,7 @@ impl EtcdStore {
                 read: HashMap::new(),
                 shared: HashMap::new(),
                 waiting: None,
+                edge: false,
             },
         );
         if epoch == 0 {
@@ -543,43 +547,6 @@ impl Shared {
             self.delete_or_later(vec![key.to_vec()], caller.epoch),
         );
         Err(StoreError::LocksLost)
-    }
-
-    /// Whether the caller, just queued with `key`, closes a cycle of
-    /// waiters in which its key is the newest (see [`deadlock`]); if so its
-    /// key is gone when this returns.
-    fn closes_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, StoreError> {
-        match self.in_cycle(caller, key) {
-            Ok(false) => Ok(false),
-            Ok(true) => {
-                self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
-                Ok(true)
-            }
-            Err(e) => {
-                self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Whether the caller, waiting with `key`, closes a cycle of waiters
-    /// in which its wait is the newest (see [`deadlock`]).
-    fn in_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, EtcdError> {
-        let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
-        let txn = self
-            .commit
-            .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[])?;
-        let mut exclusive = ranged(&txn.results, 0);
-        let mut shared = ranged(&txn.results, 1);
-        deadlock::by_lock(&mut exclusive);
-        deadlock::by_lock(&mut shared);
-        Ok(deadlock::closes_cycle(
-            &self.layout,
-            &exclusive,
-            &shared,
-            &caller.owner,
-            key,
-        ))
     }
 
     /// Waits for `predecessor` to go; looks again at once if its delete
