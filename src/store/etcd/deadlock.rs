@@ -19,20 +19,24 @@
 //!    on that, a bounded number of times.
 //!
 //! So two clients that close one cycle at the same moment, on two nodes,
-//! cannot both get in: whichever inserts second finds the other's edge
-//! written since its read, reads again, and sees the cycle. Nor are both
-//! refused: a client is refused only for edges already in. Only edge
-//! writes need failing the compare: a lock is granted only to a client
-//! that waits for nothing (a client waits for one lock at a time), so a
-//! new hold closes no cycle by itself, and the edge of that client's next
-//! wait is checked in turn; deletes only take dependencies away.
+//! cannot both get in: of their inserts, the later one either read after
+//! the earlier went in, and its check saw the cycle, or read before it,
+//! and then its compare fails and its next read sees the cycle. Nor are
+//! both refused: a client is refused only for edges already in. Only edge
+//! writes need failing the compare: a client waits for one lock at a time
+//! and a grant ends its wait, so a new hold is a client's that waits for
+//! nothing and closes no cycle by itself (the edge of its next wait is
+//! checked in turn); deletes only take dependencies away. The price: any
+//! edge that goes in fails the checks in flight everywhere, which then
+//! read again; each failed try thus means that some other wait went in.
 //!
-//! Group commit ([`super::commit`]) does not carry these transactions: a
-//! batch's compares all see the store as it was before the batch, so two
-//! edge inserts in one batch would both pass one compare and close a cycle
+//! Group commit ([`super::commit`]) does not carry the inserts: a batch's
+//! compares all see the store as it was before the batch, so two edge
+//! inserts in one batch would both pass one compare and close a cycle
 //! together. They go to etcd directly, one per round trip (the committer
-//! would have sent each alone anyway: a compare over a range that is not
-//! one lock's line does not share a batch).
+//! would have sent each alone anyway, and held back the commands queued
+//! behind it: a compare over a range that is not one lock's line does not
+//! share a batch). Only the first read goes through it.
 
 use super::client::{Compare, EtcdError, KeyValue, Op, OpResult, Order, Range};
 use super::keys::{Family, Layout};
@@ -41,9 +45,8 @@ use super::{ranged, Caller, Shared, Wait};
 use crate::store::{ClientId, StoreError, WaitStart};
 use std::collections::{HashMap, HashSet};
 
-/// Reads and inserts of one wait's edge before it gives up: a try fails
-/// only when another client's edge went in since its read, so some wait
-/// makes progress with every failed try.
+/// Reads and inserts of one wait's edge before it gives up (see the
+/// module docs: each failed try is another wait's success).
 const TRIES: usize = 64;
 
 /// What a client whose key is in a line finds in the graph.
@@ -117,7 +120,9 @@ impl Shared {
             lines(Family::Exclusive),
             lines(Family::Shared),
         ];
-        let mut read = self.client.txn(&[], &graph, &[])?;
+        // The first read may share a batch: no edge is written in one, so
+        // it sees every edge written up to its batch's revision.
+        let mut read = self.commit.txn(&[], &graph, &[])?;
         for _ in 0..TRIES {
             match check_read(&self.layout, &read.results, &caller.owner, key) {
                 Check::Cycle => return Ok(true),
