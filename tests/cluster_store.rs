@@ -504,3 +504,46 @@ fn two_nodes_closing_one_cycle_at_the_same_moment_refuse_exactly_one_wait() {
     }
     println!("refused: c1 {} times, c2 {} times", refused[0], refused[1]);
 }
+
+/// Only a waiter that holds a lock writes a waits-for edge (nobody waits
+/// for a client that holds nothing, so no cycle goes through it), and the
+/// edge goes with its client, not before: a granted wait leaves it stale.
+#[test]
+fn only_waiters_that_hold_a_lock_write_an_edge_and_their_end_deletes_it() {
+    use lockd::store::etcd::client::{Client as Etcd, ClientConfig, Order, Range};
+    let etcd = EtcdCluster::start();
+    let (a, b) = (node(&etcd, "a"), node(&etcd, "b"));
+    let raw = Etcd::new(&ClientConfig {
+        endpoints: etcd.endpoints(),
+        request_timeout: PATIENCE,
+        watch_idle: PATIENCE,
+    });
+    let edges = || {
+        let (_, kvs) = raw
+            .range(&Range::prefix(b"/lockd/w/", Order::Key))
+            .expect("range");
+        kvs.len()
+    };
+    let holder = connect(&a, 1, "a:1");
+    let empty = connect(&b, 2, "b:2");
+    let nested = connect(&b, 3, "b:3");
+    a.try_lock(holder.id, b"x").expect("g").expect("granted");
+    b.try_lock(nested.id, b"mine").expect("g").expect("granted");
+    assert_eq!(
+        b.lock_or_queue(empty.id, b"x", true).expect("wg"),
+        WaitStart::Queued
+    );
+    assert_eq!(edges(), 0, "a waiter that holds nothing writes no edge");
+    assert_eq!(
+        b.lock_or_queue(nested.id, b"x", true).expect("wg"),
+        WaitStart::Queued
+    );
+    assert_eq!(edges(), 1, "a waiter that holds a lock writes its edge");
+    assert!(a.release(holder.id, b"x").expect("r"));
+    exclusive_grant(&empty);
+    assert!(b.release(empty.id, b"x").expect("r"));
+    exclusive_grant(&nested);
+    assert_eq!(edges(), 1, "a stale edge stays until its client ends");
+    b.disconnect(nested.id);
+    assert_eq!(edges(), 0, "the client's end deleted its edge");
+}

@@ -10,13 +10,17 @@
 //! overwrites and its end deletes. A waiting key without an edge is not
 //! yet a wait; its client is still checking.
 //!
-//! A client whose key waits starts to wait thus ([`Shared::begin_wait`]):
+//! A client that holds no lock needs no edge: nobody waits for it, and it
+//! takes nothing while it waits, so no cycle goes through it during this
+//! wait (most waits are such; edges are for clients that nest locks). A
+//! client that holds one and whose key waits starts to wait thus
+//! ([`Shared::begin_wait`]):
 //! 1. read the edges and every line in one transaction, at revision R;
 //! 2. look for a cycle through itself ([`check`]); if there is one, refuse;
 //! 3. insert its edge in a transaction that fails if any edge was written
 //!    after R ([`Compare::unchanged_since`] on the edge prefix); when it
-//!    fails, the same transaction reads the graph again, and step 2 runs
-//!    on that, a bounded number of times.
+//!    fails, pause a little (at random) and go back to step 1, a bounded
+//!    number of times.
 //!
 //! So two clients that close one cycle at the same moment, on two nodes,
 //! cannot both get in: of their inserts, the later one either read after
@@ -28,7 +32,13 @@
 //! nothing and closes no cycle by itself (the edge of its next wait is
 //! checked in turn); deletes only take dependencies away. The price: any
 //! edge that goes in fails the checks in flight everywhere, which then
-//! read again; each failed try thus means that some other wait went in.
+//! read again (after a short random pause, so that they spread out); each
+//! failed try thus means that some other wait went in.
+//!
+//! A node runs one check and insert at a time: two of its own would only
+//! fail each other's compares (every failed try costs etcd a write), so
+//! its clients' edges go in one after the other, and retries are left to
+//! races between nodes.
 //!
 //! Group commit ([`super::commit`]) does not carry the inserts: a batch's
 //! compares all see the store as it was before the batch, so two edge
@@ -36,18 +46,24 @@
 //! together. They go to etcd directly, one per round trip (the committer
 //! would have sent each alone anyway, and held back the commands queued
 //! behind it: a compare over a range that is not one lock's line does not
-//! share a batch). Only the first read goes through it.
+//! share a batch). The reads go through it.
 
 use super::client::{Compare, EtcdError, KeyValue, Op, OpResult, Order, Range};
 use super::keys::{Family, Layout};
 use super::rw;
 use super::{ranged, Caller, Shared, Wait};
 use crate::store::{ClientId, StoreError, WaitStart};
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
 
 /// Reads and inserts of one wait's edge before it gives up (see the
 /// module docs: each failed try is another wait's success).
 const TRIES: usize = 64;
+
+/// The longest random pause between two tries.
+const MAX_PAUSE: Duration = Duration::from_millis(32);
 
 /// What a client whose key is in a line finds in the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,8 +114,8 @@ impl Shared {
 
     /// Starts the caller's wait with `key` (see the module docs): `true`
     /// when it would close a cycle (its edge is then not written), `false`
-    /// when its edge is in, or when `key` needs none (it holds already, or
-    /// is gone).
+    /// when its edge is in, or when it needs none (the client holds no
+    /// lock, or `key` holds already, or is gone).
     ///
     /// # Errors
     /// etcd failed, or other clients' edges went in on every try
@@ -112,6 +128,9 @@ impl Shared {
         caller: &Caller,
         key: &[u8],
     ) -> Result<bool, StoreError> {
+        if !self.holds_any(id) {
+            return Ok(false);
+        }
         let prefix = edges(&self.layout);
         let mine = edge(&self.layout, &caller.owner);
         let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
@@ -120,10 +139,14 @@ impl Shared {
             lines(Family::Exclusive),
             lines(Family::Shared),
         ];
-        // The first read may share a batch: no edge is written in one, so
-        // it sees every edge written up to its batch's revision.
-        let mut read = self.commit.txn(&[], &graph, &[])?;
-        for _ in 0..TRIES {
+        let _one_at_a_time = self.checking.lock();
+        for tries in 0..TRIES {
+            if tries > 0 {
+                pause(tries);
+            }
+            // The read may share a batch: no edge is written in one, so it
+            // sees every edge written up to its batch's revision.
+            let read = self.commit.txn(&[], &graph, &[])?;
             match check_read(&self.layout, &read.results, &caller.owner, key) {
                 Check::Cycle => return Ok(true),
                 Check::NotWaiting => return Ok(false),
@@ -138,8 +161,7 @@ impl Shared {
                 lease: caller.lease,
             };
             let unchanged = Compare::unchanged_since(&prefix, read.revision);
-            read = self.client.txn(&[unchanged], &[put], &graph)?;
-            if read.succeeded {
+            if self.client.txn(&[unchanged], &[put], &[])?.succeeded {
                 // A disconnect since the flag was set may have deleted the
                 // edge before it went in: it is deleted here then.
                 return self.record(id, caller, &mine, |_| false);
@@ -150,6 +172,24 @@ impl Shared {
             tries: TRIES,
         }))
     }
+}
+
+impl Shared {
+    /// Whether the client holds any lock (a read hold included).
+    fn holds_any(&self, id: ClientId) -> bool {
+        self.clients.lock().get(&id).is_some_and(|conn| {
+            !(conn.exclusive.is_empty() && conn.read.is_empty() && conn.shared.is_empty())
+        })
+    }
+}
+
+/// A pause before try `tries` (1 or more) of a check and insert: random,
+/// up to twice as long as the one before, at most [`MAX_PAUSE`], so that
+/// waits that keep failing one another's compares spread out.
+fn pause(tries: usize) {
+    let bound = (1u64 << tries.min(16)).min(MAX_PAUSE.as_millis() as u64);
+    let random = RandomState::new().build_hasher().finish();
+    std::thread::sleep(Duration::from_millis(random % (bound + 1)));
 }
 
 /// [`check`] on the answer to a read of the graph: the edges, the
