@@ -441,8 +441,9 @@ fn a_wait_that_closes_a_cycle_across_nodes_is_refused_and_the_other_keeps_waitin
 /// Two clients on two nodes close one cycle at the same moment, round
 /// after round: exactly one of the two waits is refused each time. Both
 /// refused would refuse a wait that closes no cycle; neither would leave
-/// both waiting forever. The cycle goes through write locks, a full
-/// semaphore, or a read hold, by round.
+/// both waiting forever. By round, the cycle goes through write locks, a
+/// full semaphore, a read hold, or two readers of one lock both asking to
+/// upgrade.
 #[test]
 fn two_nodes_closing_one_cycle_at_the_same_moment_refuse_exactly_one_wait() {
     const ROUNDS: usize = 24;
@@ -451,34 +452,37 @@ fn two_nodes_closing_one_cycle_at_the_same_moment_refuse_exactly_one_wait() {
     let c1 = connect(&a, 1, "a:1");
     let c2 = connect(&b, 1, "b:1");
     let start = std::sync::Barrier::new(2);
+    let granted = |start: WaitStart| assert!(matches!(start, WaitStart::Granted(_)), "{start:?}");
     let mut refused = [0; 2];
     for round in 0..ROUNDS {
+        let kind = round % 4;
         let x = format!("x{round}").into_bytes();
-        let y = format!("y{round}").into_bytes();
+        let y = if kind == 3 {
+            x.clone()
+        } else {
+            format!("y{round}").into_bytes()
+        };
         // c1 holds x and asks for y; c2 holds y and asks for x.
         let (c1_asks, c2_asks): (WaitStart, WaitStart) = std::thread::scope(|s| {
             let one = s.spawn(|| {
-                a.try_lock(c1.id, &x).expect("g").expect("x is free");
+                match kind {
+                    3 => granted(a.read_or_queue(c1.id, &x, false).expect("wr")),
+                    _ => assert!(a.try_lock(c1.id, &x).expect("g").is_some()),
+                }
                 start.wait();
-                match round % 3 {
+                match kind {
                     1 => a.lock_shared_or_queue(c1.id, &y, 1, true).expect("wsg"),
                     _ => a.lock_or_queue(c1.id, &y, true).expect("wg"),
                 }
             });
             let two = s.spawn(|| {
-                match round % 3 {
+                match kind {
                     0 => assert!(b.try_lock(c2.id, &y).expect("g").is_some()),
-                    1 => assert!(matches!(
-                        b.lock_shared_or_queue(c2.id, &y, 1, false).expect("sg"),
-                        WaitStart::Granted(_)
-                    )),
-                    _ => assert!(matches!(
-                        b.read_or_queue(c2.id, &y, false).expect("wr"),
-                        WaitStart::Granted(_)
-                    )),
+                    1 => granted(b.lock_shared_or_queue(c2.id, &y, 1, false).expect("sg")),
+                    _ => granted(b.read_or_queue(c2.id, &y, false).expect("wr")),
                 }
                 start.wait();
-                match round % 3 {
+                match kind {
                     2 => b.read_or_queue(c2.id, &x, true).expect("wr"),
                     _ => b.lock_or_queue(c2.id, &x, true).expect("wg"),
                 }

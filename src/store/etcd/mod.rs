@@ -8,6 +8,8 @@
 //! sees one order; readers and writers of a name share its line (`rw.rs`).
 //! A node's clients' keys hang on the node's lease
 //! ([`lease`]); waiters wake through the node's one watch ([`watch`]).
+//! A client that holds a lock and starts to wait writes its waits-for edge
+//! only if no edge changed since its check (`deadlock.rs`).
 //!
 //! Every call may fail with a [`StoreError`]: etcd unreachable, or the
 //! node's lease lost, after which the client's locks can no longer be
