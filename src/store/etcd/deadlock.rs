@@ -20,7 +20,7 @@
 //! 3. insert its edge in a transaction that fails if any edge was written
 //!    after R ([`Compare::unchanged_since`] on the edge prefix); when it
 //!    fails, pause a little (at random) and go back to step 1, a bounded
-//!    number of times.
+//!    number of times ([`EtcdError::Contended`] after that).
 //!
 //! So two clients that close one cycle at the same moment, on two nodes,
 //! cannot both get in: of their inserts, the later one either read after
@@ -35,26 +35,34 @@
 //! read again (after a short random pause, so that they spread out); each
 //! failed try thus means that some other wait went in.
 //!
-//! A node runs one check and insert at a time: two of its own would only
-//! fail each other's compares (every failed try costs etcd a write), so
-//! its clients' edges go in one after the other, and retries are left to
-//! races between nodes.
+//! A node checks its clients' waits a batch at a time: the clients that
+//! start to wait while a batch runs make the next one. A batch reads the
+//! graph once, checks its clients in arrival order, each seeing the edges
+//! of those before it that closed no cycle ([`check_in_turn`]), and inserts
+//! those edges in one transaction under the one compare: they go in
+//! together, as if one after the other, or none does. So a node's waits
+//! never fail one another's compares (each failed try costs etcd a write),
+//! and a burst of them costs a few round trips, not one each; retries are
+//! left to races between nodes.
 //!
 //! Group commit ([`super::commit`]) does not carry the inserts: a batch's
 //! compares all see the store as it was before the batch, so two edge
-//! inserts in one batch would both pass one compare and close a cycle
-//! together. They go to etcd directly, one per round trip (the committer
-//! would have sent each alone anyway, and held back the commands queued
-//! behind it: a compare over a range that is not one lock's line does not
-//! share a batch). The reads go through it.
+//! inserts in two of its commands would both pass one compare, each
+//! unchecked against the other, and could close a cycle together. They go
+//! to etcd directly (the committer would have sent each alone anyway, and
+//! held back the commands behind it: a compare over a range that is not
+//! one lock's line does not share a batch). The reads go through it.
 
-use super::client::{Compare, EtcdError, KeyValue, Op, OpResult, Order, Range};
+use super::client::{Compare, EtcdError, KeyValue, Op, Order, Range};
+use super::commit::MAX_TXN_OPS;
 use super::keys::{Family, Layout};
 use super::rw;
 use super::{ranged, Caller, Shared, Wait};
 use crate::store::{ClientId, StoreError, WaitStart};
+use crossbeam_channel::{Sender, TryRecvError};
+use parking_lot::Mutex;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
@@ -131,46 +139,135 @@ impl Shared {
         if !self.holds_any(id) {
             return Ok(false);
         }
-        let prefix = edges(&self.layout);
         let mine = edge(&self.layout, &caller.owner);
+        // From here on the edge may be in etcd (even when an answer is
+        // lost): the client's end deletes it.
+        self.record(id, caller, &mine, |conn| conn.edge = true)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.checks.pending.lock().push_back(Ask {
+            owner: caller.owner.clone(),
+            key: key.to_vec(),
+            lease: caller.lease,
+            reply,
+        });
+        // Whoever runs the checks next takes this ask along, or this very
+        // thread does.
+        let closes = loop {
+            match answer.try_recv() {
+                Ok(closes) => break closes?,
+                Err(TryRecvError::Disconnected) => {
+                    return Err(StoreError::Etcd(EtcdError::Protocol(
+                        "the deadlock check stopped".into(),
+                    )))
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            let _running = self.checks.running.lock();
+            let asks: Vec<Ask> = {
+                let mut pending = self.checks.pending.lock();
+                let n = pending.len().min(MAX_TXN_OPS);
+                pending.drain(..n).collect()
+            };
+            self.check_all(asks);
+        };
+        if !closes {
+            // A disconnect since the flag was set may have deleted the
+            // edge before it went in: it is deleted here then.
+            self.record(id, caller, &mine, |_| ())?;
+        }
+        Ok(closes)
+    }
+
+    /// Checks `asks` (in arrival order) and inserts the edges of those
+    /// that close no cycle, together, in one conditional transaction;
+    /// answers each.
+    fn check_all(&self, mut asks: Vec<Ask>) {
+        let prefix = edges(&self.layout);
         let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
         let graph = [
             Op::Range(Range::prefix(&prefix, Order::Key)),
             lines(Family::Exclusive),
             lines(Family::Shared),
         ];
-        let _one_at_a_time = self.checking.lock();
         for tries in 0..TRIES {
+            if asks.is_empty() {
+                return;
+            }
             if tries > 0 {
                 pause(tries);
             }
             // The read may share a batch: no edge is written in one, so it
             // sees every edge written up to its batch's revision.
-            let read = self.commit.txn(&[], &graph, &[])?;
-            match check_read(&self.layout, &read.results, &caller.owner, key) {
-                Check::Cycle => return Ok(true),
-                Check::NotWaiting => return Ok(false),
-                Check::Clear => {}
-            }
-            // From here on the edge may be in etcd (even when an answer is
-            // lost): the client's end deletes it.
-            self.record(id, caller, &mine, |conn| conn.edge = true)?;
-            let put = Op::Put {
-                key: mine.clone(),
-                value: key.to_vec(),
-                lease: caller.lease,
+            let read = match self.commit.txn(&[], &graph, &[]) {
+                Ok(read) => read,
+                Err(e) => return answer(asks, Err(e)),
             };
+            let mut edges = ranged(&read.results, 0);
+            let mut exclusive = ranged(&read.results, 1);
+            let mut shared = ranged(&read.results, 2);
+            by_lock(&mut exclusive);
+            by_lock(&mut shared);
+            let turns = asks.iter().map(|ask| (&ask.owner[..], &ask.key[..]));
+            let checks = check_in_turn(&self.layout, &mut edges, &exclusive, &shared, turns);
+            let mut clear = Vec::new();
+            for (ask, check) in asks.into_iter().zip(checks) {
+                match check {
+                    Check::Clear => clear.push(ask),
+                    Check::Cycle => answer(vec![ask], Ok(true)),
+                    Check::NotWaiting => answer(vec![ask], Ok(false)),
+                }
+            }
+            if clear.is_empty() {
+                return;
+            }
+            let puts: Vec<Op> = (clear.iter())
+                .map(|ask| Op::Put {
+                    key: edge(&self.layout, &ask.owner),
+                    value: ask.key.clone(),
+                    lease: ask.lease,
+                })
+                .collect();
             let unchanged = Compare::unchanged_since(&prefix, read.revision);
-            if self.client.txn(&[unchanged], &[put], &[])?.succeeded {
-                // A disconnect since the flag was set may have deleted the
-                // edge before it went in: it is deleted here then.
-                return self.record(id, caller, &mine, |_| false);
+            match self.client.txn(&[unchanged], &puts, &[]) {
+                Ok(txn) if txn.succeeded => return answer(clear, Ok(false)),
+                Ok(_) => asks = clear,
+                Err(e) => return answer(clear, Err(e)),
             }
         }
-        Err(StoreError::Etcd(EtcdError::Contended {
-            what: "the waits-for graph",
-            tries: TRIES,
-        }))
+        answer(
+            asks,
+            Err(EtcdError::Contended {
+                what: "the waits-for graph",
+                tries: TRIES,
+            }),
+        );
+    }
+}
+
+/// One client's request to start waiting, for the node's checks.
+pub struct Ask {
+    owner: Vec<u8>,
+    /// The key it waits with.
+    key: Vec<u8>,
+    /// The lease its edge hangs on.
+    lease: i64,
+    /// Whether its wait closes a cycle (else its edge is in, or it needs
+    /// none).
+    reply: Sender<Result<bool, EtcdError>>,
+}
+
+/// A node's deadlock checks: asks wait here while one thread runs a batch
+/// (see the module docs).
+#[derive(Default)]
+pub struct Checks {
+    pending: Mutex<VecDeque<Ask>>,
+    /// Held by the thread that runs a batch.
+    running: Mutex<()>,
+}
+
+fn answer(asks: Vec<Ask>, result: Result<bool, EtcdError>) {
+    for ask in asks {
+        let _ = ask.reply.send(result.clone());
     }
 }
 
@@ -192,15 +289,33 @@ fn pause(tries: usize) {
     std::thread::sleep(Duration::from_millis(random % (bound + 1)));
 }
 
-/// [`check`] on the answer to a read of the graph: the edges, the
-/// exclusive lines, the shared lines.
-fn check_read(layout: &Layout, results: &[OpResult], me: &[u8], my_key: &[u8]) -> Check {
-    let edges = ranged(results, 0);
-    let mut exclusive = ranged(results, 1);
-    let mut shared = ranged(results, 2);
-    by_lock(&mut exclusive);
-    by_lock(&mut shared);
-    check(layout, &edges, &exclusive, &shared, me, my_key)
+/// [`check`] for several clients, in turn: each sees the edges of those
+/// before it that closed no cycle, as if they were in already (they go in
+/// together, or none does). Their edges are added to `edges`.
+pub fn check_in_turn<'a>(
+    layout: &Layout,
+    edges: &mut Vec<KeyValue>,
+    exclusive: &[KeyValue],
+    shared: &[KeyValue],
+    asks: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (owner, key) in asks {
+        let found = check(layout, edges, exclusive, shared, owner, key);
+        if found == Check::Clear {
+            let mine = edge(layout, owner);
+            edges.retain(|kv| kv.key != mine);
+            edges.push(KeyValue {
+                key: mine,
+                value: key.to_vec(),
+                create_revision: 0,
+                mod_revision: 0,
+                lease: 0,
+            });
+        }
+        checks.push(found);
+    }
+    checks
 }
 
 /// Whether `me`, whose key `my_key` is in its line, waits, and whether
@@ -486,6 +601,26 @@ mod tests {
         assert_eq!(g.wait("b", &b), Check::Clear);
         let a = g.x("a", "x");
         assert_eq!(g.wait("a", &a), Check::Cycle);
+    }
+
+    #[test]
+    fn a_batch_checks_in_turn_each_seeing_the_clear_edges_before_it() {
+        let mut g = Graph::new();
+        g.x("a", "x");
+        g.x("b", "y");
+        g.x("c", "z");
+        let a = g.x("a", "y");
+        let b = g.x("b", "x");
+        let c = g.x("c", "y");
+        let mut x = g.exclusive.clone();
+        by_lock(&mut x);
+        let asks = [(&b"a"[..], &a[..]), (b"b", &b[..]), (b"c", &c[..])];
+        let checks = check_in_turn(&g.layout, &mut g.edges, &x, &[], asks.into_iter());
+        // b would close a cycle with a's edge, which is not in etcd yet but
+        // goes in with the batch; c closes none.
+        assert_eq!(checks, [Check::Clear, Check::Cycle, Check::Clear]);
+        let values: Vec<&[u8]> = g.edges.iter().map(|kv| &kv.value[..]).collect();
+        assert_eq!(values, [&a[..], &c[..]], "the clear ones' edges");
     }
 
     #[test]

@@ -153,9 +153,9 @@ struct Shared {
     grants: AtomicU64,
     /// The largest token this node granted (for `/metrics`).
     last_token: AtomicU64,
-    /// Held by the one check-and-insert of a waits-for edge this node runs
-    /// at a time (see [`deadlock`]).
-    checking: Mutex<()>,
+    /// Clients starting to wait, whose waits-for edges this node checks
+    /// and inserts a batch at a time (see [`deadlock`]).
+    checks: deadlock::Checks,
 }
 
 /// One client of this node.
@@ -273,7 +273,7 @@ impl EtcdStore {
             lost: Mutex::new(Vec::new()),
             grants: AtomicU64::new(0),
             last_token: AtomicU64::new(0),
-            checking: Mutex::new(()),
+            checks: deadlock::Checks::default(),
         });
         let store = EtcdStore {
             _life: Arc::new(Life(Arc::clone(&shared))),
