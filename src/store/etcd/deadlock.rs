@@ -200,7 +200,12 @@ impl Shared {
             // sees every edge written up to its batch's revision.
             let read = match self.commit.txn(&[], &graph, &[]) {
                 Ok(read) => read,
-                Err(e) => return answer(asks, Err(e)),
+                Err(e) => {
+                    for ask in asks {
+                        ask.answer(Err(e.clone()));
+                    }
+                    return;
+                }
             };
             let mut edges = ranged(&read.results, 0);
             let mut exclusive = ranged(&read.results, 1);
@@ -209,38 +214,52 @@ impl Shared {
             by_lock(&mut shared);
             let turns = asks.iter().map(|ask| (&ask.owner[..], &ask.key[..]));
             let checks = check_in_turn(&self.layout, &mut edges, &exclusive, &shared, turns);
-            let mut clear = Vec::new();
+            // A refusal may count on the edges of clear ones before it: it
+            // is answered once they are in.
+            let mut checked = Vec::new();
             for (ask, check) in asks.into_iter().zip(checks) {
                 match check {
-                    Check::Clear => clear.push(ask),
-                    Check::Cycle => answer(vec![ask], Ok(true)),
-                    Check::NotWaiting => answer(vec![ask], Ok(false)),
+                    Check::NotWaiting => ask.answer(Ok(false)),
+                    Check::Clear => checked.push((ask, false)),
+                    Check::Cycle => checked.push((ask, true)),
                 }
             }
-            if clear.is_empty() {
-                return;
-            }
-            let puts: Vec<Op> = (clear.iter())
-                .map(|ask| Op::Put {
+            let puts: Vec<Op> = (checked.iter())
+                .filter(|(_, closes)| !closes)
+                .map(|(ask, _)| Op::Put {
                     key: edge(&self.layout, &ask.owner),
                     value: ask.key.clone(),
                     lease: ask.lease,
                 })
                 .collect();
-            let unchanged = Compare::unchanged_since(&prefix, read.revision);
-            match self.client.txn(&[unchanged], &puts, &[]) {
-                Ok(txn) if txn.succeeded => return answer(clear, Ok(false)),
-                Ok(_) => asks = clear,
-                Err(e) => return answer(clear, Err(e)),
+            let inserted = if puts.is_empty() {
+                Ok(true)
+            } else {
+                let unchanged = Compare::unchanged_since(&prefix, read.revision);
+                (self.client.txn(&[unchanged], &puts, &[])).map(|txn| txn.succeeded)
+            };
+            match inserted {
+                Ok(true) => {
+                    for (ask, closes) in checked {
+                        ask.answer(Ok(closes));
+                    }
+                    return;
+                }
+                Ok(false) => asks = checked.into_iter().map(|(ask, _)| ask).collect(),
+                Err(e) => {
+                    for (ask, _) in checked {
+                        ask.answer(Err(e.clone()));
+                    }
+                    return;
+                }
             }
         }
-        answer(
-            asks,
-            Err(EtcdError::Contended {
+        for ask in asks {
+            ask.answer(Err(EtcdError::Contended {
                 what: "the waits-for graph",
                 tries: TRIES,
-            }),
-        );
+            }));
+        }
     }
 }
 
@@ -265,9 +284,9 @@ pub struct Checks {
     running: Mutex<()>,
 }
 
-fn answer(asks: Vec<Ask>, result: Result<bool, EtcdError>) {
-    for ask in asks {
-        let _ = ask.reply.send(result.clone());
+impl Ask {
+    fn answer(self, closes: Result<bool, EtcdError>) {
+        let _ = self.reply.send(closes);
     }
 }
 
