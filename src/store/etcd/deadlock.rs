@@ -7,8 +7,8 @@
 //! waits with (its waiting key, or an upgrading reader's marked read key).
 //! An edge counts while that key still waits in its line: a granted or
 //! cancelled wait leaves a stale edge, which the client's next wait
-//! overwrites and its end deletes. A waiting key without an edge is not
-//! yet a wait; its client is still checking.
+//! overwrites and its end deletes. A waiting key without an edge is no
+//! wait in the graph: its client is still checking, or needs no edge.
 //!
 //! A client that holds no lock needs no edge: nobody waits for it, and it
 //! takes nothing while it waits, so no cycle goes through it during this
@@ -40,7 +40,9 @@
 //! graph once, checks its clients in arrival order, each seeing the edges
 //! of those before it that closed no cycle ([`check_in_turn`]), and inserts
 //! those edges in one transaction under the one compare: they go in
-//! together, as if one after the other, or none does. So a node's waits
+//! together, as if one after the other, or none does (and then the whole
+//! batch tries again: a refusal may count on edges of its batch, so it is
+//! answered only once they are in). So a node's waits
 //! never fail one another's compares (each failed try costs etcd a write),
 //! and a burst of them costs a few round trips, not one each; retries are
 //! left to races between nodes.
