@@ -388,7 +388,9 @@ fn two_nodes_closing_one_cycle_at_the_same_moment_refuse_exactly_one() {
     // Both waiting would show as two timeouts, after this long.
     let wait = PATIENCE;
     for conn in [&c1, &c2] {
-        conn.reader.get_ref().set_read_timeout(Some(wait + PATIENCE));
+        conn.reader
+            .get_ref()
+            .set_read_timeout(Some(wait + PATIENCE));
     }
     let start = std::sync::Barrier::new(2);
     for round in 0..8 {

@@ -198,8 +198,9 @@ impl Shared {
             if tries > 0 {
                 pause(tries);
             }
-            // The read may share a batch: no edge is written in one, so it
-            // sees every edge written up to its batch's revision.
+            // The read may share a batch: no edge is put in one (a client's
+            // end may delete one there), so it sees every edge put up to
+            // its batch's revision, which the compare then starts from.
             let read = match self.commit.txn(&[], &graph, &[]) {
                 Ok(read) => read,
                 Err(e) => {
