@@ -183,6 +183,8 @@ impl Read for ConnIo<'_> {
             // The peer is done sending: what is left to serve are its last
             // commands, as after a hang-up the liveness module reported.
             presence.peer_closed();
+        } else if matches!(&result, Err(e) if e.kind() != ErrorKind::Interrupted) {
+            presence.ending();
         } else if result.is_ok() && !presence.busy() {
             // The liveness module saw the hang-up and released our locks
             // while this read took the peer's last commands: answer them
@@ -403,6 +405,12 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         Err(e) if state.config.verbose => ::log::info!("{}: closed: {e}", session.name()),
         Ok(()) if state.config.verbose => ::log::info!("{}: closed by peer", session.name()),
         _ => {}
+    }
+    // A sweep that orphaned this connection releases and counts its
+    // locks; the session's own release (its drop, next) must not take
+    // them first, or a settle could return before they are counted.
+    if presence.reaped() {
+        state.liveness.wait_for_sweep();
     }
 }
 

@@ -160,6 +160,20 @@ impl Presence {
     /// The thread read the end of the peer's input.
     pub(crate) fn peer_closed(&self) {
         self.hung_up.store(true, SeqCst);
+        self.ending();
+    }
+
+    /// The thread's read ended the connection (the peer's end, or an
+    /// error): the thread releases the locks itself, so a sweep leaves it
+    /// to finish rather than orphaning it at the same time (a release
+    /// whose orphans the thread would count only after a settle returned).
+    pub(crate) fn ending(&self) {
+        self.cas(Phase::Idle, Phase::Busy);
+    }
+
+    /// Whether a sweep orphaned the connection on its thread's behalf.
+    pub(crate) fn reaped(&self) -> bool {
+        self.phase.load(SeqCst) == Phase::Reaped as u8
     }
 
     /// Whether the peer was seen to hang up (by the liveness module, or by
@@ -334,6 +348,12 @@ impl Liveness {
                 return;
             }
         }
+    }
+
+    /// Returns once no sweep is under way: one that orphaned a connection
+    /// has released its locks and counted them.
+    pub(crate) fn wait_for_sweep(&self) {
+        drop(self.sweeping.lock());
     }
 
     /// Whether the set has hang-ups to report (one `poll`, no lock).
