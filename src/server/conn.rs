@@ -434,19 +434,24 @@ pub(crate) fn run(
                 if fresh {
                     session.fresh_input();
                 }
-                // A connection whose own peer has left serves only that
+                // Before serving new input, release the locks of peers
+                // that hung up but whose threads have not run yet. A
+                // connection whose own peer has left serves only that
                 // peer's last commands, whose replies nobody reads: it
                 // skips the settling (in a mass close, thousands of them).
                 // So does a command that only reads or releases this
-                // client's own holds (`r` of a `g`/`r` loop): it costs a
-                // system call.
-                if fresh && !conn.presence.hung_up() && protocol::sees_others(line) {
-                    // Before serving new input, release the locks of peers
-                    // that hung up but whose threads have not run yet.
-                    let state = conn.state;
-                    state.liveness.settle(conn.presence, &|p| state.reap(p));
+                // client's own holds (`r` of a `g`/`r` loop), and a `g`
+                // granted at once: settling costs a system call.
+                let state = conn.state;
+                let mut settle = || {
+                    if fresh && !conn.presence.hung_up() {
+                        state.liveness.settle(conn.presence, &|p| state.reap(p));
+                    }
+                };
+                if protocol::sees_others(line) {
+                    settle();
                 }
-                session.execute(line, &mut out)
+                session.execute(line, &mut out, &mut settle)
             }
             Input::TooLong => {
                 session.line_too_long(&mut out);
@@ -531,8 +536,9 @@ fn watch(
                         let state = conn.state;
                         state.liveness.settle(conn.presence, &|p| state.reap(p));
                     }
-                    // A watching session never waits in line.
-                    let _ = session.execute(line, out);
+                    // A watching session never waits in line, and has
+                    // settled already.
+                    let _ = session.execute(line, out, &mut || {});
                 }
                 Input::TooLong => session.line_too_long(out),
                 Input::End => return Ok(()),

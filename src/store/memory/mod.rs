@@ -382,6 +382,15 @@ impl LockStore for Table {
         Ok(self.counted(start))
     }
 
+    /// `g` before settling: the grant if the name is free for `id`; a
+    /// refusal by a cap is left for [`LockStore::lock_or_queue`] to count.
+    fn lock_if_free(&self, id: ClientId, name: &[u8]) -> Option<Grant> {
+        match self.inner.write().lock(id, name, false) {
+            WaitStart::Granted(grant) => Some(grant),
+            _ => None,
+        }
+    }
+
     /// `r`: releases the write lock if this client holds it, handing the
     /// name to the head of its line.
     fn release(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError> {
