@@ -97,7 +97,7 @@ impl Conn<'_> {
     }
 
     /// Writes `out` as one block (one `write`, or one run of TLS records)
-    /// and empties it.
+    /// and empties it, keeping its room (see [`Conn::shrink_out`]).
     pub(crate) fn write_out(&self, out: &mut Vec<u8>) -> io::Result<()> {
         if out.is_empty() {
             return Ok(());
@@ -107,10 +107,18 @@ impl Conn<'_> {
             io.write_all(out).and_then(|()| io.flush())
         });
         out.clear();
-        if out.capacity() > FLUSH_AT {
+        result
+    }
+
+    /// Gives back the room a burst of output took, once the peer has sent
+    /// nothing more: while it pipelines, the buffer keeps its size, where
+    /// shrinking after each block cost a regrowth (copies, and page faults
+    /// of a fresh mapping past 128 KiB) every 64 KiB of replies. One
+    /// `FIONREAD`, only after output beyond [`FLUSH_AT`].
+    fn shrink_out(&self, out: &mut Vec<u8>) {
+        if out.capacity() > FLUSH_AT && self.socket().unread_bytes() == 0 {
             out.shrink_to(1024);
         }
-        result
     }
 
     /// Runs `send`, which writes one block of output (at most
@@ -269,7 +277,11 @@ impl Framing for Lines<'_> {
                 conn.presence.idle();
             }
             fresh = true;
-            conn.write_out(out)
+            conn.write_out(out)?;
+            if !partial {
+                conn.shrink_out(out);
+            }
+            Ok(())
         });
         let line = match line {
             Err(e) if e.kind() == ErrorKind::WouldBlock && self.clock.expired() => {
