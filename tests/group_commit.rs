@@ -100,6 +100,13 @@ fn many_clients_of_one_node_on_shared_and_own_names_never_hold_a_lock_twice() {
                     };
                     books.lock().granted(id, &name, token);
                     assert_eq!(store.token(id, &name).expect("t"), Some(token));
+                    // A listing reads the token back from etcd: the slot
+                    // a batch gave the grant is in the key's value.
+                    let listed: Vec<u64> = (store.exclusive_locks(&name).expect("dj"))
+                        .iter()
+                        .map(|view| view.token)
+                        .collect();
+                    assert_eq!(listed, [token], "the listed token of a held lock");
                     books.lock().released(&name);
                     assert!(store.release(id, &name).expect("r"));
                 }

@@ -233,7 +233,66 @@ fn metrics_parse_and_count_what_happened() {
     assert!(s("process_open_fds") > 0.0);
     assert!(s("process_threads") > 1.0);
     assert!(s("process_cpu_seconds_total") >= 0.0);
+    assert!(
+        !samples.iter().any(|l| l.starts_with("lockd_etcd_")),
+        "group commit's figures only in cluster mode"
+    );
     drop(server);
+}
+
+/// A cluster node's scrape adds group commit's figures: every `g` and `r`
+/// is one command sent to etcd, and concurrent clients share requests.
+#[test]
+fn a_cluster_nodes_metrics_count_group_commits_requests_and_commands() {
+    let server = common::etcd::node_server(|config| config.http = Some("127.0.0.1:0".into()));
+    let http_addr = server
+        .handle
+        .as_ref()
+        .and_then(|h| h.http_addr())
+        .expect("an --http address");
+    const CLIENTS: usize = 8;
+    const ROUNDS: usize = 10;
+    let start = std::sync::Barrier::new(CLIENTS);
+    std::thread::scope(|scope| {
+        for c in 0..CLIENTS {
+            let (server, start) = (&server, &start);
+            scope.spawn(move || {
+                let mut conn = Conn::tcp(server.addr);
+                start.wait();
+                for _ in 0..ROUNDS {
+                    assert_eq!(
+                        conn.cmd(&format!("g own{c}")),
+                        format!("1 Lock Get Success: own{c}\n")
+                    );
+                    assert_eq!(
+                        conn.cmd(&format!("r own{c}")),
+                        format!("1 Lock Release Success: own{c}\n")
+                    );
+                }
+            });
+        }
+    });
+    let (status, scrape) = get(http_addr, "/metrics");
+    assert_eq!(status, 200, "{scrape}");
+    let Some(samples) = parse_with_prometheus_client(&scrape) else {
+        return;
+    };
+    let s = |series: &str| sample(&samples, series);
+    let commands = s("lockd_etcd_commands_total");
+    let requests = s("lockd_etcd_requests_total");
+    assert!(
+        commands >= (2 * CLIENTS * ROUNDS) as f64,
+        "{commands} commands"
+    );
+    assert!(
+        requests >= 1.0 && requests <= commands,
+        "{requests} requests"
+    );
+    let largest = s("lockd_etcd_largest_batch");
+    assert!(
+        largest >= 1.0 && largest <= commands,
+        "largest batch {largest}"
+    );
 }
 
 /// A lock name with quotes, backslashes, control bytes and invalid UTF-8

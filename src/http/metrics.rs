@@ -23,6 +23,8 @@
 //!   [`MAX_LOCK_SERIES`] each).
 //! - `lockd_token_next`, and `lockd_token_high_water_mark` when tokens are
 //!   persisted.
+//! - In cluster mode, group commit's `lockd_etcd_requests_total`,
+//!   `lockd_etcd_commands_total` and `lockd_etcd_largest_batch`.
 //! - `process_*` from `/proc/self`: resident and virtual memory, open and
 //!   maximum descriptors, threads, CPU seconds, start time.
 
@@ -151,6 +153,11 @@ pub(crate) fn render(parts: &Parts<'_>) -> Result<String, StoreError> {
             "The fencing-token mark saved in the state directory: no token at or above it was issued.",
         );
         let _ = writeln!(out, "lockd_token_high_water_mark {mark}");
+    }
+    for metric in parts.store.store_metrics() {
+        let kind = if metric.gauge { "gauge" } else { "counter" };
+        family(&mut out, metric.name, kind, metric.help);
+        let _ = writeln!(out, "{} {}", metric.name, metric.value);
     }
     family(
         &mut out,

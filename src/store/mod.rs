@@ -201,4 +201,23 @@ pub trait LockStore: Send + Sync {
     /// The fencing-token counter's next token and saved mark (none when
     /// tokens live in memory only), for `/metrics`.
     fn token_marks(&self) -> (u64, Option<u64>);
+    /// Figures of the store's own work, for `/metrics` (the etcd store's
+    /// group commit); the in-memory table has none.
+    fn store_metrics(&self) -> Vec<StoreMetric> {
+        Vec::new()
+    }
+}
+
+/// One figure of [`LockStore::store_metrics`]: a Prometheus family of one
+/// sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreMetric {
+    /// The metric's name, `lockd_...`.
+    pub name: &'static str,
+    /// A gauge, else a counter.
+    pub gauge: bool,
+    /// What it counts.
+    pub help: &'static str,
+    /// Its value now.
+    pub value: u64,
 }

@@ -214,6 +214,10 @@ pub struct TxnResult {
     pub revision: i64,
     /// One result per op that ran.
     pub results: Vec<OpResult>,
+    /// Its place among the transactions of one request that write an
+    /// exclusive lock's key, given by the group committer (the fencing
+    /// token's slot, see `keys::SLOTS`); 0 for a transaction sent alone.
+    pub slot: u64,
 }
 
 /// One change seen by a watch.
@@ -750,6 +754,7 @@ fn txn_result(answer: &Value, revision: i64) -> Result<TxnResult, EtcdError> {
         succeeded,
         revision,
         results,
+        slot: 0,
     })
 }
 

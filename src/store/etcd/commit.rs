@@ -19,18 +19,19 @@
 //!   both see it free. A command that writes or compares under a lock
 //!   another command of the batch touches waits for the next batch, and so
 //!   does every later command on that lock (first come, first served).
-//! - **One grant per batch.** A token is the revision of the write that
-//!   made the grant, and a batch is applied at one revision: so a batch
-//!   carries at most one command that writes an exclusive lock's key
-//!   (`g`, `wg`, a hand-over), and tokens stay unique. Releases, shared
-//!   places, reads and deletes share batches freely.
+//! - **A slot per grant.** A batch is applied at one revision, so the
+//!   commands of a batch that write an exclusive lock's key (`g`, `wg`, a
+//!   hand-over: those that may draw a fencing token) are numbered, and
+//!   each one's number is written into its keys' values and returned as
+//!   [`TxnResult::slot`]. A token is `revision × SLOTS + slot`
+//!   ([`keys::token`](super::keys::token)), unique and growing.
 //!
 //! etcd refuses a whole request (for a duplicate key, an unknown lease, a
 //! request too large): the batch's commands are then sent one by one, so
 //! one bad command fails alone.
 
 use super::client::{Client, Compare, EtcdError, Op, Txn, TxnResult};
-use super::keys::Layout;
+use super::keys::{self, Layout};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashSet, VecDeque};
@@ -66,9 +67,12 @@ struct Pending {
     units: Vec<Vec<u8>>,
     /// It writes a range of keys that cannot be named: it goes alone.
     alone: bool,
-    /// It writes an exclusive lock's key, so it may draw a token: a
-    /// batch carries at most one such command (tokens are unique).
-    grants: bool,
+    /// Where it writes an exclusive lock's key (`true` for a success op,
+    /// and the op's index), so it may draw a token: its batch gives it a
+    /// slot, written into these values.
+    stamps: Vec<(bool, usize)>,
+    /// The slot its batch gave it.
+    slot: u64,
     /// Estimated bytes on the wire.
     bytes: usize,
     reply: Sender<Result<TxnResult, EtcdError>>,
@@ -160,7 +164,8 @@ impl Committer {
         let (units, alone) = self.units(&txn);
         let (reply, answer) = crossbeam_channel::bounded(1);
         let pending = Pending {
-            grants: self.grants(&txn),
+            stamps: self.stamps(&txn),
+            slot: 0,
             bytes: estimate(&txn),
             txn,
             units,
@@ -214,12 +219,17 @@ impl Committer {
         (units, alone)
     }
 
-    /// Whether a transaction writes an exclusive lock's key.
-    fn grants(&self, txn: &Txn) -> bool {
-        txn.success
-            .iter()
-            .chain(&txn.failure)
-            .any(|op| matches!(op, Op::Put { key, .. } if key.starts_with(&self.exclusive)))
+    /// Where a transaction writes an exclusive lock's key.
+    fn stamps(&self, txn: &Txn) -> Vec<(bool, usize)> {
+        let exclusive =
+            |op: &Op| matches!(op, Op::Put { key, .. } if key.starts_with(&self.exclusive));
+        let success = txn.success.iter().enumerate().map(|(i, op)| (true, i, op));
+        let failure = txn.failure.iter().enumerate().map(|(i, op)| (false, i, op));
+        success
+            .chain(failure)
+            .filter(|(_, _, op)| exclusive(op))
+            .map(|(branch, i, _)| (branch, i))
+            .collect()
     }
 
     /// Whether `key` is the prefix of one lock's keys,
@@ -281,10 +291,11 @@ fn pick(held: &mut VecDeque<Pending>) -> Vec<Pending> {
     let mut blocked: HashSet<Vec<u8>> = HashSet::new();
     let mut bytes = 0;
     let mut closed = false;
-    let mut granting = false;
-    for pending in held.drain(..) {
+    let mut slots = 0;
+    for mut pending in held.drain(..) {
+        let grants = !pending.stamps.is_empty();
         let fits = !closed
-            && (!granting || !pending.grants)
+            && (!grants || slots < keys::SLOTS)
             && batch.len() < MAX_TXN_OPS
             && (batch.is_empty() || bytes + pending.bytes <= MAX_BATCH_BYTES)
             && (batch.is_empty() || !pending.alone)
@@ -294,7 +305,10 @@ fn pick(held: &mut VecDeque<Pending>) -> Vec<Pending> {
                 .all(|u| !taken.contains(u) && !blocked.contains(u));
         if fits {
             bytes += pending.bytes;
-            granting |= pending.grants;
+            if grants {
+                pending.stamp(slots);
+                slots += 1;
+            }
             taken.extend(pending.units.iter().cloned());
             closed = pending.alone;
             batch.push(pending);
@@ -309,9 +323,32 @@ fn pick(held: &mut VecDeque<Pending>) -> Vec<Pending> {
     batch
 }
 
+impl Pending {
+    /// Gives the command `slot`: written into the values of its exclusive
+    /// keys, and returned with its result.
+    fn stamp(&mut self, slot: u64) {
+        self.slot = slot;
+        for &(success, i) in &self.stamps {
+            let ops = if success {
+                &mut self.txn.success
+            } else {
+                &mut self.txn.failure
+            };
+            if let Some(Op::Put { value, .. }) = ops.get_mut(i) {
+                *value = keys::with_slot(value, slot);
+            }
+        }
+    }
+}
+
 /// Sends a batch and answers each of its commands.
 fn send(client: &Client, batch: Vec<Pending>, counters: &Counters) {
-    let (txns, replies): (Vec<Txn>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+    let mut txns = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for pending in batch {
+        txns.push(pending.txn);
+        replies.push((pending.reply, pending.slot));
+    }
     counters.transactions.fetch_add(1, Ordering::Relaxed);
     counters
         .commands
@@ -319,22 +356,27 @@ fn send(client: &Client, batch: Vec<Pending>, counters: &Counters) {
     counters
         .largest
         .fetch_max(txns.len() as u64, Ordering::Relaxed);
+    // The slot is in the values written, so it goes with the result
+    // however the command was sent.
+    let answer = |(reply, slot): &(Sender<_>, u64), result: Result<TxnResult, EtcdError>| {
+        let _ = reply.send(result.map(|r| TxnResult { slot: *slot, ..r }));
+    };
     match client.txns(&txns) {
         Ok(results) => {
             for (reply, result) in replies.iter().zip(results) {
-                let _ = reply.send(Ok(result));
+                answer(reply, Ok(result));
             }
         }
         Err(e) if txns.len() > 1 && refused(&e) => {
             // etcd applied nothing: one by one, so the bad one fails alone.
             for (txn, reply) in txns.iter().zip(&replies) {
                 counters.transactions.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(client.txn(&txn.compares, &txn.success, &txn.failure));
+                answer(reply, client.txn(&txn.compares, &txn.success, &txn.failure));
             }
         }
         Err(e) => {
             for reply in &replies {
-                let _ = reply.send(Err(e.clone()));
+                answer(reply, Err(e.clone()));
             }
         }
     }
@@ -417,9 +459,15 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_carries_one_command_that_may_draw_a_token() {
+    fn grants_share_a_batch_each_with_its_own_slot_in_its_value() {
         let (c, _q, layout) = committer();
-        let grant = |name: &[u8], seq| put_if_free(&c, &layout, Family::Exclusive, name, seq);
+        let grant = |name: &[u8], seq| {
+            let mut p = put_if_free(&c, &layout, Family::Exclusive, name, seq);
+            if let Op::Put { value, .. } = &mut p.txn.success[0] {
+                *value = keys::claim_value(keys::Claim::Write, b"me");
+            }
+            p
+        };
         let mut held: VecDeque<Pending> = [
             grant(b"a", 1),
             try_lock(&c, &layout, b"b", 2),
@@ -427,14 +475,47 @@ mod tests {
             try_lock(&c, &layout, b"d", 4),
         ]
         .into();
-        assert_eq!(seqs(&pick(&mut held)), vec![1, 2, 4]);
-        assert_eq!(seqs(&pick(&mut held)), vec![3]);
+        let batch = pick(&mut held);
+        assert_eq!(seqs(&batch), vec![1, 2, 3, 4]);
+        let slots: Vec<(u64, Option<u64>)> = batch
+            .iter()
+            .map(|p| match &p.txn.success[0] {
+                Op::Put { value, .. } if !p.stamps.is_empty() => (p.slot, Some(keys::slot(value))),
+                _ => (p.slot, None),
+            })
+            .collect();
+        assert_eq!(
+            slots,
+            vec![(0, Some(0)), (0, None), (1, Some(1)), (0, None)]
+        );
+    }
+
+    #[test]
+    fn a_batch_carries_at_most_slots_grants() {
+        let (c, _q, layout) = committer();
+        let mut held: VecDeque<Pending> = (0..keys::SLOTS + 3)
+            .map(|i| {
+                put_if_free(
+                    &c,
+                    &layout,
+                    Family::Exclusive,
+                    format!("n{i}").as_bytes(),
+                    i,
+                )
+            })
+            .collect();
+        assert_eq!(
+            pick(&mut held).len() as u64,
+            keys::SLOTS.min(MAX_TXN_OPS as u64)
+        );
+        assert_eq!(pick(&mut held).len(), 3);
     }
 
     fn pending(c: &Committer, txn: Txn) -> Pending {
         let (units, alone) = c.units(&txn);
         Pending {
-            grants: c.grants(&txn),
+            stamps: c.stamps(&txn),
+            slot: 0,
             bytes: estimate(&txn),
             txn,
             units,

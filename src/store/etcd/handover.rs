@@ -14,9 +14,12 @@
 //!   stamps its key if every key of the line was created no earlier than
 //!   its own, and otherwise reads the line to wait behind the key now just
 //!   before it: one compare transaction instead of a read and then a write.
+//!   A key stamped since it queued was granted by a local successor's
+//!   hand-over: it is left as it is, so the token the holder was given is
+//!   the one every listing shows.
 
 use super::client::{prefix_end, Compare, Op, OpResult, Order, Range, Relation, Target};
-use super::keys::Family;
+use super::keys::{self, Family};
 use super::{Job, Shared, StoreError, Wait};
 use crate::store::{ClientId, Grant};
 use std::sync::atomic::Ordering;
@@ -65,7 +68,7 @@ impl Shared {
                         id,
                         &wait,
                         Grant::Exclusive {
-                            token: txn.revision as u64,
+                            token: keys::token(txn.revision, txn.slot),
                         },
                     );
                 }
@@ -114,6 +117,15 @@ impl Shared {
                 relation: Relation::Greater,
                 target: Target::CreateRevision(wait.created - 1),
             },
+            // Not stamped since it queued: a hand-over on this node may
+            // have granted it in the meantime (its delete woke us), and
+            // a second stamp would change the token the holder was given.
+            Compare {
+                key: wait.key.clone(),
+                range_end: None,
+                relation: Relation::Equal,
+                target: Target::ModRevision(wait.created),
+            },
         ];
         let stamp = Op::Put {
             key: wait.key.clone(),
@@ -126,7 +138,7 @@ impl Shared {
             Err(_) => return Turn::Again,
         };
         if txn.succeeded {
-            return Turn::Granted(txn.revision as u64);
+            return Turn::Granted(keys::token(txn.revision, txn.slot));
         }
         let kvs = match txn.results.first() {
             Some(OpResult::Range { kvs, .. }) => kvs,
@@ -134,6 +146,8 @@ impl Shared {
         };
         match kvs.iter().position(|kv| kv.key == wait.key) {
             None => Turn::Gone,
+            // Stamped: granted by a hand-over, which delivers it.
+            Some(0) if kvs[0].mod_revision != wait.created => Turn::Gone,
             // First after all: the line changed between the compare and
             // the read (not within one batch, which has one command per
             // lock); look again.

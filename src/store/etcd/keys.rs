@@ -14,6 +14,10 @@
 //! of a shared wait (0: none; a writer's is 0 too), or, in an exclusive
 //! line, `r` for a reader and `u` for a reader waiting to upgrade to the
 //! write lock (see [`Claim`]).
+//!
+//! A tag may end in `.<slot>`: the place of its transaction among the
+//! grants of one group-committed batch (see [`token`]), written by the
+//! committer; no suffix means slot 0.
 
 use crate::name::LockName;
 
@@ -159,22 +163,77 @@ pub fn claim_value(claim: Claim, default_name: &[u8]) -> Vec<u8> {
 
 /// What the key of an exclusive line with this value stands for.
 pub fn claim(value: &[u8]) -> Claim {
-    match value.iter().position(|&b| b == b'\n').map(|n| &value[..n]) {
+    match tag(value).map(|(kind, _)| kind) {
         Some(READ_TAG) => Claim::Read,
         Some(UPGRADE_TAG) => Claim::Upgrade,
         _ => Claim::Write,
     }
 }
 
+/// Fencing tokens per etcd revision. A batch of group commit is applied
+/// at one revision and may grant several exclusive locks (of different
+/// names), so a token is `revision × SLOTS + slot`: the committer gives
+/// each command of a batch that writes an exclusive key its own slot, and
+/// writes it into the key's value ([`with_slot`]). Tokens thus stay
+/// unique, and still grow with etcd's revisions: every token of a later
+/// revision is larger. A batch carries at most this many commands.
+pub const SLOTS: u64 = 128;
+
+/// The fencing token of an exclusive key written at `revision` with
+/// `slot` (see [`SLOTS`]).
+pub fn token(revision: i64, slot: u64) -> u64 {
+    u64::try_from(revision).unwrap_or(0) * SLOTS + slot
+}
+
+/// The token of a write lock held through `kv`: the revision of the last
+/// write of its key (its creation, or its stamp at hand-over or upgrade),
+/// with the slot that write carried.
+pub fn held_token(kv: &super::client::KeyValue) -> u64 {
+    token(kv.mod_revision, slot(&kv.value))
+}
+
+/// The slot a value carries (0 if none).
+pub fn slot(value: &[u8]) -> u64 {
+    tag(value).map_or(0, |(_, slot)| slot)
+}
+
+/// `value` with its tag's slot set to `slot` (slot 0 is written as no
+/// suffix). A value without a tag line is returned as it is.
+pub fn with_slot(value: &[u8], slot: u64) -> Vec<u8> {
+    let Some((kind, _)) = tag(value) else {
+        return value.to_vec();
+    };
+    let newline = value
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(value.len());
+    let mut out = kind.to_vec();
+    if slot > 0 {
+        out.extend_from_slice(format!(".{slot}").as_bytes());
+    }
+    out.extend_from_slice(&value[newline..]);
+    out
+}
+
+/// A value's tag line split into its kind and its slot.
+fn tag(value: &[u8]) -> Option<(&[u8], u64)> {
+    let tag = &value[..value.iter().position(|&b| b == b'\n')?];
+    let Some(dot) = tag.iter().position(|&b| b == b'.') else {
+        return Some((tag, 0));
+    };
+    let slot = std::str::from_utf8(&tag[dot + 1..]).ok()?.parse().ok()?;
+    Some((&tag[..dot], slot))
+}
+
 /// The limit and default name in a value written by [`value`] (a
 /// reader's limit is 0, see [`claim_value`]).
 pub fn parse_value(value: &[u8]) -> Option<(u32, &[u8])> {
     let newline = value.iter().position(|&b| b == b'\n')?;
-    let tag = &value[..newline];
-    let limit = if tag == READ_TAG || tag == UPGRADE_TAG {
+    let (kind, _) = tag(value)?;
+    let limit = if kind == READ_TAG || kind == UPGRADE_TAG {
         0
     } else {
-        std::str::from_utf8(tag).ok()?.parse().ok()?
+        std::str::from_utf8(kind).ok()?.parse().ok()?
     };
     Some((limit, &value[newline + 1..]))
 }
@@ -239,6 +298,24 @@ mod tests {
         let v = value(3, b"unix:1\n\xFF");
         assert_eq!(parse_value(&v), Some((3, &b"unix:1\n\xFF"[..])));
         assert_eq!(parse_value(b"x\nname"), None);
+    }
+
+    #[test]
+    fn a_slot_rides_in_the_tag_and_leaves_the_rest_alone() {
+        let writer = claim_value(Claim::Write, b"unix:1\n.5\xFF");
+        assert_eq!(slot(&writer), 0);
+        let slotted = with_slot(&writer, 7);
+        assert_eq!(&slotted[..4], b"0.7\n");
+        assert_eq!(slot(&slotted), 7);
+        assert_eq!(claim(&slotted), Claim::Write);
+        assert_eq!(parse_value(&slotted), Some((0, &b"unix:1\n.5\xFF"[..])));
+        assert_eq!(with_slot(&slotted, 0), writer);
+        let upgrade = with_slot(&claim_value(Claim::Upgrade, b"c"), 3);
+        assert_eq!((claim(&upgrade), slot(&upgrade)), (Claim::Upgrade, 3));
+        assert_eq!(with_slot(b"no tag line", 4), b"no tag line".to_vec());
+        // Tokens of a later revision are larger than every slot of an
+        // earlier one.
+        assert!(token(10, SLOTS - 1) < token(11, 0));
     }
 
     #[test]

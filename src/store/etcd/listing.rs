@@ -30,7 +30,7 @@ impl EtcdStore {
             match status.first() {
                 Some(Status::Write) => written.push(ExclusiveView {
                     holder: s.names_of(Family::Exclusive, &kvs[0], &registry),
-                    token: kvs[0].mod_revision as u64,
+                    token: keys::held_token(&kvs[0]),
                     waiters,
                     name,
                 }),

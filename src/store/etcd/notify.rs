@@ -49,7 +49,7 @@ use crate::name::LockName;
 use crate::store::memory::Watchers;
 use crate::store::{ClientId, Event, HoldKind, WatchEvent, Watcher};
 use parking_lot::{Condvar, Mutex};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -367,7 +367,7 @@ fn read_mirror(
         }
         lines.token = if head.mod_revision > head.create_revision {
             // Stamped at hand-over, or written by an upgrade.
-            Some(head.mod_revision as u64)
+            Some(keys::held_token(head))
         } else {
             // Granted at once if it was first when it was created; else a
             // waiter whose stamp is still to come.
@@ -379,7 +379,7 @@ fn read_mirror(
             match client.range_at(&line, head.create_revision) {
                 Ok(then) if then.first().is_some_and(|kv| kv.key != head.key) => None,
                 // First then, or history compacted: count it as held.
-                _ => Some(head.create_revision as u64),
+                _ => Some(keys::held_token(head)),
             }
         };
     }
@@ -406,7 +406,7 @@ impl State {
                     if let Some(owner) = kv.key.strip_prefix(markers) {
                         ending.insert(owner);
                     }
-                    written.keys.insert(&kv.key);
+                    written.keys.insert(&kv.key, keys::slot(&kv.value));
                     written.revision = kv.mod_revision;
                 }
                 Change::Delete { key, .. } => lease_ended |= key.starts_with(markers),
@@ -580,7 +580,8 @@ impl State {
 /// The keys one revision wrote, and that revision.
 #[derive(Default)]
 struct Written<'k> {
-    keys: HashSet<&'k [u8]>,
+    /// Each key written, with the token slot its value carries.
+    keys: HashMap<&'k [u8], u64>,
     revision: i64,
 }
 
@@ -609,12 +610,12 @@ fn exclusive_changed(
             events.push((Event::Released, HoldKind::Read, count, holder(kv)));
         }
     }
-    let head_written = lines
+    let head_slot = lines
         .exclusive
         .first()
-        .is_some_and(|head| written.keys.contains(&head.key[..]));
-    if now.first() == Some(&Status::Write) && lines.token.is_none() && head_written {
-        let token = written.revision as u64;
+        .and_then(|head| written.keys.get(&head.key[..]));
+    if let (Some(Status::Write), None, Some(&slot)) = (now.first(), lines.token, head_slot) {
+        let token = keys::token(written.revision, slot);
         lines.token = Some(token);
         events.push((
             Event::Locked,
@@ -765,13 +766,14 @@ mod tests {
                 vec![ending(2, 16), delete(X, 2, 16)],
             ],
         );
+        let (t10, t15) = (keys::token(10, 0), keys::token(15, 0));
         assert_eq!(
             lines,
             [
-                "Locked Exclusive 10 c1",
-                "Released Exclusive 10 c1",
-                "Locked Exclusive 15 c2",
-                "Orphaned Exclusive 15 c2",
+                format!("Locked Exclusive {t10} c1"),
+                format!("Released Exclusive {t10} c1"),
+                format!("Locked Exclusive {t15} c2"),
+                format!("Orphaned Exclusive {t15} c2"),
             ]
         );
         assert!(state.locks.is_empty());
@@ -782,7 +784,12 @@ mod tests {
         use Family::Exclusive as X;
         for stamp_first in [false, true] {
             let (mut state, watcher) = watched();
-            let mut hand_over = vec![delete(X, 1, 12), put(X, 2, 11, 12, 0)];
+            // The stamp was the fourth grant of its batch.
+            let mut stamp = put(X, 2, 11, 12, 0);
+            if let Change::Put(kv) = &mut stamp {
+                kv.value = keys::with_slot(&kv.value, 3);
+            }
+            let mut hand_over = vec![delete(X, 1, 12), stamp];
             if stamp_first {
                 hand_over.reverse();
             }
@@ -795,12 +802,13 @@ mod tests {
                     hand_over,
                 ],
             );
+            let (t10, t12) = (keys::token(10, 0), keys::token(12, 3));
             assert_eq!(
                 lines,
                 [
-                    "Locked Exclusive 10 c1",
-                    "Released Exclusive 10 c1",
-                    "Locked Exclusive 12 c2",
+                    format!("Locked Exclusive {t10} c1"),
+                    format!("Released Exclusive {t10} c1"),
+                    format!("Locked Exclusive {t12} c2"),
                 ],
                 "stamp first: {stamp_first}"
             );
@@ -874,12 +882,15 @@ mod tests {
                 "Locked Read 2 c2",
                 "Released Read 1 c1",
                 "Released Read 0 c2",
-                "Locked Exclusive 46 c2",
+                &format!("Locked Exclusive {} c2", keys::token(46, 0)),
             ]
         );
         let held = state.snapshot(b"*");
         assert_eq!(held.len(), 1);
-        assert_eq!((held[0].kind, held[0].n), (HoldKind::Exclusive, 46));
+        assert_eq!(
+            (held[0].kind, held[0].n),
+            (HoldKind::Exclusive, keys::token(46, 0))
+        );
     }
 
     #[test]
@@ -899,7 +910,13 @@ mod tests {
             .iter()
             .map(|e| (e.kind, e.n))
             .collect();
-        assert_eq!(held, [(HoldKind::Exclusive, 31), (HoldKind::Shared, 1)]);
+        assert_eq!(
+            held,
+            [
+                (HoldKind::Exclusive, keys::token(31, 0)),
+                (HoldKind::Shared, 1)
+            ]
+        );
         assert!(state.snapshot(b"a").is_empty());
         assert_eq!(state.snapshot(b"a b").len(), 2);
     }

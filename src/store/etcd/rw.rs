@@ -143,7 +143,7 @@ impl EtcdStore {
             };
             let txn = s.client.txn(&[unchanged], &[put], &[])?;
             if txn.succeeded {
-                let token = txn.revision as u64;
+                let token = keys::token(txn.revision, txn.slot);
                 s.upgraded(id, &caller, name, &key, token)?;
                 return Ok(WaitStart::Granted(Grant::Exclusive { token }));
             }
@@ -349,7 +349,7 @@ impl Shared {
         };
         match self.client.txn(&[still_marked], &[put], &[]) {
             Ok(txn) if txn.succeeded => {
-                let token = txn.revision as u64;
+                let token = keys::token(txn.revision, txn.slot);
                 self.deliver(id, &wait, Grant::Exclusive { token });
             }
             // Unmarked meanwhile: the wait was cancelled.

@@ -21,7 +21,7 @@ use super::{admitted, deferred, holding, ranged, EtcdStore, Mode, Wait};
 use crate::name::LockName;
 use crate::store::{
     ClientId, ClientNames, Counts, ExclusiveView, Grant, LimitCounts, LockStore, ReadView,
-    Released, SharedView, StoreError, WaitStart, WatchEvent, Watcher,
+    Released, SharedView, StoreError, StoreMetric, WaitStart, WatchEvent, Watcher,
 };
 use crossbeam_channel::Sender;
 use std::sync::atomic::Ordering;
@@ -126,14 +126,14 @@ impl LockStore for EtcdStore {
                     Family::Exclusive,
                     name,
                     key,
-                    txn.revision as u64,
+                    keys::token(txn.revision, txn.slot),
                 );
             }
             (txn.revision, ranged(&txn.results, 0))
         };
         match kvs.iter().position(|kv| kv.key == key) {
             Some(0) => {
-                let token = kvs[0].mod_revision as u64;
+                let token = keys::held_token(&kvs[0]);
                 s.granted(id, &caller, Family::Exclusive, name, key, token)
             }
             Some(mine) if queue => {
@@ -604,9 +604,35 @@ impl LockStore for EtcdStore {
     }
 
     /// A lower bound of the next token (one past the largest this node
-    /// granted; tokens are etcd revisions, so no mark is saved), for
+    /// granted; tokens come from etcd revisions, so no mark is saved), for
     /// `/metrics`.
     fn token_marks(&self) -> (u64, Option<u64>) {
         (self.shared.last_token.load(Ordering::Relaxed) + 1, None)
+    }
+
+    /// Group commit's figures: requests sent, the commands they carried,
+    /// and the most one carried.
+    fn store_metrics(&self) -> Vec<StoreMetric> {
+        let stats = self.commit_stats();
+        vec![
+            StoreMetric {
+                name: "lockd_etcd_requests_total",
+                gauge: false,
+                help: "Transactions this node's group commit sent to etcd (one round trip each).",
+                value: stats.transactions,
+            },
+            StoreMetric {
+                name: "lockd_etcd_commands_total",
+                gauge: false,
+                help: "Commands those transactions carried: over lockd_etcd_requests_total, the mean batch.",
+                value: stats.commands,
+            },
+            StoreMetric {
+                name: "lockd_etcd_largest_batch",
+                gauge: true,
+                help: "The most commands one transaction to etcd carried.",
+                value: stats.largest,
+            },
+        ]
     }
 }
