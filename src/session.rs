@@ -232,12 +232,11 @@ impl Session {
     }
 
     /// Executes one line, appending its reply to `out`. `settle` releases
-    /// what clients that hung up held (see `server::liveness`): a `g` or
-    /// `wg` calls it when the lock is not free at once, and asks again,
-    /// since a refusal or a place in line may reflect a client that has
-    /// left. The connection loop
-    /// settles before every other command that can show other clients
-    /// (see [`protocol::sees_others`]).
+    /// what clients that hung up held (see `server::liveness`): it is
+    /// called before a command that can show other clients (see
+    /// [`Verb::sees_others`]), and by a `g` or `wg` when the lock is not
+    /// free at once (it then asks again: a refusal or a place in line may
+    /// reflect a client that has left).
     pub fn execute(&mut self, line: &[u8], out: &mut Vec<u8>, settle: &mut dyn FnMut()) -> Step {
         let step = self.execute_line(line, out, settle);
         if !matches!(step, Step::Done) {
@@ -287,6 +286,9 @@ impl Session {
                 reply::error(out, &reply::WATCHING);
             }
             return Step::Done;
+        }
+        if verb.sees_others() {
+            settle();
         }
         self.run(command, out, settle)
     }

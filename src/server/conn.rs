@@ -18,7 +18,6 @@ use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
 use super::{websocket, State};
 use crate::metrics::Transport;
-use crate::protocol;
 use crate::protocol::line::{Line, LineReader};
 use crate::protocol::reply;
 use crate::session::{Session, Step, Wait};
@@ -447,22 +446,19 @@ pub(crate) fn run(
                     session.fresh_input();
                 }
                 // Before serving new input, release the locks of peers
-                // that hung up but whose threads have not run yet. A
-                // connection whose own peer has left serves only that
-                // peer's last commands, whose replies nobody reads: it
-                // skips the settling (in a mass close, thousands of them).
-                // So does a command that only reads or releases this
-                // client's own holds (`r` of a `g`/`r` loop), and a `g`
-                // granted at once: settling costs a system call.
+                // that hung up but whose threads have not run yet: the
+                // session settles before a command that can show them (not
+                // `r` of a `g`/`r` loop, nor a `g` granted at once:
+                // settling costs a system call). A connection whose own
+                // peer has left serves only that peer's last commands,
+                // whose replies nobody reads: it skips the settling (in a
+                // mass close, thousands of them).
                 let state = conn.state;
                 let mut settle = || {
                     if fresh && !conn.presence.hung_up() {
                         state.liveness.settle(conn.presence, &|p| state.reap(p));
                     }
                 };
-                if protocol::sees_others(line) {
-                    settle();
-                }
                 session.execute(line, &mut out, &mut settle)
             }
             Input::TooLong => {
