@@ -375,6 +375,65 @@ fn deadlock_across_nodes_is_refused_at_once() {
     assert_eq!(c1.line(), b"1 Shared Lock Get Success: pool\n");
 }
 
+/// Two clients on two nodes close one cycle with `wg` at the same moment,
+/// round after round: exactly one gets `0 Lock Get Deadlock` at once (the
+/// check and the insert of a waits-for edge are one conditional
+/// transaction), and the other is served once the refused one lets go.
+#[test]
+fn two_nodes_closing_one_cycle_at_the_same_moment_refuse_exactly_one() {
+    let etcd = Space::new();
+    let (a, b) = (lockd_node(&etcd, "a"), lockd_node(&etcd, "b"));
+    let mut c1 = Conn::tcp(a.tcp_addr());
+    let mut c2 = Conn::tcp(b.tcp_addr());
+    // Both waiting would show as two timeouts, after this long.
+    let wait = PATIENCE;
+    for conn in [&c1, &c2] {
+        conn.reader
+            .get_ref()
+            .set_read_timeout(Some(wait + PATIENCE));
+    }
+    let start = std::sync::Barrier::new(2);
+    for round in 0..8 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        // Each holds one lock, then asks for the other's; the refused one
+        // releases its own, which serves the other.
+        let ask = |conn: &mut Conn, held: &str, wanted: &str| {
+            let reply = conn.cmd(&format!("g {held}"));
+            assert!(
+                reply.ends_with(&format!(" Lock Get Success: {held}\n")),
+                "{reply}"
+            );
+            start.wait();
+            let reply = conn.cmd(&format!("wg {} {wanted}", wait.as_millis()));
+            if reply == format!("0 Lock Get Deadlock: {wanted}\n") {
+                assert_eq!(
+                    conn.cmd(&format!("r {held}")),
+                    format!("1 Lock Release Success: {held}\n")
+                );
+            }
+            reply
+        };
+        let (one, two) = std::thread::scope(|s| {
+            let one = s.spawn(|| ask(&mut c1, &x, &y));
+            let two = s.spawn(|| ask(&mut c2, &y, &x));
+            (one.join().expect("c1"), two.join().expect("c2"))
+        });
+        let refused = |reply: &str| reply.starts_with("0 Lock Get Deadlock: ");
+        let served = |reply: &str| reply.contains(" Lock Get Success: ");
+        let (winner, held, won) = match (&one[..], &two[..]) {
+            (one, two) if served(one) && refused(two) => (&mut c1, &x, &y),
+            (one, two) if refused(one) && served(two) => (&mut c2, &y, &x),
+            other => panic!("round {round}: one refused, the other served: {other:?}"),
+        };
+        for name in [held, won] {
+            assert_eq!(
+                winner.cmd(&format!("r {name}")),
+                format!("1 Lock Release Success: {name}\n")
+            );
+        }
+    }
+}
+
 /// A line client that reports a closed connection instead of failing.
 struct Line(std::io::BufReader<std::net::TcpStream>);
 

@@ -437,3 +437,177 @@ fn a_wait_that_closes_a_cycle_across_nodes_is_refused_and_the_other_keeps_waitin
     assert!(b.release(c2.id, b"y").expect("r"));
     exclusive_grant(&c1);
 }
+
+/// Two clients close one cycle at the same moment, round after round:
+/// exactly one of the two waits is refused each time. Both refused would
+/// refuse a wait that closes no cycle; neither would leave both waiting
+/// forever. By round, the two are on two nodes or on one (whose checks
+/// may share a batch), and the cycle goes through write locks, a full
+/// semaphore, a read hold, or two readers of one lock both asking to
+/// upgrade.
+#[test]
+fn two_clients_closing_one_cycle_at_the_same_moment_refuse_exactly_one_wait() {
+    const ROUNDS: usize = 24;
+    let etcd = EtcdCluster::start();
+    let (a, b) = (node(&etcd, "a"), node(&etcd, "b"));
+    let c1 = connect(&a, 1, "a:1");
+    let on_b = connect(&b, 1, "b:1");
+    let on_a = connect(&a, 2, "a:2");
+    let start = std::sync::Barrier::new(2);
+    let granted = |start: WaitStart| assert!(matches!(start, WaitStart::Granted(_)), "{start:?}");
+    let mut refused = [0; 2];
+    for round in 0..ROUNDS {
+        let (b, c2) = if round % 2 == 0 {
+            (&b, &on_b)
+        } else {
+            (&a, &on_a)
+        };
+        let kind = round / 2 % 4;
+        let x = format!("x{round}").into_bytes();
+        let y = if kind == 3 {
+            x.clone()
+        } else {
+            format!("y{round}").into_bytes()
+        };
+        // c1 holds x and asks for y; c2 holds y and asks for x.
+        let (c1_asks, c2_asks): (WaitStart, WaitStart) = std::thread::scope(|s| {
+            let one = s.spawn(|| {
+                match kind {
+                    3 => granted(a.read_or_queue(c1.id, &x, false).expect("wr")),
+                    _ => assert!(a.try_lock(c1.id, &x).expect("g").is_some()),
+                }
+                start.wait();
+                match kind {
+                    1 => a.lock_shared_or_queue(c1.id, &y, 1, true).expect("wsg"),
+                    _ => a.lock_or_queue(c1.id, &y, true).expect("wg"),
+                }
+            });
+            let two = s.spawn(|| {
+                match kind {
+                    0 => assert!(b.try_lock(c2.id, &y).expect("g").is_some()),
+                    1 => granted(b.lock_shared_or_queue(c2.id, &y, 1, false).expect("sg")),
+                    _ => granted(b.read_or_queue(c2.id, &y, false).expect("wr")),
+                }
+                start.wait();
+                match kind {
+                    2 => b.read_or_queue(c2.id, &x, true).expect("wr"),
+                    _ => b.lock_or_queue(c2.id, &x, true).expect("wg"),
+                }
+            });
+            (
+                one.join().expect("c1's thread"),
+                two.join().expect("c2's thread"),
+            )
+        });
+        // The refused one lets go of what it holds: the other is served.
+        let (loser, (winner, winners_node), which) = match (&c1_asks, &c2_asks) {
+            (WaitStart::Queued, WaitStart::Deadlock) => ((b, c2), (&c1, &a), 1),
+            (WaitStart::Deadlock, WaitStart::Queued) => ((&a, &c1), (c2, b), 0),
+            other => panic!("round {round}: exactly one wait must be refused: {other:?}"),
+        };
+        refused[which] += 1;
+        loser.0.release_all(loser.1.id).expect("ra");
+        assert!(
+            winner.grants.recv_timeout(PATIENCE).is_ok(),
+            "round {round}: the wait left is served"
+        );
+        winners_node.release_all(winner.id).expect("ra");
+    }
+    println!("refused: c1 {} times, c2 {} times", refused[0], refused[1]);
+}
+
+/// Only a waiter that holds a lock writes a waits-for edge (nobody waits
+/// for a client that holds nothing, so no cycle goes through it), and the
+/// edge goes with its client, not before: a granted wait leaves it stale.
+#[test]
+fn only_waiters_that_hold_a_lock_write_an_edge_and_their_end_deletes_it() {
+    use lockd::store::etcd::client::{Client as Etcd, ClientConfig, Order, Range};
+    let etcd = EtcdCluster::start();
+    let (a, b) = (node(&etcd, "a"), node(&etcd, "b"));
+    let raw = Etcd::new(&ClientConfig {
+        endpoints: etcd.endpoints(),
+        request_timeout: PATIENCE,
+        watch_idle: PATIENCE,
+    });
+    let edges = || {
+        let (_, kvs) = raw
+            .range(&Range::prefix(b"/lockd/w/", Order::Key))
+            .expect("range");
+        kvs.len()
+    };
+    let holder = connect(&a, 1, "a:1");
+    let empty = connect(&b, 2, "b:2");
+    let nested = connect(&b, 3, "b:3");
+    a.try_lock(holder.id, b"x").expect("g").expect("granted");
+    b.try_lock(nested.id, b"mine").expect("g").expect("granted");
+    assert_eq!(
+        b.lock_or_queue(empty.id, b"x", true).expect("wg"),
+        WaitStart::Queued
+    );
+    assert_eq!(edges(), 0, "a waiter that holds nothing writes no edge");
+    assert_eq!(
+        b.lock_or_queue(nested.id, b"x", true).expect("wg"),
+        WaitStart::Queued
+    );
+    assert_eq!(edges(), 1, "a waiter that holds a lock writes its edge");
+    assert!(a.release(holder.id, b"x").expect("r"));
+    exclusive_grant(&empty);
+    assert!(b.release(empty.id, b"x").expect("r"));
+    exclusive_grant(&nested);
+    assert_eq!(edges(), 1, "a stale edge stays until its client ends");
+    b.disconnect(nested.id);
+    assert_eq!(edges(), 0, "the client's end deleted its edge");
+}
+
+/// A ring of clients on two nodes, each holding a lock and all asking at
+/// once for the next one's: exactly one wait is refused (the one that
+/// would close the ring), whatever batches the checks of one node share;
+/// then the ring unwinds from the refused one.
+#[test]
+fn a_ring_of_waits_started_at_once_refuses_exactly_one() {
+    const RING: usize = 8;
+    const ROUNDS: usize = 6;
+    let etcd = EtcdCluster::start();
+    let nodes = [node(&etcd, "a"), node(&etcd, "b")];
+    let clients: Vec<Client> = (0..RING)
+        .map(|i| connect(&nodes[i % 2], i as u64, &format!("c:{i}")))
+        .collect();
+    let start = std::sync::Barrier::new(RING);
+    for round in 0..ROUNDS {
+        let lock = |i: usize| format!("r{round}.{}", i % RING).into_bytes();
+        let starts: Vec<WaitStart> = std::thread::scope(|s| {
+            let waits: Vec<_> = (0..RING)
+                .map(|i| {
+                    let (node, client, start) = (&nodes[i % 2], &clients[i], &start);
+                    s.spawn(move || {
+                        assert!(node.try_lock(client.id, &lock(i)).expect("g").is_some());
+                        start.wait();
+                        node.lock_or_queue(client.id, &lock(i + 1), true)
+                            .expect("wg")
+                    })
+                })
+                .collect();
+            waits
+                .into_iter()
+                .map(|w| w.join().expect("thread"))
+                .collect()
+        });
+        let refused: Vec<usize> = (0..RING)
+            .filter(|&i| starts[i] == WaitStart::Deadlock)
+            .collect();
+        assert_eq!(refused.len(), 1, "round {round}: {starts:?}");
+        assert_eq!(
+            starts.iter().filter(|s| **s == WaitStart::Queued).count(),
+            RING - 1
+        );
+        // The refused one lets go; the one waiting for its lock gets it,
+        // lets go of both, and so on around the ring.
+        let mut next = refused[0];
+        nodes[next % 2].release_all(clients[next].id).expect("ra");
+        for _ in 1..RING {
+            next = (next + RING - 1) % RING;
+            exclusive_grant(&clients[next]);
+            nodes[next % 2].release_all(clients[next].id).expect("ra");
+        }
+    }
+}

@@ -35,6 +35,14 @@ pub enum EtcdError {
     },
     /// A reply that is not what the API promises.
     Protocol(String),
+    /// A conditional write lost to other writers on every one of its
+    /// tries: what it guards kept changing under it.
+    Contended {
+        /// What kept changing.
+        what: &'static str,
+        /// Tries made.
+        tries: usize,
+    },
 }
 
 impl EtcdError {
@@ -60,6 +68,10 @@ impl fmt::Display for EtcdError {
             ),
             EtcdError::Status { code, message } => write!(f, "etcd error {code}: {message}"),
             EtcdError::Protocol(what) => write!(f, "unexpected reply from etcd: {what}"),
+            EtcdError::Contended { what, tries } => write!(
+                f,
+                "{what} changed under each of {tries} tries (too many clients at once; try again)"
+            ),
         }
     }
 }
@@ -113,6 +125,21 @@ pub struct Compare {
     pub relation: Relation,
     /// The field and the number it is compared with.
     pub target: Target,
+}
+
+impl Compare {
+    /// Holds when no key under `prefix` was written after `revision`
+    /// (etcd 3.3 and later compare a whole range: every key's mod
+    /// revision must be below `revision + 1`). A key deleted since does
+    /// not count (it is no longer in the range), nor does an empty range.
+    pub fn unchanged_since(prefix: &[u8], revision: i64) -> Compare {
+        Compare {
+            key: prefix.to_vec(),
+            range_end: Some(prefix_end(prefix)),
+            relation: Relation::Less,
+            target: Target::ModRevision(revision + 1),
+        }
+    }
 }
 
 /// How a range read orders its keys.

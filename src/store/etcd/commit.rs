@@ -24,7 +24,7 @@
 //!   hand-over: those that may draw a fencing token) are numbered, and
 //!   each one's number is written into its keys' values and returned as
 //!   [`TxnResult::slot`]. A token is `revision × SLOTS + slot`
-//!   ([`keys::token`](super::keys::token)), unique and growing.
+//!   ([`keys::token`]), unique and growing.
 //!
 //! etcd refuses a whole request (for a duplicate key, an unknown lease, a
 //! request too large): the batch's commands are then sent one by one, so

@@ -4,6 +4,8 @@
 //! PREFIX/x/<hex name>/<owner>.<seq>   a writer or reader, holding or waiting
 //! PREFIX/s/<hex name>/<owner>.<seq>   a shared holder or waiter
 //! PREFIX/n/<owner>                    a registered name (iam)
+//! PREFIX/w/<owner>                    a waits-for edge (see `deadlock`)
+//! PREFIX/e/<owner>                    a connection's or lease's end (see `notify`)
 //! owner = <node>.<lease hex>.<conn>
 //! ```
 //! Names are hex in keys so that `a` and `a/b` never share a prefix. The

@@ -8,6 +8,8 @@
 //! sees one order; readers and writers of a name share its line (`rw.rs`).
 //! A node's clients' keys hang on the node's lease
 //! ([`lease`]); waiters wake through the node's one watch ([`watch`]).
+//! A client that holds a lock and starts to wait writes its waits-for edge
+//! only if no edge changed since its check (`deadlock.rs`).
 //!
 //! Every call may fail with a [`StoreError`]: etcd unreachable, or the
 //! node's lease lost, after which the client's locks can no longer be
@@ -151,6 +153,9 @@ struct Shared {
     grants: AtomicU64,
     /// The largest token this node granted (for `/metrics`).
     last_token: AtomicU64,
+    /// Clients starting to wait, whose waits-for edges this node checks
+    /// and inserts a batch at a time (see [`deadlock`]).
+    checks: deadlock::Checks,
 }
 
 /// One client of this node.
@@ -165,6 +170,9 @@ struct Conn {
     read: HashMap<LockName, Vec<u8>>,
     shared: HashMap<LockName, Vec<u8>>,
     waiting: Option<Wait>,
+    /// Its waits-for edge may be in etcd (see [`deadlock`]): deleted at
+    /// its end.
+    edge: bool,
 }
 
 /// A wait in a line.
@@ -265,6 +273,7 @@ impl EtcdStore {
             lost: Mutex::new(Vec::new()),
             grants: AtomicU64::new(0),
             last_token: AtomicU64::new(0),
+            checks: deadlock::Checks::default(),
         });
         let store = EtcdStore {
             _life: Arc::new(Life(Arc::clone(&shared))),
@@ -388,6 +397,7 @@ impl EtcdStore {
                 read: HashMap::new(),
                 shared: HashMap::new(),
                 waiting: None,
+                edge: false,
             },
         );
         if epoch == 0 {
@@ -543,43 +553,6 @@ impl Shared {
             self.delete_or_later(vec![key.to_vec()], caller.epoch),
         );
         Err(StoreError::LocksLost)
-    }
-
-    /// Whether the caller, just queued with `key`, closes a cycle of
-    /// waiters in which its key is the newest (see [`deadlock`]); if so its
-    /// key is gone when this returns.
-    fn closes_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, StoreError> {
-        match self.in_cycle(caller, key) {
-            Ok(false) => Ok(false),
-            Ok(true) => {
-                self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
-                Ok(true)
-            }
-            Err(e) => {
-                self.delete_or_later(vec![key.to_vec()], caller.epoch)?;
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Whether the caller, waiting with `key`, closes a cycle of waiters
-    /// in which its wait is the newest (see [`deadlock`]).
-    fn in_cycle(&self, caller: &Caller, key: &[u8]) -> Result<bool, EtcdError> {
-        let lines = |family| Op::Range(Range::prefix(&self.layout.family(family), Order::Created));
-        let txn = self
-            .commit
-            .txn(&[], &[lines(Family::Exclusive), lines(Family::Shared)], &[])?;
-        let mut exclusive = ranged(&txn.results, 0);
-        let mut shared = ranged(&txn.results, 1);
-        deadlock::by_lock(&mut exclusive);
-        deadlock::by_lock(&mut shared);
-        Ok(deadlock::closes_cycle(
-            &self.layout,
-            &exclusive,
-            &shared,
-            &caller.owner,
-            key,
-        ))
     }
 
     /// Waits for `predecessor` to go; looks again at once if its delete

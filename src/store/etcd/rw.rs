@@ -177,13 +177,10 @@ impl EtcdStore {
             value: Vec::new(),
             lease: caller.lease,
         };
-        let cycle = s.in_cycle(&caller, &wait.key);
+        let cycle = s.begin_wait(id, &caller, &wait.key);
         if !matches!(cycle, Ok(false)) {
             s.unmark(&wait.key, &caller.default, caller.lease, caller.epoch);
-            return match cycle {
-                Ok(_) => Ok(WaitStart::Deadlock),
-                Err(e) => Err(e.into()),
-            };
+            return cycle.map(|_| WaitStart::Deadlock);
         }
         let mine = kvs.iter().position(|kv| kv.key == wait.key);
         let now = mine.is_some_and(|mine| alone(&statuses(&kvs), mine));

@@ -13,6 +13,7 @@
 //! connection of the node.
 
 use super::client::{self, Compare, EtcdError, Op, Order, Range, Relation, Target};
+use super::deadlock::edge;
 use super::keys::{self, Claim, Family};
 use super::listing::registration;
 use super::notify::lease_marker;
@@ -61,6 +62,9 @@ impl LockStore for EtcdStore {
         );
         if conn.registered.is_some() {
             doomed.push(self.shared.layout.registration(&conn.owner));
+        }
+        if conn.edge {
+            doomed.push(edge(&self.shared.layout, &conn.owner));
         }
         // Marked as a connection's end, for watchers ([`notify`]).
         if self.end_client(&doomed, &conn.owner, conn.lease).is_err() {
@@ -137,24 +141,18 @@ impl LockStore for EtcdStore {
                 s.granted(id, &caller, Family::Exclusive, name, key, token)
             }
             Some(mine) if queue => {
-                if s.closes_cycle(&caller, &key)? {
-                    return Ok(WaitStart::Deadlock);
-                }
-                s.queue(
-                    id,
-                    &caller,
-                    Wait {
-                        family: Family::Exclusive,
-                        name: LockName::new(name),
-                        key,
-                        created: kvs[mine].create_revision,
-                        value,
-                        lease: caller.lease,
-                        mode: Mode::Lock,
-                    },
-                )?;
-                s.wait_behind(id, &kvs[mine - 1].key, revision);
-                Ok(WaitStart::Queued)
+                let wait = Wait {
+                    family: Family::Exclusive,
+                    name: LockName::new(name),
+                    key,
+                    created: kvs[mine].create_revision,
+                    value,
+                    lease: caller.lease,
+                    mode: Mode::Lock,
+                };
+                s.wait_in_line(id, &caller, wait, |s| {
+                    s.wait_behind(id, &kvs[mine - 1].key, revision)
+                })
             }
             _ => Ok(WaitStart::Busy),
         }
@@ -221,9 +219,6 @@ impl LockStore for EtcdStore {
                 }))
             }
             Some(mine) if queue => {
-                if s.closes_cycle(&caller, &key)? {
-                    return Ok(WaitStart::Deadlock);
-                }
                 let wait = Wait {
                     family: Family::Exclusive,
                     name: LockName::new(name),
@@ -234,9 +229,9 @@ impl LockStore for EtcdStore {
                     value: Vec::new(),
                     lease: caller.lease,
                 };
-                s.queue(id, &caller, wait)?;
-                s.wait_behind_writer(id, &kvs, mine, &lock, txn.revision);
-                Ok(WaitStart::Queued)
+                s.wait_in_line(id, &caller, wait, |s| {
+                    s.wait_behind_writer(id, &kvs, mine, &lock, txn.revision)
+                })
             }
             _ => {
                 s.delete_or_later(vec![key], caller.epoch)?;
@@ -345,24 +340,18 @@ impl LockStore for EtcdStore {
                 s.granted(id, &caller, Family::Shared, name, key, holders)
             }
             Some(mine) if queue => {
-                if s.closes_cycle(&caller, &key)? {
-                    return Ok(WaitStart::Deadlock);
-                }
-                s.queue(
-                    id,
-                    &caller,
-                    Wait {
-                        family: Family::Shared,
-                        name: LockName::new(name),
-                        key,
-                        created: kvs[mine].create_revision,
-                        value,
-                        lease: caller.lease,
-                        mode: Mode::Lock,
-                    },
-                )?;
-                s.wait_on_lock(id, &lock, txn.revision);
-                Ok(WaitStart::Queued)
+                let wait = Wait {
+                    family: Family::Shared,
+                    name: LockName::new(name),
+                    key,
+                    created: kvs[mine].create_revision,
+                    value,
+                    lease: caller.lease,
+                    mode: Mode::Lock,
+                };
+                s.wait_in_line(id, &caller, wait, |s| {
+                    s.wait_on_lock(id, &lock, txn.revision)
+                })
             }
             _ => {
                 s.delete_or_later(vec![key], caller.epoch)?;
