@@ -8,6 +8,8 @@
 #   using etcd's own lock recipe directly; then the ratios to the recipe.
 # "etcd req/op" is how many KV requests etcd served per counted operation
 # (from etcd's own /metrics): group commit is what brings it below 1.
+# "CPU µs/op" is the CPU time etcd's three members and the lockd processes
+# used per counted operation.
 # Needs etcd (apt-get install etcd-server). Starts a three-member etcd and
 # four lockd processes on loopback in a temp dir, stops them by PID at exit.
 #
@@ -75,20 +77,37 @@ etcd_requests() {
   echo "$total"
 }
 
-# run LABEL COMMAND...: prints the command's line plus etcd requests per op,
-# and remembers ops/s under LABEL.
+# CPU time (clock ticks) the given processes have used so far.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+# run LABEL COMMAND...: prints the command's line plus etcd requests per op
+# and the CPU etcd's members and the lockd processes used per op (µs), and
+# remembers ops/s under LABEL.
 declare -A rate
 run() {
-  local label="$1" before after line ops
+  local label="$1" before after line ops etcd0 etcd1 lockd0 lockd1
   shift
   before=$(etcd_requests)
+  etcd0=$(cpu_ticks "${pids[@]:0:3}")
+  lockd0=$(cpu_ticks "${pids[@]:3}")
   line=$("$@")
+  etcd1=$(cpu_ticks "${pids[@]:0:3}")
+  lockd1=$(cpu_ticks "${pids[@]:3}")
   after=$(etcd_requests)
   ops=$(sed -n 's/.*ops \([0-9]*\)$/\1/p' <<<"$line")
   rate[$label]=$(sed -n 's/.*, \([0-9]*\) ops\/s,.*/\1/p' <<<"$line")
-  printf '%-28s %s, etcd req/op %s\n' "$label" "$line" \
-    "$(awk -v r=$((after - before)) -v o="${ops:-0}" 'BEGIN { printf (o ? "%.2f" : "-"), (o ? r / o : 0) }')"
+  printf '%-28s %s, etcd req/op %s, CPU µs/op etcd %s lockd %s\n' "$label" "$line" \
+    "$(awk -v r=$((after - before)) -v o="${ops:-0}" 'BEGIN { printf (o ? "%.2f" : "-"), (o ? r / o : 0) }')" \
+    "$(awk -v t=$((etcd1 - etcd0)) -v o="${ops:-0}" -v hz="$hz" 'BEGIN { printf (o ? "%.0f" : "-"), (o ? t * 1e6 / hz / o : 0) }')" \
+    "$(awk -v t=$((lockd1 - lockd0)) -v o="${ops:-0}" -v hz="$hz" 'BEGIN { printf (o ? "%.0f" : "-"), (o ? t * 1e6 / hz / o : 0) }')"
 }
+hz=$(getconf CLK_TCK)
 
 three="$(IFS=,; echo "${nodes[*]}")"
 for w in W1 W2 W4; do

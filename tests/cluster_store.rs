@@ -128,6 +128,38 @@ fn waiters_on_two_nodes_are_served_first_come_first_served() {
     assert_eq!(b.token(w3.id, b"job").expect("t"), Some(t3));
 }
 
+/// A node's watch runs only while it has waiters: after a quiet spell
+/// longer than its grace period, a new waiter starts it again and still
+/// sees the release it waits for, including one made before the stream
+/// is up.
+#[test]
+fn a_waiter_after_a_quiet_spell_is_woken_by_the_release() {
+    let etcd = EtcdCluster::start();
+    let (a, b) = (node(&etcd, "a"), node(&etcd, "b"));
+    let holder = connect(&a, 1, "10.0.0.1:1");
+    let waiter = connect(&b, 1, "10.0.0.2:1");
+    for round in 0..3 {
+        // Nobody waits through b, longer than its grace period.
+        std::thread::sleep(lockd::store::etcd::watch::GRACE + Duration::from_millis(300));
+        let name = format!("quiet-{round}");
+        assert!(a.try_lock(holder.id, name.as_bytes()).expect("g").is_some());
+        assert!(matches!(
+            b.lock_or_queue(waiter.id, name.as_bytes(), true)
+                .expect("wg"),
+            WaitStart::Queued
+        ));
+        if round == 2 {
+            // Released before b's stream can be up.
+            assert!(a.release(holder.id, name.as_bytes()).expect("r"));
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(a.release(holder.id, name.as_bytes()).expect("r"));
+        }
+        exclusive_grant(&waiter);
+        assert!(b.release(waiter.id, name.as_bytes()).expect("r"));
+    }
+}
+
 #[test]
 fn a_closed_connection_releases_its_locks_for_the_other_node_at_once() {
     let etcd = EtcdCluster::start();

@@ -14,12 +14,19 @@
 //! deletes it dispatched lately, so a waiter looks again only when its
 //! delete did go by (or when the remembered ones do not reach back to its
 //! read), not whenever anything else changed meanwhile.
+//!
+//! The stream runs only while the node has waiters (and for [`GRACE`]
+//! after the last one): it costs etcd and this node one JSON event per
+//! write under the prefix, which a node whose locks are all granted at
+//! once does not need. A waiter that finds it stopped restarts it from
+//! the revision of its own read, so nothing it waits for can go by
+//! unseen.
 
 use super::client::{Client, Event, WatchMessage};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Client ids, as the store knows them.
 type Id = u64;
@@ -29,6 +36,12 @@ const REMEMBERED: usize = 4096;
 
 /// How soon a broken watch is started again.
 const RESTART: Duration = Duration::from_millis(100);
+
+/// How long the stream runs on without waiters.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// How often a stopped stream looks whether the node is stopping.
+const IDLE: Duration = Duration::from_millis(200);
 
 /// What one waiter waits for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -44,6 +57,8 @@ enum Target {
 /// The waiters of this node, by what they wait for.
 pub struct Waiters {
     inner: Mutex<Inner>,
+    /// Signalled when a waiter registers while the stream is stopped.
+    wanted: Condvar,
 }
 
 struct Inner {
@@ -55,6 +70,8 @@ struct Inner {
     deleted: VecDeque<(i64, Vec<u8>)>,
     /// Deletes up to this revision may be missing from `deleted`.
     forgotten: i64,
+    /// The stream runs (or is being started): `seen` follows it.
+    streaming: bool,
 }
 
 impl Waiters {
@@ -67,7 +84,9 @@ impl Waiters {
                 by_id: HashMap::new(),
                 deleted: VecDeque::new(),
                 forgotten: revision,
+                streaming: false,
             }),
+            wanted: Condvar::new(),
         }
     }
 
@@ -94,6 +113,15 @@ impl Waiters {
     fn register(&self, id: Id, target: Target, read_at: i64) -> bool {
         let mut inner = self.inner.lock();
         inner.remove(id);
+        if !inner.streaming && inner.by_id.is_empty() {
+            // The stream is stopped and nobody waits: it starts again
+            // right after this read, so this waiter misses nothing; older
+            // reads of waiters that come before it starts count as missed.
+            inner.seen = read_at;
+            inner.forgotten = read_at;
+            inner.deleted.clear();
+            self.wanted.notify_one();
+        }
         let wrote = matches!(target, Target::Change(_)) && read_at < inner.seen;
         let missed = wrote
             || read_at < inner.forgotten
@@ -179,8 +207,35 @@ impl Waiters {
         inner.by_id.drain().map(|(id, _)| id).collect()
     }
 
+    #[cfg(test)]
     fn seen(&self) -> i64 {
         self.inner.lock().seen
+    }
+
+    /// Blocks while nobody waits (the stream stopped), then marks the
+    /// stream running and returns the revision to start it from; `None`
+    /// once `stop` is set.
+    fn start(&self, stop: &AtomicBool) -> Option<i64> {
+        let mut inner = self.inner.lock();
+        while inner.by_id.is_empty() {
+            inner.streaming = false;
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            self.wanted.wait_for(&mut inner, IDLE);
+        }
+        inner.streaming = true;
+        Some(inner.seen + 1)
+    }
+
+    /// Whether the stream may stop: nobody has waited since `idle_since`
+    /// (set here when the last waiter left) for [`GRACE`].
+    fn idle(&self, idle_since: &mut Option<Instant>) -> bool {
+        if !self.is_empty() {
+            *idle_since = None;
+            return false;
+        }
+        idle_since.get_or_insert_with(Instant::now).elapsed() >= GRACE
     }
 }
 
@@ -207,10 +262,10 @@ impl Inner {
     }
 }
 
-/// Follows every change under `prefix` until `stop` is set, handing the
-/// waiters each delete wakes to `wake`. A broken or idle stream is started
-/// again from the next revision; if etcd compacted that away, every waiter
-/// is woken to look again.
+/// Follows every change under `prefix` while this node has waiters, until
+/// `stop` is set, handing the waiters each delete wakes to `wake`. A broken
+/// or idle stream is started again from the next revision; if etcd
+/// compacted that away, every waiter is woken to look again.
 pub fn follow(
     client: &Client,
     prefix: &[u8],
@@ -218,15 +273,16 @@ pub fn follow(
     stop: &AtomicBool,
     wake: &dyn Fn(Vec<Id>),
 ) {
-    while !stop.load(Ordering::Relaxed) {
-        let mut watch = match client.watch_prefix(prefix, waiters.seen() + 1) {
+    while let Some(from) = waiters.start(stop) {
+        let mut watch = match client.watch_prefix(prefix, from) {
             Ok(watch) => watch,
             Err(_) => {
                 std::thread::sleep(RESTART);
                 continue;
             }
         };
-        while !stop.load(Ordering::Relaxed) {
+        let mut idle_since = None;
+        while !stop.load(Ordering::Relaxed) && !waiters.idle(&mut idle_since) {
             match watch.next_message() {
                 Ok(WatchMessage::Created { .. }) => {}
                 Ok(WatchMessage::Events { revision, events }) => {
@@ -251,6 +307,13 @@ pub fn follow(
 mod tests {
     use super::*;
 
+    /// Waiters whose stream runs, having seen up to `revision`.
+    fn running(revision: i64) -> Waiters {
+        let w = Waiters::new(revision);
+        w.inner.lock().streaming = true;
+        w
+    }
+
     fn delete(key: &[u8], revision: i64) -> Event {
         Event::Delete {
             key: key.to_vec(),
@@ -260,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_delete_wakes_the_waiter_on_that_key_and_the_lock_waiters_once() {
-        let w = Waiters::new(10);
+        let w = running(10);
         assert!(!w.wait_for_key(1, b"/p/x/61/a.1", 10));
         assert!(!w.wait_for_key(2, b"/p/x/61/b.2", 10));
         assert!(!w.wait_for_lock(3, b"/p/x/61/", 10));
@@ -278,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_change_waiter_wakes_on_a_write_or_the_delete_of_its_key() {
-        let w = Waiters::new(0);
+        let w = running(0);
         assert!(!w.wait_for_change(1, b"/p/x/61/w.1", 0));
         w.wait_for_change(2, b"/p/x/61/w.1", 0);
         let put = Event::Put(crate::store::etcd::client::KeyValue {
@@ -300,7 +363,7 @@ mod tests {
 
     #[test]
     fn registering_again_replaces_the_old_target() {
-        let w = Waiters::new(0);
+        let w = running(0);
         w.wait_for_key(1, b"k1", 0);
         w.wait_for_key(1, b"k2", 0);
         assert!(w.dispatch(1, &[delete(b"k1", 1)]).is_empty());
@@ -309,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_late_waiter_looks_again_only_when_its_delete_went_by_after_its_read() {
-        let w = Waiters::new(10);
+        let w = running(10);
         w.dispatch(
             14,
             &[
@@ -339,8 +402,39 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_stream_starts_again_from_the_first_waiters_read() {
+        let w = Waiters::new(5);
+        let stop = AtomicBool::new(false);
+        // Nobody waits and the stream is stopped: the first waiter's read
+        // sets where it starts, whatever went by before.
+        assert!(!w.wait_for_key(1, b"/p/x/61/a.1", 40));
+        assert!(
+            w.wait_for_key(2, b"/p/x/61/b.1", 39),
+            "read before the start"
+        );
+        assert!(!w.wait_for_key(3, b"/p/x/61/c.1", 41));
+        assert_eq!(w.start(&stop), Some(41));
+        // Running: a new first waiter does not move it.
+        w.forget(1);
+        w.forget(2);
+        w.forget(3);
+        assert!(
+            w.wait_for_key(4, b"/p/x/61/d.1", 30),
+            "older than the stream"
+        );
+        assert_eq!(w.dispatch(45, &[delete(b"/p/x/61/d.1", 45)]), vec![4]);
+        // Idle for the grace period, it stops; the next waiter restarts it.
+        let mut since = Some(Instant::now() - GRACE);
+        assert!(w.idle(&mut since));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(w.start(&stop), None);
+        assert!(!w.wait_for_key(5, b"/p/x/61/e.1", 60));
+        assert_eq!(w.start(&stop), Some(61));
+    }
+
+    #[test]
     fn what_is_no_longer_remembered_counts_as_missed() {
-        let w = Waiters::new(0);
+        let w = running(0);
         for revision in 1..=(REMEMBERED as i64 + 10) {
             w.dispatch(revision, &[delete(b"/p/x/61/k", revision)]);
         }
