@@ -231,9 +231,14 @@ impl Session {
         self.holds.new_batch();
     }
 
-    /// Executes one line, appending its reply to `out`.
-    pub fn execute(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
-        let step = self.execute_line(line, out);
+    /// Executes one line, appending its reply to `out`. `settle` releases
+    /// what clients that hung up held (see `server::liveness`): it is
+    /// called before a command that can show other clients (see
+    /// [`Verb::sees_others`]), and by a `g` or `wg` when the lock is not
+    /// free at once (it then asks again: a refusal or a place in line may
+    /// reflect a client that has left).
+    pub fn execute(&mut self, line: &[u8], out: &mut Vec<u8>, settle: &mut dyn FnMut()) -> Step {
+        let step = self.execute_line(line, out, settle);
         if !matches!(step, Step::Done) {
             // A wait, a pause or a listing: time passes before the next
             // command.
@@ -242,7 +247,7 @@ impl Session {
         step
     }
 
-    fn execute_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+    fn execute_line(&mut self, line: &[u8], out: &mut Vec<u8>, settle: &mut dyn FnMut()) -> Step {
         let command = match protocol::parse_line(line) {
             Parsed::Empty => return Step::Done,
             Parsed::Command(command) => command,
@@ -282,7 +287,10 @@ impl Session {
             }
             return Step::Done;
         }
-        self.run(command, out)
+        if verb.sees_others() {
+            settle();
+        }
+        self.run(command, out, settle)
     }
 
     /// The event queue once this connection watches locks: the connection
@@ -314,26 +322,18 @@ impl Session {
         );
     }
 
-    fn run(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Step {
+    fn run(&mut self, command: Command<'_>, out: &mut Vec<u8>, settle: &mut dyn FnMut()) -> Step {
         let host = &*self.host;
         let table = host.store();
         let config = host.settings();
         let id = self.id;
         match command {
-            Command::Get(name) => match table.lock_or_queue(id, name.as_bytes(), false) {
-                Ok(WaitStart::Granted(_)) => {
-                    // An upgrade: the read hold became the write hold.
-                    (self.holds).released(host.metrics(), LockKind::Read, name.as_bytes());
-                    self.holds.granted(LockKind::Exclusive, name.as_bytes());
-                    status(out, 1, reply::LOCK_GET_SUCCESS, name.as_bytes())
-                }
-                Ok(WaitStart::Limit(error)) => {
-                    self.refuse(error, reply::LOCK_GET_FAILURE, name.as_bytes(), out)
-                }
-                Ok(_) => status(out, 0, reply::LOCK_GET_FAILURE, name.as_bytes()),
-                Err(e) => {
-                    let classic = Some((reply::LOCK_GET_FAILURE, name.as_bytes()));
-                    return self.failed(e, Verb::Get, classic, out);
+            Command::Get(name) => match table.lock_if_free(id, name.as_bytes()) {
+                // Granted before settling: a grant shows no other client.
+                Some(_) => self.get_granted(name.as_bytes(), out),
+                None => {
+                    settle();
+                    return self.get(name, out);
                 }
             },
             Command::Release(name) => match table.release(id, name.as_bytes()) {
@@ -499,7 +499,16 @@ impl Session {
                 );
             }
             Command::WaitGet { timeout_ms, name } => {
-                return self.start_wait(Kind::Exclusive, name, 0, timeout_ms, out)
+                // As `g`: granted at once shows nobody else.
+                if let Some(grant) = table.lock_if_free(id, name.as_bytes()) {
+                    let name = name.as_bytes();
+                    let kind = LockKind::Exclusive;
+                    (host.metrics()).observe_wait(kind, name, Outcome::Granted, Duration::ZERO);
+                    self.reply_grant(grant, name, out);
+                    return Step::Done;
+                }
+                settle();
+                return self.start_wait(Kind::Exclusive, name, 0, timeout_ms, out);
             }
             Command::WaitSharedGet {
                 timeout_ms,
@@ -581,6 +590,30 @@ impl Session {
             },
         }
         Step::Done
+    }
+
+    /// `g` once clients that hung up are settled: the store's answer
+    /// stands, a refusal by a cap counted.
+    fn get(&mut self, name: Name<'_>, out: &mut Vec<u8>) -> Step {
+        let name = name.as_bytes();
+        match self.host.store().lock_or_queue(self.id, name, false) {
+            Ok(WaitStart::Granted(_)) => self.get_granted(name, out),
+            Ok(WaitStart::Limit(error)) => self.refuse(error, reply::LOCK_GET_FAILURE, name, out),
+            Ok(_) => status(out, 0, reply::LOCK_GET_FAILURE, name),
+            Err(e) => {
+                let classic = Some((reply::LOCK_GET_FAILURE, name));
+                return self.failed(e, Verb::Get, classic, out);
+            }
+        }
+        Step::Done
+    }
+
+    /// Records and answers a granted `g`.
+    fn get_granted(&mut self, name: &[u8], out: &mut Vec<u8>) {
+        // An upgrade: the read hold became the write hold.
+        (self.holds).released(self.host.metrics(), LockKind::Read, name);
+        self.holds.granted(LockKind::Exclusive, name);
+        status(out, 1, reply::LOCK_GET_SUCCESS, name)
     }
 
     /// Starts a listing (see [`Session::list`]).

@@ -17,6 +17,30 @@ fn small() -> TestServer {
     })
 }
 
+/// Locks of clients that have just closed count against `max_locks` no
+/// more: the next `g` is granted, and nothing is counted as refused.
+#[test]
+fn locks_of_clients_that_just_closed_leave_room_under_the_cap() {
+    let server = small();
+    let mut c = server.connect2();
+    for round in 0..10 {
+        let mut holders = [server.connect(), server.connect()];
+        for (i, h) in holders.iter_mut().enumerate() {
+            for n in 0..2 {
+                let name = format!("r{round}-{i}-{n}");
+                assert_eq!(
+                    h.cmd(&format!("g {name}")),
+                    format!("1 Lock Get Success: {name}\n")
+                );
+            }
+        }
+        drop(holders);
+        assert_eq!(c.cmd("g a"), "1 Lock Get Success: a\n", "round {round}");
+        assert_eq!(c.cmd("r a"), "1 Lock Release Success: a\n");
+    }
+    assert_eq!(c.stat("refused_max_locks"), 0);
+}
+
 #[test]
 fn past_the_per_connection_cap_requests_are_refused_in_both_protocols() {
     let server = small();

@@ -45,6 +45,7 @@ on_both!(
     burst_of_closes_is_released_before_the_next_command,
     unix_close_orphans_locks,
     released_locks_are_not_orphans,
+    get_of_a_lock_whose_holder_just_closed_is_granted,
 );
 
 /// Sorts reply lines (for replies whose line order is unspecified).
@@ -1048,6 +1049,33 @@ fn unix_close_orphans_locks(kind: Kind) {
     assert_eq!(b.cmd("g x"), "1 Lock Get Success: x\n");
     assert_eq!(b.cmd("si s"), "0 Shared Lock Not Locked: s\n");
     assert_bytes(b.multi(b"who"), b"");
+}
+
+/// Orphaning: a `g` or `wg` of a lock whose holder has just closed is
+/// granted as the first command after the close. (The server grants a free
+/// lock without first looking for hang-ups, and looks when it is not free.)
+fn get_of_a_lock_whose_holder_just_closed_is_granted(kind: Kind) {
+    let server = kind.start();
+    let mut b = server.connect();
+    for round in 1..=20 {
+        let mut a = server.connect();
+        a.cmd("g x");
+        a.cmd("g y");
+        drop(a);
+        // As in q_gauges_and_counters: polled on a node (a known gap).
+        if kind.is_cluster() {
+            b.wait_for_stat("orphans", 2 * round);
+        }
+        assert_eq!(b.cmd("g x"), "1 Lock Get Success: x\n", "round {round}");
+        // `wg` answers with the grant's fencing token.
+        let granted = b.cmd("wg 0 y");
+        assert!(
+            granted.ends_with(" Lock Get Success: y\n") && !granted.starts_with('0'),
+            "round {round}: {granted:?}"
+        );
+        assert_eq!(b.cmd("r x"), "1 Lock Release Success: x\n");
+        assert_eq!(b.cmd("r y"), "1 Lock Release Success: y\n");
+    }
 }
 
 /// Orphaning: releasing with `r`/`sr` before closing is not an orphan.

@@ -438,10 +438,19 @@ fn two_nodes_closing_one_cycle_at_the_same_moment_refuse_exactly_one() {
 struct Line(std::io::BufReader<std::net::TcpStream>);
 
 impl Line {
+    /// Connects, trying again for a while: a node closing its clients
+    /// under a heavily loaded machine may be slow to accept.
     fn connect(addr: std::net::SocketAddr) -> Line {
-        Line(std::io::BufReader::new(
-            std::net::TcpStream::connect(addr).expect("connect"),
-        ))
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(stream) => return Line(std::io::BufReader::new(stream)),
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("cannot connect to the node at {addr}: {e}")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
     }
 
     /// The reply to `command`, or `None` once the node closed us.

@@ -170,6 +170,30 @@ impl Verb {
         self.index() <= Verb::Stats.index()
     }
 
+    /// Whether the reply can show another client's state whatever it is:
+    /// `false` for the verbs that read or release this client's own holds,
+    /// or touch no lock (`r`, `rr`, `sr`, `ra`, `t`, `ping`, `hello`,
+    /// `ttl`, `me`), and for `g` and `wg`, whose grant shows nobody else
+    /// (the session settles when one is not granted at once). Before a
+    /// command that can, the server releases what clients that hung up
+    /// held (see `server::liveness`).
+    pub fn sees_others(self) -> bool {
+        !matches!(
+            self,
+            Verb::Get
+                | Verb::WaitGet
+                | Verb::Release
+                | Verb::ReadRelease
+                | Verb::SharedRelease
+                | Verb::ReleaseAll
+                | Verb::Token
+                | Verb::Ping
+                | Verb::Hello
+                | Verb::Ttl
+                | Verb::Me
+        )
+    }
+
     /// True for verbs whose reply is a block of lines (terminated by an
     /// empty line on protocol 2).
     pub fn is_multi_line(self) -> bool {
@@ -401,29 +425,6 @@ fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
         Some(space) => (&line[..space], &line[space + 1..]),
         None => (line, &b""[..]),
     }
-}
-
-/// Whether the reply to `line` (without its `\n`) can show another
-/// client's state: `false` only for the verbs that read or release this
-/// client's own holds, or touch no lock (`r`, `rr`, `sr`, `ra`, `t`,
-/// `ping`, `hello`, `ttl`, `me`). Before a command that can, the server
-/// releases what clients that hung up held (see `server::liveness`).
-pub fn sees_others(line: &[u8]) -> bool {
-    let line = trim(line);
-    !matches!(
-        Verb::from_bytes(split_verb(line).0),
-        Some(
-            Verb::Release
-                | Verb::ReadRelease
-                | Verb::SharedRelease
-                | Verb::ReleaseAll
-                | Verb::Token
-                | Verb::Ping
-                | Verb::Hello
-                | Verb::Ttl
-                | Verb::Me
-        )
-    )
 }
 
 /// Parses one line (without its `\n`).
@@ -666,16 +667,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_own_hold_verbs_skip_settling() {
+    fn own_hold_verbs_and_grants_at_once_skip_settling() {
         for own in [
-            "r x", " rr x\r", "sr x", "ra", "t x", "ping", "hello 2", "ttl 5", "me",
+            "r x", " rr x\r", "sr x", "ra", "t x", "ping", "hello 2", "ttl 5", "me", "g x",
+            "wg 5 x",
         ] {
-            assert!(!sees_others(own.as_bytes()), "{own}");
+            assert!(!cmd(own.as_bytes()).verb().sees_others(), "{own}");
         }
         for other in [
-            "g x", "i x", "si x", "q", "wg 5 x", "sg x", "d", "rx", "r\tx", "",
+            "i x",
+            "si x",
+            "q",
+            "wsg 5 0 x",
+            "sg x",
+            "d",
+            "wr 5 x",
+            "who",
+            "dj",
+            "watch *",
         ] {
-            assert!(sees_others(other.as_bytes()), "{other}");
+            assert!(cmd(other.as_bytes()).verb().sees_others(), "{other}");
         }
     }
 

@@ -18,7 +18,6 @@ use super::liveness::Presence;
 use super::stream::{Shared, Socket, Stream};
 use super::{websocket, State};
 use crate::metrics::Transport;
-use crate::protocol;
 use crate::protocol::line::{Line, LineReader};
 use crate::protocol::reply;
 use crate::session::{Session, Step, Wait};
@@ -97,7 +96,7 @@ impl Conn<'_> {
     }
 
     /// Writes `out` as one block (one `write`, or one run of TLS records)
-    /// and empties it.
+    /// and empties it, keeping its room (see [`Conn::shrink_out`]).
     pub(crate) fn write_out(&self, out: &mut Vec<u8>) -> io::Result<()> {
         if out.is_empty() {
             return Ok(());
@@ -107,10 +106,18 @@ impl Conn<'_> {
             io.write_all(out).and_then(|()| io.flush())
         });
         out.clear();
-        if out.capacity() > FLUSH_AT {
+        result
+    }
+
+    /// Gives back the room a burst of output took, once the peer has sent
+    /// nothing more: while it pipelines, the buffer keeps its size, where
+    /// shrinking after each block cost a regrowth (copies, and page faults
+    /// of a fresh mapping past 128 KiB) every 64 KiB of replies. One
+    /// `FIONREAD`, only after output beyond [`FLUSH_AT`].
+    fn shrink_out(&self, out: &mut Vec<u8>) {
+        if out.capacity() > FLUSH_AT && self.socket().unread_bytes() == 0 {
             out.shrink_to(1024);
         }
-        result
     }
 
     /// Runs `send`, which writes one block of output (at most
@@ -271,7 +278,11 @@ impl Framing for Lines<'_> {
                 conn.presence.idle();
             }
             fresh = true;
-            conn.write_out(out)
+            conn.write_out(out)?;
+            if !partial {
+                conn.shrink_out(out);
+            }
+            Ok(())
         });
         let line = match line {
             Err(e) if e.kind() == ErrorKind::WouldBlock && self.clock.expired() => {
@@ -442,19 +453,21 @@ pub(crate) fn run(
                 if fresh {
                     session.fresh_input();
                 }
-                // A connection whose own peer has left serves only that
-                // peer's last commands, whose replies nobody reads: it
-                // skips the settling (in a mass close, thousands of them).
-                // So does a command that only reads or releases this
-                // client's own holds (`r` of a `g`/`r` loop): it costs a
-                // system call.
-                if fresh && !conn.presence.hung_up() && protocol::sees_others(line) {
-                    // Before serving new input, release the locks of peers
-                    // that hung up but whose threads have not run yet.
-                    let state = conn.state;
-                    state.liveness.settle(conn.presence, &|p| state.reap(p));
-                }
-                session.execute(line, &mut out)
+                // Before serving new input, release the locks of peers
+                // that hung up but whose threads have not run yet: the
+                // session settles before a command that can show them (not
+                // `r` of a `g`/`r` loop, nor a `g` granted at once:
+                // settling costs a system call). A connection whose own
+                // peer has left serves only that peer's last commands,
+                // whose replies nobody reads: it skips the settling (in a
+                // mass close, thousands of them).
+                let state = conn.state;
+                let mut settle = || {
+                    if fresh && !conn.presence.hung_up() {
+                        state.liveness.settle(conn.presence, &|p| state.reap(p));
+                    }
+                };
+                session.execute(line, &mut out, &mut settle)
             }
             Input::TooLong => {
                 session.line_too_long(&mut out);
@@ -539,8 +552,9 @@ fn watch(
                         let state = conn.state;
                         state.liveness.settle(conn.presence, &|p| state.reap(p));
                     }
-                    // A watching session never waits in line.
-                    let _ = session.execute(line, out);
+                    // A watching session never waits in line, and has
+                    // settled already.
+                    let _ = session.execute(line, out, &mut || {});
                 }
                 Input::TooLong => session.line_too_long(out),
                 Input::End => return Ok(()),

@@ -154,7 +154,7 @@ fn session(locks_lost: bool, version: u32) -> Session {
 /// driven as the connection loop does.
 fn run(session: &mut Session, line: &str) -> (String, bool) {
     let mut out = Vec::new();
-    let goes_on = match session.execute(line.as_bytes(), &mut out) {
+    let goes_on = match session.execute(line.as_bytes(), &mut out, &mut || {}) {
         Step::Close(_) => false,
         Step::List(mut listing) => loop {
             match session.list(&mut listing, &mut out, 1) {

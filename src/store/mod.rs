@@ -102,6 +102,18 @@ pub trait LockStore: Send + Sync {
         name: &[u8],
         queue: bool,
     ) -> Result<WaitStart, StoreError>;
+    /// `g` tried before the server has released the locks of clients that
+    /// hung up: the write lock's grant if it can be given at once, `None`
+    /// otherwise (busy, refused by a cap, or a store that cannot tell
+    /// without side effects). Nothing but a grant may change, and a refusal
+    /// is neither counted nor logged: the caller releases what clients that
+    /// hung up held and then asks [`LockStore::lock_or_queue`], whose
+    /// answer stands. A grant needs no such settling, since it shows
+    /// nothing of any other client. The default always says `None`.
+    fn lock_if_free(&self, id: ClientId, name: &[u8]) -> Option<Grant> {
+        let _ = (id, name);
+        None
+    }
     /// `r`: `true` if this client held the write lock.
     fn release(&self, id: ClientId, name: &[u8]) -> Result<bool, StoreError>;
     /// `wr`: a read hold, or a place in line when `queue` is set.

@@ -12,8 +12,11 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::fmt;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// A failure talking to etcd.
 #[derive(Clone, Debug)]
@@ -368,21 +371,55 @@ pub struct Client {
     current: AtomicUsize,
 }
 
+/// Resolves member addresses written as `IP:port` without a lookup, and
+/// hands host names to ureq's default resolver. That one, given a
+/// timeout, starts a thread for every request to look the host up, even
+/// when a pooled connection then carries the request: a thread per etcd
+/// round trip. (`ureq::unversioned` is ureq's API for this; Cargo.lock
+/// pins the version it was written against.)
+#[derive(Debug, Default)]
+struct Literal(DefaultResolver);
+
+impl Resolver for Literal {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match uri.authority().map(|a| a.as_str().parse::<SocketAddr>()) {
+            Some(Ok(addr)) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            _ => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+/// An agent with `config` that resolves through [`Literal`].
+fn agent(config: ureq::config::Config) -> ureq::Agent {
+    ureq::Agent::with_parts(config, DefaultConnector::default(), Literal::default())
+}
+
 impl Client {
     /// A client of the given members. Nothing is sent yet.
     pub fn new(config: &ClientConfig) -> Client {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.request_timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let watch_agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(config.request_timeout))
-            .timeout_recv_response(Some(config.request_timeout))
-            .timeout_per_read(Some(config.watch_idle))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = agent(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(config.request_timeout))
+                .http_status_as_error(false)
+                .build(),
+        );
+        let watch_agent = self::agent(
+            ureq::Agent::config_builder()
+                .timeout_connect(Some(config.request_timeout))
+                .timeout_recv_response(Some(config.request_timeout))
+                .timeout_per_read(Some(config.watch_idle))
+                .http_status_as_error(false)
+                .build(),
+        );
         Client {
             agent,
             watch_agent,

@@ -8,8 +8,9 @@
 //! names and dropped when it shrinks below [`DROP_BELOW`], so a table that
 //! hovers near the threshold does not rebuild it over and over.
 
+use super::NameMap;
 use crate::name::LockName;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 /// Entries a listing copies per acquisition of the table's lock.
@@ -30,7 +31,7 @@ pub(super) struct Index {
 
 impl Index {
     /// `map` just gained `name`.
-    pub(super) fn inserted<V>(&mut self, map: &HashMap<LockName, V>, name: &LockName) {
+    pub(super) fn inserted<V>(&mut self, map: &NameMap<V>, name: &LockName) {
         match &mut self.sorted {
             Some(sorted) => {
                 sorted.insert(name.clone());
@@ -41,7 +42,7 @@ impl Index {
     }
 
     /// `map` just lost `name`.
-    pub(super) fn removed<V>(&mut self, map: &HashMap<LockName, V>, name: &[u8]) {
+    pub(super) fn removed<V>(&mut self, map: &NameMap<V>, name: &[u8]) {
         if let Some(sorted) = &mut self.sorted {
             sorted.remove(name);
             if map.len() < DROP_BELOW {
@@ -62,7 +63,7 @@ impl Index {
     /// after, or `None` when this page reached the end.
     pub(super) fn page<'a, V>(
         &self,
-        map: &'a HashMap<LockName, V>,
+        map: &'a NameMap<V>,
         after: Option<&[u8]>,
     ) -> (Vec<&'a V>, Option<LockName>) {
         let Some(sorted) = &self.sorted else {

@@ -261,10 +261,16 @@ impl Client {
     }
 }
 
+/// A map of lock names, keyed by std's SipHash (names are chosen by
+/// clients). hashbrown's rather than std's, for its raw entries: the hot
+/// paths of `g` and `r` hash a name once for both the lookup and the
+/// insert or removal that follows (see [`Inner::name_hash`]).
+type NameMap<V> = hashbrown::HashMap<LockName, V, std::hash::RandomState>;
+
 struct Inner {
     /// The exclusive namespace: writers, readers and their lines.
-    locks: HashMap<LockName, rw::Lock>,
-    shared: HashMap<LockName, shared::Shared>,
+    locks: NameMap<rw::Lock>,
+    shared: NameMap<shared::Shared>,
     /// `locks` in name order, while it is big.
     lock_index: Index,
     /// `shared` in name order, while it is big.
@@ -296,8 +302,8 @@ impl Table {
         Table {
             limits: LimitLog::new(limits),
             inner: RwLock::new(Inner {
-                locks: HashMap::new(),
-                shared: HashMap::new(),
+                locks: NameMap::default(),
+                shared: NameMap::default(),
                 lock_index: Index::default(),
                 shared_index: Index::default(),
                 clients: HashMap::default(),
@@ -380,6 +386,15 @@ impl LockStore for Table {
     ) -> Result<WaitStart, StoreError> {
         let start = self.inner.write().lock(id, name, queue);
         Ok(self.counted(start))
+    }
+
+    /// `g` before settling: the grant if the name is free for `id`; a
+    /// refusal by a cap is left for [`LockStore::lock_or_queue`] to count.
+    fn lock_if_free(&self, id: ClientId, name: &[u8]) -> Option<Grant> {
+        match self.inner.write().lock(id, name, false) {
+            WaitStart::Granted(grant) => Some(grant),
+            _ => None,
+        }
     }
 
     /// `r`: releases the write lock if this client holds it, handing the

@@ -10,7 +10,9 @@
 use super::watch::{Event, HoldKind};
 use super::{ClientId, ExclusiveView, Grant, Held, Holders, Inner, ReadView, WaitStart, Waiting};
 use crate::name::LockName;
+use hashbrown::hash_map::RawEntryMut;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 
 /// The holder of the write lock.
 #[derive(Clone, Copy)]
@@ -81,6 +83,12 @@ impl Lock {
 }
 
 impl Inner {
+    /// The hash of `name` in [`Inner::locks`], computed once for a lookup
+    /// and the insert or removal that follows.
+    fn name_hash(&self, name: &[u8]) -> u64 {
+        self.locks.hasher().hash_one(name)
+    }
+
     /// The lock named `name`, created (with the one copy of the name) if
     /// there is none.
     fn lock_entry(&mut self, name: &[u8]) -> &mut Lock {
@@ -95,8 +103,10 @@ impl Inner {
 
     /// `g` and `wg`.
     pub(super) fn lock(&mut self, id: ClientId, name: &[u8], queue: bool) -> WaitStart {
-        let Some(lock) = self.locks.get(name) else {
-            return self.lock_free_name(id, name);
+        let hash = self.name_hash(name);
+        let found = self.locks.raw_entry().from_key_hashed_nocheck(hash, name);
+        let Some((_, lock)) = found else {
+            return self.lock_free_name(id, name, hash);
         };
         if let Some(writer) = lock.writer.filter(|w| w.id == id) {
             return WaitStart::Granted(Grant::Exclusive {
@@ -147,7 +157,7 @@ impl Inner {
     /// `g`/`wg` of a name nobody holds or waits for, the common case: one
     /// lookup (already done) and one insert, which makes the name's only
     /// copy.
-    fn lock_free_name(&mut self, id: ClientId, name: &[u8]) -> WaitStart {
+    fn lock_free_name(&mut self, id: ClientId, name: &[u8], hash: u64) -> WaitStart {
         if let Err(error) = self.may_hold(id, true) {
             return WaitStart::Limit(error);
         }
@@ -157,7 +167,11 @@ impl Inner {
         let key = LockName::from(name);
         let mut lock = Lock::new(key.clone());
         lock.writer = Some(Writer { id, token });
-        self.locks.insert(key.clone(), lock);
+        // Vacant: the lookup in `lock` found nothing.
+        let entry = (self.locks.raw_entry_mut()).from_key_hashed_nocheck(hash, name);
+        if let RawEntryMut::Vacant(free) = entry {
+            free.insert_hashed_nocheck(hash, key.clone(), lock);
+        }
         self.lock_index.inserted(&self.locks, &key);
         self.grants += 1;
         self.write_held += 1;
@@ -248,20 +262,26 @@ impl Inner {
 
     /// `r` (and orphaning): releases the write lock if `id` holds it.
     pub(super) fn release_write(&mut self, id: ClientId, name: &[u8], cause: Event) -> bool {
-        let Some(lock) = self.locks.get_mut(name) else {
+        let hash = self.name_hash(name);
+        let RawEntryMut::Occupied(mut entry) =
+            (self.locks.raw_entry_mut()).from_key_hashed_nocheck(hash, name)
+        else {
             return false;
         };
+        let lock = entry.get_mut();
         let Some(writer) = lock.writer.filter(|w| w.id == id) else {
             return false;
         };
         lock.writer = None;
         let held = Held(lock.name.clone());
         let free = lock.readers.is_empty() && lock.line.is_empty();
+        if free {
+            // Nobody to serve: drop the entry with no further lookup.
+            entry.remove();
+        }
         self.write_held -= 1;
         self.emit(cause, HoldKind::Exclusive, writer.token, id, &held.0);
         if free {
-            // Nobody to serve: drop the entry with no further lookup.
-            self.locks.remove(name);
             self.lock_index.removed(&self.locks, name);
             if let Some(client) = self.clients.get_mut(&id) {
                 client.exclusive.remove(&held);
