@@ -189,6 +189,29 @@ struct Wait {
     mode: Mode,
 }
 
+impl Wait {
+    /// A wait for the family's lock (`wg`, `wsg`) with `key`, whose create
+    /// revision is `created`.
+    fn for_lock(
+        family: Family,
+        name: &[u8],
+        key: Vec<u8>,
+        created: i64,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Wait {
+        Wait {
+            family,
+            name: LockName::new(name),
+            key,
+            created,
+            value,
+            lease,
+            mode: Mode::Lock,
+        }
+    }
+}
+
 /// What a wait is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {

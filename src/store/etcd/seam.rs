@@ -141,15 +141,9 @@ impl LockStore for EtcdStore {
                 s.granted(id, &caller, Family::Exclusive, name, key, token)
             }
             Some(mine) if queue => {
-                let wait = Wait {
-                    family: Family::Exclusive,
-                    name: LockName::new(name),
-                    key,
-                    created: kvs[mine].create_revision,
-                    value,
-                    lease: caller.lease,
-                    mode: Mode::Lock,
-                };
+                let created = kvs[mine].create_revision;
+                let wait =
+                    Wait::for_lock(Family::Exclusive, name, key, created, value, caller.lease);
                 s.wait_in_line(id, &caller, wait, |s| {
                     s.wait_behind(id, &kvs[mine - 1].key, revision)
                 })
@@ -340,15 +334,8 @@ impl LockStore for EtcdStore {
                 s.granted(id, &caller, Family::Shared, name, key, holders)
             }
             Some(mine) if queue => {
-                let wait = Wait {
-                    family: Family::Shared,
-                    name: LockName::new(name),
-                    key,
-                    created: kvs[mine].create_revision,
-                    value,
-                    lease: caller.lease,
-                    mode: Mode::Lock,
-                };
+                let created = kvs[mine].create_revision;
+                let wait = Wait::for_lock(Family::Shared, name, key, created, value, caller.lease);
                 s.wait_in_line(id, &caller, wait, |s| {
                     s.wait_on_lock(id, &lock, txn.revision)
                 })
