@@ -161,17 +161,8 @@ impl Committer {
             success: success.to_vec(),
             failure: failure.to_vec(),
         };
-        let (units, alone) = self.units(&txn);
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let pending = Pending {
-            stamps: self.stamps(&txn),
-            slot: 0,
-            bytes: estimate(&txn),
-            txn,
-            units,
-            alone,
-            reply,
-        };
+        let pending = self.pending(txn, reply);
         let stopped = || EtcdError::Protocol("the node's etcd committer has stopped".into());
         {
             let mut state = self.queue.0.state.lock();
@@ -191,6 +182,20 @@ impl Committer {
             transactions: c.transactions.load(Ordering::Relaxed),
             commands: c.commands.load(Ordering::Relaxed),
             largest: c.largest.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `txn` waiting to be sent, its answer to go to `reply`.
+    fn pending(&self, txn: Txn, reply: Sender<Result<TxnResult, EtcdError>>) -> Pending {
+        let (units, alone) = self.units(&txn);
+        Pending {
+            stamps: self.stamps(&txn),
+            slot: 0,
+            bytes: estimate(&txn),
+            txn,
+            units,
+            alone,
+            reply,
         }
     }
 
@@ -512,16 +517,7 @@ mod tests {
     }
 
     fn pending(c: &Committer, txn: Txn) -> Pending {
-        let (units, alone) = c.units(&txn);
-        Pending {
-            stamps: c.stamps(&txn),
-            slot: 0,
-            bytes: estimate(&txn),
-            txn,
-            units,
-            alone,
-            reply: crossbeam_channel::bounded(1).0,
-        }
+        c.pending(txn, crossbeam_channel::bounded(1).0)
     }
 
     use crate::store::etcd::client::Order;

@@ -498,6 +498,30 @@ impl Shared {
         self.layout.entry(family, name, &caller.owner, seq)
     }
 
+    /// Puts a new key of the caller's with `value` at the end of
+    /// `family`'s line of `name`, and reads the line in the same
+    /// transaction (group-committed): the key, the revision of the read,
+    /// and the line, the new key in its place.
+    fn join_line(
+        &self,
+        caller: &Caller,
+        family: Family,
+        name: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(Vec<u8>, i64, Vec<KeyValue>), StoreError> {
+        let key = self.new_key(family, name, caller);
+        let put = Op::Put {
+            key: key.clone(),
+            value,
+            lease: caller.lease,
+        };
+        let line = Range::prefix(&self.layout.lock(family, name), Order::Created);
+        let written = self.commit.txn(&[], &[put, Op::Range(line)], &[]);
+        let txn = self.written(&key, caller, written)?;
+        let kvs = ranged(&txn.results, 1);
+        Ok((key, txn.revision, kvs))
+    }
+
     /// The token of a lock the client holds; fails once its locks can no
     /// longer be vouched for.
     fn held_token(&self, id: ClientId, name: &[u8]) -> Result<Option<u64>, StoreError> {

@@ -95,23 +95,18 @@ impl LockStore for EtcdStore {
             return self.upgrade(id, name, key, queue);
         }
         let caller = s.caller(id)?;
-        let lock = s.layout.lock(Family::Exclusive, name);
-        let key = s.new_key(Family::Exclusive, name, &caller);
         let value = keys::value(0, &caller.default);
-        let put = Op::Put {
-            key: key.clone(),
-            value: value.clone(),
-            lease: caller.lease,
-        };
-        let line = Range::prefix(&lock, Order::Created);
-        let (revision, kvs) = if queue {
-            let txn = s.written(
-                &key,
-                &caller,
-                s.commit.txn(&[], &[put, Op::Range(line)], &[]),
-            )?;
-            (txn.revision, ranged(&txn.results, 1))
+        let (key, revision, kvs) = if queue {
+            s.join_line(&caller, Family::Exclusive, name, value.clone())?
         } else {
+            let lock = s.layout.lock(Family::Exclusive, name);
+            let key = s.new_key(Family::Exclusive, name, &caller);
+            let put = Op::Put {
+                key: key.clone(),
+                value: value.clone(),
+                lease: caller.lease,
+            };
+            let line = Range::prefix(&lock, Order::Created);
             // Put only if the line is empty; else read its head, which is
             // this very key when an earlier try was applied but its answer
             // lost (the client then retried on another member).
@@ -133,7 +128,7 @@ impl LockStore for EtcdStore {
                     keys::token(txn.revision, txn.slot),
                 );
             }
-            (txn.revision, ranged(&txn.results, 0))
+            (key, txn.revision, ranged(&txn.results, 0))
         };
         match kvs.iter().position(|kv| kv.key == key) {
             Some(0) => {
@@ -189,18 +184,8 @@ impl LockStore for EtcdStore {
             });
         }
         let caller = s.caller(id)?;
-        let key = s.new_key(Family::Exclusive, name, &caller);
-        let put = Op::Put {
-            key: key.clone(),
-            value: keys::claim_value(Claim::Read, &caller.default),
-            lease: caller.lease,
-        };
-        let txn = s.written(
-            &key,
-            &caller,
-            s.client.txn(&[], &[put, Op::Range(line)], &[]),
-        )?;
-        let kvs = ranged(&txn.results, 1);
+        let value = keys::claim_value(Claim::Read, &caller.default);
+        let (key, revision, kvs) = s.join_line(&caller, Family::Exclusive, name, value)?;
         let status = statuses(&kvs);
         match kvs.iter().position(|kv| kv.key == key) {
             Some(mine) if status[mine].holds() => {
@@ -224,7 +209,7 @@ impl LockStore for EtcdStore {
                     lease: caller.lease,
                 };
                 s.wait_in_line(id, &caller, wait, |s| {
-                    s.wait_behind_writer(id, &kvs, mine, &lock, txn.revision)
+                    s.wait_behind_writer(id, &kvs, mine, &lock, revision)
                 })
             }
             _ => {
@@ -314,19 +299,8 @@ impl LockStore for EtcdStore {
             return Ok(WaitStart::Granted(Grant::Shared { holders }));
         }
         let caller = s.caller(id)?;
-        let key = s.new_key(Family::Shared, name, &caller);
         let value = keys::value(limit, &caller.default);
-        let put = Op::Put {
-            key: key.clone(),
-            value: value.clone(),
-            lease: caller.lease,
-        };
-        let txn = s.written(
-            &key,
-            &caller,
-            s.commit.txn(&[], &[put, Op::Range(line)], &[]),
-        )?;
-        let kvs = ranged(&txn.results, 1);
+        let (key, revision, kvs) = s.join_line(&caller, Family::Shared, name, value.clone())?;
         let holds = holding(&kvs);
         match kvs.iter().position(|kv| kv.key == key) {
             Some(mine) if holds[mine] => {
@@ -336,9 +310,7 @@ impl LockStore for EtcdStore {
             Some(mine) if queue => {
                 let created = kvs[mine].create_revision;
                 let wait = Wait::for_lock(Family::Shared, name, key, created, value, caller.lease);
-                s.wait_in_line(id, &caller, wait, |s| {
-                    s.wait_on_lock(id, &lock, txn.revision)
-                })
+                s.wait_in_line(id, &caller, wait, |s| s.wait_on_lock(id, &lock, revision))
             }
             _ => {
                 s.delete_or_later(vec![key], caller.epoch)?;
