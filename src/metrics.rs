@@ -589,33 +589,66 @@ pub struct Let {
     pub held: Duration,
 }
 
+impl HoldRecord {
+    /// A hold of `name` begins now, unless the connection has it already
+    /// (a second grant of a lock it holds is no new hold).
+    #[inline]
+    fn begin(&mut self, kind: LockKind, name: &[u8], clock: &mut Option<(Instant, u32)>) {
+        if let Entry::Vacant(free) = self.since[kind as usize].entry(HeldName::new(name)) {
+            free.insert(now(clock));
+            self.grants[kind as usize] += 1;
+        }
+    }
+
+    /// The hold of `name` ends now: it goes into this connection's
+    /// histogram, and how long it lasted comes back for the per-lock
+    /// series, which are observed once the record is unlocked.
+    #[inline]
+    fn end(
+        &mut self,
+        kind: LockKind,
+        name: &[u8],
+        clock: &mut Option<(Instant, u32)>,
+    ) -> Option<Duration> {
+        let since = &mut self.since[kind as usize];
+        // `g` asks whether a read hold became the write hold: usually
+        // there is none, and no name to hash.
+        if since.is_empty() {
+            return None;
+        }
+        let since = since.remove(name)?;
+        let held = now(clock).saturating_duration_since(since);
+        self.held[kind as usize].observe(held);
+        Some(held)
+    }
+}
+
 impl Holds {
     /// The connection got `name` (a second grant of a lock it holds
     /// already is no new hold).
     pub fn granted(&mut self, kind: LockKind, name: &[u8]) {
+        self.times.0.lock().begin(kind, name, &mut self.clock);
+    }
+
+    /// The connection got the write lock `name`: a read hold it had of
+    /// the name, if any, became the write hold. One acquisition of the
+    /// record for both (a `g` took two).
+    pub fn granted_write(&mut self, metrics: &Metrics, name: &[u8]) {
         let mut record = self.times.0.lock();
-        if let Entry::Vacant(free) = record.since[kind as usize].entry(HeldName::new(name)) {
-            free.insert(now(&mut self.clock));
-            record.grants[kind as usize] += 1;
+        let upgraded = record.end(LockKind::Read, name, &mut self.clock);
+        record.begin(LockKind::Exclusive, name, &mut self.clock);
+        drop(record);
+        if let Some(held) = upgraded {
+            metrics.observe_selected_hold(LockKind::Read, name, held);
         }
     }
 
     /// The connection released `name`.
     pub fn released(&mut self, metrics: &Metrics, kind: LockKind, name: &[u8]) {
-        let mut record = self.times.0.lock();
-        let since = &mut record.since[kind as usize];
-        // `g` asks whether a read hold became the write hold: usually
-        // there is none, and no name to hash.
-        if since.is_empty() {
-            return;
+        let ended = self.times.0.lock().end(kind, name, &mut self.clock);
+        if let Some(held) = ended {
+            metrics.observe_selected_hold(kind, name, held);
         }
-        let Some((name, since)) = since.remove_entry(name) else {
-            return;
-        };
-        let held = now(&mut self.clock).saturating_duration_since(since);
-        record.held[kind as usize].observe(held);
-        drop(record);
-        metrics.observe_selected_hold(kind, name.as_bytes(), held);
     }
 
     /// Commands that come next are a new batch (fresh input from the

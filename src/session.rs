@@ -610,9 +610,7 @@ impl Session {
 
     /// Records and answers a granted `g`.
     fn get_granted(&mut self, name: &[u8], out: &mut Vec<u8>) {
-        // An upgrade: the read hold became the write hold.
-        (self.holds).released(self.host.metrics(), LockKind::Read, name);
-        self.holds.granted(LockKind::Exclusive, name);
+        self.holds.granted_write(self.host.metrics(), name);
         status(out, 1, reply::LOCK_GET_SUCCESS, name)
     }
 
@@ -775,10 +773,10 @@ impl Session {
             Grant::Shared { .. } => LockKind::Shared,
         };
         if kind == LockKind::Exclusive {
-            // An upgrade: the read hold became the write hold.
-            (self.holds).released(self.host.metrics(), LockKind::Read, name);
+            self.holds.granted_write(self.host.metrics(), name);
+        } else {
+            self.holds.granted(kind, name);
         }
-        self.holds.granted(kind, name);
         match grant {
             Grant::Exclusive { token } => status(out, token, reply::LOCK_GET_SUCCESS, name),
             Grant::Read { readers } => status(out, readers as u64, reply::READ_GET_SUCCESS, name),
