@@ -102,7 +102,13 @@ pub const LINE_TOO_LONG: &str = "line too long";
 
 /// Appends `N TEXT: NAME\n`.
 pub fn status(out: &mut Vec<u8>, n: u64, text: &str, name: &[u8]) {
-    push_number(out, n);
+    // One reservation for the whole line; the count is almost always 0 or
+    // 1 (a classic `g` or `r`), a single digit.
+    out.reserve(text.len() + name.len() + 24);
+    match n {
+        0..=9 => out.push(b'0' + n as u8),
+        _ => push_number(out, n),
+    }
     out.push(b' ');
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b": ");
