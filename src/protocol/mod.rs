@@ -427,17 +427,55 @@ fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// The verb and the rest after its space, in one pass, of a line that is
+/// its own trimmed and normalised form: printable ASCII words separated by
+/// single spaces, the line of almost every client. `None` for any other
+/// line (empty, spaces at either end or in a row, other whitespace,
+/// control bytes, non-ASCII), which takes the general path.
+fn split_plain(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    if matches!(line.first(), None | Some(b' ')) || line.last() == Some(&b' ') {
+        return None;
+    }
+    let mut space = None;
+    let mut after_space = false;
+    for (i, &b) in line.iter().enumerate() {
+        match b {
+            b' ' if after_space => return None,
+            b' ' => {
+                after_space = true;
+                space.get_or_insert(i);
+            }
+            0x21..=0x7e => after_space = false,
+            _ => return None,
+        }
+    }
+    Some(match space {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &[]),
+    })
+}
+
 /// Parses one line (without its `\n`).
 pub fn parse_line(line: &[u8]) -> Parsed<'_> {
-    let line = trim(line);
-    if line.is_empty() {
-        return Parsed::Empty;
-    }
-    let (verb, rest) = split_verb(line);
+    let (verb, rest, plain) = match split_plain(line) {
+        Some((verb, rest)) => (verb, rest, true),
+        None => {
+            let line = trim(line);
+            if line.is_empty() {
+                return Parsed::Empty;
+            }
+            let (verb, rest) = split_verb(line);
+            (verb, rest, false)
+        }
+    };
     let Some(verb) = Verb::from_bytes(verb) else {
         return Parsed::Unknown;
     };
-    let arg = normalized(rest);
+    let arg = if plain {
+        Cow::Borrowed(rest)
+    } else {
+        normalized(rest)
+    };
     let command = match verb {
         Verb::Get => Command::Get(Name(arg)),
         Verb::Release => Command::Release(Name(arg)),
@@ -887,6 +925,35 @@ mod tests {
             );
             assert_eq!(trim(&once), &once[..]);
             let _ = parse_line(&line);
+        }
+    }
+
+    #[test]
+    fn plain_lines_split_as_trimming_and_normalising_would() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let alphabet: &[&[u8]] = &[
+            b" ", b"  ", b"\t", b"\x0b", b"g", b"r", b"wg", b"10", b"-", b"\0", b"\x7f", b"\xff",
+            "\u{a0}".as_bytes(),
+        ];
+        for _ in 0..5000 {
+            let mut line = Vec::new();
+            for _ in 0..(seed % 8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                line.extend_from_slice(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let Some((verb, rest)) = split_plain(&line) else {
+                continue;
+            };
+            let (slow_verb, slow_rest) = split_verb(trim(&line));
+            assert_eq!((verb, rest), (slow_verb, slow_rest), "{:?}", line.escape_ascii().to_string());
+            assert_eq!(normalized(rest), Cow::Borrowed(rest));
+        }
+        assert_eq!(split_plain(b"g bench-W3"), Some((&b"g"[..], &b"bench-W3"[..])));
+        assert_eq!(split_plain(b"wg 10 a b"), Some((&b"wg"[..], &b"10 a b"[..])));
+        for line in [&b""[..], b" g a", b"g a ", b"g  a", b"g\ta", b"g \xff", b"g a\0"] {
+            assert_eq!(split_plain(line), None, "{:?}", line.escape_ascii().to_string());
         }
     }
 }
