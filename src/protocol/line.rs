@@ -78,10 +78,7 @@ impl<R: Read> LineReader<R> {
         mut before_block: impl FnMut(bool) -> io::Result<()>,
     ) -> io::Result<Line<'_>> {
         loop {
-            if let Some(pos) = self.buf[self.scanned..self.end]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
+            if let Some(pos) = find_newline(&self.buf[self.scanned..self.end]) {
                 let line_start = self.start;
                 let line_end = self.scanned + pos;
                 self.start = line_end + 1;
@@ -144,6 +141,29 @@ impl<R: Read> LineReader<R> {
             }
         }
     }
+}
+
+/// The position of the first `\n` in `bytes`, eight bytes at a time (a
+/// pipelined batch holds thousands of short lines).
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
+        // A byte of `x` is zero where the word holds a `\n`; the lowest
+        // flagged byte is exact (a false flag can only follow a true one).
+        let x = word ^ NEWLINES;
+        let flagged = x.wrapping_sub(ONES) & !x & HIGHS;
+        if flagged != 0 {
+            return Some(offset + (flagged.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    let rest = words.remainder().iter().position(|&b| b == b'\n');
+    rest.map(|i| offset + i)
 }
 
 #[cfg(test)]
@@ -216,5 +236,24 @@ mod tests {
             reader.next_line(|_| Ok(())).expect("read"),
             Line::Complete(b"ok")
         );
+    }
+
+    #[test]
+    fn newlines_are_found_where_a_byte_scan_finds_them() {
+        let mut seed: u64 = 0x853c_49e6_748f_ea9b;
+        let alphabet = [b'\n', b'\x0b', b'\x09', b'\x8a', b'\0', b'\xff', b'\x01', b'a'];
+        for _ in 0..5000 {
+            let mut bytes = Vec::new();
+            for _ in 0..(seed % 40) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly no newline, so that some words hold none.
+                let i = (seed % (alphabet.len() as u64 * 4)) as usize;
+                bytes.push(alphabet.get(i).copied().unwrap_or(b'x'));
+            }
+            let expected = bytes.iter().position(|&b| b == b'\n');
+            assert_eq!(find_newline(&bytes), expected, "{:?}", bytes.escape_ascii().to_string());
+        }
     }
 }
