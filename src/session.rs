@@ -142,6 +142,8 @@ pub struct Session {
     watcher: Option<Watcher>,
     holds: Holds,
     registered: Option<Box<[u8]>>,
+    /// `--verbose`, read once: every command asks.
+    verbose: bool,
 }
 
 impl Session {
@@ -152,6 +154,7 @@ impl Session {
         let holds = host.metrics().holds(name.as_bytes());
         Session {
             authenticated: host.settings().auth_secret.is_none(),
+            verbose: host.settings().verbose,
             auth_failures: 0,
             host,
             id,
@@ -850,7 +853,7 @@ impl Session {
     /// included), every unknown verb (a bare secret is one), and every line
     /// after a failed `auth` until one succeeds are logged by length only.
     fn log_line(&self, line: &[u8], verb: Option<Verb>) {
-        if !self.host.settings().verbose {
+        if !self.verbose {
             return;
         }
         let line = protocol::trim(line);

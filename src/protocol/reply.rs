@@ -100,7 +100,9 @@ pub fn watch_event(out: &mut Vec<u8>, event: &str, kind: &str, n: u64, holder: &
 /// Text of the protocol-2 error for an over-long line.
 pub const LINE_TOO_LONG: &str = "line too long";
 
-/// Appends `N TEXT: NAME\n`.
+/// Appends `N TEXT: NAME\n`. Inlined: each caller's `TEXT` is a constant,
+/// so only the name is copied by a call to `memcpy`.
+#[inline(always)]
 pub fn status(out: &mut Vec<u8>, n: u64, text: &str, name: &[u8]) {
     // One reservation for the whole line; the count is almost always 0 or
     // 1 (a classic `g` or `r`), a single digit.
