@@ -432,27 +432,65 @@ fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
 /// single spaces, the line of almost every client. `None` for any other
 /// line (empty, spaces at either end or in a row, other whitespace,
 /// control bytes, non-ASCII), which takes the general path.
+///
+/// Eight bytes at a time: a word is refused when a byte is outside
+/// `0x20..=0x7e` or a space follows a space (across words too).
 fn split_plain(line: &[u8]) -> Option<(&[u8], &[u8])> {
     if matches!(line.first(), None | Some(b' ')) || line.last() == Some(&b' ') {
         return None;
     }
-    let mut space = None;
+    let mut first_space = None;
     let mut after_space = false;
-    for (i, &b) in line.iter().enumerate() {
-        match b {
-            b' ' if after_space => return None,
-            b' ' => {
-                after_space = true;
-                space.get_or_insert(i);
-            }
-            0x21..=0x7e => after_space = false,
-            _ => return None,
+    let mut at = 0;
+    while at < line.len() {
+        let spaces = plain_word_spaces(word_at(line, at))?;
+        // Flags sit in the high bit of each byte, the first byte lowest.
+        if spaces & (spaces << 8) != 0 || (after_space && spaces & 0x80 != 0) {
+            return None;
         }
+        if first_space.is_none() && spaces != 0 {
+            first_space = Some(at + (spaces.trailing_zeros() / 8) as usize);
+        }
+        after_space = spaces >> 56 != 0;
+        at += 8;
     }
-    Some(match space {
+    Some(match first_space {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, &[]),
     })
+}
+
+/// The eight bytes of `line` from `at`, little-endian; past its end,
+/// padded with a letter (which changes nothing in [`split_plain`]).
+fn word_at(line: &[u8], at: usize) -> u64 {
+    if let Some(word) = line.get(at..at + 8) {
+        return u64::from_le_bytes(word.try_into().expect("eight bytes"));
+    }
+    let mut word = [b'a'; 8];
+    for (to, &b) in word.iter_mut().zip(&line[at..]) {
+        *to = b;
+    }
+    u64::from_le_bytes(word)
+}
+
+/// The spaces of eight line bytes, flagged in the high bit of each byte,
+/// or `None` if a byte is not printable ASCII (`0x20..=0x7e`).
+fn plain_word_spaces(word: u64) -> Option<u64> {
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LOWS: u64 = !HIGHS;
+    if word & HIGHS != 0 {
+        return None;
+    }
+    // Every byte is below 0x80 now, so no sum below carries into the next
+    // byte: + 0x60 reaches the high bit from 0x20 up, + 0x01 only at 0x7f.
+    let control = !word.wrapping_add(u64::from_ne_bytes([0x60; 8])) & HIGHS;
+    let delete = word.wrapping_add(u64::from_ne_bytes([0x01; 8])) & HIGHS;
+    if control | delete != 0 {
+        return None;
+    }
+    // A byte of `x` is zero exactly where the word holds a space.
+    let x = word ^ u64::from_ne_bytes([b' '; 8]);
+    Some(!((x & LOWS).wrapping_add(LOWS) | x) & HIGHS)
 }
 
 /// Parses one line (without its `\n`).
@@ -933,16 +971,22 @@ mod tests {
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         let alphabet: &[&[u8]] = &[
             b" ", b"  ", b"\t", b"\x0b", b"g", b"r", b"wg", b"10", b"-", b"\0", b"\x7f", b"\xff",
-            "\u{a0}".as_bytes(),
+            b"\x1f", b"~", b"\x80", b"bench-W3", "\u{a0}".as_bytes(),
         ];
         for _ in 0..5000 {
             let mut line = Vec::new();
-            for _ in 0..(seed % 8) {
+            for _ in 0..(seed % 10) {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 line.extend_from_slice(alphabet[(seed % alphabet.len() as u64) as usize]);
             }
+            let plain = !line.is_empty()
+                && line[0] != b' '
+                && line[line.len() - 1] != b' '
+                && line.iter().all(|b| (0x20..=0x7e).contains(b))
+                && !line.windows(2).any(|w| w == b"  ");
+            assert_eq!(split_plain(&line).is_some(), plain, "{:?}", line.escape_ascii().to_string());
             let Some((verb, rest)) = split_plain(&line) else {
                 continue;
             };
