@@ -36,6 +36,19 @@ impl LockName {
         self.0.as_ptr() as usize
     }
 
+    /// Makes this name `bytes` in place when nothing else shares its buffer
+    /// and the lengths match (no allocation); `false`, unchanged, if not.
+    #[cfg(feature = "server")]
+    pub(crate) fn refill(&mut self, bytes: &[u8]) -> bool {
+        match Arc::get_mut(&mut self.0) {
+            Some(buf) if buf.len() == bytes.len() => {
+                buf.copy_from_slice(bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// True for the empty name `""` (a legal lock name).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

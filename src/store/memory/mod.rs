@@ -323,6 +323,10 @@ struct Inner {
     tokens: TokenCounter,
     limits: Limits,
     watchers: Watchers,
+    /// The name of the last lock `r` dropped: the next `g` of a free name
+    /// as long reuses its buffer when nothing else refers to it, so a
+    /// `g`/`r` loop allocates and frees no name (see [`LockName::refill`]).
+    spare_name: Option<LockName>,
 }
 
 impl Table {
@@ -351,6 +355,7 @@ impl Table {
                 tokens,
                 limits,
                 watchers: Watchers::default(),
+                spare_name: None,
             }),
         }
     }

@@ -164,7 +164,10 @@ impl Inner {
         let Some(token) = self.tokens.draw() else {
             return WaitStart::Busy;
         };
-        let key = LockName::from(name);
+        let mut key = self.spare_name.take().unwrap_or_default();
+        if !key.refill(name) {
+            key = LockName::from(name);
+        }
         let mut lock = Lock::new(key.clone());
         lock.writer = Some(Writer { id, token });
         // Vacant: the lookup in `lock` found nothing.
@@ -286,6 +289,7 @@ impl Inner {
             if let Some(client) = self.clients.get_mut(&id) {
                 client.exclusive.remove(&held);
             }
+            self.spare_name = Some(held.0);
             return true;
         }
         if let Some(client) = self.clients.get_mut(&id) {
