@@ -233,7 +233,9 @@ mod tests {
         for _ in 0..20 {
             let gate = gate.clone();
             workers
-                .run(Box::new(move || drop(gate.recv())))
+                .run(Box::new(move || {
+                    let _ = gate.recv();
+                }))
                 .expect("run");
         }
         drop(release);
