@@ -315,6 +315,9 @@ impl Server {
             listener
                 .set_nonblocking()
                 .map_err(|e| Error::io("cannot make a listener non-blocking", e))?;
+            listener
+                .set_connection_options(config.tcp_keepalive, config.write_timeout)
+                .map_err(|e| Error::io("cannot set TCP options on a listener", e))?;
         }
         let settings = Settings {
             dump: config.dump,
@@ -601,12 +604,6 @@ fn admit(state: &Arc<State>, socket: Socket, peer: Peer) {
         let _ = (&socket).write_all(etcd::NOT_SERVING);
         socket.drain_input();
         return;
-    }
-    if let (Socket::Tcp(tcp), Peer::Tcp(_) | Peer::WebSocket(_)) = (&socket, &peer) {
-        let _ = tcp.set_nodelay(true);
-        if let Some(idle) = state.config.tcp_keepalive {
-            let _ = listen::set_keepalive(tcp, idle);
-        }
     }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let presence = match state.liveness.add(id, Arc::new(socket)) {
