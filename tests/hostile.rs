@@ -266,7 +266,8 @@ fn a_client_that_reads_a_trickle_is_closed_within_the_write_timeout() {
 #[test]
 fn slowloris_connections_then_closed_leave_no_thread_and_no_lock() {
     let _turn = one_at_a_time();
-    let server = TestServer::start();
+    // Threads wait this long for a next connection before they end.
+    let server = TestServer::with_config(|c| c.thread_linger = Duration::from_millis(100));
     let threads_before = proc_status("Threads:");
     let mut slow: Vec<TcpStream> = (0..200)
         .map(|i| {

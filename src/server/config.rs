@@ -75,6 +75,11 @@ pub struct ServerConfig {
     /// Per-lock histograms for names matching these patterns (a name, or
     /// a prefix ending in `*`), capped at [`crate::metrics::MAX_LOCK_SERIES`].
     pub metrics_locks: Vec<String>,
+    /// How long a connection's thread, once its connection has ended,
+    /// waits for a new connection to serve before it ends. Threads that
+    /// waited this long end one per millisecond at most, so a mass close
+    /// is not followed by a storm of exits. Default 10 s.
+    pub thread_linger: Duration,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +107,7 @@ impl Default for ServerConfig {
             listen_backlog: 4096,
             http: None,
             metrics_locks: Vec::new(),
+            thread_linger: Duration::from_secs(10),
         }
     }
 }

@@ -396,10 +396,10 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
         let Some(mut messages) = websocket::accept(&conn, &name) else {
             return;
         };
-        let mut session = start_session(&conn, name);
+        let mut session = start_session(&conn, name, true);
         (run(&conn, &mut messages, &mut session), session)
     } else {
-        let mut session = start_session(&conn, name);
+        let mut session = start_session(&conn, name, tls.is_some());
         let mut lines = Lines {
             reader: LineReader::new(conn.io(false, None), state.config.max_line),
             conn: &conn,
@@ -425,12 +425,17 @@ pub(crate) fn serve(state: Arc<State>, presence: Arc<Presence>, websocket: bool,
     }
 }
 
-/// Starts the session once the handshake is over, with the server's
-/// timeouts on the socket.
-fn start_session(conn: &Conn<'_>, name: String) -> Session {
+/// Starts the session once the handshake (if any) is over, with the
+/// server's timeouts on the socket. A TCP socket has its write timeout
+/// from its listener, and no read timeout unless a handshake set one.
+fn start_session(conn: &Conn<'_>, name: String, handshake: bool) -> Session {
     let config = &conn.state.config;
-    let _ = conn.socket().set_write_timeout(Some(config.write_timeout));
-    let _ = conn.set_read_timeout(config.idle_timeout);
+    if let Socket::Unix(unix) = conn.socket() {
+        let _ = unix.set_write_timeout(Some(config.write_timeout));
+    }
+    if handshake || config.idle_timeout.is_some() {
+        let _ = conn.set_read_timeout(config.idle_timeout);
+    }
     conn.presence.serving();
     let host = Arc::clone(&conn.state.host);
     Session::new(host, conn.presence.id(), name)

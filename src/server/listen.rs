@@ -1,11 +1,11 @@
 //! Listeners: binding TCP, WebSocket and Unix sockets, the accept loops,
-//! and the socket options set on each accepted connection.
+//! and the socket options each accepted connection starts with.
 
 use super::stream::Socket;
 use crate::error::Error;
 use socket2::{SockRef, TcpKeepalive};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -112,6 +112,34 @@ impl Listener {
     }
 }
 
+impl Listener {
+    /// Sets on a TCP listener the options its connections start with:
+    /// Linux copies a listening socket's options to each socket it
+    /// accepts, so no connection pays these system calls itself.
+    /// `TCP_NODELAY` (replies go out at once), keepalive when `keepalive`
+    /// is set (see [`set_keepalive`]), and `write_timeout`. A Unix
+    /// listener passes nothing on: its connections set their own.
+    ///
+    /// # Errors
+    /// As `setsockopt(2)`.
+    pub(crate) fn set_connection_options(
+        &self,
+        keepalive: Option<Duration>,
+        write_timeout: Duration,
+    ) -> io::Result<()> {
+        let (Listener::Tcp(l) | Listener::WebSocket(l)) = self else {
+            return Ok(());
+        };
+        let socket = SockRef::from(l);
+        socket.set_tcp_nodelay(true)?;
+        socket.set_write_timeout(Some(write_timeout))?;
+        match keepalive {
+            Some(idle) => set_keepalive(&socket, idle),
+            None => Ok(()),
+        }
+    }
+}
+
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
@@ -139,11 +167,10 @@ pub(crate) fn peer_name(addr: SocketAddr) -> String {
 ///
 /// # Errors
 /// As `setsockopt(2)`.
-pub(crate) fn set_keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
+fn set_keepalive(socket: &SockRef<'_>, idle: Duration) -> io::Result<()> {
     let idle = Duration::from_secs(idle.as_secs().clamp(1, 32767));
     let interval = (idle / 3).max(Duration::from_secs(1));
     let count = 3;
-    let socket = SockRef::from(stream);
     socket.set_tcp_keepalive(
         &TcpKeepalive::new()
             .with_time(idle)
@@ -220,4 +247,42 @@ fn bind_unix_socket(path: &Path, mode: Option<u32>, backlog: u32) -> io::Result<
         path: path.to_path_buf(),
         remove_on_exit: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    /// The options set on a listener are the accepted socket's own, with
+    /// no call on it (what `admit` and `start_session` rely on).
+    #[test]
+    fn accepted_tcp_sockets_start_with_the_listeners_options() {
+        let listener = bind_tcp("127.0.0.1:0", 16, Listener::Tcp).expect("bind");
+        let idle = Duration::from_secs(30);
+        let write_timeout = Duration::from_secs(7);
+        listener
+            .set_connection_options(Some(idle), write_timeout)
+            .expect("options");
+        let addr = listener.tcp_addr().expect("address");
+        let _client = TcpStream::connect(addr).expect("connect");
+        let (Socket::Tcp(accepted), _) = listener.accept().expect("accept") else {
+            panic!("a TCP listener accepted something else");
+        };
+        let socket = SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().expect("nodelay"));
+        assert!(socket.keepalive().expect("keepalive"));
+        assert_eq!(socket.tcp_keepalive_time().expect("idle"), idle);
+        assert_eq!(socket.tcp_keepalive_interval().expect("interval"), idle / 3);
+        assert_eq!(socket.tcp_keepalive_retries().expect("retries"), 3);
+        assert_eq!(
+            socket.tcp_user_timeout().expect("user timeout"),
+            Some(idle * 2)
+        );
+        assert_eq!(
+            socket.write_timeout().expect("write timeout"),
+            Some(write_timeout)
+        );
+        assert_eq!(socket.read_timeout().expect("read timeout"), None);
+    }
 }

@@ -6,7 +6,8 @@
 //! Inside: [`config`](ServerConfig) says how it is set up; `listen` binds
 //! and accepts; `stream` is the one stream type (TCP, Unix, TLS); `conn`
 //! is the one connection loop, over the framings of lines and `websocket`
-//! messages; `liveness` notices closed peers.
+//! messages; `liveness` notices closed peers; `workers` keeps a
+//! connection's thread, once its connection ends, for the next one.
 
 mod config;
 mod conn;
@@ -15,6 +16,7 @@ mod liveness;
 mod permits;
 mod stream;
 mod websocket;
+mod workers;
 
 pub use crate::secret::Secret;
 pub use config::{ServerConfig, Shutdown, DEFAULT_MAX_OUTPUT};
@@ -127,6 +129,8 @@ pub(crate) struct State {
     /// Raised at shutdown, so the accept loops leave `poll`.
     wake: Signal,
     last_reject_log: Mutex<Option<Instant>>,
+    /// The connections' threads (see `workers`).
+    workers: workers::Workers,
 }
 
 impl State {
@@ -311,6 +315,9 @@ impl Server {
             listener
                 .set_nonblocking()
                 .map_err(|e| Error::io("cannot make a listener non-blocking", e))?;
+            listener
+                .set_connection_options(config.tcp_keepalive, config.write_timeout)
+                .map_err(|e| Error::io("cannot set TCP options on a listener", e))?;
         }
         let settings = Settings {
             dump: config.dump,
@@ -320,6 +327,7 @@ impl Server {
             idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
         };
+        let workers = workers::Workers::new("lockd-conn", CONNECTION_STACK, config.thread_linger);
         let state = Arc::new_cyclic(|weak: &Weak<State>| State {
             config,
             host: Arc::new(Core {
@@ -340,6 +348,7 @@ impl Server {
             cluster,
             wake,
             last_reject_log: Mutex::new(None),
+            workers,
         });
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &state.cluster {
@@ -596,12 +605,6 @@ fn admit(state: &Arc<State>, socket: Socket, peer: Peer) {
         socket.drain_input();
         return;
     }
-    if let (Socket::Tcp(tcp), Peer::Tcp(_) | Peer::WebSocket(_)) = (&socket, &peer) {
-        let _ = tcp.set_nodelay(true);
-        if let Some(idle) = state.config.tcp_keepalive {
-            let _ = listen::set_keepalive(tcp, idle);
-        }
-    }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let presence = match state.liveness.add(id, Arc::new(socket)) {
         Ok(presence) => presence,
@@ -624,13 +627,10 @@ fn admit(state: &Arc<State>, socket: Socket, peer: Peer) {
     };
     let thread_state = Arc::clone(state);
     let thread_presence = Arc::clone(&presence);
-    let spawned = thread::Builder::new()
-        .name(format!("lockd-conn-{id}"))
-        .stack_size(CONNECTION_STACK)
-        .spawn(move || conn::serve(thread_state, thread_presence, websocket, name));
-    if let Err(e) = spawned {
-        // The closure (and its `Arc`s) is dropped; the socket closes once
-        // the liveness module forgets it.
+    let job = Box::new(move || conn::serve(thread_state, thread_presence, websocket, name));
+    if let Err(e) = state.workers.run(job) {
+        // The job (and its `Arc`s) is dropped; the socket closes once the
+        // liveness module forgets it.
         log_rejection(state, &format!("cannot start a connection thread: {e}"));
         state.uncount(&presence);
         state.liveness.forget(id);

@@ -1,13 +1,14 @@
 //! The ceiling: a server that does nothing but answer every line, built
 //! the way lockd is (std listener, a thread per connection with the same
-//! small stack, a line buffer that starts at 1 KiB, grows to 64 KiB while
+//! small stack that, once its connection ends, waits to serve the next
+//! one, a line buffer that starts at 1 KiB, grows to 64 KiB while
 //! reads fill it and shrinks back once everything read is answered,
 //! replies batched until no complete line is left, `TCP_NODELAY`), so the
 //! ratio lockd / echo is the cost of lockd's own work per command.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -56,6 +57,10 @@ impl Drop for EchoServer {
 }
 
 fn accept_loop(listener: &TcpListener, stop: &AtomicBool) {
+    // Threads whose connection ended wait here for the next; they end
+    // when this loop does (the sender goes with it).
+    let (handoff, next) = crossbeam_channel::unbounded::<TcpStream>();
+    let waiting = Arc::new(AtomicUsize::new(0));
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
@@ -63,10 +68,27 @@ fn accept_loop(listener: &TcpListener, stop: &AtomicBool) {
                     return;
                 }
                 let _ = stream.set_nodelay(true);
+                let claimed = waiting
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if claimed {
+                    let _ = handoff.send(stream);
+                    continue;
+                }
+                let (next, waiting) = (next.clone(), Arc::clone(&waiting));
                 let spawned = thread::Builder::new()
                     .name("echo-conn".into())
                     .stack_size(STACK)
-                    .spawn(move || serve(stream));
+                    .spawn(move || {
+                        serve(stream);
+                        loop {
+                            waiting.fetch_add(1, Ordering::SeqCst);
+                            match next.recv() {
+                                Ok(stream) => serve(stream),
+                                Err(_) => return,
+                            }
+                        }
+                    });
                 if spawned.is_err() {
                     thread::sleep(std::time::Duration::from_millis(10));
                 }
