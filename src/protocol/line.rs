@@ -241,7 +241,9 @@ mod tests {
     #[test]
     fn newlines_are_found_where_a_byte_scan_finds_them() {
         let mut seed: u64 = 0x853c_49e6_748f_ea9b;
-        let alphabet = [b'\n', b'\x0b', b'\x09', b'\x8a', b'\0', b'\xff', b'\x01', b'a'];
+        let alphabet = [
+            b'\n', b'\x0b', b'\x09', b'\x8a', b'\0', b'\xff', b'\x01', b'a',
+        ];
         for _ in 0..5000 {
             let mut bytes = Vec::new();
             for _ in 0..(seed % 40) {
@@ -253,7 +255,12 @@ mod tests {
                 bytes.push(alphabet.get(i).copied().unwrap_or(b'x'));
             }
             let expected = bytes.iter().position(|&b| b == b'\n');
-            assert_eq!(find_newline(&bytes), expected, "{:?}", bytes.escape_ascii().to_string());
+            assert_eq!(
+                find_newline(&bytes),
+                expected,
+                "{:?}",
+                bytes.escape_ascii().to_string()
+            );
         }
     }
 }

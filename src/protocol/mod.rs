@@ -970,8 +970,23 @@ mod tests {
     fn plain_lines_split_as_trimming_and_normalising_would() {
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         let alphabet: &[&[u8]] = &[
-            b" ", b"  ", b"\t", b"\x0b", b"g", b"r", b"wg", b"10", b"-", b"\0", b"\x7f", b"\xff",
-            b"\x1f", b"~", b"\x80", b"bench-W3", "\u{a0}".as_bytes(),
+            b" ",
+            b"  ",
+            b"\t",
+            b"\x0b",
+            b"g",
+            b"r",
+            b"wg",
+            b"10",
+            b"-",
+            b"\0",
+            b"\x7f",
+            b"\xff",
+            b"\x1f",
+            b"~",
+            b"\x80",
+            b"bench-W3",
+            "\u{a0}".as_bytes(),
         ];
         for _ in 0..5000 {
             let mut line = Vec::new();
@@ -986,18 +1001,47 @@ mod tests {
                 && line[line.len() - 1] != b' '
                 && line.iter().all(|b| (0x20..=0x7e).contains(b))
                 && !line.windows(2).any(|w| w == b"  ");
-            assert_eq!(split_plain(&line).is_some(), plain, "{:?}", line.escape_ascii().to_string());
+            assert_eq!(
+                split_plain(&line).is_some(),
+                plain,
+                "{:?}",
+                line.escape_ascii().to_string()
+            );
             let Some((verb, rest)) = split_plain(&line) else {
                 continue;
             };
             let (slow_verb, slow_rest) = split_verb(trim(&line));
-            assert_eq!((verb, rest), (slow_verb, slow_rest), "{:?}", line.escape_ascii().to_string());
+            assert_eq!(
+                (verb, rest),
+                (slow_verb, slow_rest),
+                "{:?}",
+                line.escape_ascii().to_string()
+            );
             assert_eq!(normalized(rest), Cow::Borrowed(rest));
         }
-        assert_eq!(split_plain(b"g bench-W3"), Some((&b"g"[..], &b"bench-W3"[..])));
-        assert_eq!(split_plain(b"wg 10 a b"), Some((&b"wg"[..], &b"10 a b"[..])));
-        for line in [&b""[..], b" g a", b"g a ", b"g  a", b"g\ta", b"g \xff", b"g a\0"] {
-            assert_eq!(split_plain(line), None, "{:?}", line.escape_ascii().to_string());
+        assert_eq!(
+            split_plain(b"g bench-W3"),
+            Some((&b"g"[..], &b"bench-W3"[..]))
+        );
+        assert_eq!(
+            split_plain(b"wg 10 a b"),
+            Some((&b"wg"[..], &b"10 a b"[..]))
+        );
+        for line in [
+            &b""[..],
+            b" g a",
+            b"g a ",
+            b"g  a",
+            b"g\ta",
+            b"g \xff",
+            b"g a\0",
+        ] {
+            assert_eq!(
+                split_plain(line),
+                None,
+                "{:?}",
+                line.escape_ascii().to_string()
+            );
         }
     }
 }

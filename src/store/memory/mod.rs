@@ -31,11 +31,11 @@ use super::{LockStore, StoreError};
 use crate::name::LockName;
 use crate::token::TokenCounter;
 use crossbeam_channel::Sender;
+use foldhash::SharedSeed;
 use holders::Holders;
 use index::Index;
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use foldhash::SharedSeed;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::OnceLock;
 
