@@ -323,9 +323,10 @@ struct Inner {
     tokens: TokenCounter,
     limits: Limits,
     watchers: Watchers,
-    /// The name of the last lock `r` dropped: the next `g` of a free name
-    /// as long reuses its buffer when nothing else refers to it, so a
-    /// `g`/`r` loop allocates and frees no name (see [`LockName::refill`]).
+    /// The name of the last lock `r` dropped (one buffer, kept until the
+    /// next `g` of a free name): that `g` reuses it when the names are as
+    /// long and nothing else refers to it, so a `g`/`r` loop allocates and
+    /// frees no name (see [`LockName::refill`]).
     spare_name: Option<LockName>,
 }
 

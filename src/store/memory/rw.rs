@@ -164,10 +164,16 @@ impl Inner {
         let Some(token) = self.tokens.draw() else {
             return WaitStart::Busy;
         };
-        let mut key = self.spare_name.take().unwrap_or_default();
-        if !key.refill(name) {
-            key = LockName::from(name);
-        }
+        let key = match self.spare_name.take() {
+            Some(mut spare) => {
+                if spare.refill(name) {
+                    spare
+                } else {
+                    LockName::from(name)
+                }
+            }
+            None => LockName::from(name),
+        };
         let mut lock = Lock::new(key.clone());
         lock.writer = Some(Writer { id, token });
         // Vacant: the lookup in `lock` found nothing.
