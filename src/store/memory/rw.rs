@@ -282,13 +282,16 @@ impl Inner {
             return false;
         };
         lock.writer = None;
-        let held = Held(lock.name.clone());
-        let free = lock.readers.is_empty() && lock.line.is_empty();
-        if free {
-            // Nobody to serve: drop the entry with no further lookup.
-            entry.remove();
-        }
         self.write_held -= 1;
+        let free = lock.readers.is_empty() && lock.line.is_empty();
+        let held = if free {
+            // Nobody to serve: drop the entry with no further lookup, and
+            // keep the map's own key (no new reference to count).
+            let (key, _) = entry.remove_entry();
+            Held(key)
+        } else {
+            Held(lock.name.clone())
+        };
         self.emit(cause, HoldKind::Exclusive, writer.token, id, &held.0);
         if free {
             self.lock_index.removed(&self.locks, name);
