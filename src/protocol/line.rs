@@ -247,11 +247,9 @@ mod tests {
         for _ in 0..5000 {
             let mut bytes = Vec::new();
             for _ in 0..(seed % 40) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
                 // Mostly no newline, so that some words hold none.
-                let i = (seed % (alphabet.len() as u64 * 4)) as usize;
+                let i =
+                    (crate::protocol::xorshift(&mut seed) % (alphabet.len() as u64 * 4)) as usize;
                 bytes.push(alphabet.get(i).copied().unwrap_or(b'x'));
             }
             let expected = bytes.iter().position(|&b| b == b'\n');

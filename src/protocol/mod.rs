@@ -738,6 +738,16 @@ pub fn normalize(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The next number of a deterministic pseudo-random sequence (xorshift64),
+/// for the seeded tests here and in `line`.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -928,6 +938,16 @@ mod tests {
         assert_eq!(Verb::ALL.iter().filter(|v| v.is_classic()).count(), 13);
     }
 
+    /// Up to `parts - 1` pieces of `alphabet`, picked by `seed`.
+    fn random_line(seed: &mut u64, alphabet: &[&[u8]], parts: u64) -> Vec<u8> {
+        let mut line = Vec::new();
+        for _ in 0..(*seed % parts) {
+            let i = xorshift(seed) % alphabet.len() as u64;
+            line.extend_from_slice(alphabet[i as usize]);
+        }
+        line
+    }
+
     #[test]
     fn normalize_is_idempotent_on_random_bytes() {
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -947,13 +967,7 @@ mod tests {
             b"z",
         ];
         for _ in 0..2000 {
-            let mut line = Vec::new();
-            for _ in 0..(seed % 12) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                line.extend_from_slice(alphabet[(seed % alphabet.len() as u64) as usize]);
-            }
+            let line = random_line(&mut seed, alphabet, 12);
             let once = normalize(&line);
             assert_eq!(
                 normalize(&once),
@@ -989,13 +1003,7 @@ mod tests {
             "\u{a0}".as_bytes(),
         ];
         for _ in 0..5000 {
-            let mut line = Vec::new();
-            for _ in 0..(seed % 10) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                line.extend_from_slice(alphabet[(seed % alphabet.len() as u64) as usize]);
-            }
+            let line = random_line(&mut seed, alphabet, 10);
             let plain = !line.is_empty()
                 && line[0] != b' '
                 && line[line.len() - 1] != b' '
