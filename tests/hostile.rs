@@ -292,6 +292,42 @@ fn slowloris_connections_then_closed_leave_no_thread_and_no_lock() {
     assert_eq!(after.cmd("g slow7"), "1 Lock Get Success: slow7\n");
 }
 
+/// The threads of this process, by id.
+fn thread_ids() -> Vec<u64> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// A connection's thread serves the next connection once its own has
+/// ended (`ServerConfig::thread_linger`): clients that connect one after
+/// another start no new threads (issue 17's mass close: thread exits were
+/// most of its cost).
+#[test]
+fn connections_one_after_another_reuse_their_thread() {
+    let _turn = one_at_a_time();
+    let server = TestServer::start();
+    let mut first = server.connect();
+    assert_eq!(first.cmd("g reuse"), "1 Lock Get Success: reuse\n");
+    drop(first);
+    server.wait_for_connections(0);
+    let before = thread_ids();
+    for i in 0..100 {
+        let mut conn = server.connect();
+        let reply = conn.cmd(&format!("g reuse{i}"));
+        assert_eq!(reply, format!("1 Lock Get Success: reuse{i}\n"));
+        drop(conn);
+        server.wait_for_connections(0);
+    }
+    let new = thread_ids()
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .count();
+    // A connection may come before its predecessor's thread is back.
+    assert!(new <= 5, "{new} new threads for 100 connections in turn");
+}
+
 /// Issue 17's mass close at a size that fits CI: 1,000 connections, each
 /// holding a lock and with part of a line sent, close at once. Every lock
 /// is released (as an orphan, once), a bystander is answered throughout,
