@@ -48,6 +48,21 @@ fn proc_status(field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
+/// `n` connections to `server`, the `i`th of which has sent `line(i)`.
+fn connections_sending(
+    server: &TestServer,
+    n: usize,
+    line: impl Fn(usize) -> String,
+) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            stream.write_all(line(i).as_bytes()).expect("send");
+            stream
+        })
+        .collect()
+}
+
 /// Takes `n` locks named `prefix` + a number on `conn`, pipelined.
 fn take_locks(conn: &mut Conn, prefix: &str, n: usize) -> Vec<String> {
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i:06}")).collect();
@@ -269,15 +284,7 @@ fn slowloris_connections_then_closed_leave_no_thread_and_no_lock() {
     // Threads wait this long for a next connection before they end.
     let server = TestServer::with_config(|c| c.thread_linger = Duration::from_millis(100));
     let threads_before = proc_status("Threads:");
-    let mut slow: Vec<TcpStream> = (0..200)
-        .map(|i| {
-            let mut stream = TcpStream::connect(server.addr).expect("connect");
-            stream
-                .write_all(format!("g slow{i}\ng").as_bytes())
-                .expect("send");
-            stream
-        })
-        .collect();
+    let mut slow = connections_sending(&server, 200, |i| format!("g slow{i}\ng"));
     server.wait_for_stat("locks", 200);
     // A byte more each, a line never finished.
     for stream in &mut slow {
@@ -337,15 +344,7 @@ fn connections_one_after_another_reuse_their_thread() {
 fn a_mass_close_with_partial_lines_releases_every_lock_once() {
     let _turn = one_at_a_time();
     let server = TestServer::start();
-    let holders: Vec<TcpStream> = (0..1000)
-        .map(|i| {
-            let mut stream = TcpStream::connect(server.addr).expect("connect");
-            stream
-                .write_all(format!("g mass{i}\n").as_bytes())
-                .expect("send");
-            stream
-        })
-        .collect();
+    let holders = connections_sending(&server, 1000, |i| format!("g mass{i}\n"));
     server.wait_for_stat("locks", 1000);
     let holders: Vec<TcpStream> = holders
         .into_iter()
