@@ -26,21 +26,23 @@ pub(crate) fn orphaned(client: &str, registered: Option<&[u8]>, lost: &[Let]) {
         Some(name) => format!("{client} ({name})"),
         None => client.to_string(),
     };
-    for lock in lost {
-        let held_ms = u64::try_from(lock.held.as_millis()).unwrap_or(u64::MAX);
-        let shown_lock = shown(lock.name.as_bytes());
-        ::log::info!(
-            event = "orphaned",
-            kind = lock.kind.as_str(),
-            lock = shown_lock.as_str(),
-            client = client,
-            name = name.as_deref().unwrap_or(""),
-            held_ms = held_ms;
-            "orphaned {} lock \"{shown_lock}\" held {:.3}s by {by}: its connection ended",
-            lock.kind.as_str(),
-            lock.held.as_secs_f64(),
-        );
-    }
+    crate::log::batch(|| {
+        for lock in lost {
+            let held_ms = u64::try_from(lock.held.as_millis()).unwrap_or(u64::MAX);
+            let shown_lock = shown(lock.name.as_bytes());
+            ::log::info!(
+                event = "orphaned",
+                kind = lock.kind.as_str(),
+                lock = shown_lock.as_str(),
+                client = client,
+                name = name.as_deref().unwrap_or(""),
+                held_ms = held_ms;
+                "orphaned {} lock \"{shown_lock}\" held {:.3}s by {by}: its connection ended",
+                lock.kind.as_str(),
+                lock.held.as_secs_f64(),
+            );
+        }
+    });
 }
 
 /// A `wg`/`wsg` of `client` for `lock` refused with a deadlock; `holder`
