@@ -21,6 +21,11 @@ fn shown(bytes: &[u8]) -> String {
 /// One line per lock that `client` (registered as `registered`, if it
 /// was) held when its connection ended.
 pub(crate) fn orphaned(client: &str, registered: Option<&[u8]>, lost: &[Let]) {
+    // The names are escaped before `info!` decides to drop the line: not
+    // for a program that logs nothing at this level.
+    if lost.is_empty() || !::log::log_enabled!(::log::Level::Info) {
+        return;
+    }
     let name = registered.map(shown);
     let by = match &name {
         Some(name) => format!("{client} ({name})"),
