@@ -69,7 +69,7 @@ thread_local! {
 /// unwinds), instead of one write each: a connection that leaves ten locks
 /// behind costs one system call, not ten, and its lines stay together.
 /// Nested batches join the outermost one.
-pub fn batch<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn batch<R>(f: impl FnOnce() -> R) -> R {
     struct Flush;
     impl Drop for Flush {
         fn drop(&mut self) {
