@@ -59,6 +59,9 @@ pub enum Format {
 
 static JSON: AtomicBool = AtomicBool::new(false);
 
+/// The room a line's buffer starts with: most lines fit.
+const LINE_ROOM: usize = 256;
+
 thread_local! {
     /// The lines of a [`batch`] running on this thread, written when it ends.
     static BATCH: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
@@ -122,11 +125,13 @@ pub fn log(priority: Priority, message: impl fmt::Display) {
         write_json(priority, &message, &[]);
         return;
     }
-    let line = if stderr_is_journal() {
-        format!("<{}>lockd: {message}\n", priority as u8)
-    } else {
-        format!("lockd: {message}\n")
-    };
+    // Room for a usual line at once: `format!` sizes its buffer from the
+    // literal pieces only and grew it about six times for an event's line.
+    let mut line = String::with_capacity(LINE_ROOM);
+    if stderr_is_journal() {
+        let _ = write!(line, "<{}>", priority as u8);
+    }
+    let _ = writeln!(line, "lockd: {message}");
     write_line(line.as_bytes());
 }
 
@@ -226,7 +231,7 @@ impl<'kvs> ::log::kv::VisitSource<'kvs> for Fields {
 
 /// One JSON object and a newline, in one write.
 fn write_json(priority: Priority, message: &dyn fmt::Display, fields: &[(String, Field)]) {
-    let mut line = String::with_capacity(128);
+    let mut line = String::with_capacity(LINE_ROOM);
     line.push_str("{\"ts\":\"");
     timestamp(&mut line, SystemTime::now());
     line.push_str("\",\"level\":\"");
