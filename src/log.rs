@@ -87,7 +87,8 @@ pub(crate) fn batch<R>(f: impl FnOnce() -> R) -> R {
         let mut b = b.borrow_mut();
         let outermost = b.is_none();
         if outermost {
-            *b = Some(Vec::new());
+            // Room for a few lines: a batch grew about five times.
+            *b = Some(Vec::with_capacity(4 * LINE_ROOM));
         }
         outermost
     });

@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -107,8 +107,10 @@ pub(crate) struct Presence {
     hung_up: AtomicBool,
     /// Still counted in `connections`.
     counted: AtomicBool,
-    wake: Sender<()>,
-    woken: Receiver<()>,
+    /// Told when the connection is orphaned while waiting in line; made
+    /// by its first wait (most connections never wait: a channel each
+    /// cost W5 a twentieth of its instructions per connection).
+    wake: OnceLock<(Sender<()>, Receiver<()>)>,
 }
 
 impl Presence {
@@ -153,6 +155,9 @@ impl Presence {
     /// The thread starts waiting in line. `false` if the peer has hung up
     /// already: the wait must not start.
     pub(crate) fn wait_starts(&self) -> bool {
+        // Made before the phase says `Waiting`: a sweep that sees the
+        // phase finds the channel.
+        self.woken();
         self.phase.store(Phase::Waiting as u8, SeqCst);
         !self.hung_up.load(SeqCst)
     }
@@ -165,7 +170,7 @@ impl Presence {
 
     /// Receives a message when the connection is orphaned while waiting.
     pub(crate) fn woken(&self) -> &Receiver<()> {
-        &self.woken
+        &self.wake.get_or_init(|| bounded(1)).1
     }
 
     /// The thread read the end of the peer's input.
@@ -255,15 +260,13 @@ impl Liveness {
     /// # Errors
     /// As `epoll_ctl(2)` (out of memory).
     pub(crate) fn add(&self, id: u64, socket: Arc<Socket>) -> io::Result<Arc<Presence>> {
-        let (wake, woken) = bounded(1);
         let presence = Arc::new(Presence {
             id,
             socket,
             phase: AtomicU8::new(Phase::Starting as u8),
             hung_up: AtomicBool::new(false),
             counted: AtomicBool::new(true),
-            wake,
-            woken,
+            wake: OnceLock::new(),
         });
         // In its shard before the set can report it.
         let mut members = self.shard(id).lock();
@@ -416,7 +419,9 @@ impl Liveness {
         }
         if presence.cas(Phase::Waiting, Phase::Reaped) {
             reap(presence);
-            let _ = presence.wake.try_send(());
+            if let Some((wake, _)) = presence.wake.get() {
+                let _ = wake.try_send(());
+            }
             return false;
         }
         // Starting (holds nothing) or reaped: nothing to wait for.
