@@ -6,7 +6,11 @@
 //!
 //! ```text
 //! cargo run --release --example mass_close -- 2000 10000
+//! cargo run --release --example mass_close -- --log 2000 10000 2>/dev/null
 //! ```
+//!
+//! With `--log` the server logs as the `lockd` daemon does (a line per
+//! orphaned lock, on standard error): its cost is part of a real mass close.
 //!
 //! The server runs in this process; the N client ends are held by a child
 //! (this program again, run as `mass_close --clients ADDR N`), so each
@@ -26,16 +30,20 @@ use std::time::{Duration, Instant};
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, addr, n] = args.as_slice() {
         if flag == "--clients" {
             return clients(addr.parse()?, n.parse()?);
         }
     }
+    if args.first().is_some_and(|a| a == "--log") {
+        args.remove(0);
+        lockd::log::install();
+    }
     let sizes: Vec<usize> = match args.iter().map(|a| a.parse()).collect() {
         Ok(sizes) if !Vec::is_empty(&sizes) => sizes,
         Ok(_) => vec![2000, 10000],
-        Err(e) => return Err(format!("usage: mass_close [N...]: {e}").into()),
+        Err(e) => return Err(format!("usage: mass_close [--log] [N...]: {e}").into()),
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average before: {}", load.trim());
