@@ -12,6 +12,8 @@
 //! writers share the lock's line of keys.
 
 mod common;
+#[path = "../bin/common/nofile.rs"]
+mod nofile;
 
 use common::etcd::EtcdCluster;
 use common::{Conn, Daemon, TestServer};
@@ -382,34 +384,11 @@ fn chains_through_read_holds_and_semaphores_just_wait(server: &Server) {
 /// open two descriptors each (its own end and the embedded server's).
 fn waiters_allowed(wanted: usize) -> usize {
     const HEADROOM: u64 = 200;
-    let limit = raise_nofile_limit();
+    let limit = nofile::raise_nofile_limit().unwrap_or(1024);
     let fit = usize::try_from(limit.saturating_sub(HEADROOM) / 2).unwrap_or(usize::MAX);
     let n = fit.min(wanted);
     println!("open-files limit {limit}: {n} of {wanted} waiters");
     n
-}
-
-/// Raises the soft open-files limit to the hard one; returns the limit.
-fn raise_nofile_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: both calls only read and write the struct passed, which
-    // outlives them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-        }
-    }
-    limit.rlim_cur
 }
 
 /// Polls `waiting` more tightly than [`Conn::wait_for_stat`] (6,000 polls

@@ -1,29 +1,21 @@
 //! The open-files limit, raised by both binaries (the daemon for its
-//! connections, `lockctl bench` for its load) and by tests/faults.rs;
-//! included with `#[path]`.
+//! connections, `lockctl bench` for its load) and by tests/faults.rs and
+//! tests/rwlock.rs; included with `#[path]`.
+
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// Raises the open-files soft limit to the hard limit. Returns the limit
-/// now in force.
+/// now in force (`u64::MAX` for none).
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
     };
-    // SAFETY: getrlimit/setrlimit read and write the struct passed, which
-    // lives across the calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-            }
-        }
-    }
-    Ok(limit.rlim_cur)
+    let now = if limit.current != limit.maximum && setrlimit(Resource::Nofile, raised).is_ok() {
+        limit.maximum
+    } else {
+        limit.current
+    };
+    Ok(now.unwrap_or(u64::MAX))
 }

@@ -10,6 +10,7 @@ use crate::spec::{tables_of, COMMANDS, DEFAULT_SERVER, EXIT_CODES, GLOBAL_FLAGS,
 use crate::{completions, hold, inspect, run, watch};
 use crossbeam_channel::Receiver;
 use lockd::{Client, Error};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,7 +87,7 @@ impl Command {
     /// `run` passes SIGINT, SIGTERM and SIGHUP on to CMD; the rest, none.
     pub fn handles_signals(&self) -> &'static [i32] {
         match self {
-            Command::Run(_) => &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP],
+            Command::Run(_) => &[SIGINT, SIGTERM, SIGHUP],
             _ => &[],
         }
     }

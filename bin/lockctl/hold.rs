@@ -15,7 +15,10 @@
 use crate::connect::{connect, exit, in_cli_terms, Global};
 use crossbeam_channel::{bounded, select, Receiver};
 use lockd::{Client, Error, LockGuard, ReadGuard, SharedGuard};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -295,7 +298,7 @@ pub fn hold(global: &Global, options: &LockOptions, json: bool) -> u8 {
     let watcher = thread::Builder::new()
         .name("lockctl-stdout".into())
         .spawn(move || {
-            reader_gone(libc::STDOUT_FILENO);
+            reader_gone(io::stdout());
             let _ = gone_tx.send(());
         });
     if let Err(e) = watcher {
@@ -317,20 +320,14 @@ pub fn hold(global: &Global, options: &LockOptions, json: bool) -> u8 {
 
 /// Returns once nobody reads the pipe on `fd` any more (POLLERR or
 /// POLLHUP on its write end). On a terminal or a file it never returns.
-fn reader_gone(fd: libc::c_int) {
-    let mut poll = libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    };
+fn reader_gone(fd: impl AsFd) {
+    let gone = PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL;
     loop {
-        // SAFETY: one pollfd that lives across the call.
-        let n = unsafe { libc::poll(&mut poll, 1, -1) };
-        if n > 0 && poll.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-            return;
-        }
-        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return;
+        let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+        match poll(&mut fds, None) {
+            Ok(n) if n > 0 && fds[0].revents().intersects(gone) => return,
+            Err(e) if e != Errno::INTR => return,
+            _ => {}
         }
     }
 }

@@ -20,8 +20,10 @@ use crate::connect::{exit, Global};
 use crate::hold::{take, LockOptions};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
+use rustix::process::{getpgrp, kill_process_group, Pid, Signal};
+use rustix::termios::{tcgetpgrp, tcsetpgrp};
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
@@ -47,7 +49,7 @@ pub struct RunOptions {
 #[derive(Clone, Copy)]
 enum Target {
     Nobody,
-    Group(libc::pid_t),
+    Group(Pid),
     Done,
 }
 
@@ -88,30 +90,13 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
         Some(token) => command.env("LOCKD_TOKEN", token.to_string()),
         None => command.env_remove("LOCKD_TOKEN"),
     };
-    // When lockctl runs in the foreground of a terminal, CMD's new process
-    // group takes the terminal, so an interactive CMD can read it (instead
-    // of being stopped by SIGTTIN) and Ctrl-C reaches it directly.
+    // CMD runs in a process group of its own, which the signals below go to.
+    command.process_group(0);
+    // When lockctl runs in the foreground of a terminal, CMD's group takes
+    // the terminal once started (see `Terminal::hand_to`), so an
+    // interactive CMD can read it and Ctrl-C reaches it directly; lockctl
+    // takes it back at the end, whatever happens next.
     let terminal = Terminal::ours();
-    let take_terminal = terminal.is_some();
-    // SAFETY: setpgid, signal and tcsetpgrp are async-signal-safe, as
-    // pre_exec requires; nothing is allocated.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if take_terminal {
-                // A background group may take the terminal only with
-                // SIGTTOU ignored; exec must not inherit that.
-                libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
-                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
-            }
-            Ok(())
-        });
-    }
-    // Whatever happens next, lockctl takes its terminal back at the end.
-    let _terminal = terminal;
     let lost = taken.lost.clone();
     // The signal thread waits on this lock while the command starts, so a
     // signal in between reaches the new process group, not a dead end.
@@ -131,7 +116,10 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
             };
         }
     };
-    let pgid = child.id() as libc::pid_t;
+    let pgid = Pid::from_child(&child);
+    if let Some(terminal) = &terminal {
+        terminal.hand_to(pgid);
+    }
     *guard = Target::Group(pgid);
     drop(guard);
     let (exited_tx, exited) = bounded(1);
@@ -142,7 +130,7 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
         });
     if let Err(e) = waiter {
         // Cannot watch the command: stop it rather than run it unguarded.
-        signal_group(pgid, libc::SIGKILL);
+        signal_group(pgid, Signal::KILL);
         eprintln!("lockctl: cannot start a thread to wait for the command: {e}");
         return exit::UNAVAILABLE;
     }
@@ -170,9 +158,9 @@ pub fn run(global: &Global, options: &RunOptions, signals: Receiver<i32>) -> u8 
                 "lockctl: lost lock {:?}: {why}; stopping the command (SIGTERM, then SIGKILL after {:?})",
                 options.lock.name, options.kill_after
             );
-            signal_group(pgid, libc::SIGTERM);
+            signal_group(pgid, Signal::TERM);
             if let Err(RecvTimeoutError::Timeout) = exited.recv_timeout(options.kill_after) {
-                signal_group(pgid, libc::SIGKILL);
+                signal_group(pgid, Signal::KILL);
                 let _ = exited.recv();
             }
             *target.lock() = Target::Done;
@@ -188,7 +176,11 @@ fn forward_signals(signals: Receiver<i32>, target: Arc<Mutex<Target>>) -> io::Re
         .spawn(move || {
             for signal in signals {
                 match *target.lock() {
-                    Target::Group(pgid) => signal_group(pgid, signal),
+                    Target::Group(pgid) => {
+                        if let Some(signal) = Signal::from_named_raw(signal) {
+                            signal_group(pgid, signal);
+                        }
+                    }
                     // No command yet: behave as the signal would have.
                     Target::Nobody => std::process::exit(128 + signal),
                     Target::Done => {}
@@ -198,11 +190,9 @@ fn forward_signals(signals: Receiver<i32>, target: Arc<Mutex<Target>>) -> io::Re
     Ok(())
 }
 
-fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
-    // SAFETY: kill has no memory effects; a group that is gone is ESRCH.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
+/// Signals CMD's process group; one that is gone already (ESRCH) is fine.
+fn signal_group(pgid: Pid, signal: Signal) {
+    let _ = kill_process_group(pgid, signal);
 }
 
 /// The command's status as lockctl's: its code, or 128+N for signal N.
@@ -217,34 +207,43 @@ fn exit_status(status: ExitStatus) -> u8 {
 /// The terminal lockctl holds in the foreground, if any: handed to CMD's
 /// process group at its start and taken back when dropped.
 struct Terminal {
-    pgrp: libc::pid_t,
+    pgrp: Pid,
 }
 
 impl Terminal {
     /// `Some` when standard input is a terminal whose foreground process
     /// group is lockctl's.
     fn ours() -> Option<Terminal> {
-        // SAFETY: plain queries on standard input and our own process.
-        unsafe {
-            let pgrp = libc::getpgrp();
-            (libc::isatty(libc::STDIN_FILENO) == 1 && libc::tcgetpgrp(libc::STDIN_FILENO) == pgrp)
-                .then_some(Terminal { pgrp })
+        let pgrp = getpgrp();
+        let stdin = io::stdin();
+        (stdin.is_terminal() && tcgetpgrp(&stdin).ok() == Some(pgrp)).then_some(Terminal { pgrp })
+    }
+
+    /// Makes `pgid`, CMD's group, the terminal's foreground. lockctl is
+    /// still the foreground, so it needs no leave; CMD may have tried to
+    /// read the terminal before this, and been stopped by SIGTTIN for it:
+    /// SIGCONT goes on, as a shell's `fg` does.
+    fn hand_to(&self, pgid: Pid) {
+        if tcsetpgrp(io::stdin(), pgid).is_ok() {
+            signal_group(pgid, Signal::CONT);
         }
     }
 }
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        // SAFETY: blocks SIGTTOU for this thread only (a background group
-        // may then take the terminal), restores the mask; pointers are to
-        // live local sigsets.
+        // lockctl is in the background now: the kernel lets it take the
+        // terminal back only with SIGTTOU blocked or ignored, which no safe
+        // API offers, hence the one `unsafe` of the binaries.
+        // SAFETY: blocks SIGTTOU for this thread only and restores the
+        // mask after; the pointers are to live local sigsets.
         unsafe {
             let mut block: libc::sigset_t = std::mem::zeroed();
             let mut old: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut block);
             libc::sigaddset(&mut block, libc::SIGTTOU);
             libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-            libc::tcsetpgrp(libc::STDIN_FILENO, self.pgrp);
+            let _ = tcsetpgrp(io::stdin(), self.pgrp);
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         }
     }

@@ -11,7 +11,7 @@
 use crate::connect::{exit, Global};
 use crate::wire::Wire;
 use lockd::protocol;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 /// On a classic server, a reply of unknown length is over after this
@@ -49,8 +49,7 @@ pub fn shell(global: &Global) -> u8 {
 
 fn session(conn: &mut Wire, global: &Global) -> io::Result<()> {
     let v2 = conn.v2;
-    // SAFETY: isatty only inspects the descriptor.
-    let tty = unsafe { libc::isatty(0) } == 1;
+    let tty = io::stdin().is_terminal();
     let mut input = if tty {
         eprintln!(
             "connected to {} ({}); one command per line, help for the verbs, quit or Ctrl-D to leave",

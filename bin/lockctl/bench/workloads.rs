@@ -5,6 +5,8 @@ use super::hist::Histogram;
 use super::report::{table_header, table_line, Machine, Report, Row, Target};
 use super::{BenchError, BenchOptions, Workload};
 use lockd::{Server, ServerConfig, ServerHandle};
+use rustix::process::{getrlimit, Resource};
+use rustix::thread::{sched_getaffinity, CpuSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -1026,30 +1028,18 @@ fn idle(ctx: &Ctx<'_>) -> Result<Measure, BenchError> {
 }
 
 fn nofile_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct passed, which outlives the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 1024;
-    }
-    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    let limit = getrlimit(Resource::Nofile).current;
+    limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// The CPUs this process may run on, as `0,1`.
 fn allowed_cpus() -> String {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills the set
-    // whose size it is given, and CPU_ISSET only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return "?".into();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+    match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU)
+            .filter(|&cpu| set.is_set(cpu))
             .map(|cpu| cpu.to_string())
             .collect::<Vec<_>>()
-            .join(",")
+            .join(","),
+        Err(_) => "?".into(),
     }
 }
