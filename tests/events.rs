@@ -142,9 +142,7 @@ fn json_lines_carry_a_timestamp_and_the_event_and_never_a_secret() {
     );
     assert!(line.contains(&fields), "{line}\n{fields}");
     assert!(line.contains("\"level\":\"info\""), "{line}");
-    let pid = daemon.child.id() as libc::pid_t;
-    // SAFETY: signals the daemon this test started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    daemon.signal(libc::SIGTERM);
     daemon.wait_line(|l| l.contains("\"msg\":\"stopped\""));
     for line in &daemon.log {
         assert_json_line(line);

@@ -461,9 +461,7 @@ fn the_secret_guards_every_path_but_healthz_and_is_never_logged() {
     assert_eq!(conn.cmd("g x"), "1 Lock Get Success: x\n");
     drop(conn);
     daemon.wait_line(|l| l.contains("closed"));
-    let pid = daemon.child.id() as libc::pid_t;
-    // SAFETY: signals the daemon this test started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    daemon.signal(libc::SIGTERM);
     daemon.wait_line(|l| l.contains("stopped"));
     wait_until("lockd to exit", || {
         matches!(daemon.child.try_wait(), Ok(Some(_)))

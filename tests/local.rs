@@ -419,12 +419,9 @@ fn lockctl_run_local_stops_cmd_when_the_helper_dies() {
         .expect("CMD started");
     assert_eq!(line, "started\n");
     let helper = helper_pid(&socket).expect("a helper serves the path");
-    // SAFETY: kill(2) has no memory effects.
-    assert_eq!(
-        unsafe { libc::kill(helper, libc::SIGKILL) },
-        0,
-        "SIGKILL the helper"
-    );
+    let helper = rustix::process::Pid::from_raw(helper).expect("a helper's pid");
+    rustix::process::kill_process(helper, rustix::process::Signal::KILL)
+        .expect("SIGKILL the helper");
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = run.try_wait().expect("try_wait") {

@@ -21,9 +21,8 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
 
-fn process_gone(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) != 0 }
+fn process_gone(pid: u32) -> bool {
+    !common::process_exists(pid)
 }
 
 // --- run: the command's environment, status and descriptors ---------------
@@ -195,8 +194,7 @@ fn shared_limit_2_lets_two_in_and_holds_the_third() {
     );
     assert_eq!(finish(third).code, 0);
     // SIGTERM reaches the first holder's command through lockctl.
-    // SAFETY: kill has no memory effects.
-    unsafe { libc::kill(first.id() as libc::pid_t, libc::SIGTERM) };
+    common::send_signal(first.id(), libc::SIGTERM).expect("SIGTERM");
     assert_eq!(finish(first).code, 128 + libc::SIGTERM);
 }
 
@@ -210,7 +208,7 @@ fn run_holding(
     args: &[&str],
     setup: &str,
     body: &str,
-) -> (Child, i32) {
+) -> (Child, u32) {
     let pidfile = dir.path.join("pid");
     let script = format!(
         "{setup} echo $$ > {}.tmp; mv {0}.tmp {0}; {body}",
@@ -266,8 +264,7 @@ fn sigterm_to_lockctl_reaches_cmd() {
     let trap = format!("trap 'echo TERM > {}; exit 5' TERM;", path_str(&marker));
     let body = "while :; do sleep 0.05; done";
     let (child, _) = run_holding(&server, &dir, &[], &trap, body);
-    // SAFETY: kill has no memory effects.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    common::send_signal(child.id(), libc::SIGTERM).expect("SIGTERM");
     let out = finish(child);
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "TERM\n");

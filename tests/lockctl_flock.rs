@@ -144,7 +144,7 @@ echo "status=$?"
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", out.stdout);
-    let pid: libc::pid_t = lines[0]
+    let pid: u32 = lines[0]
         .strip_prefix("pid=")
         .and_then(|p| p.parse().ok())
         .expect("the pid of lockctl hold");
@@ -160,8 +160,7 @@ echo "status=$?"
     // The shell has exited: lockctl hold lets go and ends.
     let mut conn = server.connect();
     wait_until("the lock freed", || conn.cmd("i deploy").starts_with("0 "));
-    // SAFETY: signal 0 only checks that the process exists.
-    wait_until("lockctl hold gone", || unsafe { libc::kill(pid, 0) != 0 });
+    wait_until("lockctl hold gone", || !common::process_exists(pid));
 }
 
 #[test]
@@ -264,7 +263,7 @@ fn watch_live() {
         return;
     }
     let mut child = spawn(&server.addr.to_string(), &["watch", "--json", "live*"]);
-    let pid = child.id() as libc::pid_t;
+    let pid = child.id();
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("synced");
@@ -278,8 +277,8 @@ fn watch_live() {
         (event["event"].as_str(), event["name"].as_str()),
         (Some("locked"), Some("live-1"))
     );
-    // SAFETY: kill has no memory effects; the child is ours.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // Our child, not yet reaped.
+    let _ = common::send_signal(pid, libc::SIGTERM);
     let _ = child.wait();
 }
 

@@ -246,12 +246,7 @@ fn a_datagram_socket_is_refused_with_exit_1() {
 #[test]
 fn journal_stream_gets_priority_prefixes() {
     let (reader, writer) = std::io::pipe().expect("pipe");
-    // SAFETY: fstat(2) fills the zeroed struct, which lives across the call.
-    let stat = unsafe {
-        let mut stat: libc::stat = std::mem::zeroed();
-        assert_eq!(libc::fstat(writer.as_raw_fd(), &mut stat), 0);
-        stat
-    };
+    let stat = rustix::fs::fstat(&writer).expect("fstat");
     let mut command = lockd(&["--listen", "127.0.0.1:0"]);
     command
         .env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino))

@@ -1014,8 +1014,7 @@ struct NetNs {
 
 impl NetNs {
     fn create() -> Option<NetNs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             return None;
         }
         let id = std::process::id() % 100_000;
@@ -1055,11 +1054,12 @@ impl NetNs {
     fn connect(&self, addr: std::net::SocketAddr) -> std::net::TcpStream {
         let path = format!("/run/netns/{}", self.name);
         std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
+            use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+            use std::os::fd::AsFd;
             let file = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: a valid namespace descriptor; affects this thread only.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            // Only this thread moves.
+            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
+                .expect("setns");
             std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
                 .expect("connect from the namespace")
         })

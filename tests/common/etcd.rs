@@ -268,10 +268,8 @@ impl EtcdCluster {
     /// Sends `signal` to member `i` (SIGSTOP / SIGCONT to cut a node off).
     pub fn signal(&self, i: usize, signal: i32) {
         if let Some(pid) = self.pid(i) {
-            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
-            unsafe {
-                libc::kill(pid as libc::pid_t, signal);
-            }
+            // A child we spawned and have not reaped.
+            let _ = super::send_signal(pid, signal);
         }
     }
 

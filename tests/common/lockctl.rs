@@ -37,7 +37,7 @@ pub fn spawn(server: &str, args: &[&str]) -> Child {
 /// Waits for `child` (killing it by PID past the deadline) and collects
 /// its output.
 pub fn finish(child: Child) -> Out {
-    let pid = child.id() as libc::pid_t;
+    let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
@@ -45,8 +45,7 @@ pub fn finish(child: Child) -> Out {
     let output = match rx.recv_timeout(DEADLINE) {
         Ok(output) => output.expect("wait for lockctl"),
         Err(_) => {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = super::send_signal(pid, libc::SIGKILL);
             panic!("lockctl did not exit within {DEADLINE:?}");
         }
     };

@@ -526,23 +526,25 @@ pub const SENTINEL_REPLY: &str = "0 Lock Not Locked: lockd-test-sentinel\n";
 /// Sets `SO_LINGER` to on, 0 s: closing the socket then sends a RST.
 /// (`TcpStream::set_linger` is unstable.)
 pub fn set_linger_zero(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: passes a pointer to a live `linger` and its size, as
-    // setsockopt(2) requires, on a descriptor the stream owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    rustix::net::sockopt::set_socket_linger(stream, Some(Duration::ZERO)).expect("SO_LINGER");
+}
+
+/// Whether process `pid` exists (signal 0).
+pub fn process_exists(pid: u32) -> bool {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    pid.is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
+}
+
+/// Sends signal number `signal` to process `pid`.
+pub fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
+    let pid = pid.ok_or_else(|| std::io::Error::other("not a process id"))?;
+    let signal =
+        Signal::from_named_raw(signal).ok_or_else(|| std::io::Error::other("not a signal"))?;
+    Ok(kill_process(pid, signal)?)
 }
 
 /// The classic `q` reply with every counter 0 except those in `nonzero`.
@@ -782,9 +784,8 @@ impl Daemon {
     }
 
     pub fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on our own child, which we have not yet reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
+        // Our own child, not yet reaped: its pid is still its own.
+        send_signal(self.child.id(), signal).expect("kill");
     }
 
     /// `kill -9`, and reaps it.
