@@ -201,7 +201,7 @@ impl Shared {
             // The read may share a batch: no edge is put in one (a client's
             // end may delete one there), so it sees every edge put up to
             // its batch's revision, which the compare then starts from.
-            let read = match self.commit.txn(&[], &graph, &[]) {
+            let read = match self.commit.txn(&self.client, &[], &graph, &[]) {
                 Ok(read) => read,
                 Err(e) => {
                     for ask in asks {

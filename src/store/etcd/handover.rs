@@ -58,10 +58,12 @@ impl Shared {
             relation: Relation::Equal,
             target: Target::CreateRevision(wait.created),
         };
-        match self
-            .commit
-            .txn(&[in_line], &[delete.clone(), stamp], &[delete])
-        {
+        match self.commit.txn(
+            &self.client,
+            &[in_line],
+            &[delete.clone(), stamp],
+            &[delete],
+        ) {
             Ok(txn) => {
                 if txn.succeeded {
                     self.deliver(
@@ -133,7 +135,7 @@ impl Shared {
             lease: wait.lease,
         };
         let line = Op::Range(Range::prefix(&lock, Order::Created));
-        let txn = match self.commit.txn(&compares, &[stamp], &[line]) {
+        let txn = match self.commit.txn(&self.client, &compares, &[stamp], &[line]) {
             Ok(txn) => txn,
             Err(_) => return Turn::Again,
         };

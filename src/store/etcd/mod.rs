@@ -516,7 +516,9 @@ impl Shared {
             lease: caller.lease,
         };
         let line = Range::prefix(&self.layout.lock(family, name), Order::Created);
-        let written = self.commit.txn(&[], &[put, Op::Range(line)], &[]);
+        let written = self
+            .commit
+            .txn(&self.client, &[], &[put, Op::Range(line)], &[]);
         let txn = self.written(&key, caller, written)?;
         let kvs = ranged(&txn.results, 1);
         Ok((key, txn.revision, kvs))
@@ -743,7 +745,7 @@ impl Shared {
             })
             .collect();
         for batch in ops.chunks(MAX_TXN_OPS) {
-            self.commit.txn(&[], batch, &[])?;
+            self.commit.txn(&self.client, &[], batch, &[])?;
         }
         Ok(())
     }

@@ -117,7 +117,11 @@ impl LockStore for EtcdStore {
                 target: Target::CreateRevision(0),
             };
             let head = Op::Range(Range { limit: 1, ..line });
-            let txn = s.written(&key, &caller, s.commit.txn(&[nobody], &[put], &[head]))?;
+            let txn = s.written(
+                &key,
+                &caller,
+                s.commit.txn(&s.client, &[nobody], &[put], &[head]),
+            )?;
             if txn.succeeded {
                 return s.granted(
                     id,
@@ -413,7 +417,7 @@ impl LockStore for EtcdStore {
                 value,
                 lease: caller.lease,
             };
-            s.commit.txn(&[], &[put], &[])?;
+            s.commit.txn(&s.client, &[], &[put], &[])?;
             s.record(id, &caller, &key, |conn| {
                 conn.registered = Some(name.into())
             })?;
