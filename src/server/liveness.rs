@@ -109,7 +109,7 @@ pub(crate) struct Presence {
     counted: AtomicBool,
     /// Told when the connection is orphaned while waiting in line; made
     /// by its first wait (most connections never wait: a channel each
-    /// cost W5 a twentieth of its instructions per connection).
+    /// cost about 4% of a W5 connection's instructions).
     wake: OnceLock<(Sender<()>, Receiver<()>)>,
 }
 

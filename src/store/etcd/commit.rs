@@ -154,10 +154,9 @@ impl Committer {
     /// When nothing is waiting and nothing is in flight, there is no batch
     /// to join: the caller sends its transaction itself, through `client`,
     /// as a batch of one, instead of handing it to a committer thread and
-    /// waiting to be handed the answer (two thread wake-ups, a command's
-    /// whole cost on an idle node next to etcd's round trip). Anything
-    /// that arrives meanwhile queues for the committers as before, so a
-    /// busy node still batches.
+    /// waiting to be handed the answer (two thread wake-ups, and the
+    /// caller's spinning while it waits). Anything that arrives meanwhile
+    /// queues for the committers as before, so a busy node still batches.
     ///
     /// # Errors
     /// See [`EtcdError`]; the committer thread stopped.
