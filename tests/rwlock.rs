@@ -384,7 +384,7 @@ fn chains_through_read_holds_and_semaphores_just_wait(server: &Server) {
 /// open two descriptors each (its own end and the embedded server's).
 fn waiters_allowed(wanted: usize) -> usize {
     const HEADROOM: u64 = 200;
-    let limit = nofile::raise_nofile_limit().unwrap_or(1024);
+    let limit = nofile::raise_nofile_limit();
     let fit = usize::try_from(limit.saturating_sub(HEADROOM) / 2).unwrap_or(usize::MAX);
     let n = fit.min(wanted);
     println!("open-files limit {limit}: {n} of {wanted} waiters");

@@ -5,8 +5,9 @@
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// Raises the open-files soft limit to the hard limit. Returns the limit
-/// now in force (`u64::MAX` for none).
-pub fn raise_nofile_limit() -> std::io::Result<u64> {
+/// now in force (`u64::MAX` for none). (getrlimit(2) of the calling
+/// process cannot fail.)
+pub fn raise_nofile_limit() -> u64 {
     let limit = getrlimit(Resource::Nofile);
     let raised = Rlimit {
         current: limit.maximum,
@@ -17,5 +18,5 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     } else {
         limit.current
     };
-    Ok(now.unwrap_or(u64::MAX))
+    now.unwrap_or(u64::MAX)
 }

@@ -852,13 +852,12 @@ pub fn start(options: DaemonOptions) -> Result<RunningDaemon, StartError> {
     }
     let mut config = options.config;
     let max_connections = config.max_connections;
-    match raise_nofile_limit() {
-        // One descriptor per connection, plus a few for listeners and files.
-        Ok(limit) if limit < max_connections as u64 + 16 => log(Priority::Warning, format_args!(
+    let limit = raise_nofile_limit();
+    // One descriptor per connection, plus a few for listeners and files.
+    if limit < max_connections as u64 + 16 {
+        log(Priority::Warning, format_args!(
             "warning: open-files limit is {limit}, below --max-connections {max_connections}: raise it (ulimit -n, LimitNOFILE=) or lower --max-connections"
-        )),
-        Ok(_) => {}
-        Err(e) => log(Priority::Warning, format_args!("warning: cannot read the open-files limit: {e}")),
+        ));
     }
     for warning in KernelLimits::read().capacity_warnings(max_connections) {
         log(Priority::Warning, format_args!("warning: {warning}"));

@@ -195,7 +195,7 @@ impl Ctx<'_> {
 }
 
 pub(super) fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Report, BenchError> {
-    let _ = crate::nofile::raise_nofile_limit();
+    crate::nofile::raise_nofile_limit();
     let machine = Machine::detect();
     let print_err = |e: io::Error| BenchError::io("cannot write the report", e);
     // The in-process server, if any, stops when this goes out of scope.
