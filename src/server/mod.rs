@@ -644,19 +644,22 @@ fn admit(state: &Arc<State>, socket: Socket, peer: Peer) {
     }
 }
 
+/// For the server's unit tests: polls `done` until it holds, and fails
+/// after 10 s.
+#[cfg(test)]
+fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpStream;
-
-    fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
 
     /// Connections that waited, hung up while waiting, or held locks and
     /// closed with half a command sent all leave the liveness module, and

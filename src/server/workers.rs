@@ -168,6 +168,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::poll_until;
     use std::collections::HashSet;
     use std::sync::mpsc;
 
@@ -181,21 +182,13 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(10)).expect("ran")
     }
 
-    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
     #[test]
     fn a_thread_whose_job_ended_takes_the_next() {
         let workers = Workers::new("test-worker", 64 * 1024, Duration::from_secs(60));
         let first = thread_id_of(&workers);
-        wait_for("the thread to wait", || workers.idle() == 1);
+        poll_until("the thread to wait", || workers.idle() == 1);
         assert_eq!(thread_id_of(&workers), first);
-        wait_for("the thread to wait again", || workers.idle() == 1);
+        poll_until("the thread to wait again", || workers.idle() == 1);
     }
 
     #[test]
@@ -221,7 +214,7 @@ mod tests {
             "eight jobs blocked at once need eight threads"
         );
         drop(release);
-        wait_for("all eight to wait", || workers.idle() == 8);
+        poll_until("all eight to wait", || workers.idle() == 8);
         // The next eight reuse them: no new thread.
         let again: HashSet<_> = (0..8).map(|_| thread_id_of(&workers)).collect();
         assert!(again.is_subset(&ids), "a new thread was started");
@@ -240,10 +233,10 @@ mod tests {
                 .expect("run");
         }
         drop(release);
-        wait_for("all twenty to wait", || workers.idle() == 20);
-        wait_for("the first to end", || workers.idle() < 20);
+        poll_until("all twenty to wait", || workers.idle() == 20);
+        poll_until("the first to end", || workers.idle() < 20);
         let first = Instant::now();
-        wait_for("all twenty to end", || workers.idle() == 0);
+        poll_until("all twenty to end", || workers.idle() == 0);
         // Nineteen more exits, a gap apart (less the polling's slack).
         assert!(
             first.elapsed() >= RETIRE_GAP * 15,
@@ -258,10 +251,10 @@ mod tests {
     fn dropping_the_pool_ends_its_waiting_threads() {
         let workers = Workers::new("test-worker", 64 * 1024, Duration::from_secs(60));
         thread_id_of(&workers);
-        wait_for("the thread to wait", || workers.idle() == 1);
+        poll_until("the thread to wait", || workers.idle() == 1);
         // Each thread holds the pool until it ends.
         let pool = Arc::downgrade(&workers.pool);
         drop(workers);
-        wait_for("the thread to end", || pool.upgrade().is_none());
+        poll_until("the thread to end", || pool.upgrade().is_none());
     }
 }
